@@ -1,0 +1,52 @@
+"""Request dependencies: the pool, settings and the three kinds of authentication."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.db.pool import Conn
+from pgqueue.errors import SchemaNotReady, Unauthorized
+from pgqueue.executor import signing
+from pgqueue.settings import Settings
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def pool(request: Request) -> AsyncConnectionPool:
+    p = request.app.state.pool
+    if p is None:
+        raise SchemaNotReady("the database is not reachable yet")
+    return p
+
+
+async def connection(request: Request) -> AsyncIterator[Conn]:
+    async with pool(request).connection() as conn:
+        yield conn
+
+
+def require_event_key(request: Request, event_key: str) -> None:
+    """Dev mode accepts any key; production accepts only configured keys (constant time)."""
+    cfg = settings(request)
+    if not cfg.production:
+        return
+    given = event_key.encode()
+    ok = False
+    for key in cfg.event_keys:
+        ok |= hmac.compare_digest(given, key.encode())
+    if not ok:
+        raise Unauthorized("Event key not found")
+
+
+def require_signing_key(request: Request) -> None:
+    """SDK and REST endpoints: `Authorization: Bearer <signing key or its hash>` in production."""
+    cfg = settings(request)
+    if not cfg.production:
+        return
+    if not signing.verify_bearer(request.headers.get("authorization"), cfg.signing_keys):
+        raise Unauthorized("missing or invalid Authorization bearer token: use the signing key or its hash")

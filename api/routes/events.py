@@ -1,0 +1,51 @@
+"""POST /e/{event_key}: validate, persist and wake the runner, in one transaction per request."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api import deps
+from pgqueue import ingest
+from pgqueue.errors import PayloadTooLarge
+from pgqueue.store import events
+
+router = APIRouter()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def max_request_bytes(request: Request) -> int:
+    cfg = deps.settings(request)
+    return max(cfg.max_event_bytes * 4, 16 * 1024 * 1024)
+
+
+@router.post("/e/{event_key}", tags=["events"], summary="Send events")
+async def send_events(event_key: str, request: Request) -> JSONResponse:
+    deps.require_event_key(request, event_key)
+    cfg = deps.settings(request)
+    body = await read_body(request, max_request_bytes(request))
+    parsed = ingest.parse_events(
+        body,
+        seed_header=request.headers.get("x-inngest-event-id-seed"),
+        max_event_bytes=cfg.max_event_bytes,
+        max_events=cfg.max_events_per_request,
+    )
+    async with deps.pool(request).connection() as conn, conn.transaction():
+        queued = await events.ingest(conn, parsed)
+    services = getattr(request.app.state, "services", None)
+    if queued and services is not None:
+        services.wake_runner()
+    return JSONResponse({"ids": [e.id for e in parsed], "status": 200})

@@ -1,0 +1,64 @@
+"""SDK registration (`POST /fn/register`) and server-initiated sync (`POST /v1/apps/sync`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from api import deps
+from pgqueue import appsync, registration
+from pgqueue.errors import InvalidInput
+from pgqueue.store import apps
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+
+
+@router.post("/fn/register", tags=["sync"], summary="Register an app's functions (called by the SDKs)")
+async def register(request: Request) -> JSONResponse:
+    deps.require_signing_key(request)
+    cfg = deps.settings(request)
+    expected = request.headers.get("x-inngest-expected-server-kind")
+    kind = appsync.server_kind(cfg)
+    if expected and expected != kind:
+        raise InvalidInput(f"server kind mismatch: the SDK expects a {expected!r} server, this is {kind!r}")
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidInput("registration body is not valid JSON") from None
+    spec = registration.parse_register(body)
+    async with deps.pool(request).connection() as conn, conn.transaction():
+        result = await apps.sync(conn, spec)
+    log.info(
+        "synced app %s (%d functions, modified=%s, archived=%s)",
+        spec.name, len(spec.functions), result.modified, list(result.archived),
+    )
+    return JSONResponse(
+        {"ok": True, "modified": result.modified, "app_id": str(result.app_id), "status": 200}
+    )
+
+
+class SyncRequest(BaseModel):
+    url: str
+
+
+@router.post("/v1/apps/sync", tags=["apps"], summary="Ask the app at a URL to sync with this server",
+             dependencies=[Depends(deps.require_signing_key)])
+async def sync_by_url(payload: SyncRequest, request: Request) -> JSONResponse:
+    if not payload.url.startswith(("http://", "https://")):
+        raise InvalidInput("url must start with http:// or https://")
+    services = request.app.state.services
+    client = services.client if services is not None else request.app.state.http
+    attempt = await appsync.sync_app(client, payload.url, deps.settings(request))
+    if not attempt.ok:
+        async with deps.pool(request).connection() as conn:
+            await apps.set_sync_error(conn, payload.url, attempt.error)
+        raise InvalidInput(f"sync failed: {attempt.error}")
+    body: Any = attempt.body
+    return JSONResponse({"data": body if isinstance(body, dict) else {"response": body}, "status": 200})

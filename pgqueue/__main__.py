@@ -1,0 +1,5 @@
+import sys
+
+from pgqueue.cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""Command line: `pgqueue dev | serve | worker | migrate`. Thin: it resolves settings and calls
+public functions; every failure is one line naming the fix, never a stack trace."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pgqueue import __version__
+from pgqueue.errors import PgQueueError
+from pgqueue.settings import Settings
+
+log = logging.getLogger("pgqueue")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL)")
+    p.add_argument("--log-level", default=None, help="debug, info, warning, error")
+
+
+def _server(p: argparse.ArgumentParser, default_host: str) -> None:
+    p.add_argument("--host", default=None, help=f"address to listen on (default {default_host})")
+    p.add_argument("--port", "-p", type=int, default=None, help="port (default 8288)")
+    p.add_argument("-u", "--sdk-url", action="append", default=[], metavar="URL",
+                   help="app serve URL to sync at start-up (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgqueue", description="Durable functions on PostgreSQL alone")
+    parser.add_argument("--version", action="version", version=f"pgqueue {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run everything in one process, key-less, for development")
+    _common(dev)
+    _server(dev, "127.0.0.1")
+    dev.add_argument("--data-dir", help="embedded database folder (default ./.pgqueue/pgdata)")
+
+    serve = sub.add_parser("serve", help="run everything in one process in production mode")
+    _common(serve)
+    _server(serve, "0.0.0.0")
+    serve.add_argument("--signing-key", help="hex signing key (default $PGQUEUE_SIGNING_KEY)")
+    serve.add_argument("--signing-key-fallback", help="previous signing key, accepted during rotation")
+    serve.add_argument("--event-key", action="append", default=[], help="accepted event key (repeatable)")
+    serve.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    serve.add_argument("--no-workers", action="store_true", help="serve the API only (run `pgqueue worker` elsewhere)")
+
+    worker = sub.add_parser("worker", help="run only the runner and executor (scale out)")
+    _common(worker)
+    worker.add_argument("--signing-key", help="hex signing key (default $PGQUEUE_SIGNING_KEY)")
+    worker.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+
+    mig = sub.add_parser("migrate", help="create or upgrade the pgqueue schema (safe to run twice)")
+    _common(mig)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _resolve_database(settings: Settings, args: argparse.Namespace) -> Settings:
+    if settings.database_url:
+        return settings
+    if args.command != "dev":
+        raise PgQueueError(
+            "no database configured: set DATABASE_URL (or pass --database-url);"
+            " only `pgqueue dev` starts an embedded database by itself"
+        )
+    from pgqueue.db import embedded
+
+    data_dir = Path(args.data_dir or settings.data_dir or embedded.default_data_dir())
+    pg = embedded.start(data_dir)
+    log.info("embedded PostgreSQL at %s (data in %s)", pg.url, pg.data_dir)
+    return settings.with_overrides(database_url=pg.url)
+
+
+def _run_server(settings: Settings, *, run_services: bool) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app(settings, run_services=run_services)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+        access_log=False,
+    )
+    log.info("pgqueue %s (%s mode) on http://%s:%d", __version__, settings.mode, settings.host, settings.port)
+    uvicorn.Server(config).run()
+
+
+async def _run_worker(settings: Settings) -> None:
+    from pgqueue.db.pool import open_pool
+    from pgqueue.services import Services
+
+    assert settings.database_url
+    pool = await open_pool(settings.database_url, max_size=settings.pool_size)
+    services = Services(settings, pool)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await services.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: no new claims; waiting for in-flight calls")
+        await services.stop()
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            mode="serve" if args.command == "serve" else "dev",
+            database_url=args.database_url,
+            log_level=args.log_level,
+            host=getattr(args, "host", None) or (None if args.command != "serve" else None),
+            port=getattr(args, "port", None),
+            sdk_urls=tuple(getattr(args, "sdk_url", []) or ()) or None,
+            signing_key=getattr(args, "signing_key", None),
+            signing_key_fallback=getattr(args, "signing_key_fallback", None),
+            event_keys=tuple(getattr(args, "event_key", []) or ()) or None,
+        )
+        if args.command == "serve" and getattr(args, "host", None) is None and settings.host == "127.0.0.1":
+            settings = settings.with_overrides(host="0.0.0.0")
+        _setup_logging(settings.log_level)
+        settings = _resolve_database(settings, args)
+        from pgqueue.db import migrate
+
+        assert settings.database_url
+        if args.command == "migrate":
+            result = migrate.migrate(settings.database_url)
+            print(f"pgqueue schema at version {result.version} (applied: {list(result.applied) or 'none'})")
+            return 0
+        if args.command == "dev" or getattr(args, "migrate", False):
+            migrate.migrate(settings.database_url)
+        else:
+            migrate.check_schema(settings.database_url)
+        if args.command == "worker":
+            asyncio.run(_run_worker(settings))
+        else:
+            _run_server(settings, run_services=not getattr(args, "no_workers", False))
+        return 0
+    except PgQueueError as exc:
+        print(f"pgqueue: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"pgqueue: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

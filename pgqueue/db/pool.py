@@ -1,0 +1,29 @@
+"""The async connection pool. Connections carry no session state, so a pooler may sit in front."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+Conn = AsyncConnection[dict]
+
+
+async def _configure(conn: AsyncConnection) -> None:
+    conn.row_factory = dict_row  # type: ignore[assignment]
+
+
+async def open_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, name: str = "pgqueue") -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        open=False,
+        configure=_configure,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"autocommit": True, "connect_timeout": 10},
+        reconnect_timeout=3600,
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool

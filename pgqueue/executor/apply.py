@@ -1,0 +1,299 @@
+"""Apply one Outcome in one transaction.
+
+Every apply starts with the same fencing: lock the run row, then check that this worker still
+holds the item's lease. Zero rows means a rescuer or a cancel won, and the outcome is dropped
+(the step's output may have been stored already by whoever won: first stored output wins).
+Lock order is always run, then items, everywhere that takes both.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pgqueue.db.pool import Conn
+from pgqueue.durations import parse_duration, parse_instant
+from pgqueue.errors import InvalidInput
+from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
+from pgqueue.models import DISCOVERY_STEP, QueueItem
+from pgqueue.queue import backoff
+from pgqueue.store import apps, events, queue, runs, steps
+
+log = logging.getLogger(__name__)
+
+MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
+MAX_SLEEP_S = 366 * 86400
+# Ops this version of the engine implements; anything else fails the run non-retriably.
+SUPPORTED_OPS = frozenset({"StepRun", "Step", "StepError", "StepFailed", "StepPlanned", "Sleep", "RunComplete", "StepNotFound"})
+NO_FINISH_EVENT_TRIGGERS = frozenset({"inngest/function.finished", "inngest/function.failed", "inngest/function.cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class SleepWoke:
+    """Internal outcome of a sleep item coming due: its step is memoised as null."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: bool  # False: the lease was lost or the run had ended; nothing changed
+    finished: str | None = None  # the run's final status when this apply ended it
+    enqueued: bool = False
+
+
+LOST = ApplyResult(applied=False)
+
+
+def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any]:
+    """Error values handed back to SDKs must carry string name and message (Python is strict)."""
+    if isinstance(err, dict):
+        out = dict(err)
+        out["name"] = str(out.get("name") or "Error")
+        out["message"] = str(out.get("message") or default_message)
+        return out
+    if err is None:
+        return {"name": "Error", "message": default_message}
+    return {"name": "Error", "message": str(err)}
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _output_problem(data: Any, raw_size: int) -> dict[str, Any] | None:
+    if raw_size > MAX_STEP_OUTPUT_BYTES:
+        return {
+            "name": "OutputTooLarge",
+            "message": f"step output is {raw_size} bytes; the limit is {MAX_STEP_OUTPUT_BYTES} bytes (4 MB)",
+        }
+    if _has_nul(data):
+        return {
+            "name": "InvalidOutput",
+            "message": "step output contains NUL characters (\\u0000), which PostgreSQL cannot store",
+        }
+    return None
+
+
+class Applier:
+    def __init__(self, *, backoff_scale: float = 1.0) -> None:
+        self.backoff_scale = backoff_scale
+
+    async def apply(
+        self,
+        conn: Conn,
+        item: QueueItem,
+        outcome: Outcome | SleepWoke,
+        *,
+        started_at: datetime,
+        body_size: int = 0,
+    ) -> ApplyResult:
+        async with conn.transaction():
+            run = await runs.lock(conn, item.run_id)
+            if run is None or not await queue.lock_if_leased(conn, item):
+                log.info("lease lost for item %s of run %s; dropping its outcome", item.id, item.run_id)
+                return LOST
+            if run["status"] not in ("queued", "running"):
+                await queue.delete(conn, item.id)
+                await steps.record_attempt(
+                    conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                    outcome="discarded", started_at=started_at,
+                )
+                return ApplyResult(applied=False)
+            version = getattr(outcome, "request_version", None)
+            if version is not None and version != run["request_version"]:
+                await runs.set_request_version(conn, item.run_id, version)
+
+            match outcome:
+                case SleepWoke():
+                    await steps.record(
+                        conn, item.run_id, item.step_id, op="Sleep", memo=None, name=item.step_name,
+                        attempt=item.attempt,
+                    )
+                    await queue.delete(conn, item.id)
+                    await steps.record_attempt(
+                        conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                        outcome="ok", started_at=started_at,
+                    )
+                    return await self._continue(conn, item, run)
+                case RunDone(output=output):
+                    await steps.record_attempt(
+                        conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                        outcome="ok", status_code=200, started_at=started_at,
+                    )
+                    return await self._finish(conn, run, "completed", output=output)
+                case CallError():
+                    return await self._call_error(conn, item, run, outcome, started_at)
+                case Ops():
+                    return await self._ops(conn, item, run, outcome, started_at, body_size)
+
+    async def _call_error(
+        self, conn: Conn, item: QueueItem, run: dict[str, Any], outcome: CallError, started_at: datetime
+    ) -> ApplyResult:
+        error = _error_dict(outcome.error, "function failed")
+        if outcome.retriable and item.attempt + 1 < item.max_attempts:
+            delay = outcome.retry_after_s
+            if delay is None:
+                delay = backoff.delay_s(item.attempt, scale=self.backoff_scale)
+            await queue.retry(conn, item, delay_s=delay, error=error)
+            await steps.record_attempt(
+                conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                outcome="retry", status_code=outcome.status_code, error=error, started_at=started_at,
+            )
+            return ApplyResult(applied=True)
+        await steps.record_attempt(
+            conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+            outcome="failed", status_code=outcome.status_code, error=error, started_at=started_at,
+        )
+        return await self._finish(conn, run, "failed", error=error)
+
+    async def _ops(
+        self, conn: Conn, item: QueueItem, run: dict[str, Any], outcome: Ops, started_at: datetime, body_size: int
+    ) -> ApplyResult:
+        if not outcome.ops:
+            error = {"name": "InvalidResponse", "message": "the SDK answered 206 with no opcodes"}
+            return await self._call_error(conn, item, run, CallError(error, retriable=True, status_code=206), started_at)
+        unsupported = [op.op for op in outcome.ops if op.op not in SUPPORTED_OPS]
+        if unsupported:
+            error = {"name": "UnsupportedOpcode", "message": f"unsupported: {unsupported[0]}"}
+            await steps.record_attempt(
+                conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                outcome="failed", status_code=206, error=error, started_at=started_at,
+            )
+            return await self._finish(conn, run, "failed", error=error)
+
+        retry_error: dict[str, Any] | None = None
+        for op in outcome.ops:
+            if op.op == "StepError" and not outcome.no_retry and item.attempt + 1 < item.max_attempts:
+                retry_error = _error_dict(op.error)
+            elif op.op == "StepNotFound":
+                retry_error = {"name": "StepNotFound", "message": f"the SDK could not find step {op.id}"}
+
+        if retry_error is not None:
+            delay = outcome.retry_after_s
+            if delay is None:
+                delay = backoff.delay_s(item.attempt, scale=self.backoff_scale)
+            await queue.retry(conn, item, delay_s=delay, error=retry_error)
+        else:
+            await queue.delete(conn, item.id)
+        await steps.record_attempt(
+            conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+            outcome="retry" if retry_error else "ok", status_code=206, error=retry_error, started_at=started_at,
+        )
+
+        max_attempts = run["max_attempts"]
+        for op in outcome.ops:
+            match op.op:
+                case "StepRun" | "Step":
+                    data = op.data
+                    if op.op == "Step" and isinstance(data, dict) and set(data) == {"data"}:
+                        memo: Any = data
+                        data = data["data"]
+                    else:
+                        memo = {"data": data}
+                    problem = _output_problem(data, body_size)
+                    if problem:
+                        await steps.record(conn, item.run_id, op.id, op="StepFailed", memo={"error": problem},
+                                           name=op.label, attempt=item.attempt)
+                    else:
+                        await steps.record(conn, item.run_id, op.id, op="StepRun", memo=memo, name=op.label,
+                                           attempt=item.attempt)
+                case "StepError":
+                    if retry_error is None:
+                        await steps.record(conn, item.run_id, op.id, op="StepFailed",
+                                           memo={"error": _error_dict(op.error)}, name=op.label, attempt=item.attempt)
+                case "StepFailed":
+                    await steps.record(conn, item.run_id, op.id, op="StepFailed",
+                                       memo={"error": _error_dict(op.error)}, name=op.label, attempt=item.attempt)
+                case "StepPlanned":
+                    await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="call",
+                                        step_id=op.id, step_name=op.label, max_attempts=max_attempts)
+                case "Sleep":
+                    try:
+                        wake_at, delay_s = _sleep_target(op)
+                    except InvalidInput as exc:
+                        error = {"name": "InvalidSleep", "message": exc.message}
+                        return await self._finish(conn, run, "failed", error=error)
+                    await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="sleep",
+                                        step_id=op.id, step_name=op.display_name or op.id,
+                                        max_attempts=max_attempts, run_at=wake_at, delay_s=delay_s)
+                case "RunComplete":
+                    return await self._finish(conn, run, "completed", output=op.data)
+        if len(outcome.ops) > 1:
+            await runs.force_step_plan(conn, item.run_id)
+        return await self._continue(conn, item, run)
+
+    async def _continue(self, conn: Conn, item: QueueItem, run: dict[str, Any]) -> ApplyResult:
+        """After a step: call the SDK again once nothing else of the run is pending."""
+        if await queue.open_count(conn, item.run_id) == 0:
+            await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="call",
+                                step_id=DISCOVERY_STEP, max_attempts=run["max_attempts"])
+        await queue.notify(conn)
+        return ApplyResult(applied=True, enqueued=True)
+
+    async def _finish(
+        self, conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
+    ) -> ApplyResult:
+        if output is not None and _has_nul(output):
+            status, output = "failed", None
+            error = {"name": "InvalidOutput",
+                     "message": "function output contains NUL characters (\\u0000), which PostgreSQL cannot store"}
+        finished = await runs.finish(conn, run["id"], status=status, output=output, error=error)
+        await queue.delete_for_run(conn, run["id"])
+        if finished is not None:
+            await emit_finished(conn, run, status, output=output, error=error)
+        return ApplyResult(applied=True, finished=status if finished else None)
+
+
+def _sleep_target(op: Op) -> tuple[datetime | None, float]:
+    raw = op.opts.get("duration") or op.name or ""
+    if not isinstance(raw, str | int | float):
+        raise InvalidInput(f"sleep step {op.label!r} has no duration")
+    if isinstance(raw, str):
+        instant = parse_instant(raw)
+        if instant is not None:
+            return instant, 0.0
+    seconds = parse_duration(raw)
+    if seconds > MAX_SLEEP_S:
+        raise InvalidInput(f"sleep step {op.label!r} is longer than 366 days")
+    return None, max(seconds, 0.0)
+
+
+def _event_object(row: dict[str, Any]) -> dict[str, Any]:
+    ev = {"id": row["external_id"] or row["id"], "name": row["name"], "data": row["data"], "ts": row["ts"]}
+    if row.get("user") is not None:
+        ev["user"] = row["user"]
+    return ev
+
+
+async def emit_finished(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> None:
+    """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one."""
+    rows = await events.get_many(conn, run["event_ids"])
+    by_id = {r["id"]: r for r in rows}
+    ordered = [_event_object(by_id[i]) for i in run["event_ids"] if i in by_id]
+    trigger = ordered[0] if ordered else None
+    if trigger and trigger["name"] in NO_FINISH_EVENT_TRIGGERS:
+        return
+    slug = await apps.function_slug(conn, run["function_id"]) or str(run["function_id"])
+    data: dict[str, Any] = {
+        "function_id": slug,
+        "run_id": run["id"],
+        "event": trigger,
+        "events": ordered,
+        "_inngest": {"status": status.capitalize()},
+    }
+    if status == "completed":
+        data["result"] = output
+    else:
+        data["error"] = error
+    if status == "failed":
+        await events.insert_internal(conn, "inngest/function.failed", data)
+    elif status == "cancelled":
+        await events.insert_internal(conn, "inngest/function.cancelled", data)
+    await events.insert_internal(conn, "inngest/function.finished", data)

@@ -1,0 +1,63 @@
+"""Run one claimed queue item: load its run, call the app, apply the outcome."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.executor import invoke, outcome
+from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke
+from pgqueue.models import QueueItem
+from pgqueue.store import runs
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        client: httpx.AsyncClient,
+        *,
+        signing_key: str | None,
+        backoff_scale: float = 1.0,
+        max_response_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.signing_key = signing_key
+        self.max_response_bytes = max_response_bytes
+        self.applier = Applier(backoff_scale=backoff_scale)
+
+    async def execute(self, item: QueueItem) -> ApplyResult:
+        started_at = datetime.now(UTC)
+        if item.kind == "sleep":
+            async with self.pool.connection() as conn:
+                return await self.applier.apply(conn, item, SleepWoke(), started_at=started_at)
+
+        async with self.pool.connection() as conn:
+            ctx = await runs.context(conn, item.run_id)
+        if ctx is None or ctx["status"] not in ("queued", "running"):
+            async with self.pool.connection() as conn:
+                return await self.applier.apply(
+                    conn, item, outcome.transport_error("run is gone"), started_at=started_at
+                )
+
+        request = invoke.build(item, ctx, signing_key=self.signing_key)
+        response = await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes)
+        if isinstance(response, outcome.CallError):
+            result: outcome.Outcome = response
+            body_size = 0
+        else:
+            result = outcome.parse(response)
+            body_size = len(response.body)
+        if isinstance(result, outcome.CallError):
+            log.info(
+                "run %s step %s attempt %d: %s (retriable=%s)",
+                item.run_id, item.step_id, item.attempt, result.error.get("message"), result.retriable,
+            )
+        async with self.pool.connection() as conn:
+            return await self.applier.apply(conn, item, result, started_at=started_at, body_size=body_size)

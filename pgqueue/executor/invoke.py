@@ -1,0 +1,121 @@
+"""Build the signed call request for one queue item and send it to the app with httpx.
+
+Transport failures (refused, reset, timeout, oversized answer) become retriable CallErrors; the
+executor never raises past this module for anything the app does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from pgqueue.executor import canonical, signing
+from pgqueue.executor.outcome import CallError, Response, transport_error
+from pgqueue.models import QueueItem
+
+# Above this the SDK is asked to fetch state through /v0/runs/{id}/actions and /batch instead.
+MAX_REQUEST_BODY = 4 * 1024 * 1024
+SDK_HEADERS = {"content-type": "application/json", "user-agent": "pgqueue/0.1"}
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    use_api: bool
+
+
+def with_step_id(url: str, step_id: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "stepId"]
+    query.append(("stepId", step_id))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def build(item: QueueItem, ctx: dict[str, Any], *, signing_key: str | None, env: str = "dev") -> CallRequest:
+    events: list[dict[str, Any]] = list(ctx["events"])
+    step_pairs: list[list[Any]] = list(ctx["steps"])
+    steps = {step_id: memo for step_id, memo in step_pairs}
+    stack = [step_id for step_id, _ in step_pairs]
+    event = events[0] if events else {"name": "", "data": {}, "id": "", "ts": 0}
+    body_ctx: dict[str, Any] = {
+        "run_id": ctx["id"],
+        "env": env,
+        "step_id": item.step_id,
+        "attempt": item.attempt,
+        "max_attempts": item.max_attempts,
+        "stack": {"stack": stack, "current": len(stack)},
+        "disable_immediate_execution": bool(ctx["force_step_plan"]),
+        "use_api": False,
+        "request_id": f"{item.id}-{item.attempt}",
+        "job_id": str(item.id),
+        # No fn_id: its presence switches the JS SDK 4.x into the checkpoint protocol.
+    }
+    payload: dict[str, Any] = {
+        "event": event,
+        "events": events,
+        "steps": steps,
+        "defers": {},
+        "ctx": body_ctx,
+        "version": ctx["request_version"],
+        "use_api": False,
+    }
+    body = canonical.canonical_bytes(payload)
+    use_api = False
+    if len(body) > MAX_REQUEST_BODY:
+        use_api = True
+        body_ctx["use_api"] = True
+        payload.update(events=[], steps={}, use_api=True)
+        body = canonical.canonical_bytes(payload)
+    headers = dict(SDK_HEADERS)
+    headers["x-run-id"] = ctx["id"]
+    headers["x-inngest-job-id"] = str(item.id)
+    headers["x-request-id"] = body_ctx["request_id"]
+    if ctx["request_version"] >= 0:
+        headers["x-inngest-req-version"] = str(ctx["request_version"])
+    if signing_key:
+        headers["x-inngest-signature"] = signing.sign(body, signing_key)
+    return CallRequest(with_step_id(ctx["url"], item.step_id), body, headers, use_api)
+
+
+async def send(client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int) -> Response | CallError:
+    try:
+        async with client.stream("POST", req.url, content=req.body, headers=req.headers) as resp:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > max_response_bytes:
+                    return CallError(
+                        {
+                            "name": "ResponseTooLarge",
+                            "message": f"the function's answer exceeded {max_response_bytes} bytes",
+                        },
+                        retriable=True,
+                        status_code=resp.status_code,
+                    )
+                chunks.append(chunk)
+            headers = {k.lower(): v for k, v in resp.headers.items()}
+            return Response(resp.status_code, headers, b"".join(chunks))
+    except httpx.TimeoutException as exc:
+        return transport_error(f"calling {req.url} timed out ({type(exc).__name__})", name="TimeoutError")
+    except httpx.HTTPError as exc:
+        return transport_error(f"calling {req.url} failed: {type(exc).__name__}: {exc}")
+
+
+def new_client(*, connect_timeout_s: float, call_timeout_s: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        timeout=httpx.Timeout(call_timeout_s, connect=connect_timeout_s, pool=None),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        trust_env=False,
+    )
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,91 @@
+"""Domain values shared across the engine: states and the rows the store hands out."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+class RunStatus(enum.StrEnum):
+    """Mirrors SQL enum pgqueue.run_status (a test keeps the two in step)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def api_name(self) -> str:
+        """The capitalised form Inngest's REST API uses."""
+        return self.value.capitalize()
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class ItemState(enum.StrEnum):
+    """Mirrors SQL enum pgqueue.item_state."""
+
+    AVAILABLE = "available"
+    LEASED = "leased"
+
+
+DISCOVERY_STEP = "step"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    id: int
+    run_id: str
+    function_id: UUID
+    kind: str  # 'call' | 'sleep'
+    step_id: str
+    step_name: str | None
+    attempt: int
+    max_attempts: int
+    lease_token: UUID
+    run_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> QueueItem:
+        return cls(
+            id=row["id"],
+            run_id=row["run_id"],
+            function_id=row["function_id"],
+            kind=row["kind"],
+            step_id=row["step_id"],
+            step_name=row["step_name"],
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            lease_token=row["lease_token"],
+            run_at=row["run_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event as it is stored (id = pgqueue's internal ULID)."""
+
+    id: str
+    name: str
+    data: dict[str, Any]
+    ts: int
+    user: dict[str, Any] | None = None
+    v: str | None = None
+    external_id: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "data": self.data,
+            "user": self.user,
+            "ts": self.ts,
+            "v": self.v,
+            "external_id": self.external_id,
+        }

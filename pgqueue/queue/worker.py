@@ -1,0 +1,158 @@
+"""The Worker service: claim due items, run each through the executor, keep their leases alive.
+
+Two-stage shutdown: stop claiming, give in-flight calls `grace_s` to finish, then cancel what is
+left and hand its leases back (without using an attempt) so another worker picks them up at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.db.notify import Wakeup
+from pgqueue.models import QueueItem
+from pgqueue.store import queue
+
+log = logging.getLogger(__name__)
+
+ExecuteFn = Callable[[QueueItem], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTick:
+    claimed: int
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        execute: ExecuteFn,
+        *,
+        wakeup: Wakeup,
+        concurrency: int = 64,
+        lease_ms: int = 30_000,
+        poll_interval_s: float = 1.0,
+        claim_batch: int = 50,
+        name: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.execute = execute
+        self.wakeup = wakeup
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.poll_interval_s = poll_interval_s
+        self.claim_batch = claim_batch
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.inflight: dict[int, tuple[QueueItem, asyncio.Task[None]]] = {}
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._slot_freed = asyncio.Event()
+
+    # -- one round ---------------------------------------------------------------------------
+    async def run_once(self) -> WorkerTick:
+        free = self.concurrency - len(self.inflight)
+        if free <= 0 or self._stopping:
+            return WorkerTick(0)
+        async with self.pool.connection() as conn:
+            items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms)
+        for item in items:
+            task = asyncio.create_task(self._run_item(item), name=f"pgqueue-item-{item.id}-{item.step_id}")
+            self.inflight[item.id] = (item, task)
+        return WorkerTick(len(items))
+
+    async def _run_item(self, item: QueueItem) -> None:
+        try:
+            await self.execute(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease stays; the rescuer retries the item after it expires.
+            log.exception("executing item %s of run %s failed", item.id, item.run_id)
+        finally:
+            self.inflight.pop(item.id, None)
+            self._slot_freed.set()
+
+    # -- service -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="pgqueue-worker")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="pgqueue-heartbeat")
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                tick = await self.run_once()
+                if tick.claimed and len(self.inflight) < self.concurrency:
+                    continue
+                if len(self.inflight) >= self.concurrency:
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_interval_s):
+                            await self._slot_freed.wait()
+                    continue
+                async with self.pool.connection() as conn:
+                    due_in = await queue.next_due_in(conn)
+                timeout = self.poll_interval_s if due_in is None else min(max(due_in, 0.001), self.poll_interval_s)
+                await self.wakeup.wait(timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker round failed; retrying after the poll interval")
+                await asyncio.sleep(self.poll_interval_s)
+
+    async def _heartbeat(self) -> None:
+        interval = self.lease_ms / 3000.0
+        while True:
+            await asyncio.sleep(interval)
+            leases = self._leases()
+            if not leases:
+                continue
+            try:
+                async with self.pool.connection() as conn:
+                    kept = await queue.extend_leases(conn, leases, self.lease_ms)
+                lost = {i for i, _ in leases} - kept
+                if lost:
+                    log.warning("lost leases on items %s (rescued elsewhere); their results will be dropped", sorted(lost))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("extending leases failed")
+
+    def _leases(self) -> list[tuple[int, UUID]]:
+        return [(item.id, item.lease_token) for item, _ in self.inflight.values()]
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        self._stopping = True
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = [t for _, t in self.inflight.values()]
+        if tasks:
+            log.info("waiting up to %.0fs for %d in-flight calls", grace_s, len(tasks))
+            await asyncio.wait(tasks, timeout=grace_s)
+        leftover = self._leases()
+        for _, task in list(self.inflight.values()):
+            task.cancel()
+        if leftover:
+            with contextlib.suppress(Exception):
+                async with self.pool.connection() as conn:
+                    released = await queue.release(conn, leftover)
+                log.info("released %d leases on shutdown", released)
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self._heartbeat_task:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task

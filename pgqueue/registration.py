@@ -1,0 +1,346 @@
+"""Validate and normalise an SDK's `POST /fn/register` body into the configuration we store.
+
+Both official SDKs are accommodated: JSON keys match case-insensitively (Python sends `appname`),
+null and missing fields are the same, durations carry s/m/h/d/w units, and `concurrency` may be a
+number, an object or a list. Every problem is reported with the function and field it concerns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from croniter import croniter
+
+from pgqueue.durations import parse_duration
+from pgqueue.errors import ExpressionSyntaxError, InvalidInput
+from pgqueue.runner import expressions
+
+MAX_TRIGGERS = 10
+MAX_CONCURRENCY = 2
+MAX_CANCEL = 5
+MAX_RETRIES = 20
+DEFAULT_RETRIES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    event: str | None = None
+    expression: str | None = None
+    cron: str | None = None
+
+    @property
+    def name_prefix(self) -> str | None:
+        if self.event and self.event.endswith("*"):
+            return self.event[:-1]
+        return None
+
+    @property
+    def exact_name(self) -> str | None:
+        if self.event and not self.event.endswith("*"):
+            return self.event
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    slug: str
+    name: str
+    url: str
+    retries: int
+    triggers: tuple[Trigger, ...]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    name: str
+    url: str
+    sdk_language: str | None
+    sdk_version: str | None
+    framework: str | None
+    app_version: str | None
+    functions: tuple[FunctionSpec, ...]
+    checksum: str
+
+
+def lower_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k).lower(): lower_keys(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [lower_keys(v) for v in value]
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise InvalidInput(f"{where}: `{key}` is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where}: `{key}` must be a string")
+    return value
+
+
+def _expr(source: Any, where: str) -> str | None:
+    if source is None or source == "":
+        return None
+    if not isinstance(source, str):
+        raise InvalidInput(f"{where}: expression must be a string")
+    try:
+        expressions.compile(source)
+    except ExpressionSyntaxError as exc:
+        raise InvalidInput(f"{where}: invalid expression {source!r}: {exc.message}") from None
+    return source
+
+
+def _duration(value: Any, where: str, *, required: bool = False) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise InvalidInput(f"{where} is required")
+        return None
+    try:
+        seconds = parse_duration(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc.message}") from None
+    if seconds < 0:
+        raise InvalidInput(f"{where}: duration must not be negative")
+    return str(value) if isinstance(value, str) else f"{value}s"
+
+
+def _int(value: Any, where: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise InvalidInput(f"{where} must be an integer")
+    n = int(value)
+    if minimum is not None and n < minimum:
+        raise InvalidInput(f"{where} must be at least {minimum}")
+    if maximum is not None and n > maximum:
+        raise InvalidInput(f"{where} must be at most {maximum}")
+    return n
+
+
+def split_cron(spec: str) -> tuple[str | None, str]:
+    """('Europe/Paris', '0 9 * * 1-5') from 'TZ=Europe/Paris 0 9 * * 1-5' (also CRON_TZ=)."""
+    text = spec.strip()
+    for prefix in ("TZ=", "CRON_TZ="):
+        if text.startswith(prefix):
+            tz, _, rest = text[len(prefix):].partition(" ")
+            return tz, rest.strip()
+    return None, text
+
+
+def _trigger(raw: Any, where: str) -> Trigger:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where} must be an object with `event` or `cron`")
+    event = _str(raw, "event", where)
+    cron = _str(raw, "cron", where)
+    if (event is None) == (cron is None):
+        raise InvalidInput(f"{where} needs exactly one of `event` or `cron`")
+    if event is not None:
+        if not event or len(event) > 512:
+            raise InvalidInput(f"{where}: event name must be 1..512 characters")
+        if "*" in event and not (event.endswith("/*") or event.endswith(".*") or event == "*"):
+            raise InvalidInput(f"{where}: a wildcard may only end the name after '/' or '.', e.g. 'app/*'")
+        return Trigger(event=event, expression=_expr(raw.get("expression"), f"{where} expression"))
+    assert cron is not None
+    tz, fields = split_cron(cron)
+    if len(fields.split()) != 5 or not croniter.is_valid(fields):
+        raise InvalidInput(f"{where}: invalid cron {cron!r}: use 5 fields, e.g. '0 9 * * 1-5'")
+    if tz:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(f"{where}: unknown time zone {tz!r} in cron {cron!r}") from None
+    return Trigger(cron=cron)
+
+
+def _concurrency(raw: Any, where: str) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = [{"limit": raw}]
+    elif isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise InvalidInput(f"{where}: concurrency must be a number, an object or a list")
+    if len(raw) > MAX_CONCURRENCY:
+        raise InvalidInput(f"{where}: at most {MAX_CONCURRENCY} concurrency limits are allowed")
+    out = []
+    for i, entry in enumerate(raw):
+        w = f"{where} concurrency[{i}]"
+        if not isinstance(entry, dict):
+            raise InvalidInput(f"{w} must be an object")
+        scope = entry.get("scope", "fn")
+        if scope not in ("fn", "env", "account"):
+            raise InvalidInput(f"{w}: scope must be 'fn', 'env' or 'account'")
+        item: dict[str, Any] = {"limit": _int(entry.get("limit", 0), f"{w} limit", minimum=0), "scope": scope}
+        key = _expr(entry.get("key"), f"{w} key")
+        if key:
+            item["key"] = key
+        out.append(item)
+    return out
+
+
+def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
+    where = f"function #{index}"
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where} must be an object")
+    slug = _str(raw, "id", where, required=True)
+    assert slug is not None
+    where = f"function {slug!r}"
+    name = _str(raw, "name", where) or slug
+    triggers_raw = raw.get("triggers") or []
+    if not isinstance(triggers_raw, list):
+        raise InvalidInput(f"{where}: triggers must be a list")
+    if len(triggers_raw) > MAX_TRIGGERS:
+        raise InvalidInput(f"{where}: at most {MAX_TRIGGERS} triggers are allowed")
+    triggers = tuple(_trigger(t, f"{where} trigger #{i}") for i, t in enumerate(triggers_raw))
+    seen = set()
+    for t in triggers:
+        key = ("cron", split_cron(t.cron)) if t.cron else ("event", t.event, t.expression)
+        if key in seen:
+            raise InvalidInput(f"{where}: duplicate trigger {t.event or t.cron!r}")
+        seen.add(key)
+
+    steps = raw.get("steps") or {}
+    if not isinstance(steps, dict):
+        raise InvalidInput(f"{where}: steps must be an object")
+    step = steps.get("step") or (next(iter(steps.values())) if steps else {})
+    runtime = step.get("runtime") or {} if isinstance(step, dict) else {}
+    url = runtime.get("url") if isinstance(runtime, dict) else None
+    if not isinstance(url, str) or not url:
+        url = f"{app_url}{'&' if '?' in app_url else '?'}fnId={slug}&stepId=step"
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInput(f"{where}: runtime url must be http(s), got {url!r}")
+    retries_raw = None
+    if isinstance(step, dict) and isinstance(step.get("retries"), dict):
+        retries_raw = step["retries"].get("attempts")
+    if retries_raw is None:
+        retries_raw = raw.get("retries")
+    retries = DEFAULT_RETRIES if retries_raw is None else _int(retries_raw, f"{where} retries", minimum=0)
+    retries = min(retries, MAX_RETRIES)
+
+    config: dict[str, Any] = {"id": slug, "name": name, "retries": retries,
+                              "triggers": [_trigger_dict(t) for t in triggers]}
+    concurrency = _concurrency(raw.get("concurrency"), where)
+    if concurrency:
+        config["concurrency"] = concurrency
+    for key, fields in (
+        ("throttle", {"limit": "int", "period": "duration!", "burst": "int", "key": "expr"}),
+        ("ratelimit", {"limit": "int", "period": "duration!", "key": "expr"}),
+        ("debounce", {"period": "duration!", "key": "expr", "timeout": "duration"}),
+        ("priority", {"run": "expr"}),
+        ("batchevents", {"maxsize": "int", "timeout": "duration!", "key": "expr", "if": "expr"}),
+        ("timeouts", {"start": "duration", "finish": "duration"}),
+        ("singleton", {"mode": "str", "key": "expr"}),
+    ):
+        section = raw.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise InvalidInput(f"{where}: {key} must be an object")
+        config[_CANONICAL[key]] = _section(section, fields, f"{where} {key}")
+    if "singleton" in config and config["singleton"].get("mode") not in ("skip", "cancel"):
+        raise InvalidInput(f"{where} singleton: mode must be 'skip' or 'cancel'")
+    idem = _expr(raw.get("idempotency"), f"{where} idempotency")
+    if idem:
+        config["idempotency"] = idem
+    cancel = raw.get("cancel")
+    if cancel:
+        if not isinstance(cancel, list) or len(cancel) > MAX_CANCEL:
+            raise InvalidInput(f"{where}: cancel must be a list of at most {MAX_CANCEL} entries")
+        entries = []
+        for i, c in enumerate(cancel):
+            w = f"{where} cancel[{i}]"
+            if not isinstance(c, dict) or not isinstance(c.get("event"), str):
+                raise InvalidInput(f"{w} needs an `event` name")
+            entry: dict[str, Any] = {"event": c["event"]}
+            if c.get("if"):
+                entry["if"] = _expr(c["if"], f"{w} if")
+            if c.get("timeout"):
+                entry["timeout"] = c["timeout"]
+            entries.append(entry)
+        config["cancel"] = entries
+    return FunctionSpec(slug=slug, name=name, url=url, retries=retries, triggers=triggers, config=config)
+
+
+_CANONICAL = {
+    "throttle": "throttle",
+    "ratelimit": "rateLimit",
+    "debounce": "debounce",
+    "priority": "priority",
+    "batchevents": "batchEvents",
+    "timeouts": "timeouts",
+    "singleton": "singleton",
+    "maxsize": "maxSize",
+}
+
+
+def _section(section: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, kind in fields.items():
+        value = section.get(name)
+        label = _CANONICAL.get(name, name)
+        if kind == "int":
+            if value is not None:
+                out[label] = _int(value, f"{where} {label}", minimum=0)
+        elif kind.startswith("duration"):
+            parsed = _duration(value, f"{where} {label}", required=kind.endswith("!"))
+            if parsed is not None:
+                out[label] = parsed
+        elif kind == "expr":
+            expr = _expr(value, f"{where} {label}")
+            if expr is not None:
+                out[label] = expr
+        elif value is not None:
+            out[label] = value
+    return out
+
+
+def _trigger_dict(t: Trigger) -> dict[str, Any]:
+    if t.cron:
+        return {"cron": t.cron}
+    out: dict[str, Any] = {"event": t.event}
+    if t.expression:
+        out["expression"] = t.expression
+    return out
+
+
+def parse_register(body: Any) -> AppSpec:
+    if not isinstance(body, dict):
+        raise InvalidInput("the registration body must be a JSON object")
+    raw = lower_keys(body)
+    name = _str(raw, "appname", "app", required=True)
+    url = _str(raw, "url", "app", required=True)
+    assert name is not None and url is not None
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInput(f"app url must be http(s), got {url!r}")
+    functions_raw = raw.get("functions")
+    if not isinstance(functions_raw, list):
+        raise InvalidInput("app: `functions` must be a list")
+    functions = tuple(_function(f, i, url) for i, f in enumerate(functions_raw))
+    slugs = [f.slug for f in functions]
+    if len(set(slugs)) != len(slugs):
+        raise InvalidInput("app: function ids must be unique")
+    sdk = _str(raw, "sdk", "app") or ""
+    language, _, version = sdk.partition(":")
+    checksum_src = json.dumps(
+        {"url": url, "functions": [[f.slug, f.name, f.url, f.config] for f in functions],
+         "sdk": sdk, "framework": raw.get("framework"), "version": raw.get("appversion")},
+        sort_keys=True,
+    )
+    return AppSpec(
+        name=name,
+        url=url,
+        sdk_language=language or None,
+        sdk_version=version or None,
+        framework=_str(raw, "framework", "app"),
+        app_version=_str(raw, "appversion", "app"),
+        functions=functions,
+        checksum=hashlib.sha256(checksum_src.encode()).hexdigest(),
+    )

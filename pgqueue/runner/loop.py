@@ -1,0 +1,108 @@
+"""The Runner service: turns stored events into runs.
+
+Events are claimed from pgqueue.event_inbox with SKIP LOCKED and deleted in the same transaction
+that creates their runs, so several runners can work at once and a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue import ids
+from pgqueue.db.notify import Wakeup
+from pgqueue.runner import triggers
+from pgqueue.store import apps, events, runs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerTick:
+    events_seen: int
+    runs_created: int
+
+
+class Runner:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        wakeup: Wakeup,
+        queue_wakeup: Wakeup | None = None,
+        poll_interval_s: float = 1.0,
+        batch_size: int = 200,
+    ) -> None:
+        self.pool = pool
+        self.wakeup = wakeup
+        self.queue_wakeup = queue_wakeup
+        self.poll_interval_s = poll_interval_s
+        self.batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> RunnerTick:
+        async with self.pool.connection() as conn, conn.transaction():
+            event_ids = await events.claim_inbox(conn, self.batch_size)
+            if not event_ids:
+                return RunnerTick(0, 0)
+            rows = {r["id"]: r for r in await events.get_many(conn, event_ids)}
+            names = sorted({r["name"] for r in rows.values()})
+            candidates = await apps.trigger_candidates(conn, names)
+            new_runs = []
+            for event_id in event_ids:
+                row = rows.get(event_id)
+                if row is None:
+                    continue
+                event = triggers.event_object(row)
+                matched = triggers.matching_functions(event, candidates)
+                paused = [m for m in matched if m["paused_at"] is not None]
+                if paused and len(paused) == len(matched):
+                    await events.set_skip_reason(conn, event_id, "function paused")
+                for trig in matched:
+                    if trig["paused_at"] is not None:
+                        continue
+                    new_runs.append(
+                        {
+                            "id": ids.new_ulid(),
+                            "function_id": trig["function_id"],
+                            "event_id": event_id,
+                            "event_ids": [event_id],
+                            "max_attempts": trig["retries"] + 1,
+                        }
+                    )
+            created = await runs.create_many(conn, new_runs)
+        if created and self.queue_wakeup:
+            self.queue_wakeup.set()
+        return RunnerTick(len(event_ids), created)
+
+    async def drain(self) -> RunnerTick:
+        seen = created = 0
+        while True:
+            tick = await self.run_once()
+            seen += tick.events_seen
+            created += tick.runs_created
+            if tick.events_seen < self.batch_size:
+                return RunnerTick(seen, created)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="pgqueue-runner")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("runner tick failed; retrying after the poll interval")
+            await self.wakeup.wait(self.poll_interval_s)

@@ -1,0 +1,135 @@
+"""Settings, read from the environment (PGQUEUE_*, DATABASE_URL) and CLI flags, validated up front.
+
+Every problem is reported with the setting's name and the fix; unknown PGQUEUE_* variables get a
+did-you-mean hint, because a typo in a deployment should fail loudly rather than be ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pgqueue.errors import ConfigError
+from pgqueue.executor import signing
+
+Mode = Literal["dev", "serve"]
+
+_ENV_FIELDS: dict[str, tuple[str, type]] = {
+    "DATABASE_URL": ("database_url", str),
+    "PGQUEUE_SIGNING_KEY": ("signing_key", str),
+    "PGQUEUE_SIGNING_KEY_FALLBACK": ("signing_key_fallback", str),
+    "PGQUEUE_EVENT_KEYS": ("event_keys", list),
+    "PGQUEUE_HOST": ("host", str),
+    "PGQUEUE_PORT": ("port", int),
+    "PGQUEUE_POLL_INTERVAL_MS": ("poll_interval_ms", int),
+    "PGQUEUE_LEASE_MS": ("lease_ms", int),
+    "PGQUEUE_WORKER_CONCURRENCY": ("worker_concurrency", int),
+    "PGQUEUE_MAX_EVENT_BYTES": ("max_event_bytes", int),
+    "PGQUEUE_CALL_TIMEOUT_S": ("call_timeout_s", float),
+    "PGQUEUE_CONNECT_TIMEOUT_S": ("connect_timeout_s", float),
+    "PGQUEUE_MAX_RESPONSE_BYTES": ("max_response_bytes", int),
+    "PGQUEUE_BACKOFF_SCALE": ("backoff_scale", float),
+    "PGQUEUE_POOL_SIZE": ("pool_size", int),
+    "PGQUEUE_DATA_DIR": ("data_dir", str),
+    "PGQUEUE_PUBLIC_URL": ("public_url", str),
+    "PGQUEUE_LOG_LEVEL": ("log_level", str),
+    "PGQUEUE_SHUTDOWN_GRACE_S": ("shutdown_grace_s", float),
+    "PGQUEUE_PG_BIN": ("pg_bin", str),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mode: Mode = "dev"
+    database_url: str | None = None
+    signing_key: str | None = None
+    signing_key_fallback: str | None = None
+    event_keys: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8288
+    sdk_urls: tuple[str, ...] = ()
+    poll_interval_ms: int = 1000
+    lease_ms: int = 30_000
+    worker_concurrency: int = 64
+    max_event_bytes: int = 512 * 1024
+    max_events_per_request: int = 5000
+    call_timeout_s: float = 7200.0
+    connect_timeout_s: float = 10.0
+    max_response_bytes: int = 16 * 1024 * 1024
+    backoff_scale: float = 1.0
+    pool_size: int = 10
+    data_dir: str | None = None
+    public_url: str | None = None
+    log_level: str = "info"
+    shutdown_grace_s: float = 30.0
+    pg_bin: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        return tuple(k for k in (self.signing_key, self.signing_key_fallback) if k)
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "serve"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        clean = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **clean).validated()
+
+    def validated(self) -> Settings:
+        if self.signing_key:
+            signing.validate_signing_key(self.signing_key, setting="PGQUEUE_SIGNING_KEY")
+        if self.signing_key_fallback:
+            signing.validate_signing_key(self.signing_key_fallback, setting="PGQUEUE_SIGNING_KEY_FALLBACK")
+        if self.mode == "serve":
+            if not self.signing_key:
+                raise ConfigError(
+                    "pgqueue serve needs a signing key: set PGQUEUE_SIGNING_KEY or pass --signing-key"
+                    " (generate one with `openssl rand -hex 32`)"
+                )
+            if not self.event_keys:
+                raise ConfigError(
+                    "pgqueue serve needs at least one event key: set PGQUEUE_EVENT_KEYS (comma-separated)"
+                    " or pass --event-key"
+                )
+        for name in ("poll_interval_ms", "lease_ms", "worker_concurrency", "max_event_bytes", "pool_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lease_ms < 1000:
+            raise ConfigError(f"lease_ms must be at least 1000 (got {self.lease_ms})")
+        if self.backoff_scale < 0:
+            raise ConfigError(f"PGQUEUE_BACKOFF_SCALE must be >= 0 (got {self.backoff_scale})")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var, (name, kind) in _ENV_FIELDS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            if kind is int or kind is float:
+                try:
+                    values[name] = kind(raw)
+                except ValueError:
+                    raise ConfigError(f"{var} must be a number, got {raw!r}") from None
+            elif kind is list:
+                values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+            else:
+                values[name] = raw
+        for var in env:
+            if var.startswith("PGQUEUE_") and var not in _ENV_FIELDS and var not in _IGNORED_ENV:
+                hint = difflib.get_close_matches(var, list(_ENV_FIELDS), n=1)
+                suffix = f"; did you mean {hint[0]}?" if hint else ""
+                raise ConfigError(f"unknown setting {var}{suffix}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validated()
+
+
+# Variables read elsewhere (tests, the embedded database) that are not Settings fields.
+_IGNORED_ENV = frozenset({"PGQUEUE_TEST_DATABASE_URL", "PGQUEUE_TEST_KEEP"})

@@ -1,0 +1,72 @@
+"""Event rows: ingest (insert + NOTIFY in the caller's transaction), inbox claims, reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pgqueue import ids
+from pgqueue.db.pool import Conn
+from pgqueue.db.queries import q
+from pgqueue.models import Event
+
+
+async def ingest(conn: Conn, events: Sequence[Event]) -> int:
+    """Store events; returns how many were handed to the runner (duplicates are not)."""
+    cur = await conn.execute(q("event_ingest"), {"events": Jsonb([e.to_row() for e in events])})
+    row = await cur.fetchone()
+    return int(row["queued"]) if row else 0
+
+
+async def claim_inbox(conn: Conn, limit: int) -> list[str]:
+    cur = await conn.execute(q("event_inbox_claim"), {"limit": limit})
+    return [r["event_id"] for r in await cur.fetchall()]
+
+
+async def get_many(conn: Conn, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+    cur = await conn.execute(q("event_get_many"), {"ids": list(event_ids)})
+    return list(await cur.fetchall())
+
+
+async def get(conn: Conn, event_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(q("event_get"), {"id": event_id})
+    return await cur.fetchone()
+
+
+async def list_events(
+    conn: Conn,
+    *,
+    name: str | None = None,
+    before_id: str | None = None,
+    received_after: datetime | None = None,
+    received_before: datetime | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        q("event_list"),
+        {
+            "name": name,
+            "before_id": before_id,
+            "received_after": received_after,
+            "received_before": received_before,
+            "limit": limit,
+        },
+    )
+    return list(await cur.fetchall())
+
+
+async def set_skip_reason(conn: Conn, event_id: str, reason: str) -> None:
+    await conn.execute(q("event_set_skip_reason"), {"id": event_id, "reason": reason})
+
+
+async def insert_internal(conn: Conn, name: str, data: dict[str, Any]) -> str:
+    """Emit an internal event (inngest/function.finished, ...) into the runner's inbox."""
+    event_id = ids.new_ulid()
+    await conn.execute(
+        q("event_insert_internal"),
+        {"id": event_id, "name": name, "data": Jsonb(data), "ts": ids.ulid_time_ms(event_id)},
+    )
+    return event_id

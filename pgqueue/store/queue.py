@@ -1,0 +1,110 @@
+"""Queue items: claim, fencing checks, retry, enqueue, lease extension and release."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from pgqueue.db.pool import Conn
+from pgqueue.db.queries import q
+from pgqueue.models import QueueItem
+
+
+async def claim(conn: Conn, worker: str, limit: int, lease_ms: int) -> list[QueueItem]:
+    cur = await conn.execute(q("queue_claim"), {"worker": worker, "limit": limit, "lease_ms": lease_ms})
+    return [QueueItem.from_row(r) for r in await cur.fetchall()]
+
+
+async def rescue_expired(conn: Conn, limit: int = 500) -> int:
+    cur = await conn.execute(q("queue_rescue_expired"), {"limit": limit})
+    return len(await cur.fetchall())
+
+
+async def lock_if_leased(conn: Conn, item: QueueItem) -> bool:
+    """Fencing: True only while this worker still holds the item's lease (row now locked)."""
+    cur = await conn.execute(q("queue_lock_if_leased"), {"id": item.id, "lease_token": item.lease_token})
+    return await cur.fetchone() is not None
+
+
+async def delete(conn: Conn, item_id: int) -> None:
+    await conn.execute(q("queue_delete"), {"id": item_id})
+
+
+async def retry(conn: Conn, item: QueueItem, *, delay_s: float, error: Any) -> None:
+    await conn.execute(
+        q("queue_retry"),
+        {"id": item.id, "lease_token": item.lease_token, "delay_s": delay_s, "error": Jsonb(error)},
+    )
+
+
+async def enqueue(
+    conn: Conn,
+    *,
+    run_id: str,
+    function_id: UUID,
+    kind: str,
+    step_id: str,
+    max_attempts: int,
+    step_name: str | None = None,
+    delay_s: float = 0.0,
+    run_at: datetime | None = None,
+) -> bool:
+    params = {
+        "run_id": run_id,
+        "function_id": function_id,
+        "kind": kind,
+        "step_id": step_id,
+        "step_name": step_name,
+        "max_attempts": max_attempts,
+        "delay_s": delay_s,
+        "run_at": run_at,
+    }
+    query = q("queue_enqueue_at") if run_at is not None else q("queue_enqueue")
+    cur = await conn.execute(query, params)
+    return await cur.fetchone() is not None
+
+
+async def open_count(conn: Conn, run_id: str) -> int:
+    cur = await conn.execute(q("queue_open_count"), {"run_id": run_id})
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def delete_for_run(conn: Conn, run_id: str) -> None:
+    await conn.execute(q("queue_delete_for_run"), {"run_id": run_id})
+
+
+async def extend_leases(conn: Conn, leases: Sequence[tuple[int, UUID]], lease_ms: int) -> set[int]:
+    if not leases:
+        return set()
+    cur = await conn.execute(
+        q("queue_extend_leases"),
+        {"ids": [i for i, _ in leases], "tokens": [t for _, t in leases], "lease_ms": lease_ms},
+    )
+    return {r["id"] for r in await cur.fetchall()}
+
+
+async def release(conn: Conn, leases: Sequence[tuple[int, UUID]]) -> int:
+    if not leases:
+        return 0
+    cur = await conn.execute(
+        q("queue_release"), {"ids": [i for i, _ in leases], "tokens": [t for _, t in leases]}
+    )
+    return len(await cur.fetchall())
+
+
+async def next_due_in(conn: Conn) -> float | None:
+    """Seconds until the earliest available item is due (negative if overdue), None if empty."""
+    cur = await conn.execute(q("queue_next_due"))
+    row = await cur.fetchone()
+    if not row or row["wait"] is None:
+        return None
+    return float(row["wait"].total_seconds())
+
+
+async def notify(conn: Conn) -> None:
+    await conn.execute(q("notify_queue"))

@@ -1,0 +1,91 @@
+"""Run rows: creation, the call context, state-guarded finish and cancel, reads for the API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from pgqueue.db.pool import Conn
+from pgqueue.db.queries import q
+
+
+async def create_many(conn: Conn, runs: Sequence[dict[str, Any]]) -> int:
+    """runs: [{id, function_id, event_id, event_ids, max_attempts}]; each gets its first call item."""
+    if not runs:
+        return 0
+    payload = [{**r, "function_id": str(r["function_id"])} for r in runs]
+    cur = await conn.execute(q("run_create"), {"runs": Jsonb(payload)})
+    row = await cur.fetchone()
+    return int(row["created"]) if row else 0
+
+
+async def context(conn: Conn, run_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(q("run_context"), {"run_id": run_id})
+    return await cur.fetchone()
+
+
+async def lock(conn: Conn, run_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(q("run_lock"), {"run_id": run_id})
+    return await cur.fetchone()
+
+
+async def set_request_version(conn: Conn, run_id: str, version: int) -> None:
+    await conn.execute(q("run_set_request_version"), {"run_id": run_id, "version": version})
+
+
+async def force_step_plan(conn: Conn, run_id: str) -> None:
+    await conn.execute(q("run_force_step_plan"), {"run_id": run_id})
+
+
+async def finish(
+    conn: Conn, run_id: str, *, status: str, output: Any = None, error: Any = None
+) -> dict[str, Any] | None:
+    """Completed/failed; None when the run was already finished (someone else won)."""
+    cur = await conn.execute(
+        q("run_finish"),
+        {
+            "run_id": run_id,
+            "status": status,
+            "output": Jsonb(output) if output is not None else None,
+            "error": Jsonb(error) if error is not None else None,
+        },
+    )
+    return await cur.fetchone()
+
+
+async def cancel(conn: Conn, run_id: str, reason: str) -> dict[str, Any] | None:
+    cur = await conn.execute(q("run_cancel"), {"run_id": run_id, "reason": reason})
+    return await cur.fetchone()
+
+
+async def get(conn: Conn, run_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(q("run_get"), {"run_id": run_id})
+    return await cur.fetchone()
+
+
+async def list_for_event(conn: Conn, event_id: str) -> list[dict[str, Any]]:
+    cur = await conn.execute(q("run_list_for_event"), {"event_id": event_id})
+    return list(await cur.fetchall())
+
+
+async def list_runs(
+    conn: Conn,
+    *,
+    status: str | None = None,
+    function: str | UUID | None = None,
+    before_id: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        q("run_list"),
+        {
+            "status": status,
+            "function": str(function) if function else None,
+            "before_id": before_id,
+            "limit": limit,
+        },
+    )
+    return list(await cur.fetchall())

@@ -1,0 +1,65 @@
+"""Memoised step outputs (first stored wins) and the append-only attempt history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pgqueue.db.pool import Conn
+from pgqueue.db.queries import q
+
+
+async def record(
+    conn: Conn, run_id: str, step_id: str, *, op: str, memo: Any, name: str | None, attempt: int
+) -> bool:
+    """Store a step's memo; False when one was already stored (the new one is discarded)."""
+    cur = await conn.execute(
+        q("step_record"),
+        {"run_id": run_id, "step_id": step_id, "name": name, "op": op, "memo": Jsonb(memo), "attempt": attempt},
+    )
+    return await cur.fetchone() is not None
+
+
+async def list_steps(conn: Conn, run_id: str) -> list[dict[str, Any]]:
+    cur = await conn.execute(q("step_list"), {"run_id": run_id})
+    return list(await cur.fetchall())
+
+
+async def memo_map(conn: Conn, run_id: str) -> dict[str, Any]:
+    cur = await conn.execute(q("step_memo_map"), {"run_id": run_id})
+    row = await cur.fetchone()
+    return dict(row["steps"]) if row else {}
+
+
+async def record_attempt(
+    conn: Conn,
+    *,
+    run_id: str,
+    item_id: int,
+    step_id: str,
+    attempt: int,
+    outcome: str,
+    started_at: datetime,
+    status_code: int | None = None,
+    error: Any = None,
+) -> None:
+    await conn.execute(
+        q("attempt_record"),
+        {
+            "run_id": run_id,
+            "item_id": item_id,
+            "step_id": step_id,
+            "attempt": attempt,
+            "outcome": outcome,
+            "status_code": status_code,
+            "error": Jsonb(error) if error is not None else None,
+            "started_at": started_at,
+        },
+    )
+
+
+async def list_attempts(conn: Conn, run_id: str) -> list[dict[str, Any]]:
+    cur = await conn.execute(q("attempt_list"), {"run_id": run_id})
+    return list(await cur.fetchall())

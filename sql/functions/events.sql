@@ -1,0 +1,93 @@
+-- pgqueue.event_ingest_v1: store a batch of validated events and queue them for the runner, in
+-- one statement. Events whose id already exists (an SDK retrying a send whose answer was lost:
+-- ids derive from the request's seed) are skipped; a sender-supplied `external_id` seen within
+-- 24 h makes the event a duplicate: stored, acknowledged, but it triggers nothing.
+-- Returns the number of events handed to the runner; wakes the runner once (NOTIFY coalesces).
+CREATE OR REPLACE FUNCTION pgqueue.event_ingest_v1(p_events jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    queued integer;
+BEGIN
+    WITH input AS (
+        SELECT x.*, x_ord AS ord
+        FROM jsonb_to_recordset(p_events) WITH ORDINALITY
+             AS x(id text, name text, data jsonb, "user" jsonb, ts bigint, v text, external_id text, x_ord bigint)
+    ),
+    fresh AS (
+        SELECT i.* FROM input i
+        WHERE NOT EXISTS (SELECT 1 FROM pgqueue.events e WHERE e.id = i.id)
+    ),
+    first_ext AS (
+        SELECT DISTINCT ON (f.external_id) f.id, f.external_id
+        FROM fresh f WHERE f.external_id IS NOT NULL
+        ORDER BY f.external_id, f.ord
+    ),
+    ded AS (
+        INSERT INTO pgqueue.event_dedupe AS d (external_id, event_id, expires_at)
+        SELECT fe.external_id, fe.id, now() + interval '24 hours' FROM first_ext fe
+        ON CONFLICT (external_id) DO UPDATE
+            SET event_id = excluded.event_id, expires_at = excluded.expires_at
+            WHERE d.expires_at <= now()
+        RETURNING d.event_id
+    ),
+    ins AS (
+        INSERT INTO pgqueue.events (id, name, data, "user", ts, v, external_id, skip_reason)
+        SELECT f.id, f.name, f.data, f."user", f.ts, f.v, f.external_id,
+               CASE WHEN f.external_id IS NOT NULL AND f.id NOT IN (SELECT event_id FROM ded)
+                    THEN 'duplicate event id: an event with this id was received in the last 24 hours' END
+        FROM fresh f
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, skip_reason
+    ),
+    inbox AS (
+        INSERT INTO pgqueue.event_inbox (event_id)
+        SELECT ins.id FROM ins JOIN input USING (id)
+        WHERE ins.skip_reason IS NULL
+        ORDER BY input.ord
+        RETURNING 1
+    )
+    SELECT count(*) INTO queued FROM inbox;
+
+    IF queued > 0 THEN
+        PERFORM pg_notify('pgqueue_events', '');
+    END IF;
+    RETURN queued;
+END
+$$;
+
+-- pgqueue.run_create_v1: create runs and their first call item. p_runs is a JSON array of
+-- {id, function_id, event_id, event_ids, max_attempts}. Wakes the workers once.
+CREATE OR REPLACE FUNCTION pgqueue.run_create_v1(p_runs jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    created integer;
+BEGIN
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset(p_runs)
+            AS x(id text, function_id uuid, event_id text, event_ids text[], max_attempts integer)
+    ),
+    r AS (
+        INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, max_attempts)
+        SELECT id, function_id, event_id, event_ids, max_attempts FROM input
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, function_id, max_attempts
+    ),
+    items AS (
+        INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts)
+        SELECT r.id, r.function_id, 'call', 'step', r.max_attempts FROM r
+        RETURNING 1
+    )
+    SELECT count(*) INTO created FROM items;
+
+    IF created > 0 THEN
+        PERFORM pg_notify('pgqueue_queue', '');
+    END IF;
+    RETURN created;
+END
+$$;

@@ -1,0 +1,43 @@
+-- name: event_ingest
+SELECT pgqueue.event_ingest_v1(%(events)s::jsonb) AS queued
+
+-- name: event_inbox_claim
+-- Claimed rows are deleted in the runner's transaction: on a crash they come back.
+DELETE FROM pgqueue.event_inbox
+WHERE seq IN (
+    SELECT seq FROM pgqueue.event_inbox ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)
+RETURNING event_id
+
+-- name: event_get_many
+SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason
+FROM pgqueue.events WHERE id = ANY(%(ids)s::text[])
+
+-- name: event_get
+SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason
+FROM pgqueue.events WHERE id = %(id)s
+
+-- name: event_list
+SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason
+FROM pgqueue.events
+WHERE (%(name)s::text IS NULL OR name = %(name)s)
+  AND (%(before_id)s::text IS NULL OR id < %(before_id)s)
+  AND (%(received_after)s::timestamptz IS NULL OR received_at >= %(received_after)s)
+  AND (%(received_before)s::timestamptz IS NULL OR received_at < %(received_before)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: event_set_skip_reason
+UPDATE pgqueue.events SET skip_reason = %(reason)s WHERE id = %(id)s AND skip_reason IS NULL
+
+-- name: event_insert_internal
+-- Internal events (inngest/function.finished, ...) enter the same inbox as ingested ones.
+WITH e AS (
+    INSERT INTO pgqueue.events (id, name, data, ts)
+    VALUES (%(id)s, %(name)s, %(data)s::jsonb, %(ts)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), i AS (
+    INSERT INTO pgqueue.event_inbox (event_id) SELECT id FROM e RETURNING 1
+)
+SELECT pg_notify('pgqueue_events', '') FROM i

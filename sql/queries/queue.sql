@@ -1,0 +1,63 @@
+-- name: queue_claim
+SELECT * FROM pgqueue.claim_v1(%(worker)s, %(limit)s, %(lease_ms)s)
+
+-- name: queue_rescue_expired
+SELECT * FROM pgqueue.rescue_expired_v1(%(limit)s)
+
+-- name: queue_lock_if_leased
+-- The fencing check every apply starts with: zero rows means our lease is gone.
+SELECT id, attempt, max_attempts FROM pgqueue.queue_items
+WHERE id = %(id)s AND state = 'leased' AND lease_token = %(lease_token)s
+FOR UPDATE
+
+-- name: queue_delete
+DELETE FROM pgqueue.queue_items WHERE id = %(id)s
+
+-- name: queue_retry
+UPDATE pgqueue.queue_items
+SET state = 'available', lease_token = NULL, lease_expires_at = NULL, leased_by = NULL,
+    attempt = attempt + 1, last_error = %(error)s::jsonb,
+    run_at = now() + make_interval(secs => %(delay_s)s)
+WHERE id = %(id)s AND lease_token = %(lease_token)s
+
+-- name: queue_enqueue
+-- At most one open item per (run, step): a second enqueue of the same step is a no-op.
+INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, step_name, max_attempts, run_at)
+VALUES (%(run_id)s, %(function_id)s, %(kind)s, %(step_id)s, %(step_name)s, %(max_attempts)s,
+        now() + make_interval(secs => %(delay_s)s))
+ON CONFLICT (run_id, step_id) DO NOTHING
+RETURNING id, run_at
+
+-- name: queue_enqueue_at
+INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, step_name, max_attempts, run_at)
+VALUES (%(run_id)s, %(function_id)s, %(kind)s, %(step_id)s, %(step_name)s, %(max_attempts)s,
+        greatest(%(run_at)s::timestamptz, now()))
+ON CONFLICT (run_id, step_id) DO NOTHING
+RETURNING id, run_at
+
+-- name: queue_open_count
+SELECT count(*) AS n FROM pgqueue.queue_items WHERE run_id = %(run_id)s
+
+-- name: queue_delete_for_run
+DELETE FROM pgqueue.queue_items WHERE run_id = %(run_id)s
+
+-- name: queue_extend_leases
+UPDATE pgqueue.queue_items q
+SET lease_expires_at = now() + make_interval(secs => %(lease_ms)s / 1000.0)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS l(id, token)
+WHERE q.id = l.id AND q.lease_token = l.token AND q.state = 'leased'
+RETURNING q.id
+
+-- name: queue_release
+-- Shutdown: hand leases back without using an attempt.
+UPDATE pgqueue.queue_items q
+SET state = 'available', lease_token = NULL, lease_expires_at = NULL, leased_by = NULL, run_at = now()
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS l(id, token)
+WHERE q.id = l.id AND q.lease_token = l.token AND q.state = 'leased'
+RETURNING q.id
+
+-- name: queue_next_due
+SELECT min(run_at) - now() AS wait FROM pgqueue.queue_items WHERE state = 'available'
+
+-- name: notify_queue
+SELECT pg_notify('pgqueue_queue', '')

@@ -1,0 +1,74 @@
+-- name: run_create
+SELECT pgqueue.run_create_v1(%(runs)s::jsonb) AS created
+
+-- name: run_context
+-- Everything one call needs, in one round trip; marks a queued run as running.
+WITH started AS (
+    UPDATE pgqueue.runs SET status = 'running', started_at = now()
+    WHERE id = %(run_id)s AND status = 'queued'
+    RETURNING id
+)
+SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.max_attempts, r.event_ids,
+       r.function_id, f.slug, f.url, f.app_id, a.name AS app_name,
+       EXISTS (SELECT 1 FROM started) AS just_started,
+       (SELECT coalesce(jsonb_agg(
+                   jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
+                                      'ts', e.ts)
+                   || CASE WHEN e."user" IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('user', e."user") END
+                   || CASE WHEN e.v IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('v', e.v) END
+                   ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb)
+        FROM pgqueue.events e WHERE e.id = ANY(r.event_ids)) AS events,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(s.step_id, s.memo) ORDER BY s.seq), '[]'::jsonb)
+        FROM pgqueue.steps s WHERE s.run_id = r.id) AS steps
+FROM pgqueue.runs r
+JOIN pgqueue.functions f ON f.id = r.function_id
+JOIN pgqueue.apps a ON a.id = f.app_id
+WHERE r.id = %(run_id)s
+
+-- name: run_lock
+SELECT id, status::text AS status, event_id, event_ids, function_id, max_attempts, request_version
+FROM pgqueue.runs WHERE id = %(run_id)s FOR UPDATE
+
+-- name: run_set_request_version
+UPDATE pgqueue.runs SET request_version = %(version)s WHERE id = %(run_id)s AND request_version <> %(version)s
+
+-- name: run_force_step_plan
+UPDATE pgqueue.runs SET force_step_plan = true WHERE id = %(run_id)s AND NOT force_step_plan
+
+-- name: run_finish
+-- State-guarded: only a live run can finish; zero rows means someone else (cancel) won.
+UPDATE pgqueue.runs
+SET status = %(status)s::pgqueue.run_status, output = %(output)s::jsonb, error = %(error)s::jsonb,
+    ended_at = now(), started_at = coalesce(started_at, now())
+WHERE id = %(run_id)s AND status IN ('queued', 'running')
+RETURNING id, function_id, event_id, event_ids
+
+-- name: run_get
+SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
+       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts
+FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE r.id = %(run_id)s
+
+-- name: run_list_for_event
+SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
+       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts
+FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE r.event_ids @> ARRAY[%(event_id)s::text]
+ORDER BY r.id
+
+-- name: run_list
+SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
+       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts
+FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE (%(status)s::text IS NULL OR r.status = %(status)s::pgqueue.run_status)
+  AND (%(function)s::text IS NULL OR f.slug = %(function)s OR f.id::text = %(function)s)
+  AND (%(before_id)s::text IS NULL OR r.id < %(before_id)s)
+ORDER BY r.id DESC
+LIMIT %(limit)s
+
+-- name: run_cancel
+UPDATE pgqueue.runs
+SET status = 'cancelled', ended_at = now(), started_at = coalesce(started_at, now()),
+    error = jsonb_build_object('name', 'Cancelled', 'message', %(reason)s::text)
+WHERE id = %(run_id)s AND status IN ('queued', 'running')
+RETURNING id, function_id, event_id, event_ids

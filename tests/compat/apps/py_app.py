@@ -1,0 +1,162 @@
+"""An app written with the official Python SDK (`inngest` 0.5.x), served by FastAPI.
+
+Configured only through the SDK's own environment variables (INNGEST_DEV / INNGEST_BASE_URL /
+INNGEST_SIGNING_KEY / INNGEST_EVENT_KEY), exactly as a user would point it at pgqueue. It keeps a
+ledger of every step body execution so tests can count side effects from the app's point of view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import fastapi
+import inngest
+import inngest.fast_api
+
+APP_ID = os.environ.get("PY_APP_ID", "py-compat")
+
+client = inngest.Inngest(app_id=APP_ID)
+
+_lock = threading.Lock()
+# (run_id, step name) -> list of execution timestamps
+LEDGER: dict[str, list[float]] = defaultdict(list)
+FAILURES: list[dict[str, Any]] = []
+
+
+def record(run_id: str, step: str) -> int:
+    with _lock:
+        LEDGER[f"{run_id}:{step}"].append(time.time())
+        return len(LEDGER[f"{run_id}:{step}"])
+
+
+@client.create_function(fn_id="three-steps", trigger=inngest.TriggerEvent(event="compat/three"))
+async def three_steps(ctx: inngest.Context) -> dict[str, Any]:
+    async def step_a() -> int:
+        record(ctx.run_id, "a")
+        return 1
+
+    async def step_b() -> int:
+        record(ctx.run_id, "b")
+        return 2
+
+    async def step_c() -> str:
+        record(ctx.run_id, "c")
+        return "three"
+
+    a = await ctx.step.run("a", step_a)
+    b = await ctx.step.run("b", step_b)
+    c = await ctx.step.run("c", step_c)
+    delay = float(ctx.event.data.get("delay", 0) or 0)
+    if delay:
+        await asyncio.sleep(delay)
+    return {"a": a, "b": b, "c": c, "echo": ctx.event.data.get("echo")}
+
+
+@client.create_function(fn_id="parallel", trigger=inngest.TriggerEvent(event="compat/parallel"))
+async def parallel(ctx: inngest.Context) -> list[Any]:
+    async def left() -> str:
+        record(ctx.run_id, "left")
+        return "L"
+
+    async def right() -> str:
+        record(ctx.run_id, "right")
+        return "R"
+
+    results = await ctx.group.parallel(
+        (lambda: ctx.step.run("left", left), lambda: ctx.step.run("right", right))
+    )
+    async def after() -> str:
+        record(ctx.run_id, "after")
+        return "done"
+
+    tail = await ctx.step.run("after", after)
+    return [*results, tail]
+
+
+@client.create_function(fn_id="sleeper", trigger=inngest.TriggerEvent(event="compat/sleep"))
+async def sleeper(ctx: inngest.Context) -> dict[str, float]:
+    async def before() -> float:
+        record(ctx.run_id, "before")
+        return time.time()
+
+    async def after() -> float:
+        record(ctx.run_id, "after")
+        return time.time()
+
+    t0 = await ctx.step.run("before", before)
+    await ctx.step.sleep("nap", float(ctx.event.data.get("seconds", 1)) * 1000)
+    t1 = await ctx.step.run("after", after)
+    return {"slept": t1 - t0}
+
+
+@client.create_function(fn_id="flaky", trigger=inngest.TriggerEvent(event="compat/flaky"), retries=3)
+async def flaky(ctx: inngest.Context) -> str:
+    fail_times = int(ctx.event.data.get("fail_times", 2))
+
+    async def unstable() -> str:
+        n = record(ctx.run_id, "unstable")
+        if n <= fail_times:
+            raise RuntimeError(f"failure {n} of {fail_times}")
+        return f"ok after {n}"
+
+    return await ctx.step.run("unstable", unstable)
+
+
+@client.create_function(fn_id="non-retriable", trigger=inngest.TriggerEvent(event="compat/nonretriable"))
+async def non_retriable(ctx: inngest.Context) -> str:
+    record(ctx.run_id, "body")
+    raise inngest.NonRetriableError("this cannot work")
+
+
+async def _on_failure(ctx: inngest.Context) -> None:
+    with _lock:
+        FAILURES.append({"run_id": ctx.run_id, "event": ctx.event.name, "data": dict(ctx.event.data)})
+
+
+@client.create_function(
+    fn_id="always-fails",
+    trigger=inngest.TriggerEvent(event="compat/fail"),
+    retries=1,
+    on_failure=_on_failure,
+)
+async def always_fails(ctx: inngest.Context) -> str:
+    async def boom() -> str:
+        record(ctx.run_id, "boom")
+        raise RuntimeError("boom")
+
+    return await ctx.step.run("boom", boom)
+
+
+@client.create_function(
+    fn_id="pro-only",
+    trigger=inngest.TriggerEvent(event="compat/plan", expression="event.data.plan == 'pro' && event.data.seats > 2"),
+)
+async def pro_only(ctx: inngest.Context) -> str:
+    record(ctx.run_id, "body")
+    return str(ctx.event.data.get("plan"))
+
+
+@client.create_function(fn_id="wildcard", trigger=inngest.TriggerEvent(event="compat-wild/*"))
+async def wildcard(ctx: inngest.Context) -> str:
+    return ctx.event.name
+
+
+app = fastapi.FastAPI()
+
+
+@app.get("/ledger")
+async def ledger() -> dict[str, Any]:
+    with _lock:
+        return {"ledger": dict(LEDGER), "failures": list(FAILURES)}
+
+
+inngest.fast_api.serve(
+    app,
+    client,
+    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard],
+)
