@@ -12,9 +12,11 @@ DECLARE
     queued integer;
 BEGIN
     WITH input AS (
-        SELECT x.*, x_ord AS ord
-        FROM jsonb_to_recordset(p_events) WITH ORDINALITY
-             AS x(id text, name text, data jsonb, "user" jsonb, ts bigint, v text, external_id text, x_ord bigint)
+        SELECT x.*
+        FROM ROWS FROM (
+                 jsonb_to_recordset(p_events)
+                 AS (id text, name text, data jsonb, "user" jsonb, ts bigint, v text, external_id text)
+             ) WITH ORDINALITY AS x(id, name, data, "user", ts, v, external_id, ord)
     ),
     fresh AS (
         SELECT i.* FROM input i

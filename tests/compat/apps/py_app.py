@@ -8,6 +8,7 @@ ledger of every step body execution so tests can count side effects from the app
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import threading
 import time
@@ -89,7 +90,7 @@ async def sleeper(ctx: inngest.Context) -> dict[str, float]:
         return time.time()
 
     t0 = await ctx.step.run("before", before)
-    await ctx.step.sleep("nap", float(ctx.event.data.get("seconds", 1)) * 1000)
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=float(ctx.event.data.get("seconds", 1))))
     t1 = await ctx.step.run("after", after)
     return {"slept": t1 - t0}
 

@@ -1,0 +1,175 @@
+// An app written with the official JS SDK (`inngest` 4.24.0), served by express.
+//
+// Configured only through the SDK's own environment variables (INNGEST_DEV / INNGEST_BASE_URL /
+// INNGEST_SIGNING_KEY / INNGEST_EVENT_KEY), exactly as a user would point it at pgqueue. It is the
+// JS twin of tests/compat/apps/py_app.py: the same functions, and a ledger of every step body
+// execution so tests can count side effects from the app's point of view.
+//
+// Extra routes for the tests: GET /ledger (the ledger and the onFailure calls) and POST /send
+// (sends one event through the SDK's own client, proving the Event API answers in the shape JS parses).
+
+import express from "express";
+import { Inngest, NonRetriableError } from "inngest";
+import { serve } from "inngest/express";
+
+const APP_ID = process.env.JS_APP_ID || "js-compat";
+const PORT = Number(process.env.PORT || 3000);
+
+const inngest = new Inngest({ id: APP_ID });
+
+// "<runId>:<step name>" -> list of execution timestamps (unix seconds)
+const LEDGER = {};
+const FAILURES = [];
+
+function record(runId, step) {
+  const key = `${runId}:${step}`;
+  (LEDGER[key] ??= []).push(Date.now() / 1000);
+  return LEDGER[key].length;
+}
+
+const threeSteps = inngest.createFunction(
+  { id: "three-steps", triggers: [{ event: "compat/three" }] },
+  async ({ event, step, runId }) => {
+    const a = await step.run("a", () => {
+      record(runId, "a");
+      return 1;
+    });
+    const b = await step.run("b", () => {
+      record(runId, "b");
+      return 2;
+    });
+    const c = await step.run("c", () => {
+      record(runId, "c");
+      return "three";
+    });
+    const delay = Number(event.data?.delay || 0);
+    if (delay) await new Promise((resolve) => setTimeout(resolve, delay * 1000));
+    return { a, b, c, echo: event.data?.echo ?? null };
+  },
+);
+
+const parallel = inngest.createFunction(
+  { id: "parallel", triggers: [{ event: "compat/parallel" }] },
+  async ({ step, runId }) => {
+    const results = await Promise.all([
+      step.run("left", () => {
+        record(runId, "left");
+        return "L";
+      }),
+      step.run("right", () => {
+        record(runId, "right");
+        return "R";
+      }),
+    ]);
+    const tail = await step.run("after", () => {
+      record(runId, "after");
+      return "done";
+    });
+    return [...results, tail];
+  },
+);
+
+const sleeper = inngest.createFunction(
+  { id: "sleeper", triggers: [{ event: "compat/sleep" }] },
+  async ({ event, step, runId }) => {
+    const seconds = Number(event.data?.seconds ?? 1);
+    const t0 = await step.run("before", () => {
+      record(runId, "before");
+      return Date.now() / 1000;
+    });
+    await step.sleep("nap", `${seconds}s`);
+    const t1 = await step.run("after", () => {
+      record(runId, "after");
+      return Date.now() / 1000;
+    });
+    return { slept: t1 - t0 };
+  },
+);
+
+const flaky = inngest.createFunction(
+  { id: "flaky", triggers: [{ event: "compat/flaky" }], retries: 3 },
+  async ({ event, step, runId }) => {
+    const failTimes = Number(event.data?.fail_times ?? 2);
+    return await step.run("unstable", () => {
+      const n = record(runId, "unstable");
+      if (n <= failTimes) throw new Error(`failure ${n} of ${failTimes}`);
+      return `ok after ${n}`;
+    });
+  },
+);
+
+const nonRetriable = inngest.createFunction(
+  { id: "non-retriable", triggers: [{ event: "compat/nonretriable" }] },
+  async ({ runId }) => {
+    record(runId, "body");
+    throw new NonRetriableError("this cannot work");
+  },
+);
+
+const alwaysFails = inngest.createFunction(
+  {
+    id: "always-fails",
+    triggers: [{ event: "compat/fail" }],
+    retries: 1,
+    onFailure: async ({ event, runId }) => {
+      FAILURES.push({ run_id: runId, event: event.name, data: event.data });
+    },
+  },
+  async ({ step, runId }) => {
+    return await step.run("boom", () => {
+      record(runId, "boom");
+      throw new Error("boom");
+    });
+  },
+);
+
+const proOnly = inngest.createFunction(
+  {
+    id: "pro-only",
+    triggers: [{ event: "compat/plan", if: "event.data.plan == 'pro' && event.data.seats > 2" }],
+  },
+  async ({ event, runId }) => {
+    record(runId, "body");
+    return String(event.data?.plan);
+  },
+);
+
+const wildcard = inngest.createFunction(
+  { id: "wildcard", triggers: [{ event: "compat-wild/*" }] },
+  async ({ event }) => event.name,
+);
+
+const app = express();
+// The SDK reads the parsed JSON body; the default 100 kB limit is too small for real step state.
+app.use(express.json({ limit: "10mb" }));
+
+app.get("/ledger", (_req, res) => {
+  res.json({ ledger: LEDGER, failures: FAILURES });
+});
+
+app.post("/send", async (_req, res) => {
+  try {
+    const { ids } = await inngest.send({ name: "compat/three", data: { echo: "from-js" } });
+    res.json({ ids });
+  } catch (err) {
+    res.status(502).json({ error: String(err?.stack || err) });
+  }
+});
+
+app.use(
+  "/api/inngest",
+  serve({
+    client: inngest,
+    functions: [threeSteps, parallel, sleeper, flaky, nonRetriable, alwaysFails, proOnly, wildcard],
+  }),
+);
+
+const listener = app.listen(PORT, "127.0.0.1", () => {
+  console.log(`js-compat app ${APP_ID} listening on http://127.0.0.1:${PORT}`);
+});
+
+// The test harness stops the app with SIGTERM; close promptly so the port is freed.
+process.on("SIGTERM", () => {
+  listener.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 2000).unref();
+});
