@@ -9,7 +9,10 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import uvicorn
 
 from pgqueue import __version__
 from pgqueue.errors import PgQueueError
@@ -84,8 +87,6 @@ def _resolve_database(settings: Settings, args: argparse.Namespace) -> Settings:
 
 
 def _run_server(settings: Settings, *, run_services: bool) -> None:
-    import uvicorn
-
     from api.app import create_app
 
     app = create_app(settings, run_services=run_services)
@@ -98,7 +99,21 @@ def _run_server(settings: Settings, *, run_services: bool) -> None:
         access_log=False,
     )
     log.info("pgqueue %s (%s mode) on http://%s:%d", __version__, settings.mode, settings.host, settings.port)
-    uvicorn.Server(config).run()
+    GracefulServer(config).run()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the process would die by the
+    signal; a graceful shutdown is a success, so the process exits 0 instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 async def _run_worker(settings: Settings) -> None:

@@ -14,11 +14,11 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pgqueue import errors
 
@@ -279,7 +279,7 @@ def _syntax_error(source: str, pos: int | None, reason: str) -> errors.Expressio
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    kind = type(value)
+    kind = value.__class__
     if kind is bool:
         return "bool"
     if kind is int:
@@ -371,6 +371,8 @@ def _tokenize(source: str) -> list[_Token]:
         elif c in _PUNCT1:
             tokens.append(_Token(c, None, i))
             i += 1
+        elif c == "=":
+            raise _syntax_error(source, i, "unexpected `=`; compare with `==`")
         else:
             raise _syntax_error(source, i, f"unexpected character {c!r}")
     tokens.append(_Token("eof", None, n))
@@ -497,13 +499,13 @@ def _check_int(value: int) -> int:
 
 
 def _size(value: Any) -> int:
-    kind = type(value)
+    kind = value.__class__
     if kind is str or kind is list or kind is tuple or kind is dict or kind is bytes:
         return len(value)
     if value is None:
         return 0  # a missing list or string has no elements (as in Inngest)
     if isinstance(value, Mapping):
-        return len(value)
+        return len(cast("Mapping[Any, Any]", value))
     raise _Fault(f"size() needs a string, list or map, got {_type_name(value)}")
 
 
@@ -682,7 +684,7 @@ def _format_duration(value: timedelta) -> str:
 
 
 def _to_string(value: Any) -> str:
-    kind = type(value)
+    kind = value.__class__
     if kind is str:
         return value
     if kind is bool:
@@ -711,7 +713,7 @@ def _parse_int_text(function: str, text: str) -> int:
 
 
 def _to_int(value: Any) -> int:
-    kind = type(value)
+    kind = value.__class__
     if kind is int:
         return _check_int(value)
     if kind is float:
@@ -726,7 +728,7 @@ def _to_int(value: Any) -> int:
 
 
 def _to_uint(value: Any) -> int:
-    kind = type(value)
+    kind = value.__class__
     if kind is float:
         if not math.isfinite(value):
             raise _Fault(f"uint(): {_format_double(value)} has no integer value")
@@ -741,7 +743,7 @@ def _to_uint(value: Any) -> int:
 
 
 def _to_double(value: Any) -> float:
-    kind = type(value)
+    kind = value.__class__
     if kind is float:
         return value
     if kind is int:
@@ -805,7 +807,7 @@ def _date_from_number(number: int) -> datetime:
 
 
 def _date(value: Any) -> datetime | None:
-    kind = type(value)
+    kind = value.__class__
     if kind is str:
         return _parse_date(value)
     if kind is int:
@@ -822,7 +824,7 @@ def _date(value: Any) -> datetime | None:
 
 
 def _timestamp(value: Any) -> datetime:
-    kind = type(value)
+    kind = value.__class__
     if kind is str:
         try:
             return _aware(datetime.fromisoformat(value))
@@ -988,7 +990,9 @@ class _Parser:
         node = self._expr(0)
         token = self.tokens[self.pos]
         if token.kind != "eof":
-            raise self._error(token, f"unexpected {_describe(token)}")
+            raise self._error(
+                token, f"expected an operator or the end of the expression, found {_describe(token)}"
+            )
         return node
 
     def _error(self, token: _Token, reason: str) -> errors.ExpressionSyntaxError:
@@ -1180,7 +1184,7 @@ class _Parser:
         if var.kind != "ident" or self.tokens[self.pos + 1].kind != ",":
             raise self._error(var, f"{kind}() takes a variable name and an expression, like {kind}(x, x > 0)")
         if var.value in VARIABLES:
-            raise self._error(var, f"`{var.value}` cannot be used as a {kind}() variable; pick another name")
+            raise self._error(var, f"`{var.value}` cannot be the variable of {kind}(); pick another name")
         self.pos += 2
         self.scope.append(var.value)
         args = self._sequence(")")
@@ -1209,8 +1213,8 @@ _ORDERED: Final = frozenset({int, float, str, bool, bytes, datetime, timedelta})
 
 def _eq(a: Any, b: Any) -> bool:
     """Loose equality: numbers compare by value across int and double, other types only with themselves."""
-    ta = type(a)
-    tb = type(b)
+    ta = a.__class__
+    tb = b.__class__
     if ta is tb:
         if ta is list or ta is tuple:
             return len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b, strict=True))
@@ -1236,8 +1240,8 @@ def _map_eq(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> bool:
 
 
 def _comparable(a: Any, b: Any) -> bool:
-    ta = type(a)
-    tb = type(b)
+    ta = a.__class__
+    tb = b.__class__
     if ta is tb:
         return ta in _ORDERED
     return ta in _NUMBER and tb in _NUMBER
@@ -1268,7 +1272,7 @@ def _truthy_operand(value: Any) -> bool:
     """How &&, ||, !, ?: and macro predicates read a value (Inngest's JS-like coercion)."""
     if value is None:
         return False
-    kind = type(value)
+    kind = value.__class__
     if kind is bool:
         return value
     if kind is str:
@@ -1279,8 +1283,8 @@ def _truthy_operand(value: Any) -> bool:
 
 
 def _add(a: Any, b: Any) -> Any:
-    ta = type(a)
-    tb = type(b)
+    ta = a.__class__
+    tb = b.__class__
     if ta is int and tb is int:
         return _check_int(a + b)
     if ta is str and tb is str:
@@ -1322,8 +1326,8 @@ def _time_op(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
 
 
 def _sub(a: Any, b: Any) -> Any:
-    ta = type(a)
-    tb = type(b)
+    ta = a.__class__
+    tb = b.__class__
     if ta is int and tb is int:
         return _check_int(a - b)
     if ta in _NUMBER and tb in _NUMBER:
@@ -1334,8 +1338,8 @@ def _sub(a: Any, b: Any) -> Any:
 
 
 def _mul(a: Any, b: Any) -> Any:
-    ta = type(a)
-    tb = type(b)
+    ta = a.__class__
+    tb = b.__class__
     if ta is int and tb is int:
         return _check_int(a * b)
     if ta in _NUMBER and tb in _NUMBER:
@@ -1344,8 +1348,8 @@ def _mul(a: Any, b: Any) -> Any:
 
 
 def _div(a: Any, b: Any) -> Any:
-    ta = type(a)
-    tb = type(b)
+    ta = a.__class__
+    tb = b.__class__
     if ta in _NUMBER and tb in _NUMBER:
         if b == 0:
             raise _Fault("division by zero")
@@ -1357,8 +1361,8 @@ def _div(a: Any, b: Any) -> Any:
 
 
 def _mod(a: Any, b: Any) -> Any:
-    ta = type(a)
-    tb = type(b)
+    ta = a.__class__
+    tb = b.__class__
     if ta in _NUMBER and tb in _NUMBER:
         if b == 0:
             raise _Fault("modulus by zero")
@@ -1370,7 +1374,7 @@ def _mod(a: Any, b: Any) -> Any:
 
 
 def _negate(value: Any) -> Any:
-    kind = type(value)
+    kind = value.__class__
     if kind is int:
         return _check_int(-value)
     if kind is float:
@@ -1386,7 +1390,7 @@ _ARITHMETIC: Final = {"+": _add, "-": _sub, "*": _mul, "/": _div, "%": _mod}
 def _in(value: Any, container: Any) -> bool:
     if container is None:
         return False  # membership in a missing list is false
-    kind = type(container)
+    kind = container.__class__
     if kind is list or kind is tuple:
         if type(value) is str:
             return value in container
@@ -1408,9 +1412,9 @@ def _select(value: Any, name: str) -> Any:
 def _index(value: Any, key: Any) -> Any:
     if value is None:
         return None
-    kind = type(value)
+    kind = value.__class__
     if kind is list or kind is tuple:
-        key_kind = type(key)
+        key_kind = key.__class__
         if key_kind is float and key.is_integer():
             key = int(key)
         elif key_kind is not int:
@@ -1418,7 +1422,7 @@ def _index(value: Any, key: Any) -> Any:
         return value[key] if 0 <= key < len(value) else None
     if isinstance(value, Mapping):
         try:
-            return value.get(key)  # pyright: ignore[reportUnknownMemberType]
+            return cast("Mapping[Any, Any]", value).get(key)
         except TypeError:  # unhashable key
             return None
     return None
@@ -1428,8 +1432,8 @@ def _has(value: Any, name: str) -> bool:
     return isinstance(value, Mapping) and name in value
 
 
-def _iterable(value: Any, macro: str) -> Iterable[Any]:
-    kind = type(value)
+def _iterable(value: Any, macro: str) -> Sequence[Any]:
+    kind = value.__class__
     if kind is list or kind is tuple:
         return value  # pyright: ignore[reportUnknownVariableType]
     if value is None:
@@ -1602,7 +1606,7 @@ def _compile_binary(node: Binary) -> Evaluator:
 
 def _compile_equals_constant(read: Evaluator, constant: Any, negate: bool) -> Evaluator:
     """Fast paths for `x == 'pro'` and friends; each is exactly _eq against that constant."""
-    kind = type(constant)
+    kind = constant.__class__
     if constant is None or kind is bool:
         if negate:
             return lambda scope: read(scope) is not constant
@@ -1642,15 +1646,16 @@ def _compile_compare_constant(op: str, read: Evaluator, constant: Any) -> Evalua
 
     def compare_number(scope: Scope) -> bool:
         value = read(scope)
-        kind = type(value)
+        kind = value.__class__
         return (kind is int or kind is float) and compare(value, constant)
 
     return compare_number
 
 
 def _compile_in(read: Evaluator, container: Node) -> Evaluator:
-    if type(container) is ListExpr and all(type(item) is Literal for item in container.items):
-        values = tuple(item.value for item in container.items)  # type: ignore[union-attr]
+    constants = _constants(container.items) if isinstance(container, ListExpr) else None
+    if constants is not None:
+        values = tuple(constants)
         if all(type(v) is str for v in values):
             strings = frozenset(values)
 
@@ -1714,9 +1719,20 @@ def _compile_conditional(node: Conditional) -> Evaluator:
     return conditional
 
 
+def _constants(items: tuple[Node, ...]) -> list[Any] | None:
+    """The values of `items` if every one is a Literal, else None."""
+    values: list[Any] = []
+    for item in items:
+        if not isinstance(item, Literal):
+            return None
+        values.append(item.value)
+    return values
+
+
 def _compile_list(items: tuple[Node, ...]) -> Evaluator:
-    if all(type(item) is Literal for item in items):
-        values = tuple(item.value for item in items)  # type: ignore[union-attr]
+    constants = _constants(items)
+    if constants is not None:
+        values = tuple(constants)
         return lambda scope: list(values)
     reads = tuple(_compile(item) for item in items)
     return lambda scope: [read(scope) for read in reads]
@@ -1776,15 +1792,16 @@ def _compile_macro(node: Macro) -> Evaluator:
     kind, var = node.kind, node.var
     read_target = _compile(node.target)
     predicate = _compile(node.predicate) if node.predicate is not None else None
-    transform = _compile(node.transform) if node.transform is not None else None
+    test = predicate if predicate is not None else _compile(Literal(True))
+    transform = _compile(node.transform) if node.transform is not None else _compile(Ident(var))
 
-    def loop(scope: Scope) -> tuple[Iterable[Any], dict[str, Any]]:
+    def loop(scope: Scope) -> tuple[Sequence[Any], dict[str, Any]]:
         items = _iterable(read_target(scope), kind)
-        _spend(scope, len(items) + 1)  # type: ignore[arg-type]
+        _spend(scope, len(items) + 1)
         return items, dict(scope)
 
     def holds(inner: dict[str, Any]) -> bool:
-        value = predicate(inner)  # type: ignore[misc]
+        value = test(inner)
         return value is True or (value is not False and _truthy_operand(value))
 
     if kind == "all" or kind == "exists":
@@ -1836,7 +1853,7 @@ def _compile_macro(node: Macro) -> Evaluator:
         for item in items:
             inner[var] = item
             if predicate is None or holds(inner):
-                out.append(transform(inner))  # type: ignore[misc]
+                out.append(transform(inner))
         return out
 
     return map_items
@@ -1859,9 +1876,15 @@ def _binding(node: Node) -> int:
         return _OPERATOR_BINDING[node.op]
     if isinstance(node, Unary):
         return 7
-    if isinstance(node, Literal) and type(node.value) in (int, float) and math.copysign(1.0, node.value) < 0:
+    if isinstance(node, Literal) and _renders_negative(node.value):
         return 7  # rendered with a leading minus
     return 8
+
+
+def _renders_negative(value: Any) -> bool:
+    if type(value) is int:
+        return value < 0
+    return type(value) is float and not math.isnan(value) and math.copysign(1.0, value) < 0
 
 
 def _wrapped(node: Node, minimum: int) -> str:
@@ -1915,7 +1938,7 @@ def _literal_text(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    kind = type(value)
+    kind = value.__class__
     if kind is int:
         return str(value)
     if kind is float:
@@ -1951,17 +1974,10 @@ def _rooted_path(node: Node, name: str) -> list[Node] | None:
     """The Select / constant-Index chain from Ident(name) up to `node` (outermost last), or None."""
     chain: list[Node] = []
     current = node
-    while True:
-        kind = type(current)
-        if kind is Select:
-            chain.append(current)
-            current = current.operand  # type: ignore[union-attr]
-        elif kind is Index and type(current.index) is Literal:  # type: ignore[union-attr]
-            chain.append(current)
-            current = current.operand  # type: ignore[union-attr]
-        else:
-            break
-    if type(current) is Ident and current.name == name:  # type: ignore[union-attr]
+    while isinstance(current, Select) or (isinstance(current, Index) and isinstance(current.index, Literal)):
+        chain.append(current)
+        current = current.operand
+    if isinstance(current, Ident) and current.name == name:
         chain.reverse()
         return chain
     return None
@@ -1969,10 +1985,10 @@ def _rooted_path(node: Node, name: str) -> list[Node] | None:
 
 def _resolve(value: Any, chain: list[Node]) -> Any:
     for step in chain:
-        if type(step) is Select:
+        if isinstance(step, Select):
             value = _select(value, step.name)
-        else:
-            value = _index(value, step.index.value)  # type: ignore[union-attr]
+        elif isinstance(step, Index) and isinstance(step.index, Literal):
+            value = _index(value, step.index.value)
     return value
 
 
@@ -1991,10 +2007,11 @@ def _value_node(value: Any, depth: int = 0) -> Node:
     if isinstance(value, str):
         return Literal(str(value))
     if isinstance(value, list | tuple):
-        return ListExpr(tuple(_value_node(item, depth + 1) for item in value))  # pyright: ignore[reportUnknownVariableType]
+        items = cast("list[Any] | tuple[Any, ...]", value)
+        return ListExpr(tuple(_value_node(item, depth + 1) for item in items))
     if isinstance(value, Mapping):
         entries: list[tuple[Node, Node]] = []
-        for key, item in value.items():  # pyright: ignore[reportUnknownVariableType]
+        for key, item in cast("Mapping[Any, Any]", value).items():
             if type(key) not in _MAP_KEYS:
                 raise errors.ExpressionEvalError(f"cannot bind a map with a {_type_name(key)} key")
             entries.append((Literal(key), _value_node(item, depth + 1)))
@@ -2026,7 +2043,9 @@ def _substitute(node: Node, name: str, value: Mapping[str, Any]) -> Node:
                 _substitute(target, name, value), function, tuple(_substitute(a, name, value) for a in args)
             )
         case Has(operand=operand):
-            return Has(_substitute(operand, name, value))  # type: ignore[arg-type]
+            selection = _substitute(operand, name, value)
+            assert isinstance(selection, Select)  # a Select not rooted at `name` stays a Select
+            return Has(selection)
         case Unary(op=op, operand=operand):
             return Unary(op, _substitute(operand, name, value))
         case Binary(op=op, left=left, right=right):
@@ -2133,8 +2152,7 @@ class Program:
 
         `now` pins now()/now_plus()/now_minus() (tests, a Clock); naive datetimes are read as UTC.
         Raises ExpressionEvalError when the expression cannot be evaluated against this input."""
-        if type(variables) is not dict and not isinstance(variables, Mapping):
-            raise TypeError(f"variables must be a mapping, got {type(variables).__name__}")
+        _require_mapping(variables)
         usage = self._usage
         try:
             if usage.needs_now or usage.needs_budget:
@@ -2168,8 +2186,11 @@ class Program:
         the length or depth limits). Raises ExpressionEvalError for values that have no literal form."""
         if name not in self._usage.references:
             return self
-        ast = _substitute(self.ast, name, value)
-        return _program(_unparse(ast), ast)
+        try:
+            ast = _substitute(self.ast, name, value)
+            return _program(_unparse(ast), ast)
+        except RecursionError:  # depth is bounded; only reachable from an already nearly full stack
+            raise errors.ExpressionEvalError(f"cannot bind `{name}` into {_shown(self.source)}") from None
 
     def equality_literals(self, name: str) -> list[tuple[str, Any]]:
         """(path, literal) pairs of `name.<path> == <literal>` terms of a top-level conjunction, in order.
@@ -2190,6 +2211,11 @@ class Program:
         return found
 
 
+def _require_mapping(variables: object) -> None:
+    if type(variables) is not dict and not isinstance(variables, Mapping):
+        raise TypeError(f"variables must be a mapping, got {type(variables).__name__}")
+
+
 def _program(source: str, ast: Node) -> Program:
     return Program(source, ast, _compile(ast), _analyse(ast))
 
@@ -2197,7 +2223,7 @@ def _program(source: str, ast: Node) -> Program:
 @functools.lru_cache(maxsize=4096)
 def compile(source: str) -> Program:  # shadows the builtin on purpose: the name callers code against
     """Parse and check `source`; raises ExpressionSyntaxError naming the problem and where it is."""
-    if not isinstance(source, str):
+    if not isinstance(source, str):  # pyright: ignore[reportUnnecessaryIsInstance] - callers pass config data
         raise errors.ExpressionSyntaxError(f"an expression must be a string, got {type(source).__name__}")
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > MAX_SOURCE_BYTES:

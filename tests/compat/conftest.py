@@ -16,6 +16,7 @@ from tests.helpers.procs import Proc, free_port, pgqueue_argv, start_process, wa
 
 SIGNING_KEY = "signkey-test-" + "a1b2c3d4" * 8
 EVENT_KEY = "compat-event-key"
+PY_APP_FUNCTIONS = 11  # ten functions plus the onFailure handler
 
 # Test-only speed-ups: retries in milliseconds, fast polls, short leases.
 FAST_ENV = {
@@ -77,8 +78,15 @@ class Server:
         return r.json()
 
 
-def start_server(database_url: str, *, mode: str = "dev", extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Server:
-    port = free_port()
+def start_server(
+    database_url: str,
+    *,
+    mode: str = "dev",
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Server:
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     full_env = {**FAST_ENV, "DATABASE_URL": database_url, **(env or {})}
     args = [mode, "--port", str(port), "--host", "127.0.0.1", *extra_args]
@@ -188,7 +196,7 @@ def py_stack(request: pytest.FixtureRequest, module_database_url: str) -> Iterat
     app = None
     try:
         app = start_py_app(server)
-        sync_via_put(app, server, expect_functions=9)
+        sync_via_put(app, server, expect_functions=PY_APP_FUNCTIONS)
         yield server, app
     finally:
         if app:

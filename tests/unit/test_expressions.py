@@ -302,7 +302,9 @@ def test_substitute_special_floats() -> None:
 
 def test_substitute_whole_objects_and_lists() -> None:
     user = {"id": "u1", "tags": ["a", "b"], "meta": {"n": 1, "deep": [{"x": None}]}}
-    program = expressions.compile("async.data.user == event.data.user").substitute("event", {"data": {"user": user}})
+    program = expressions.compile("async.data.user == event.data.user").substitute(
+        "event", {"data": {"user": user}}
+    )
     assert program.references() == frozenset({"async"})
     assert program.evaluate({"async": {"data": {"user": user}}}) is True
     assert program.evaluate({"async": {"data": {"user": {**user, "id": "u2"}}}}) is False
@@ -364,7 +366,9 @@ def test_substitute_refuses_values_without_a_literal_form() -> None:
 
 def test_substitute_datetime_value() -> None:
     moment = datetime(2024, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
-    program = expressions.compile("async.data.at == event.data.at").substitute("event", {"data": {"at": moment}})
+    program = expressions.compile("async.data.at == event.data.at").substitute(
+        "event", {"data": {"at": moment}}
+    )
     assert program.source == 'async.data.at == timestamp("2024-01-02T03:04:05.6Z")'
     assert program.evaluate({"async": {"data": {"at": moment}}}) is True
 
@@ -391,7 +395,10 @@ def test_substitute_result_cannot_gain_structure_from_quotes() -> None:
             " && async.data.d == -2.5",
             [("data.a", 1), ("data.b", True), ("name", "x"), ("data.c", None), ("data.d", -2.5)],
         ),
-        ("(async.data.a == 1 && async.data.b == 2) && async.data.c == 3", [("data.a", 1), ("data.b", 2), ("data.c", 3)]),
+        (
+            "(async.data.a == 1 && async.data.b == 2) && async.data.c == 3",
+            [("data.a", 1), ("data.b", 2), ("data.c", 3)],
+        ),
         ("async.data.a == 1 || async.data.b == 2", []),
         ("async.data.a == 1 && (async.data.b == 2 || async.data.c == 3)", [("data.a", 1)]),
         ("event.data.a == 1", []),
@@ -427,25 +434,27 @@ def test_length_limit() -> None:
     with pytest.raises(errors.ExpressionSyntaxError, match="bytes long"):
         expressions.compile("'" + "a" * expressions.MAX_SOURCE_BYTES + "'")
     with pytest.raises(errors.ExpressionSyntaxError, match="bytes long"):
-        expressions.compile("'" + "\u00e9" * (expressions.MAX_SOURCE_BYTES // 2) + "'")  # bytes, not characters
+        expressions.compile(
+            "'" + "\u00e9" * (expressions.MAX_SOURCE_BYTES // 2) + "'"
+        )  # bytes, not characters
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "(" * 5000 + "1" + ")" * 5000,
-        "!" * 8000 + "true",
-        "-" * 8000 + "1",
-        "1" + " + 1" * 3000,
-        "[" * 5000 + "]" * 5000,
-        "event" + ".a" * 5000,
-        "event" + "[0]" * 3000,
-        "size(" * 2000 + "1" + ")" * 2000,
-        "true ? " * 2000 + "1" + " : 2" * 2000,
-        "[1]" + ".map(x, x)" * 1000,
-        "{'a': " * 3000 + "1" + "}" * 3000,
-    ],
-)
+HOSTILE_NESTING = {
+    "parentheses": "(" * 5000 + "1" + ")" * 5000,
+    "negations": "!" * 8000 + "true",
+    "minus signs": "-" * 8000 + "1",
+    "additions": "1" + " + 1" * 3000,
+    "lists": "[" * 5000 + "]" * 5000,
+    "selections": "event" + ".a" * 5000,
+    "indexes": "event" + "[0]" * 3000,
+    "calls": "size(" * 2000 + "1" + ")" * 2000,
+    "conditionals": "true ? 1 : " * 1000 + "2",
+    "macros": "[1]" + ".map(x, x)" * 1000,
+    "maps": "{'a': " * 2000 + "1" + "}" * 2000,
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE_NESTING.values(), ids=HOSTILE_NESTING.keys())
 def test_hostile_nesting_is_a_syntax_error_not_a_crash(source: str) -> None:
     with pytest.raises(errors.ExpressionSyntaxError, match="nests"):
         expressions.compile(source)
@@ -507,7 +516,9 @@ def test_pattern_length_limit() -> None:
     assert expressions.evaluate(f"'{ok}'.matches('{ok}')", {}) is True
 
 
-@pytest.mark.parametrize("pattern", ["(a+)+$", "(a*)*", "(?:a|b+){2,}", "(x(a+))*", "(a)\\\\1", "(?=a)", "(?<!a)b"])
+@pytest.mark.parametrize(
+    "pattern", ["(a+)+$", "(a*)*", "(?:a|b+){2,}", "(x(a+))*", "(a)\\\\1", "(?=a)", "(?<!a)b"]
+)
 def test_risky_patterns_are_refused(pattern: str) -> None:
     with pytest.raises(errors.ExpressionSyntaxError):
         expressions.compile(f"'aaaa'.matches('{pattern}')")
@@ -587,7 +598,10 @@ def test_macro_over_events_data() -> None:
     variables = {
         "event": {"data": {"lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 0}, {"sku": "c", "qty": 5}]}}
     }
-    assert expressions.evaluate("event.data.lines.filter(l, l.qty > 0).map(l, l.sku)", variables) == ["a", "c"]
+    assert expressions.evaluate("event.data.lines.filter(l, l.qty > 0).map(l, l.sku)", variables) == [
+        "a",
+        "c",
+    ]
     assert expressions.evaluate("event.data.lines.exists_one(l, l.qty == 0)", variables) is True
     assert expressions.evaluate("event.data.lines.all(l, has(l.sku))", variables) is True
     assert expressions.evaluate("size(event.data.lines.filter(l, l.qty > 1)) == 2", variables) is True
@@ -648,7 +662,7 @@ def test_canonical_source_round_trips(source: str) -> None:
         "(1 + 2) * 3",
         "1 - (2 - 3)",
         "1 - 2 - 3",
-        "-(event.data.a + 1)",
+        "-(event.data.n + 1)",
         "!(event.data.a || event.data.b) && event.data.c",
         "(event.data.a ? 1 : 2) ? 3 : 4",
         "event.data.a ? 1 : event.data.b ? 2 : 3",
@@ -669,4 +683,10 @@ def test_canonical_source_keeps_precedence(source: str) -> None:
     rendered = expressions._unparse(program.ast)  # pyright: ignore[reportPrivateUsage]
     assert expressions.compile(rendered).ast == program.ast, rendered
     variables = {"event": {"data": {"a": True, "b": False, "c": True, "d": False, "n": 3}}}
-    assert _same(expressions.evaluate(rendered, variables), expressions.evaluate(source, variables))
+    try:
+        expected = expressions.evaluate(source, variables)
+    except errors.ExpressionEvalError:
+        with pytest.raises(errors.ExpressionEvalError):
+            expressions.evaluate(rendered, variables)
+    else:
+        assert _same(expressions.evaluate(rendered, variables), expected)

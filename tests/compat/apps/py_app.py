@@ -147,6 +147,37 @@ async def wildcard(ctx: inngest.Context) -> str:
     return ctx.event.name
 
 
+@client.create_function(fn_id="durable", trigger=inngest.TriggerEvent(event="compat/durable"), retries=10)
+async def durable(ctx: inngest.Context) -> list[str]:
+    delay = float(ctx.event.data.get("delay", 0.1))
+    outputs = []
+    for name in ("one", "two", "three"):
+
+        async def body(name: str = name) -> str:
+            record(ctx.run_id, name)
+            await asyncio.sleep(delay)
+            return f"{name}-{ctx.event.data.get('n')}"
+
+        outputs.append(await ctx.step.run(name, body))
+    return outputs
+
+
+@client.create_function(fn_id="slow-step", trigger=inngest.TriggerEvent(event="compat/slow"))
+async def slow_step(ctx: inngest.Context) -> str:
+    async def slow() -> str:
+        record(ctx.run_id, "slow")
+        await asyncio.sleep(float(ctx.event.data.get("seconds", 2)))
+        return "slow done"
+
+    first = await ctx.step.run("slow", slow)
+
+    async def after() -> str:
+        record(ctx.run_id, "after")
+        return "after done"
+
+    return first + " / " + await ctx.step.run("after", after)
+
+
 app = fastapi.FastAPI()
 
 
@@ -159,5 +190,5 @@ async def ledger() -> dict[str, Any]:
 inngest.fast_api.serve(
     app,
     client,
-    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard],
+    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step],
 )
