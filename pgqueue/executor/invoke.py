@@ -7,6 +7,7 @@ executor never raises past this module for anything the app does.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -19,6 +20,7 @@ from pgqueue.models import QueueItem
 
 # Above this the SDK is asked to fetch state through /v0/runs/{id}/actions and /batch instead.
 MAX_REQUEST_BODY = 4 * 1024 * 1024
+log = logging.getLogger(__name__)
 SDK_HEADERS = {"content-type": "application/json", "user-agent": "pgqueue/0.1"}
 
 
@@ -72,6 +74,7 @@ def build(item: QueueItem, ctx: dict[str, Any], *, signing_key: str | None, env:
         body_ctx["use_api"] = True
         payload.update(events=[], steps={}, use_api=True)
         body = canonical.canonical_bytes(payload)
+        log.info("run %s: state too large for the request body; the SDK fetches it (use_api)", ctx["id"])
     headers = dict(SDK_HEADERS)
     headers["x-run-id"] = ctx["id"]
     headers["x-inngest-job-id"] = str(item.id)

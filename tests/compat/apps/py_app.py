@@ -178,6 +178,44 @@ async def slow_step(ctx: inngest.Context) -> str:
     return first + " / " + await ctx.step.run("after", after)
 
 
+@client.create_function(fn_id="big-state", trigger=inngest.TriggerEvent(event="compat/big"))
+async def big_state(ctx: inngest.Context) -> list[int]:
+    size = int(ctx.event.data.get("size", 2_500_000))
+    sizes = []
+    for name in ("big1", "big2"):
+
+        async def body(name: str = name) -> str:
+            record(ctx.run_id, name)
+            return "x" * size
+
+        sizes.append(len(await ctx.step.run(name, body)))
+
+    async def last() -> int:
+        record(ctx.run_id, "last")
+        return sum(sizes)
+
+    sizes.append(await ctx.step.run("last", last))
+    return sizes
+
+
+@client.create_function(fn_id="huge-int", trigger=inngest.TriggerEvent(event="compat/bigint"))
+async def huge_int(ctx: inngest.Context) -> dict[str, Any]:
+    async def echo() -> Any:
+        return ctx.event.data.get("value")
+
+    first = await ctx.step.run("echo", echo)
+    return {"seen_by_step": first, "seen_in_event": ctx.event.data.get("value")}
+
+
+@client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event="compat/wait"))
+async def waiter(ctx: inngest.Context) -> Any:
+    got = await ctx.step.wait_for_event(
+        "approval", event="compat/approved", timeout=datetime.timedelta(seconds=30),
+        if_exp="async.data.id == event.data.id",
+    )
+    return None if got is None else dict(got.data)
+
+
 app = fastapi.FastAPI()
 
 
@@ -190,5 +228,6 @@ async def ledger() -> dict[str, Any]:
 inngest.fast_api.serve(
     app,
     client,
-    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step],
+    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter],
+    streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )
