@@ -1,0 +1,183 @@
+"""End-to-end benchmark: a no-op 3-step function run through the official Python SDK.
+
+Prints, from one run on one database:
+  * the SDK app's own ceiling: the same 4 requests per run sent straight to the app (no pgqueue);
+  * pgqueue end to end: runs/s from events accepted to runs completed;
+  * latency on an idle system: event accepted -> first step started (p50/p99).
+
+Usage: python bench/e2e.py [--runs 1000] [--latency-samples 200] [--database-url URL]
+Without --database-url (or DATABASE_URL) it uses pgqueue's embedded PostgreSQL (fsync on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pgqueue.db import embedded  # noqa: E402
+from tests.helpers.procs import free_port, pgqueue_argv, start_process, wait_http  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def sha1(s: str) -> str:
+    return hashlib.sha1(s.encode()).hexdigest()
+
+
+async def app_ceiling(app_url: str, runs: int, in_flight: int) -> float:
+    """Drive the app exactly as an executor would (4 calls per run), with no server in between."""
+    fn_url = f"{app_url}?fnId=bench-noop-3&stepId=step"
+    ids = [sha1("one"), sha1("two"), sha1("three")]
+    values = [1, 2, 3]
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one_run(client: httpx.AsyncClient, i: int) -> None:
+        async with sem:
+            steps: dict[str, object] = {}
+            stack: list[str] = []
+            for call in range(4):
+                body = {
+                    "event": {"name": "bench/noop", "data": {"k": f"c{i}"}, "id": f"c{i}", "ts": 1},
+                    "events": [{"name": "bench/noop", "data": {"k": f"c{i}"}, "id": f"c{i}", "ts": 1}],
+                    "steps": steps,
+                    "ctx": {"run_id": f"run{i}", "attempt": 0, "max_attempts": 1, "disable_immediate_execution": False,
+                            "use_api": False, "stack": {"stack": stack, "current": len(stack)}},
+                    "version": -1,
+                    "use_api": False,
+                }
+                r = await client.post(fn_url, content=json.dumps(body), headers={"content-type": "application/json"})
+                if call < 3:
+                    assert r.status_code == 206, r.text
+                    steps = {**steps, ids[call]: {"data": values[call]}}
+                    stack = [*stack, ids[call]]
+                else:
+                    assert r.status_code == 200, r.text
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(one_run(client, i) for i in range(runs)))
+        return runs / (time.perf_counter() - start)
+
+
+def completed(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM pgqueue.runs WHERE status = 'completed'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def throughput(server_url: str, database_url: str, runs: int) -> float:
+    before = completed(database_url)
+    start = time.perf_counter()
+    with httpx.Client(base_url=server_url, timeout=60) as c:
+        for offset in range(0, runs, 100):
+            batch = [{"name": "bench/noop", "data": {"k": f"t{offset + i}"}} for i in range(min(100, runs - offset))]
+            assert c.post("/e/bench", json=batch).status_code == 200
+    while completed(database_url) - before < runs:
+        time.sleep(0.02)
+        if time.perf_counter() - start > 600:
+            raise TimeoutError("runs did not complete within 10 minutes")
+    return runs / (time.perf_counter() - start)
+
+
+def latency(server_url: str, app_base: str, samples: int) -> list[float]:
+    out = []
+    with httpx.Client(timeout=30) as c:
+        c.post(app_base + "/reset")
+        for i in range(samples):
+            key = f"l{i}"
+            t0 = time.time()
+            assert c.post(f"{server_url}/e/bench", json={"name": "bench/noop", "data": {"k": key}}).status_code == 200
+            deadline = time.monotonic() + 10
+            while True:
+                seen = c.get(app_base + "/first-steps").json()
+                if key in seen:
+                    out.append((seen[key] - t0) * 1000)
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"first step of sample {i} never started")
+                time.sleep(0.001)
+            time.sleep(0.05)  # idle between samples
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="pgqueue-bench-"))
+    pg = None
+    database_url = args.database_url
+    if not database_url:
+        pg = embedded.start(tmp / "pgdata")
+        database_url = pg.url
+    procs = []
+    try:
+        port, app_port = free_port(), free_port()
+        server = start_process("bench-server", pgqueue_argv("dev", "--port", str(port)),
+                               env={"DATABASE_URL": database_url, "PGQUEUE_LOG_LEVEL": "warning"},
+                               url=f"http://127.0.0.1:{port}")
+        procs.append(server)
+        wait_http(server, "/health")
+        app = start_process(
+            "bench-app",
+            [sys.executable, "-m", "uvicorn", "bench.bench_app:app", "--port", str(app_port), "--log-level", "warning"],
+            env={"INNGEST_DEV": server.url, "INNGEST_BASE_URL": server.url},
+            url=f"http://127.0.0.1:{app_port}",
+        )
+        procs.append(app)
+        wait_http(app, "/first-steps")
+        httpx.put(app.url + "/api/inngest", timeout=30)
+        time.sleep(0.5)
+
+        with psycopg.connect(database_url) as conn:
+            settings = dict(conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'server_version')"
+            ).fetchall())
+
+        ceiling4 = asyncio.run(app_ceiling(app.url + "/api/inngest", 400, 4))
+        ceiling20 = asyncio.run(app_ceiling(app.url + "/api/inngest", 400, 20))
+        throughput(server.url, database_url, 100)  # warm-up
+        rate = throughput(server.url, database_url, args.runs)
+        lat = latency(server.url, app.url, args.latency_samples)
+
+        print(f"PostgreSQL {settings.get('server_version')} fsync={settings.get('fsync')} "
+              f"synchronous_commit={settings.get('synchronous_commit')}; 2 cores; one uvicorn worker for the app")
+        print(f"{'measure':<52}{'value':>12}")
+        print(f"{'SDK app ceiling, 4 runs in flight (runs/s)':<52}{ceiling4:>12.1f}")
+        print(f"{'SDK app ceiling, 20 runs in flight (runs/s)':<52}{ceiling20:>12.1f}")
+        print(f"{'pgqueue end to end, ' + str(args.runs) + ' runs (runs/s)':<52}{rate:>12.1f}")
+        print(f"{'  ratio to ceiling at 20 in flight':<52}{rate / ceiling20:>12.2f}")
+        print(f"{'  ratio to ceiling at 4 in flight':<52}{rate / ceiling4:>12.2f}")
+        print(f"{'event -> first step p50 (ms), idle':<52}{statistics.median(lat):>12.1f}")
+        print(f"{'event -> first step p99 (ms), idle':<52}{pct(lat, 99):>12.1f}")
+    finally:
+        for p in procs:
+            p.terminate()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
