@@ -87,3 +87,11 @@ def empty_database_url(pg_admin_url: str) -> Iterator[str]:
     url = create_database(pg_admin_url, None)
     yield url
     drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database shared by one test module."""
+    url = create_database(pg_admin_url, template_db)
+    yield url
+    drop_database(pg_admin_url, url)

@@ -175,18 +175,9 @@ class Applier:
             elif op.op == "StepNotFound":
                 retry_error = {"name": "StepNotFound", "message": f"the SDK could not find step {op.id}"}
 
-        if retry_error is not None:
-            delay = outcome.retry_after_s
-            if delay is None:
-                delay = backoff.delay_s(item.attempt, scale=self.backoff_scale)
-            await queue.retry(conn, item, delay_s=delay, error=retry_error)
-        else:
-            await queue.delete(conn, item.id)
-        await steps.record_attempt(
-            conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
-            outcome="retry" if retry_error else "ok", status_code=206, error=retry_error, started_at=started_at,
-        )
-
+        # Ops first, the item's own fate last: an answer that changes nothing (it only reports
+        # steps already stored) is an error of the call, so a confused app cannot loop forever.
+        progress = False
         max_attempts = run["max_attempts"]
         for op in outcome.ops:
             match op.op:
@@ -199,32 +190,57 @@ class Applier:
                         memo = {"data": data}
                     problem = _output_problem(data, body_size)
                     if problem:
-                        await steps.record(conn, item.run_id, op.id, op="StepFailed", memo={"error": problem},
-                                           name=op.label, attempt=item.attempt)
+                        progress |= await steps.record(conn, item.run_id, op.id, op="StepFailed",
+                                                       memo={"error": problem}, name=op.label, attempt=item.attempt)
                     else:
-                        await steps.record(conn, item.run_id, op.id, op="StepRun", memo=memo, name=op.label,
-                                           attempt=item.attempt)
+                        progress |= await steps.record(conn, item.run_id, op.id, op="StepRun", memo=memo,
+                                                       name=op.label, attempt=item.attempt)
                 case "StepError":
                     if retry_error is None:
-                        await steps.record(conn, item.run_id, op.id, op="StepFailed",
-                                           memo={"error": _error_dict(op.error)}, name=op.label, attempt=item.attempt)
+                        progress |= await steps.record(conn, item.run_id, op.id, op="StepFailed",
+                                                       memo={"error": _error_dict(op.error)}, name=op.label,
+                                                       attempt=item.attempt)
                 case "StepFailed":
-                    await steps.record(conn, item.run_id, op.id, op="StepFailed",
-                                       memo={"error": _error_dict(op.error)}, name=op.label, attempt=item.attempt)
+                    progress |= await steps.record(conn, item.run_id, op.id, op="StepFailed",
+                                                   memo={"error": _error_dict(op.error)}, name=op.label,
+                                                   attempt=item.attempt)
                 case "StepPlanned":
-                    await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="call",
-                                        step_id=op.id, step_name=op.label, max_attempts=max_attempts)
+                    progress |= await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
+                                                    kind="call", step_id=op.id, step_name=op.label,
+                                                    max_attempts=max_attempts)
                 case "Sleep":
                     try:
                         wake_at, delay_s = _sleep_target(op)
                     except InvalidInput as exc:
                         error = {"name": "InvalidSleep", "message": exc.message}
                         return await self._finish(conn, run, "failed", error=error)
-                    await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="sleep",
-                                        step_id=op.id, step_name=op.display_name or op.id,
-                                        max_attempts=max_attempts, run_at=wake_at, delay_s=delay_s)
+                    progress |= await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
+                                                    kind="sleep", step_id=op.id,
+                                                    step_name=op.display_name or op.id,
+                                                    max_attempts=max_attempts, run_at=wake_at, delay_s=delay_s)
                 case "RunComplete":
+                    await steps.record_attempt(
+                        conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                        outcome="ok", status_code=206, started_at=started_at,
+                    )
                     return await self._finish(conn, run, "completed", output=op.data)
+
+        if retry_error is None and not progress:
+            error = {"name": "NoProgress",
+                     "message": "the SDK's answer only reported steps that were already completed"}
+            return await self._call_error(conn, item, run, CallError(error, retriable=True, status_code=206),
+                                          started_at)
+        if retry_error is not None:
+            delay = outcome.retry_after_s
+            if delay is None:
+                delay = backoff.delay_s(item.attempt, scale=self.backoff_scale)
+            await queue.retry(conn, item, delay_s=delay, error=retry_error)
+        else:
+            await queue.delete(conn, item.id)
+        await steps.record_attempt(
+            conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+            outcome="retry" if retry_error else "ok", status_code=206, error=retry_error, started_at=started_at,
+        )
         if len(outcome.ops) > 1:
             await runs.force_step_plan(conn, item.run_id)
         return await self._continue(conn, item, run)

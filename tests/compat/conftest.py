@@ -180,15 +180,6 @@ def env_get(name: str) -> str | None:
     return os.environ.get(name)
 
 
-@pytest.fixture(scope="module")
-def module_database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
-    from tests.conftest import create_database, drop_database
-
-    url = create_database(pg_admin_url, template_db)
-    yield url
-    drop_database(pg_admin_url, url)
-
-
 @pytest.fixture(scope="module", params=["dev", "serve"])
 def py_stack(request: pytest.FixtureRequest, module_database_url: str) -> Iterator[tuple[Server, App]]:
     """One pgqueue server and one official-Python-SDK app, synced, per mode."""
