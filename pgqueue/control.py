@@ -6,8 +6,8 @@ from typing import Any
 
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, NotFound
-from pgqueue.executor.apply import emit_finished
-from pgqueue.store import queue, runs
+from pgqueue import transitions
+from pgqueue.store import runs
 
 
 async def cancel_run(conn: Conn, run_id: str, *, reason: str) -> dict[str, Any]:
@@ -19,11 +19,7 @@ async def cancel_run(conn: Conn, run_id: str, *, reason: str) -> dict[str, Any]:
             raise NotFound(f"run {run_id} not found")
         if locked["status"] not in ("queued", "running"):
             raise Conflict(f"run {run_id} already ended with status {locked['status']}")
-        cancelled = await runs.cancel(conn, run_id, reason)
-        await queue.delete_for_run(conn, run_id)
-        if cancelled is not None:
-            await emit_finished(conn, {**locked, **cancelled}, "cancelled",
-                                error={"name": "Cancelled", "message": reason})
+        await transitions.cancel(conn, run_id, reason=reason)
         row = await runs.get(conn, run_id)
     assert row is not None
     return row

@@ -19,7 +19,8 @@ from pgqueue.errors import InvalidInput
 from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.models import DISCOVERY_STEP, QueueItem
 from pgqueue.queue import backoff
-from pgqueue.store import apps, events, queue, runs, steps
+from pgqueue import transitions
+from pgqueue.store import queue, runs, steps
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_SLEEP_S = 366 * 86400
 # Ops this version of the engine implements; anything else fails the run non-retriably.
 SUPPORTED_OPS = frozenset({"StepRun", "Step", "StepError", "StepFailed", "StepPlanned", "Sleep", "RunComplete", "StepNotFound"})
-NO_FINISH_EVENT_TRIGGERS = frozenset({"inngest/function.finished", "inngest/function.failed", "inngest/function.cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,23 +57,13 @@ def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any
     return {"name": "Error", "message": str(err)}
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 def _output_problem(data: Any, raw_size: int) -> dict[str, Any] | None:
     if raw_size > MAX_STEP_OUTPUT_BYTES:
         return {
             "name": "OutputTooLarge",
             "message": f"step output is {raw_size} bytes; the limit is {MAX_STEP_OUTPUT_BYTES} bytes (4 MB)",
         }
-    if _has_nul(data):
+    if transitions.has_nul(data):
         return {
             "name": "InvalidOutput",
             "message": "step output contains NUL characters (\\u0000), which PostgreSQL cannot store",
@@ -246,25 +236,14 @@ class Applier:
         return await self._continue(conn, item, run)
 
     async def _continue(self, conn: Conn, item: QueueItem, run: dict[str, Any]) -> ApplyResult:
-        """After a step: call the SDK again once nothing else of the run is pending."""
-        if await queue.open_count(conn, item.run_id) == 0:
-            await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="call",
-                                step_id=DISCOVERY_STEP, max_attempts=run["max_attempts"])
-        await queue.notify(conn)
+        await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"])
         return ApplyResult(applied=True, enqueued=True)
 
     async def _finish(
         self, conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
     ) -> ApplyResult:
-        if output is not None and _has_nul(output):
-            status, output = "failed", None
-            error = {"name": "InvalidOutput",
-                     "message": "function output contains NUL characters (\\u0000), which PostgreSQL cannot store"}
-        finished = await runs.finish(conn, run["id"], status=status, output=output, error=error)
-        await queue.delete_for_run(conn, run["id"])
-        if finished is not None:
-            await emit_finished(conn, run, status, output=output, error=error)
-        return ApplyResult(applied=True, finished=status if finished else None)
+        ended = await transitions.finish(conn, run, status, output=output, error=error)
+        return ApplyResult(applied=True, finished=status if ended else None)
 
 
 def _sleep_target(op: Op) -> tuple[datetime | None, float]:
@@ -279,37 +258,3 @@ def _sleep_target(op: Op) -> tuple[datetime | None, float]:
     if seconds > MAX_SLEEP_S:
         raise InvalidInput(f"sleep step {op.label!r} is longer than 366 days")
     return None, max(seconds, 0.0)
-
-
-def _event_object(row: dict[str, Any]) -> dict[str, Any]:
-    ev = {"id": row["external_id"] or row["id"], "name": row["name"], "data": row["data"], "ts": row["ts"]}
-    if row.get("user") is not None:
-        ev["user"] = row["user"]
-    return ev
-
-
-async def emit_finished(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> None:
-    """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one."""
-    rows = await events.get_many(conn, run["event_ids"])
-    by_id = {r["id"]: r for r in rows}
-    ordered = [_event_object(by_id[i]) for i in run["event_ids"] if i in by_id]
-    trigger = ordered[0] if ordered else None
-    if trigger and trigger["name"] in NO_FINISH_EVENT_TRIGGERS:
-        return
-    slug = await apps.function_slug(conn, run["function_id"]) or str(run["function_id"])
-    data: dict[str, Any] = {
-        "function_id": slug,
-        "run_id": run["id"],
-        "event": trigger,
-        "events": ordered,
-        "_inngest": {"status": status.capitalize()},
-    }
-    if status == "completed":
-        data["result"] = output
-    else:
-        data["error"] = error
-    if status == "failed":
-        await events.insert_internal(conn, "inngest/function.failed", data)
-    elif status == "cancelled":
-        await events.insert_internal(conn, "inngest/function.cancelled", data)
-    await events.insert_internal(conn, "inngest/function.finished", data)

@@ -26,7 +26,7 @@ JOIN pgqueue.apps a ON a.id = f.app_id
 WHERE r.id = %(run_id)s
 
 -- name: run_lock
-SELECT id, status::text AS status, event_id, event_ids, function_id, max_attempts, request_version
+SELECT id, status::text AS status, event_id, event_ids, function_id, max_attempts, request_version, correlation_id
 FROM pgqueue.runs WHERE id = %(run_id)s FOR UPDATE
 
 -- name: run_set_request_version
@@ -41,7 +41,7 @@ UPDATE pgqueue.runs
 SET status = %(status)s::pgqueue.run_status, output = %(output)s::jsonb, error = %(error)s::jsonb,
     ended_at = now(), started_at = coalesce(started_at, now())
 WHERE id = %(run_id)s AND status IN ('queued', 'running')
-RETURNING id, function_id, event_id, event_ids
+RETURNING id, function_id, event_id, event_ids, correlation_id
 
 -- name: run_get
 SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
@@ -71,4 +71,4 @@ UPDATE pgqueue.runs
 SET status = 'cancelled', ended_at = now(), started_at = coalesce(started_at, now()),
     error = jsonb_build_object('name', 'Cancelled', 'message', %(reason)s::text)
 WHERE id = %(run_id)s AND status IN ('queued', 'running')
-RETURNING id, function_id, event_id, event_ids
+RETURNING id, function_id, event_id, event_ids, correlation_id

@@ -1,0 +1,97 @@
+"""Pauses: runs waiting for an event (waitForEvent, cancelOn, invoke completion)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pgqueue.db.pool import Conn
+from pgqueue.db.queries import q
+
+
+async def create(
+    conn: Conn,
+    *,
+    run_id: str,
+    kind: str,
+    event_name: str,
+    expression: str | None,
+    trigger_event: dict[str, Any] | None,
+    match_path: str | None,
+    match_value: Any,
+    timeout_s: float | None,
+    step_id: str | None = None,
+    step_name: str | None = None,
+) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        q("pause_create"),
+        {
+            "run_id": run_id,
+            "kind": kind,
+            "step_id": step_id,
+            "step_name": step_name,
+            "event_name": event_name,
+            "expression": expression,
+            "trigger_event": Jsonb(trigger_event) if trigger_event is not None else None,
+            "match_path": match_path,
+            "match_value": Jsonb(match_value) if match_path is not None else None,
+            "timeout_s": timeout_s,
+        },
+    )
+    row = await cur.fetchone()
+    if row is not None and match_path is not None:
+        await conn.execute(q("pause_path_remember"), {"event_name": event_name, "match_path": match_path})
+    return row
+
+
+async def paths_for(conn: Conn, names: Sequence[str]) -> dict[str, list[str]]:
+    cur = await conn.execute(q("pause_paths_for"), {"names": list(names)})
+    out: dict[str, list[str]] = {}
+    for row in await cur.fetchall():
+        out.setdefault(row["event_name"], []).append(row["match_path"])
+    return out
+
+
+async def candidates(
+    conn: Conn, name: str, received_at: datetime, keys: Sequence[tuple[str, Any]]
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        q("pause_candidates"),
+        {
+            "name": name,
+            "received_at": received_at,
+            "paths": [p for p, _ in keys],
+            "values": [Jsonb(v) for _, v in keys],
+        },
+    )
+    return list(await cur.fetchall())
+
+
+async def consume(conn: Conn, pause_id: int) -> bool:
+    cur = await conn.execute(q("pause_consume"), {"id": pause_id})
+    return await cur.fetchone() is not None
+
+
+async def consume_step(conn: Conn, run_id: str, step_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(q("pause_consume_step"), {"run_id": run_id, "step_id": step_id})
+    return await cur.fetchone()
+
+
+async def delete_for_run(conn: Conn, run_id: str) -> None:
+    await conn.execute(q("pause_delete_for_run"), {"run_id": run_id})
+
+
+async def expire_cancel_listeners(conn: Conn) -> None:
+    await conn.execute(q("pause_expire_cancel_listeners"))
+
+
+async def delete_pending_step_item(conn: Conn, run_id: str, step_id: str) -> bool:
+    cur = await conn.execute(q("queue_delete_step"), {"run_id": run_id, "step_id": step_id})
+    return await cur.fetchone() is not None
+
+
+async def set_correlation(conn: Conn, run_id: str, correlation_id: str) -> None:
+    await conn.execute(q("run_set_correlation"), {"run_id": run_id, "correlation_id": correlation_id})
