@@ -7,18 +7,73 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 import uvicorn
 
 from pgqueue import __version__
 from pgqueue.errors import PgQueueError
 from pgqueue.settings import Settings
 
+if TYPE_CHECKING:
+    from pgqueue.db.embedded import EmbeddedPostgres
+
 log = logging.getLogger("pgqueue")
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived before the server installed its own handler (embedded start-up, migrations)."""
+
+
+class _StartupSignals:
+    """SIGTERM before uvicorn (or the worker loop) takes the signal over: unwind through main's `finally`,
+    so an embedded cluster started here is stopped rather than left running. While the cluster is being
+    started, SIGTERM and SIGINT are held until start() returns the handle needed to stop it again."""
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._held: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle)}
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._holding:
+            self._held.append(signum)
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise _Terminated
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        main_thread = threading.current_thread() is threading.main_thread()
+        interrupt = signal.signal(signal.SIGINT, self._handle) if main_thread else None
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            if main_thread:
+                signal.signal(signal.SIGINT, interrupt)
+        if signal.SIGINT in self._held:
+            raise KeyboardInterrupt
+        if self._held:
+            raise _Terminated
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--signing-key-fallback", help="previous signing key, accepted during rotation")
     serve.add_argument("--event-key", action="append", default=[], help="accepted event key (repeatable)")
     serve.add_argument("--migrate", action="store_true", help="apply migrations before starting")
-    serve.add_argument("--no-workers", action="store_true", help="serve the API only (run `pgqueue worker` elsewhere)")
+    serve.add_argument(
+        "--no-workers", action="store_true", help="serve the API only (run `pgqueue worker` elsewhere)"
+    )
 
     worker = sub.add_parser("worker", help="run only the runner and executor (scale out)")
     _common(worker)
@@ -70,9 +127,11 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _resolve_database(settings: Settings, args: argparse.Namespace) -> Settings:
+def _resolve_database(
+    settings: Settings, args: argparse.Namespace
+) -> tuple[Settings, EmbeddedPostgres | None]:
     if settings.database_url:
-        return settings
+        return settings, None
     if args.command != "dev":
         raise PgQueueError(
             "no database configured: set DATABASE_URL (or pass --database-url);"
@@ -83,7 +142,32 @@ def _resolve_database(settings: Settings, args: argparse.Namespace) -> Settings:
     data_dir = Path(args.data_dir or settings.data_dir or embedded.default_data_dir())
     pg = embedded.start(data_dir)
     log.info("embedded PostgreSQL at %s (data in %s)", pg.url, pg.data_dir)
-    return settings.with_overrides(database_url=pg.url)
+    return settings.with_overrides(database_url=pg.url), pg
+
+
+def _stop_embedded(pg: EmbeddedPostgres | None) -> None:
+    """Stop the cluster this process started (a cluster another `pgqueue dev` started is left running)."""
+    if pg is None or not pg.owned:
+        return
+    log.info("stopping embedded PostgreSQL (data in %s)", pg.data_dir)
+    try:
+        pg.stop("fast")
+    except PgQueueError as exc:
+        print(f"pgqueue: {_one_line(exc.message)}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def _database_error(exc: psycopg.Error) -> str:
+    detail = _one_line(str(exc)) or type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError):
+        return (
+            f"cannot reach the database ({detail}): check DATABASE_URL (or --database-url)"
+            " and that PostgreSQL is running"
+        )
+    return f"database error ({type(exc).__name__}: {detail})"
 
 
 def _run_server(settings: Settings, *, run_services: bool) -> None:
@@ -138,22 +222,27 @@ async def _run_worker(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    pg: EmbeddedPostgres | None = None
+    signals = _StartupSignals()
+    signals.install()
     try:
         settings = Settings.from_env(
             mode="serve" if args.command == "serve" else "dev",
             database_url=args.database_url,
             log_level=args.log_level,
-            host=getattr(args, "host", None) or (None if args.command != "serve" else None),
+            host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             sdk_urls=tuple(getattr(args, "sdk_url", []) or ()) or None,
             signing_key=getattr(args, "signing_key", None),
             signing_key_fallback=getattr(args, "signing_key_fallback", None),
             event_keys=tuple(getattr(args, "event_key", []) or ()) or None,
         )
-        if args.command == "serve" and getattr(args, "host", None) is None and settings.host == "127.0.0.1":
+        # serve listens on all interfaces unless told otherwise (flag or PGQUEUE_HOST); dev on loopback
+        if args.command == "serve" and args.host is None and not os.environ.get("PGQUEUE_HOST"):
             settings = settings.with_overrides(host="0.0.0.0")
         _setup_logging(settings.log_level)
-        settings = _resolve_database(settings, args)
+        with signals.held():
+            settings, pg = _resolve_database(settings, args)
         from pgqueue.db import migrate
 
         assert settings.database_url
@@ -171,14 +260,23 @@ def main(argv: list[str] | None = None) -> int:
             _run_server(settings, run_services=not getattr(args, "no_workers", False))
         return 0
     except PgQueueError as exc:
-        print(f"pgqueue: {exc.message}", file=sys.stderr)
+        print(f"pgqueue: {_one_line(exc.message)}", file=sys.stderr)
         return 2
+    except psycopg.Error as exc:
+        print(f"pgqueue: {_database_error(exc)}", file=sys.stderr)
+        return 2
+    except _Terminated:
+        log.info("stopped by SIGTERM during start-up")
+        return 0
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
         print(f"pgqueue: {exc}", file=sys.stderr)
         return 2
     finally:
+        with contextlib.suppress(_Terminated, KeyboardInterrupt):
+            _stop_embedded(pg)
+        signals.restore()
         with contextlib.suppress(Exception):
             logging.shutdown()
 

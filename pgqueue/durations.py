@@ -60,3 +60,12 @@ def parse_instant(text: str) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
+
+
+def timeout_seconds(value: str | int | float, *, now: datetime | None = None) -> float:
+    """A timeout given as a duration or as an ISO instant, in seconds from now."""
+    if isinstance(value, str):
+        instant = parse_instant(value)
+        if instant is not None:
+            return (instant - (now or datetime.now(UTC))).total_seconds()
+    return parse_duration(value)

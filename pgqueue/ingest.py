@@ -6,6 +6,8 @@ Nothing is stored unless every event of the request is valid: a request is all o
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from typing import Any
 
@@ -15,16 +17,43 @@ from pgqueue.models import Event
 
 MAX_NAME_LENGTH = 512
 RESERVED_PREFIX = "inngest/"
+# Deeper payloads are refused: later stages (expressions, canonical JSON for signing) recurse.
+MAX_DEPTH = 128
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def unstorable(value: Any) -> str | None:
+    """Why PostgreSQL's jsonb (or the JSON we later sign and send) cannot hold `value`, else None.
+
+    Iterative, so a deeply nested payload gets a clear error rather than a RecursionError.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+            if _SURROGATE.search(item):
+                return "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode"
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "contains NaN or a number too large for a double-precision float"
+        elif isinstance(item, int):
+            try:
+                float(item)
+            except OverflowError:
+                return "contains a number too large for a double-precision float"
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                return f"is nested deeper than {MAX_DEPTH} levels"
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 def _reject_constant(name: str) -> Any:
@@ -40,7 +69,9 @@ def parse_body(body: bytes) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
 
 
-def normalise_event(raw: Any, index: int, *, max_event_bytes: int, allow_reserved: bool = False) -> dict[str, Any]:
+def normalise_event(
+    raw: Any, index: int, *, max_event_bytes: int, allow_reserved: bool = False
+) -> dict[str, Any]:
     where = f"event {index}"
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where} must be a JSON object")
@@ -62,7 +93,13 @@ def normalise_event(raw: Any, index: int, *, max_event_bytes: int, allow_reserve
     ts = raw.get("ts")
     if ts is None or ts == 0:
         ts = int(time.time() * 1000)
-    elif isinstance(ts, bool) or not isinstance(ts, int | float) or int(ts) != ts or ts < 0:
+    elif (
+        isinstance(ts, bool)
+        or not isinstance(ts, int | float)
+        or (isinstance(ts, float) and not math.isfinite(ts))
+        or int(ts) != ts
+        or ts < 0
+    ):
         raise InvalidInput(f"{where}: `ts` must be a non-negative integer timestamp in milliseconds")
     ts = int(ts)
     if ts > 2**53:
@@ -78,8 +115,9 @@ def normalise_event(raw: Any, index: int, *, max_event_bytes: int, allow_reserve
     if v is not None and not isinstance(v, str):
         raise InvalidInput(f"{where}: `v` must be a string")
     event = {"name": name, "data": data, "user": user, "ts": ts, "v": v, "external_id": external_id}
-    if _has_nul(event):
-        raise InvalidInput(f"{where} contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    problem = unstorable(event)
+    if problem:
+        raise InvalidInput(f"{where} {problem}")
     size = len(json.dumps(event, ensure_ascii=False).encode())
     if size > max_event_bytes:
         raise PayloadTooLarge(f"{where} is {size} bytes; the limit is {max_event_bytes} bytes")

@@ -11,6 +11,7 @@ from pgqueue.errors import ExpressionError
 from pgqueue.runner import expressions
 
 log = logging.getLogger(__name__)
+MAX_INDEXED_LENGTH = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,8 @@ def build(if_expr: str | None, trigger_event: dict[str, Any]) -> PauseSpec:
     path, value = None, None
     for candidate_path, literal in program.equality_literals("async"):
         # null never indexes: two missing fields must not pair every event with every pause.
-        if literal is not None and isinstance(literal, str | int | float | bool):
+        # Long values stay out of the btree (its entries are limited to ~2.7 kB).
+        if literal is not None and isinstance(literal, str | int | float | bool) and len(str(literal)) <= MAX_INDEXED_LENGTH:
             path, value = candidate_path, literal
             break
     if path is None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from croniter import croniter
 
+from pgqueue import ingest
 from pgqueue.durations import parse_duration
 from pgqueue.errors import ExpressionSyntaxError, InvalidInput
 from pgqueue.runner import expressions
@@ -106,13 +108,20 @@ def _duration(value: Any, where: str, *, required: bool = False) -> str | None:
         seconds = parse_duration(value)
     except InvalidInput as exc:
         raise InvalidInput(f"{where}: {exc.message}") from None
+    if not math.isfinite(seconds):
+        raise InvalidInput(f"{where}: duration {value!r} is too large")
     if seconds < 0:
         raise InvalidInput(f"{where}: duration must not be negative")
     return str(value) if isinstance(value, str) else f"{value}s"
 
 
 def _int(value: Any, where: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or int(value) != value
+    ):
         raise InvalidInput(f"{where} must be an integer")
     n = int(value)
     if minimum is not None and n < minimum:
@@ -191,7 +200,8 @@ def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where} must be an object")
     slug = _str(raw, "id", where, required=True)
-    assert slug is not None
+    if not slug:
+        raise InvalidInput(f"{where}: `id` must not be empty")
     where = f"function {slug!r}"
     name = _str(raw, "name", where) or slug
     triggers_raw = raw.get("triggers") or []
@@ -242,9 +252,10 @@ def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
         section = raw.get(key)
         if section is None:
             continue
+        label = _CANONICAL[key]
         if not isinstance(section, dict):
-            raise InvalidInput(f"{where}: {key} must be an object")
-        config[_CANONICAL[key]] = _section(section, fields, f"{where} {key}")
+            raise InvalidInput(f"{where}: {label} must be an object")
+        config[label] = _section(section, fields, f"{where} {label}")
     if "singleton" in config and config["singleton"].get("mode") not in ("skip", "cancel"):
         raise InvalidInput(f"{where} singleton: mode must be 'skip' or 'cancel'")
     idem = _expr(raw.get("idempotency"), f"{where} idempotency")
@@ -262,8 +273,9 @@ def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
             entry: dict[str, Any] = {"event": c["event"]}
             if c.get("if"):
                 entry["if"] = _expr(c["if"], f"{w} if")
-            if c.get("timeout"):
-                entry["timeout"] = c["timeout"]
+            timeout = _duration(c.get("timeout"), f"{w} timeout")
+            if timeout is not None:
+                entry["timeout"] = timeout
             entries.append(entry)
         config["cancel"] = entries
     return FunctionSpec(slug=slug, name=name, url=url, retries=retries, triggers=triggers, config=config)
@@ -314,19 +326,26 @@ def _trigger_dict(t: Trigger) -> dict[str, Any]:
 def parse_register(body: Any) -> AppSpec:
     if not isinstance(body, dict):
         raise InvalidInput("the registration body must be a JSON object")
+    problem = ingest.unstorable(body)
+    if problem:
+        raise InvalidInput(f"the registration body {problem}")
     raw = lower_keys(body)
     name = _str(raw, "appname", "app", required=True)
     url = _str(raw, "url", "app", required=True)
     assert name is not None and url is not None
+    if not name.strip():
+        raise InvalidInput("app: `appName` must not be empty")
     if not url.startswith(("http://", "https://")):
         raise InvalidInput(f"app url must be http(s), got {url!r}")
     functions_raw = raw.get("functions")
     if not isinstance(functions_raw, list):
         raise InvalidInput("app: `functions` must be a list")
     functions = tuple(_function(f, i, url) for i, f in enumerate(functions_raw))
-    slugs = [f.slug for f in functions]
-    if len(set(slugs)) != len(slugs):
-        raise InvalidInput("app: function ids must be unique")
+    seen: set[str] = set()
+    for fn in functions:
+        if fn.slug in seen:
+            raise InvalidInput(f"app: function ids must be unique; {fn.slug!r} appears more than once")
+        seen.add(fn.slug)
     sdk = _str(raw, "sdk", "app") or ""
     language, _, version = sdk.partition(":")
     checksum_src = json.dumps(

@@ -82,9 +82,11 @@ class Settings:
 
     def validated(self) -> Settings:
         if self.signing_key:
-            signing.validate_signing_key(self.signing_key, setting="PGQUEUE_SIGNING_KEY")
+            signing.validate_signing_key(self.signing_key, setting="PGQUEUE_SIGNING_KEY (or --signing-key)")
         if self.signing_key_fallback:
-            signing.validate_signing_key(self.signing_key_fallback, setting="PGQUEUE_SIGNING_KEY_FALLBACK")
+            signing.validate_signing_key(
+                self.signing_key_fallback, setting="PGQUEUE_SIGNING_KEY_FALLBACK (or --signing-key-fallback)"
+            )
         if self.mode == "serve":
             if not self.signing_key:
                 raise ConfigError(
@@ -96,13 +98,22 @@ class Settings:
                     "pgqueue serve needs at least one event key: set PGQUEUE_EVENT_KEYS (comma-separated)"
                     " or pass --event-key"
                 )
-        for name in ("poll_interval_ms", "lease_ms", "worker_concurrency", "max_event_bytes", "pool_size"):
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
         if self.lease_ms < 1000:
-            raise ConfigError(f"lease_ms must be at least 1000 (got {self.lease_ms})")
+            raise ConfigError(f"PGQUEUE_LEASE_MS must be at least 1000 (got {self.lease_ms})")
         if self.backoff_scale < 0:
             raise ConfigError(f"PGQUEUE_BACKOFF_SCALE must be >= 0 (got {self.backoff_scale})")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError(f"PGQUEUE_SHUTDOWN_GRACE_S must be >= 0 (got {self.shutdown_grace_s})")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"PGQUEUE_PORT (or --port) must be between 1 and 65535, got {self.port}")
+        if self.log_level.lower() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
+                f" got {self.log_level!r}"
+            )
         return self
 
     @classmethod
@@ -122,14 +133,33 @@ class Settings:
                 values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
             else:
                 values[name] = raw
-        for var in env:
+        for var in sorted(env):
             if var.startswith("PGQUEUE_") and var not in _ENV_FIELDS and var not in _IGNORED_ENV:
-                hint = difflib.get_close_matches(var, list(_ENV_FIELDS), n=1)
-                suffix = f"; did you mean {hint[0]}?" if hint else ""
-                raise ConfigError(f"unknown setting {var}{suffix}")
+                raise ConfigError(f"unknown setting {var}{_did_you_mean(var)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validated()
 
 
 # Variables read elsewhere (tests, the embedded database) that are not Settings fields.
 _IGNORED_ENV = frozenset({"PGQUEUE_TEST_DATABASE_URL", "PGQUEUE_TEST_KEEP"})
+_POSITIVE = (
+    "poll_interval_ms",
+    "worker_concurrency",
+    "max_event_bytes",
+    "pool_size",
+    "call_timeout_s",
+    "connect_timeout_s",
+    "max_response_bytes",
+)
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _env_name(field_name: str) -> str:
+    return next((var for var, (name, _) in _ENV_FIELDS.items() if name == field_name), field_name)
+
+
+def _did_you_mean(var: str) -> str:
+    """Compare the part after PGQUEUE_: the shared prefix alone would make any name look close."""
+    candidates = {name.removeprefix("PGQUEUE_"): name for name in _ENV_FIELDS}
+    hint = difflib.get_close_matches(var.removeprefix("PGQUEUE_"), list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {candidates[hint[0]]}?" if hint else ""

@@ -11,7 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import Any, LiteralString, cast
 
 import psycopg
 
@@ -65,7 +65,10 @@ def _execute_file(cur: psycopg.Cursor, path: Path) -> None:
 
 
 def migrate(conninfo: str) -> MigrateResult:
-    """Bring the database to the head version. Safe to run twice or concurrently."""
+    """Bring the database to the head version. Safe to run twice or concurrently.
+
+    Raises SchemaNotReady when the database was migrated by a newer pgqueue.
+    """
     with psycopg.connect(conninfo, autocommit=False) as conn, conn.cursor() as cur:
         cur.execute(_LOCK_SQL)
         cur.execute("CREATE SCHEMA IF NOT EXISTS pgqueue")
@@ -77,6 +80,10 @@ def migrate(conninfo: str) -> MigrateResult:
         )
         cur.execute("SELECT version FROM pgqueue.schema_migrations")
         done = {row[0] for row in cur.fetchall()}
+        if done and max(done) > head_version():
+            # A newer pgqueue migrated this database: replaying our older function files over its
+            # would silently downgrade them, so refuse, as `serve` does.
+            raise SchemaNotReady(schema_problem(max(done)) or "")
         applied: list[int] = []
         for migration in migrations():
             if migration.version in done:
@@ -94,23 +101,31 @@ def migrate(conninfo: str) -> MigrateResult:
     return MigrateResult(tuple(applied), head_version())
 
 
-_VERSION_SQL = (
-    "SELECT CASE WHEN to_regclass('pgqueue.schema_migrations') IS NULL THEN 0"
-    " ELSE (SELECT coalesce(max(version), 0) FROM pgqueue.schema_migrations) END AS version"
-)
+# Two statements: a single CASE over to_regclass() still fails to parse when the table is missing.
+_TABLE_SQL = "SELECT to_regclass('pgqueue.schema_migrations') IS NOT NULL AS present"
+_VERSION_SQL = "SELECT coalesce(max(version), 0) AS version FROM pgqueue.schema_migrations"
+
+
+def _first(row: Any) -> Any:
+    """The first column, whether the connection yields tuples or dicts (the pool uses dict rows)."""
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 def current_version(conn: psycopg.Connection) -> int:
+    """The highest applied migration; 0 when the database has no pgqueue schema."""
+    present = conn.execute(_TABLE_SQL).fetchone()
+    if present is None or not _first(present):
+        return 0
     row = conn.execute(_VERSION_SQL).fetchone()
-    return int(row[0]) if row else 0
+    return int(_first(row)) if row is not None else 0
 
 
 async def current_version_async(conn: psycopg.AsyncConnection) -> int:
-    cur = await conn.execute(_VERSION_SQL)
-    row = await cur.fetchone()
-    if row is None:
+    present = await (await conn.execute(_TABLE_SQL)).fetchone()
+    if present is None or not _first(present):
         return 0
-    return int(row["version"] if isinstance(row, dict) else row[0])
+    row = await (await conn.execute(_VERSION_SQL)).fetchone()
+    return int(_first(row)) if row is not None else 0
 
 
 def schema_problem(version: int) -> str | None:

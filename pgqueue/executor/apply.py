@@ -19,20 +19,35 @@ from pgqueue.errors import InvalidInput
 from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.models import DISCOVERY_STEP, QueueItem
 from pgqueue.queue import backoff
-from pgqueue import transitions
-from pgqueue.store import queue, runs, steps
+from pgqueue import ids, pausing, transitions
+from pgqueue.errors import ExpressionError
+from pgqueue.runner.triggers import event_object
+from pgqueue.store import apps, events, pauses, queue, runs, steps
 
 log = logging.getLogger(__name__)
 
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_SLEEP_S = 366 * 86400
 # Ops this version of the engine implements; anything else fails the run non-retriably.
-SUPPORTED_OPS = frozenset({"StepRun", "Step", "StepError", "StepFailed", "StepPlanned", "Sleep", "RunComplete", "StepNotFound"})
+SUPPORTED_OPS = frozenset(
+    {"StepRun", "Step", "StepError", "StepFailed", "StepPlanned", "Sleep", "RunComplete", "StepNotFound",
+     "WaitForEvent", "InvokeFunction"}
+)
+MAX_WAIT_S = 366 * 86400
+INVOKE_TIMEOUT_ERROR = {
+    "name": "InngestInvokeTimeoutError",
+    "message": "Timed out waiting for invoked function to complete",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SleepWoke:
     """Internal outcome of a sleep item coming due: its step is memoised as null."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutFired:
+    """Internal outcome of a wait or invoke timeout coming due."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +58,7 @@ class ApplyResult:
 
 
 LOST = ApplyResult(applied=False)
+INVOKED_EVENT = "inngest/function.invoked"
 
 
 def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any]:
@@ -79,7 +95,7 @@ class Applier:
         self,
         conn: Conn,
         item: QueueItem,
-        outcome: Outcome | SleepWoke,
+        outcome: Outcome | SleepWoke | TimeoutFired,
         *,
         started_at: datetime,
         body_size: int = 0,
@@ -110,6 +126,19 @@ class Applier:
                     await steps.record_attempt(
                         conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
                         outcome="ok", started_at=started_at,
+                    )
+                    return await self._continue(conn, item, run)
+                case TimeoutFired():
+                    pause = await pauses.consume_step(conn, item.run_id, item.step_id)
+                    if pause is not None:
+                        memo = None if pause["kind"] == "wait" else {"error": INVOKE_TIMEOUT_ERROR}
+                        op = "WaitForEvent" if pause["kind"] == "wait" else "InvokeFunction"
+                        await steps.record(conn, item.run_id, item.step_id, op=op, memo=memo,
+                                           name=item.step_name, attempt=item.attempt)
+                    await queue.delete(conn, item.id)
+                    await steps.record_attempt(
+                        conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                        outcome="ok" if pause else "discarded", started_at=started_at,
                     )
                     return await self._continue(conn, item, run)
                 case RunDone(output=output):
@@ -169,7 +198,8 @@ class Applier:
         # steps already stored) is an error of the call, so a confused app cannot loop forever.
         progress = False
         max_attempts = run["max_attempts"]
-        for op in outcome.ops:
+        # Waits first, so an event sent by a sibling step of the same answer is not missed.
+        for op in sorted(outcome.ops, key=lambda o: o.op != "WaitForEvent"):
             match op.op:
                 case "StepRun" | "Step":
                     data = op.data
@@ -208,6 +238,18 @@ class Applier:
                                                     kind="sleep", step_id=op.id,
                                                     step_name=op.display_name or op.id,
                                                     max_attempts=max_attempts, run_at=wake_at, delay_s=delay_s)
+                case "WaitForEvent":
+                    try:
+                        progress |= await self._wait(conn, item, run, op)
+                    except InvalidInput as exc:
+                        error = {"name": "InvalidWaitForEvent", "message": exc.message}
+                        return await self._finish(conn, run, "failed", error=error)
+                case "InvokeFunction":
+                    try:
+                        progress |= await self._invoke(conn, item, run, op)
+                    except InvalidInput as exc:
+                        error = {"name": "InvalidInvoke", "message": exc.message}
+                        return await self._finish(conn, run, "failed", error=error)
                 case "RunComplete":
                     await steps.record_attempt(
                         conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
@@ -234,6 +276,76 @@ class Applier:
         if len(outcome.ops) > 1:
             await runs.force_step_plan(conn, item.run_id)
         return await self._continue(conn, item, run)
+
+    async def _trigger_event(self, conn: Conn, run: dict[str, Any]) -> dict[str, Any]:
+        row = await events.get(conn, run["event_id"])
+        return event_object(row) if row else {"name": "", "data": {}}
+
+    async def _wait(self, conn: Conn, item: QueueItem, run: dict[str, Any], op: Op) -> bool:
+        """Park the run: a pause matched by the runner, and a timeout item that resumes with null."""
+        event_name = op.opts.get("event") or op.name
+        if not isinstance(event_name, str) or not event_name:
+            raise InvalidInput(f"wait step {op.label!r} names no event")
+        timeout_raw = op.opts.get("timeout")
+        timeout_s = 0.0 if timeout_raw in (None, "") else parse_duration(timeout_raw)
+        if timeout_s > MAX_WAIT_S:
+            raise InvalidInput(f"wait step {op.label!r}: timeout is longer than 366 days")
+        if_expr = op.opts.get("if")
+        try:
+            spec = pausing.build(if_expr if isinstance(if_expr, str) else None, await self._trigger_event(conn, run))
+        except ExpressionError as exc:
+            raise InvalidInput(f"wait step {op.label!r}: {exc.message}") from None
+        created = await pauses.create(
+            conn, run_id=item.run_id, kind="wait", step_id=op.id, step_name=op.label, event_name=event_name,
+            expression=spec.expression, trigger_event=spec.trigger_event, match_path=spec.match_path,
+            match_value=spec.match_value, timeout_s=timeout_s,
+        )
+        if created is None:
+            return False
+        await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="timeout",
+                            step_id=op.id, step_name=op.label, max_attempts=run["max_attempts"],
+                            delay_s=max(timeout_s, 0.0))
+        return True
+
+    async def _invoke(self, conn: Conn, item: QueueItem, run: dict[str, Any], op: Op) -> bool:
+        """Start the target function's run directly and wait for its inngest/function.finished."""
+        slug = op.opts.get("function_id")
+        target = await apps.function_by_slug(conn, slug) if isinstance(slug, str) else None
+        if target is None or target["archived_at"] is not None:
+            error = {"name": "Error", "message": f"could not invoke {slug!r}: no such function is synced"}
+            return await steps.record(conn, item.run_id, op.id, op="StepFailed", memo={"error": error},
+                                      name=op.label, attempt=item.attempt)
+        timeout_raw = op.opts.get("timeout")
+        timeout_s = None if timeout_raw in (None, "") else parse_duration(timeout_raw)
+        payload = op.opts.get("payload") if isinstance(op.opts.get("payload"), dict) else {}
+        data = dict(payload.get("data") or {}) if isinstance(payload.get("data") or {}, dict) else {}
+        correlation_id = f"{item.run_id}.{op.id}"
+        source = await apps.function_slug(conn, item.function_id)
+        data["_inngest"] = {
+            "fn_id": target["slug"],
+            "correlation_id": correlation_id,
+            "source_fn_id": source,
+            "source_run_id": item.run_id,
+        }
+        if timeout_s is not None:
+            data["_inngest"]["expire"] = int(timeout_s * 1000)
+        user = payload.get("user") if isinstance(payload.get("user"), dict) else None
+        event = await events.insert_direct(conn, INVOKED_EVENT, data, user=user,
+                                           v=payload.get("v") if isinstance(payload.get("v"), str) else None)
+        child_id = ids.new_ulid()
+        await runs.create_many(conn, [{"id": child_id, "function_id": target["id"], "event_id": event["id"],
+                                       "event_ids": [event["id"]], "max_attempts": target["retries"] + 1}])
+        await pauses.set_correlation(conn, child_id, correlation_id)
+        created = await pauses.create(
+            conn, run_id=item.run_id, kind="invoke", step_id=op.id, step_name=op.label,
+            event_name="inngest/function.finished", expression=None, trigger_event=None,
+            match_path="data.correlation_id", match_value=correlation_id, timeout_s=timeout_s,
+        )
+        if created is not None and timeout_s is not None:
+            await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="timeout",
+                                step_id=op.id, step_name=op.label, max_attempts=run["max_attempts"],
+                                delay_s=timeout_s)
+        return created is not None
 
     async def _continue(self, conn: Conn, item: QueueItem, run: dict[str, Any]) -> ApplyResult:
         await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"])

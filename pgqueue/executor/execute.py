@@ -9,7 +9,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.executor import invoke, outcome
-from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke
+from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
 from pgqueue.store import runs
 
@@ -34,9 +34,10 @@ class Executor:
 
     async def execute(self, item: QueueItem) -> ApplyResult:
         started_at = datetime.now(UTC)
-        if item.kind == "sleep":
+        if item.kind in ("sleep", "timeout"):
+            woke = SleepWoke() if item.kind == "sleep" else TimeoutFired()
             async with self.pool.connection() as conn:
-                return await self.applier.apply(conn, item, SleepWoke(), started_at=started_at)
+                return await self.applier.apply(conn, item, woke, started_at=started_at)
 
         async with self.pool.connection() as conn:
             ctx = await runs.context(conn, item.run_id)

@@ -15,8 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import ids
 from pgqueue.db.notify import Wakeup
-from pgqueue.runner import triggers
-from pgqueue.store import apps, events, runs
+from pgqueue.runner import matching, triggers
+from pgqueue.store import apps, events, pauses, runs
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,16 @@ class Runner:
             rows = {r["id"]: r for r in await events.get_many(conn, event_ids)}
             names = sorted({r["name"] for r in rows.values()})
             candidates = await apps.trigger_candidates(conn, names)
+            pause_paths = await pauses.paths_for(conn, names)
             new_runs = []
+            cancel_listeners = []
+            resumed = 0
             for event_id in event_ids:
                 row = rows.get(event_id)
                 if row is None:
                     continue
                 event = triggers.event_object(row)
+                resumed += await matching.match_event(conn, event, row["received_at"], pause_paths.get(event["name"], []))
                 matched = triggers.matching_functions(event, candidates)
                 paused = [m for m in matched if m["paused_at"] is not None]
                 if paused and len(paused) == len(matched):
@@ -65,17 +69,22 @@ class Runner:
                 for trig in matched:
                     if trig["paused_at"] is not None:
                         continue
+                    run_id = ids.new_ulid()
                     new_runs.append(
                         {
-                            "id": ids.new_ulid(),
+                            "id": run_id,
                             "function_id": trig["function_id"],
                             "event_id": event_id,
                             "event_ids": [event_id],
                             "max_attempts": trig["retries"] + 1,
                         }
                     )
+                    if trig["config"].get("cancel"):
+                        cancel_listeners.append((run_id, trig["config"], event))
             created = await runs.create_many(conn, new_runs)
-        if created and self.queue_wakeup:
+            for run_id, config, event in cancel_listeners:
+                await matching.register_cancellations(conn, run_id, config, event)
+        if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
         return RunnerTick(len(event_ids), created)
 

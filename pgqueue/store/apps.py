@@ -105,3 +105,8 @@ async def function_slug(conn: Conn, function_id: UUID) -> str | None:
 async def trigger_candidates(conn: Conn, names: Sequence[str]) -> list[dict[str, Any]]:
     cur = await conn.execute(q("trigger_candidates"), {"names": list(names)})
     return list(await cur.fetchall())
+
+
+async def function_by_slug(conn: Conn, slug: str) -> dict[str, Any] | None:
+    cur = await conn.execute(q("function_by_slug"), {"slug": slug})
+    return await cur.fetchone()

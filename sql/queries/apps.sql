@@ -56,7 +56,7 @@ ORDER BY f.slug
 
 -- name: trigger_candidates
 -- Active functions whose event trigger can match any of the given names (exact or wildcard prefix).
-SELECT f.id AS function_id, f.slug, f.retries, f.paused_at, t.position, t.event_name, t.name_prefix, t.expression
+SELECT f.id AS function_id, f.slug, f.retries, f.paused_at, f.config, t.position, t.event_name, t.name_prefix, t.expression
 FROM pgqueue.function_triggers t
 JOIN pgqueue.functions f ON f.id = t.function_id
 WHERE f.archived_at IS NULL
@@ -67,3 +67,7 @@ ORDER BY f.id, t.position
 
 -- name: function_slug
 SELECT slug FROM pgqueue.functions WHERE id = %(id)s
+
+-- name: function_by_slug
+SELECT f.id, f.slug, f.app_id, f.retries, f.config, f.paused_at, f.archived_at
+FROM pgqueue.functions f WHERE f.slug = %(slug)s

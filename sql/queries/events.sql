@@ -41,3 +41,9 @@ WITH e AS (
     INSERT INTO pgqueue.event_inbox (event_id) SELECT id FROM e RETURNING 1
 )
 SELECT pg_notify('pgqueue_events', '') FROM i
+
+-- name: event_insert_direct
+-- An event that starts one known run (inngest/function.invoked): stored, not queued for triggers.
+INSERT INTO pgqueue.events (id, name, data, "user", ts, v)
+VALUES (%(id)s, %(name)s, %(data)s::jsonb, %(user)s::jsonb, %(ts)s, %(v)s)
+RETURNING id, name, data, "user", ts, v, external_id, received_at, skip_reason

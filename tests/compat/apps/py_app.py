@@ -209,11 +209,58 @@ async def huge_int(ctx: inngest.Context) -> dict[str, Any]:
 
 @client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event="compat/wait"))
 async def waiter(ctx: inngest.Context) -> Any:
+    async def before() -> str:
+        record(ctx.run_id, "before")
+        return "waiting"
+
+    await ctx.step.run("before", before)
     got = await ctx.step.wait_for_event(
-        "approval", event="compat/approved", timeout=datetime.timedelta(seconds=30),
+        "approval", event="compat/approved", timeout=datetime.timedelta(seconds=float(ctx.event.data.get("timeout", 30))),
         if_exp="async.data.id == event.data.id",
     )
-    return None if got is None else dict(got.data)
+    return None if got is None else {"name": got.name, "data": dict(got.data)}
+
+
+@client.create_function(
+    fn_id="cancellable",
+    trigger=inngest.TriggerEvent(event="compat/cancellable"),
+    cancel=[inngest.Cancel(event="compat/cancel", if_exp="async.data.id == event.data.id")],
+)
+async def cancellable(ctx: inngest.Context) -> str:
+    async def first() -> str:
+        record(ctx.run_id, "first")
+        return "first"
+
+    await ctx.step.run("first", first)
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=float(ctx.event.data.get("sleep", 3))))
+
+    async def second() -> str:
+        record(ctx.run_id, "second")
+        return "second"
+
+    return await ctx.step.run("second", second)
+
+
+@client.create_function(fn_id="child", trigger=inngest.TriggerEvent(event="compat/child-direct"))
+async def child(ctx: inngest.Context) -> Any:
+    mode = ctx.event.data.get("mode")
+    if mode == "fail":
+        raise inngest.NonRetriableError("child failed on purpose")
+    if mode == "slow":
+        await asyncio.sleep(3)
+    return {"doubled": int(ctx.event.data.get("n", 0)) * 2, "invoked_by": ctx.event.name}
+
+
+@client.create_function(fn_id="invoker", trigger=inngest.TriggerEvent(event="compat/invoke"))
+async def invoker(ctx: inngest.Context) -> Any:
+    try:
+        result = await ctx.step.invoke(
+            "call-child", function=child, data={"n": ctx.event.data.get("n", 1), "mode": ctx.event.data.get("mode")},
+            timeout=datetime.timedelta(seconds=float(ctx.event.data.get("timeout", 30))),
+        )
+    except inngest.StepError as err:
+        return {"error": err.name, "message": err.message}
+    return {"result": result}
 
 
 app = fastapi.FastAPI()
@@ -228,6 +275,6 @@ async def ledger() -> dict[str, Any]:
 inngest.fast_api.serve(
     app,
     client,
-    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter],
+    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )
