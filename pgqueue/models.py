@@ -89,3 +89,47 @@ class Event:
             "v": self.v,
             "external_id": self.external_id,
         }
+
+
+# -- synced configuration (validated by pgqueue.registration) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    event: str | None = None
+    expression: str | None = None
+    cron: str | None = None
+
+    @property
+    def name_prefix(self) -> str | None:
+        if self.event and self.event.endswith("*"):
+            return self.event[:-1]
+        return None
+
+    @property
+    def exact_name(self) -> str | None:
+        if self.event and not self.event.endswith("*"):
+            return self.event
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    slug: str
+    name: str
+    url: str
+    retries: int
+    triggers: tuple[Trigger, ...]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    name: str
+    url: str
+    sdk_language: str | None
+    sdk_version: str | None
+    framework: str | None
+    app_version: str | None
+    functions: tuple[FunctionSpec, ...]
+    checksum: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from croniter import croniter
@@ -18,6 +17,7 @@ from croniter import croniter
 from pgqueue import ingest
 from pgqueue.durations import parse_duration
 from pgqueue.errors import ExpressionSyntaxError, InvalidInput
+from pgqueue.models import AppSpec, FunctionSpec, Trigger
 from pgqueue.runner import expressions
 
 MAX_TRIGGERS = 10
@@ -25,47 +25,6 @@ MAX_CONCURRENCY = 2
 MAX_CANCEL = 5
 MAX_RETRIES = 20
 DEFAULT_RETRIES = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    event: str | None = None
-    expression: str | None = None
-    cron: str | None = None
-
-    @property
-    def name_prefix(self) -> str | None:
-        if self.event and self.event.endswith("*"):
-            return self.event[:-1]
-        return None
-
-    @property
-    def exact_name(self) -> str | None:
-        if self.event and not self.event.endswith("*"):
-            return self.event
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionSpec:
-    slug: str
-    name: str
-    url: str
-    retries: int
-    triggers: tuple[Trigger, ...]
-    config: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class AppSpec:
-    name: str
-    url: str
-    sdk_language: str | None
-    sdk_version: str | None
-    framework: str | None
-    app_version: str | None
-    functions: tuple[FunctionSpec, ...]
-    checksum: str
 
 
 def lower_keys(value: Any) -> Any:

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from pgqueue.db.pool import Conn
 from pgqueue.db.queries import q
-from pgqueue.registration import AppSpec
+from pgqueue.models import AppSpec
 
 
 @dataclass(frozen=True, slots=True)
