@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,6 +27,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
+            detail = (first.get("ctx") or {}).get("error")
+            return error_response(400, f"request body is not valid JSON: {detail}" if detail else
+                                  "request body is not valid JSON")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = first.get("msg", "invalid request")
         return error_response(400, f"{where}: {message}" if where else message)
@@ -36,6 +41,22 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = "not found"
         return error_response(exc.status_code, message)
+
+    # A database without the pgqueue schema (or with an older one): 503 naming the fix, so SDKs retry.
+    @app.exception_handler(psycopg.errors.UndefinedTable)
+    @app.exception_handler(psycopg.errors.UndefinedFunction)
+    @app.exception_handler(psycopg.errors.InvalidSchemaName)
+    async def _schema(request: Request, exc: Exception) -> JSONResponse:
+        log.error("schema problem on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "the database schema is missing or out of date: run `pgqueue migrate` (or start with --migrate)",
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, f"database unavailable ({type(exc).__name__}); retry later")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

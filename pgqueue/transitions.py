@@ -44,6 +44,7 @@ async def finish(conn: Conn, run: dict[str, Any], status: str, *, output: Any = 
     finished = await runs.finish(conn, run["id"], status=status, output=output, error=error)
     await queue.delete_for_run(conn, run["id"])
     await pauses.delete_for_run(conn, run["id"])
+    await runs.singleton_release(conn, run["id"])
     if finished is not None:
         await emit_finished(conn, finished, status, output=output, error=error)
     return finished is not None
@@ -55,6 +56,7 @@ async def cancel(conn: Conn, run_id: str, *, reason: str) -> bool:
     cancelled = await runs.cancel(conn, run_id, reason)
     await queue.delete_for_run(conn, run_id)
     await pauses.delete_for_run(conn, run_id)
+    await runs.singleton_release(conn, run_id)
     if cancelled is None:
         return False
     await emit_finished(conn, cancelled, "cancelled", error={"name": "Cancelled", "message": reason})

@@ -30,7 +30,7 @@ async def register(request: Request) -> JSONResponse:
     raw = await request.body()
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
         raise InvalidInput("registration body is not valid JSON") from None
     spec = registration.parse_register(body)
     async with deps.pool(request).connection() as conn, conn.transaction():

@@ -21,12 +21,15 @@ from pgqueue.models import DISCOVERY_STEP, QueueItem
 from pgqueue.queue import backoff
 from pgqueue import ids, pausing, transitions
 from pgqueue.errors import ExpressionError
+from pgqueue.runner import timeouts
 from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, pauses, queue, runs, steps
 
 log = logging.getLogger(__name__)
 
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
+MAX_STEPS = 1000
+MAX_STATE_BYTES = 32 * 1024 * 1024
 MAX_SLEEP_S = 366 * 86400
 # Ops this version of the engine implements; anything else fails the run non-retriably.
 SUPPORTED_OPS = frozenset(
@@ -128,6 +131,13 @@ class Applier:
                         outcome="ok", started_at=started_at,
                     )
                     return await self._continue(conn, item, run)
+                case TimeoutFired() if item.step_id in (timeouts.START, timeouts.FINISH):
+                    await queue.delete(conn, item.id)
+                    if item.step_id == timeouts.START and run["status"] != "queued":
+                        return ApplyResult(applied=True)
+                    which = "start" if item.step_id == timeouts.START else "finish"
+                    await transitions.cancel(conn, item.run_id, reason=f"the run did not {which} within timeouts.{which}")
+                    return ApplyResult(applied=True, finished="cancelled")
                 case TimeoutFired():
                     pause = await pauses.consume_step(conn, item.run_id, item.step_id)
                     if pause is not None:
@@ -198,6 +208,15 @@ class Applier:
         # steps already stored) is an error of the call, so a confused app cannot loop forever.
         progress = False
         max_attempts = run["max_attempts"]
+        totals: list[steps.Recorded] = []
+
+        async def record(op: Op, kind: str, memo: Any) -> bool:
+            stored = await steps.record(conn, item.run_id, op.id, op=kind, memo=memo, name=op.label,
+                                        attempt=item.attempt)
+            if stored:
+                totals.append(stored)
+            return stored is not None
+
         # Waits first, so an event sent by a sibling step of the same answer is not missed.
         for op in sorted(outcome.ops, key=lambda o: o.op != "WaitForEvent"):
             match op.op:
@@ -210,20 +229,14 @@ class Applier:
                         memo = {"data": data}
                     problem = _output_problem(data, body_size)
                     if problem:
-                        progress |= await steps.record(conn, item.run_id, op.id, op="StepFailed",
-                                                       memo={"error": problem}, name=op.label, attempt=item.attempt)
+                        progress |= await record(op, "StepFailed", {"error": problem})
                     else:
-                        progress |= await steps.record(conn, item.run_id, op.id, op="StepRun", memo=memo,
-                                                       name=op.label, attempt=item.attempt)
+                        progress |= await record(op, "StepRun", memo)
                 case "StepError":
                     if retry_error is None:
-                        progress |= await steps.record(conn, item.run_id, op.id, op="StepFailed",
-                                                       memo={"error": _error_dict(op.error)}, name=op.label,
-                                                       attempt=item.attempt)
+                        progress |= await record(op, "StepFailed", {"error": _error_dict(op.error)})
                 case "StepFailed":
-                    progress |= await steps.record(conn, item.run_id, op.id, op="StepFailed",
-                                                   memo={"error": _error_dict(op.error)}, name=op.label,
-                                                   attempt=item.attempt)
+                    progress |= await record(op, "StepFailed", {"error": _error_dict(op.error)})
                 case "StepPlanned":
                     progress |= await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
                                                     kind="call", step_id=op.id, step_name=op.label,
@@ -257,6 +270,14 @@ class Applier:
                     )
                     return await self._finish(conn, run, "completed", output=op.data)
 
+        if totals:
+            limit_error = _limit_error(totals[-1])
+            if limit_error:
+                await steps.record_attempt(
+                    conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                    outcome="failed", status_code=206, error=limit_error, started_at=started_at,
+                )
+                return await self._finish(conn, run, "failed", error=limit_error)
         if retry_error is None and not progress:
             error = {"name": "NoProgress",
                      "message": "the SDK's answer only reported steps that were already completed"}
@@ -313,8 +334,9 @@ class Applier:
         target = await apps.function_by_slug(conn, slug) if isinstance(slug, str) else None
         if target is None or target["archived_at"] is not None:
             error = {"name": "Error", "message": f"could not invoke {slug!r}: no such function is synced"}
-            return await steps.record(conn, item.run_id, op.id, op="StepFailed", memo={"error": error},
-                                      name=op.label, attempt=item.attempt)
+            stored = await steps.record(conn, item.run_id, op.id, op="StepFailed", memo={"error": error},
+                                        name=op.label, attempt=item.attempt)
+            return stored is not None
         timeout_raw = op.opts.get("timeout")
         timeout_s = None if timeout_raw in (None, "") else parse_duration(timeout_raw)
         payload = op.opts.get("payload") if isinstance(op.opts.get("payload"), dict) else {}
@@ -356,6 +378,16 @@ class Applier:
     ) -> ApplyResult:
         ended = await transitions.finish(conn, run, status, output=output, error=error)
         return ApplyResult(applied=True, finished=status if ended else None)
+
+
+def _limit_error(totals: steps.Recorded) -> dict[str, Any] | None:
+    if totals.step_count > MAX_STEPS:
+        return {"name": "StepLimitExceeded",
+                "message": f"the run has {totals.step_count} steps; the limit is {MAX_STEPS} steps per run"}
+    if totals.state_bytes > MAX_STATE_BYTES:
+        return {"name": "StateTooLarge",
+                "message": f"the run's state is {totals.state_bytes} bytes; the limit is {MAX_STATE_BYTES} bytes (32 MB)"}
+    return None
 
 
 def _sleep_target(op: Op) -> tuple[datetime | None, float]:

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.executor import invoke, outcome
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
+from pgqueue.runner import timeouts
 from pgqueue.store import runs
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class Executor:
                     conn, item, outcome.transport_error("run is gone"), started_at=started_at
                 )
 
+        if ctx["just_started"] and (ctx["config"].get("timeouts") or {}).get("finish"):
+            async with self.pool.connection() as conn:
+                await timeouts.schedule_finish(conn, ctx)
         request = invoke.build(item, ctx, signing_key=self.signing_key)
         response = await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes)
         if isinstance(response, outcome.CallError):

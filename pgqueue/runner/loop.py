@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import ids
 from pgqueue.db.notify import Wakeup
-from pgqueue.runner import matching, triggers
+from pgqueue.runner import admission, matching, timeouts, triggers
 from pgqueue.store import apps, events, pauses, runs
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ class Runner:
             candidates = await apps.trigger_candidates(conn, names)
             pause_paths = await pauses.paths_for(conn, names)
             new_runs = []
-            cancel_listeners = []
-            resumed = 0
+            after_create: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+            resumed = created = 0
             for event_id in event_ids:
                 row = rows.get(event_id)
                 if row is None:
@@ -70,6 +71,15 @@ class Runner:
                     if trig["paused_at"] is not None:
                         continue
                     run_id = ids.new_ulid()
+                    config = trig["config"]
+                    if admission.needs_admission(config):
+                        # Runs created so far go in first: a singleton claim looks at live runs.
+                        created += await runs.create_many(conn, new_runs)
+                        new_runs = []
+                        reason = await admission.admit(conn, trig["function_id"], config, run_id, event)
+                        if reason is not None:
+                            await events.set_skip_reason(conn, event_id, reason)
+                            continue
                     new_runs.append(
                         {
                             "id": run_id,
@@ -79,11 +89,12 @@ class Runner:
                             "max_attempts": trig["retries"] + 1,
                         }
                     )
-                    if trig["config"].get("cancel"):
-                        cancel_listeners.append((run_id, trig["config"], event))
-            created = await runs.create_many(conn, new_runs)
-            for run_id, config, event in cancel_listeners:
-                await matching.register_cancellations(conn, run_id, config, event)
+                    if config.get("cancel") or (config.get("timeouts") or {}).get("start"):
+                        after_create.append((run_id, trig, event))
+            created += await runs.create_many(conn, new_runs)
+            for run_id, trig, event in after_create:
+                await matching.register_cancellations(conn, run_id, trig["config"], event)
+                await timeouts.schedule_start(conn, run_id, trig)
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
         return RunnerTick(len(event_ids), created)

@@ -89,3 +89,24 @@ async def list_runs(
         },
     )
     return list(await cur.fetchall())
+
+
+async def idempotency_claim(conn: Conn, function_id: UUID, key: str, run_id: str) -> bool:
+    cur = await conn.execute(q("idempotency_claim"), {"function_id": function_id, "key": key, "run_id": run_id})
+    row = await cur.fetchone()
+    return bool(row and row["claimed"])
+
+
+async def singleton_claim(conn: Conn, function_id: UUID, key: str, run_id: str) -> str | None:
+    """None when the new run holds the slot, else the id of the active run holding it."""
+    cur = await conn.execute(q("singleton_claim"), {"function_id": function_id, "key": key, "run_id": run_id})
+    row = await cur.fetchone()
+    return row["holder"] if row else None
+
+
+async def singleton_take(conn: Conn, function_id: UUID, key: str, run_id: str) -> None:
+    await conn.execute(q("singleton_take"), {"function_id": function_id, "key": key, "run_id": run_id})
+
+
+async def singleton_release(conn: Conn, run_id: str) -> None:
+    await conn.execute(q("singleton_release"), {"run_id": run_id})

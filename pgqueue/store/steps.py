@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,15 +12,24 @@ from pgqueue.db.pool import Conn
 from pgqueue.db.queries import q
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A step was stored; the run's totals after it."""
+
+    step_count: int
+    state_bytes: int
+
+
 async def record(
     conn: Conn, run_id: str, step_id: str, *, op: str, memo: Any, name: str | None, attempt: int
-) -> bool:
-    """Store a step's memo; False when one was already stored (the new one is discarded)."""
+) -> Recorded | None:
+    """Store a step's memo; None when one was already stored (the new one is discarded)."""
     cur = await conn.execute(
         q("step_record"),
         {"run_id": run_id, "step_id": step_id, "name": name, "op": op, "memo": Jsonb(memo), "attempt": attempt},
     )
-    return await cur.fetchone() is not None
+    row = await cur.fetchone()
+    return Recorded(row["step_count"], row["state_bytes"]) if row else None
 
 
 async def list_steps(conn: Conn, run_id: str) -> list[dict[str, Any]]:

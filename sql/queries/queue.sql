@@ -36,7 +36,9 @@ ON CONFLICT (run_id, step_id) DO NOTHING
 RETURNING id, run_at
 
 -- name: queue_open_count
-SELECT count(*) AS n FROM pgqueue.queue_items WHERE run_id = %(run_id)s
+-- Run-level timers ($start-timeout, $finish-timeout) do not hold a run back.
+SELECT count(*) AS n FROM pgqueue.queue_items
+WHERE run_id = %(run_id)s AND NOT (kind = 'timeout' AND starts_with(step_id, '$'))
 
 -- name: queue_delete_for_run
 DELETE FROM pgqueue.queue_items WHERE run_id = %(run_id)s

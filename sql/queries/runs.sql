@@ -9,7 +9,7 @@ WITH started AS (
     RETURNING id
 )
 SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.max_attempts, r.event_ids,
-       r.function_id, f.slug, f.url, f.app_id, a.name AS app_name,
+       r.function_id, f.slug, f.url, f.app_id, f.config, a.name AS app_name,
        EXISTS (SELECT 1 FROM started) AS just_started,
        (SELECT coalesce(jsonb_agg(
                    jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
@@ -72,3 +72,15 @@ SET status = 'cancelled', ended_at = now(), started_at = coalesce(started_at, no
     error = jsonb_build_object('name', 'Cancelled', 'message', %(reason)s::text)
 WHERE id = %(run_id)s AND status IN ('queued', 'running')
 RETURNING id, function_id, event_id, event_ids, correlation_id
+
+-- name: idempotency_claim
+SELECT pgqueue.idempotency_claim_v1(%(function_id)s, %(key)s, %(run_id)s) AS claimed
+
+-- name: singleton_claim
+SELECT pgqueue.singleton_claim_v1(%(function_id)s, %(key)s, %(run_id)s) AS holder
+
+-- name: singleton_take
+SELECT pgqueue.singleton_take_v1(%(function_id)s, %(key)s, %(run_id)s)
+
+-- name: singleton_release
+DELETE FROM pgqueue.singletons WHERE run_id = %(run_id)s

@@ -1,9 +1,16 @@
 -- name: step_record
 -- First stored output wins: a duplicate (zombie worker, replayed response) changes nothing.
-INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
-VALUES (%(run_id)s, %(step_id)s, %(name)s, %(op)s, %(memo)s::jsonb, %(attempt)s)
-ON CONFLICT (run_id, step_id) DO NOTHING
-RETURNING seq
+-- The run's step count and state size move with it (limits are checked by the caller).
+WITH s AS (
+    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
+    VALUES (%(run_id)s, %(step_id)s, %(name)s, %(op)s, %(memo)s::jsonb, %(attempt)s)
+    ON CONFLICT (run_id, step_id) DO NOTHING
+    RETURNING run_id, octet_length(memo::text) AS size
+)
+UPDATE pgqueue.runs r
+SET step_count = r.step_count + 1, state_bytes = r.state_bytes + s.size
+FROM s WHERE r.id = s.run_id
+RETURNING r.step_count, r.state_bytes
 
 -- name: step_list
 SELECT step_id, name, op, memo, attempt, created_at, seq

@@ -83,6 +83,48 @@ async def make_api(database_url: str) -> AsyncIterator[ApiFactory]:
         yield make
 
 
+@contextlib.asynccontextmanager
+async def module_api(pg_admin_url: str, template_db: str, **overrides: Any) -> AsyncIterator[Api]:
+    from tests.conftest import create_database, drop_database
+
+    url = create_database(pg_admin_url, template_db)
+    try:
+        settings = Settings(database_url=url, **overrides).validated()
+        app = create_app(settings, run_services=False)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://pgqueue.test"
+            ) as client,
+        ):
+            yield Api(client, url, settings, app)
+    finally:
+        drop_database(pg_admin_url, url)
+
+
+SERVE_SETTINGS: dict[str, Any] = {
+    "mode": "serve",
+    "signing_key": SIGNING_KEY,
+    "signing_key_fallback": FALLBACK_KEY,
+    "event_keys": (EVENT_KEY,),
+}
+
+
+@pytest.fixture(scope="module")
+async def shared_api(pg_admin_url: str, template_db: str) -> AsyncIterator[Api]:
+    """One dev-mode app and database for a whole module: for requests that must store nothing,
+    where each test asserts the tables are unchanged (cheaper than a database per case)."""
+    async with module_api(pg_admin_url, template_db) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+async def shared_serve_api(pg_admin_url: str, template_db: str) -> AsyncIterator[Api]:
+    """The production-mode counterpart of `shared_api`."""
+    async with module_api(pg_admin_url, template_db, **SERVE_SETTINGS) as api:
+        yield api
+
+
 @pytest.fixture
 async def api(make_api: ApiFactory) -> Api:
     """Dev mode: any event key, no bearer token."""
@@ -92,9 +134,7 @@ async def api(make_api: ApiFactory) -> Api:
 @pytest.fixture
 async def serve_api(make_api: ApiFactory) -> Api:
     """Production mode with a current and a fallback signing key and one event key."""
-    return await make_api(
-        mode="serve", signing_key=SIGNING_KEY, signing_key_fallback=FALLBACK_KEY, event_keys=(EVENT_KEY,)
-    )
+    return await make_api(**SERVE_SETTINGS)
 
 
 def assert_error(resp: httpx.Response, status: int, *fragments: str) -> str:
@@ -110,8 +150,12 @@ def assert_error(resp: httpx.Response, status: int, *fragments: str) -> str:
     return str(body["error"])
 
 
-def register_body(*functions: dict[str, Any], app: str = "shop", url: str = "http://127.0.0.1:9/api/inngest",
-                  app_key: str = "appName") -> dict[str, Any]:
+def register_body(
+    *functions: dict[str, Any],
+    app: str = "shop",
+    url: str = "http://127.0.0.1:9/api/inngest",
+    app_key: str = "appName",
+) -> dict[str, Any]:
     return {
         app_key: app,
         "url": url,

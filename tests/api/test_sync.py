@@ -1,0 +1,300 @@
+"""POST /fn/register: validation with messages naming the function and field, nothing stored on
+error, case-insensitive keys, and re-sync archiving removed functions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import APP_TABLES, Api, assert_error, function, register_body
+
+NOTHING = dict.fromkeys(APP_TABLES, 0)
+
+
+async def register(api: Api, body: Any, headers: dict[str, str] | None = None) -> Any:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await api.client.post(
+        "/fn/register", content=content, headers={"content-type": "application/json", **(headers or {})}
+    )
+
+
+def with_fn(**extra: Any) -> dict[str, Any]:
+    return register_body(function("shop-fn", **extra))
+
+
+def with_triggers(*triggers: dict[str, Any]) -> dict[str, Any]:
+    return register_body(function("shop-fn", *triggers))
+
+
+BAD_REGISTRATIONS: list[tuple[str, Any, tuple[str, ...]]] = [
+    ("not-json", b"{'appName': 'shop'", ("not valid JSON",)),
+    ("empty-body", b"", ("not valid JSON",)),
+    ("too-deep-to-parse", b"[" * 100_000 + b"]" * 100_000, ("not valid JSON",)),
+    (
+        "nested-too-deep",
+        {"appName": "shop", "url": "http://h", "functions": [], "x": json.loads("[" * 500 + "]" * 500)},
+        ("nested deeper",),
+    ),
+    ("array-body", [register_body()], ("JSON object",)),
+    ("missing-app-name", {"url": "http://h/api", "functions": []}, ("`appname` is required",)),
+    ("empty-app-name", register_body(app=""), ("must not be empty",)),
+    ("missing-url", {"appName": "shop", "functions": []}, ("`url` is required",)),
+    ("url-not-http", register_body(url="ftp://h/api"), ("http(s)", "ftp://h/api")),
+    ("functions-missing", {"appName": "shop", "url": "http://h/api"}, ("`functions` must be a list",)),
+    ("functions-object", {**register_body(), "functions": {"id": "f"}}, ("`functions` must be a list",)),
+    ("functions-string", {**register_body(), "functions": "f"}, ("`functions` must be a list",)),
+    ("function-not-object", register_body("f"), ("function #0 must be an object",)),  # type: ignore[arg-type]
+    ("function-without-id", register_body({"name": "f"}), ("function #0", "`id` is required")),
+    ("function-empty-id", register_body(function("")), ("function #0", "must not be empty")),
+    ("function-id-not-string", register_body(function(5)), ("function #0", "`id` must be a string")),  # type: ignore[arg-type]
+    (
+        "duplicate-ids",
+        register_body(function("shop-a"), function("shop-b"), function("shop-a")),
+        ("unique", "'shop-a'"),
+    ),
+    (
+        "bad-trigger-expression",
+        with_triggers({"event": "shop/order.created", "expression": "event.data.plan =="}),
+        ("function 'shop-fn'", "event.data.plan =="),
+    ),
+    (
+        "trigger-expression-not-string",
+        with_triggers({"event": "shop/a", "expression": 5}),
+        ("function 'shop-fn'", "expression must be a string"),
+    ),
+    ("trigger-not-object", with_triggers("shop/a"), ("function 'shop-fn' trigger #0",)),  # type: ignore[arg-type]
+    (
+        "trigger-both-event-and-cron",
+        with_triggers({"event": "shop/a", "cron": "* * * * *"}),
+        ("exactly one of `event` or `cron`",),
+    ),
+    ("trigger-neither", with_triggers({"expression": "true"}), ("exactly one of `event` or `cron`",)),
+    ("trigger-empty-event", with_triggers({"event": ""}), ("1..512",)),
+    ("trigger-bad-wildcard", with_triggers({"event": "shop*orders"}), ("wildcard",)),
+    ("triggers-not-list", with_fn(triggers="shop/a"), ("triggers must be a list",)),
+    ("duplicate-trigger", with_triggers({"event": "shop/a"}, {"event": "shop/a"}), ("duplicate trigger",)),
+    (
+        "bad-cron-words",
+        with_triggers({"cron": "every day"}),
+        ("function 'shop-fn'", "invalid cron 'every day'"),
+    ),
+    ("bad-cron-range", with_triggers({"cron": "61 * * * *"}), ("invalid cron '61 * * * *'",)),
+    ("bad-cron-six-fields", with_triggers({"cron": "0 * * * * *"}), ("invalid cron",)),
+    ("bad-cron-time-zone", with_triggers({"cron": "TZ=Mars/Olympus 0 9 * * *"}), ("unknown time zone",)),
+    (
+        "eleven-triggers",
+        with_triggers(*({"event": f"shop/e{i}"} for i in range(11))),
+        ("function 'shop-fn'", "at most 10 triggers"),
+    ),
+    (
+        "three-concurrency-limits",
+        with_fn(concurrency=[{"limit": 1}, {"limit": 2}, {"limit": 3}]),
+        ("function 'shop-fn'", "at most 2 concurrency"),
+    ),
+    ("concurrency-not-number", with_fn(concurrency="5"), ("concurrency must be",)),
+    ("concurrency-negative", with_fn(concurrency={"limit": -1}), ("limit must be at least 0",)),
+    ("concurrency-bad-scope", with_fn(concurrency={"limit": 1, "scope": "galaxy"}), ("scope",)),
+    (
+        "concurrency-bad-key",
+        with_fn(concurrency={"limit": 1, "key": "event.data.id +"}),
+        ("concurrency[0] key", "event.data.id +"),
+    ),
+    (
+        "concurrency-infinite",
+        b'{"appName": "shop", "url": "http://h", "functions": [{"id": "f", "concurrency": 1e400}]}',
+        ("number too large",),
+    ),
+    (
+        "retries-nan",
+        b'{"appName": "shop", "url": "http://h", "functions": [{"id": "f", "retries": NaN}]}',
+        ("NaN",),
+    ),
+    (
+        "retries-fraction",
+        register_body(function("shop-fn", steps={"step": {"retries": {"attempts": 1.5}}})),
+        ("retries must be an integer",),
+    ),
+    (
+        "throttle-bad-period",
+        with_fn(throttle={"limit": 1, "period": "abc"}),
+        ("function 'shop-fn' throttle period", "invalid duration 'abc'"),
+    ),
+    ("throttle-missing-period", with_fn(throttle={"limit": 1}), ("throttle period is required",)),
+    ("ratelimit-bad-period", with_fn(rateLimit={"limit": 1, "period": "1 hour"}), ("rateLimit period",)),
+    ("debounce-negative", with_fn(debounce={"period": "-5s"}), ("debounce period", "negative")),
+    ("batch-bad-timeout", with_fn(batchEvents={"maxSize": 10, "timeout": "1x"}), ("timeout", "'1x'")),
+    ("timeouts-bad-finish", with_fn(timeouts={"finish": "soon"}), ("timeouts finish", "'soon'")),
+    (
+        "cancel-bad-timeout",
+        with_fn(cancel=[{"event": "shop/cancelled", "timeout": "soon"}]),
+        ("cancel[0] timeout", "'soon'"),
+    ),
+    (
+        "cancel-bad-if",
+        with_fn(cancel=[{"event": "shop/cancelled", "if": "event.data.id =="}]),
+        ("cancel[0] if",),
+    ),
+    ("cancel-six", with_fn(cancel=[{"event": "shop/c"}] * 6), ("at most 5",)),
+    ("singleton-bad-mode", with_fn(singleton={"mode": "sometimes"}), ("singleton",)),
+    ("priority-bad-expression", with_fn(priority={"run": "event.data.vip ?"}), ("priority run",)),
+    ("idempotency-bad-expression", with_fn(idempotency="event.data.id =="), ("idempotency",)),
+    (
+        "runtime-url-not-http",
+        register_body(function("shop-fn", steps={"step": {"runtime": {"url": "ftp://x"}}})),
+        ("runtime url",),
+    ),
+    ("nul-in-function-name", with_fn(name="shop\x00fn"), ("NUL",)),
+    ("nul-in-trigger-event", with_triggers({"event": "shop/\x00"}), ("NUL",)),
+    ("lone-surrogate", b'{"appName": "shop\\ud800", "url": "http://h", "functions": []}', ("surrogate",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragments"),
+    [(b, f) for _, b, f in BAD_REGISTRATIONS],
+    ids=[name for name, _, _ in BAD_REGISTRATIONS],
+)
+async def test_bad_registration_is_400_and_nothing_is_stored(
+    shared_api: Api, body: Any, fragments: tuple[str, ...]
+) -> None:
+    try:
+        assert_error(await register(shared_api, body), 400, *fragments)
+        assert await shared_api.counts(APP_TABLES) == NOTHING
+    finally:  # keep one failure from cascading into the next cases of the shared database
+        await shared_api.execute("TRUNCATE pgqueue.apps CASCADE")
+
+
+async def test_wrong_expected_server_kind_is_400(shared_api: Api) -> None:
+    resp = await register(
+        shared_api, register_body(function("shop-fn")), headers={"x-inngest-expected-server-kind": "cloud"}
+    )
+    assert_error(resp, 400, "server kind", "'cloud'", "'dev'")
+    assert await shared_api.counts(APP_TABLES) == NOTHING
+
+
+async def test_expected_server_kind_that_matches_is_accepted(api: Api) -> None:
+    resp = await register(
+        api, register_body(function("shop-fn")), headers={"x-inngest-expected-server-kind": "dev"}
+    )
+    assert resp.status_code == 200, resp.text
+
+
+async def test_failed_resync_leaves_the_previous_registration_untouched(api: Api) -> None:
+    assert (await register(api, register_body(function("shop-a"), function("shop-b")))).status_code == 200
+    before = await api.rows("SELECT slug, config, archived_at FROM pgqueue.functions ORDER BY slug")
+    bad = register_body(function("shop-a", {"event": "shop/x", "expression": "event.data.plan =="}))
+    assert_error(await register(api, bad), 400, "function 'shop-a'")
+    assert await api.rows("SELECT slug, config, archived_at FROM pgqueue.functions ORDER BY slug") == before
+    assert all(r["archived_at"] is None for r in before)
+
+
+@pytest.mark.parametrize("app_key", ["appname", "AppName", "appName", "APPNAME"])
+async def test_keys_match_case_insensitively(api: Api, app_key: str) -> None:
+    body = register_body(
+        function("shop-fn", BatchEvents={"MaxSize": 5, "Timeout": "2s"}, Concurrency={"Limit": 3}),
+        app_key=app_key,
+    )
+    resp = await register(api, body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == 200 and resp.json()["modified"] is True
+    resp = await api.client.get("/v1/apps/shop/functions")
+    assert resp.status_code == 200
+    [fn] = resp.json()["data"]
+    assert fn["slug"] == "shop-fn"
+    assert fn["config"]["batchEvents"] == {"maxSize": 5, "timeout": "2s"}
+    assert fn["config"]["concurrency"] == [{"limit": 3, "scope": "fn"}]
+
+
+async def test_valid_registration_is_stored_with_triggers(api: Api) -> None:
+    body = register_body(
+        function(
+            "shop-on-order",
+            {"event": "shop/order.created", "expression": "event.data.plan == 'pro'"},
+            {"event": "shop/*"},
+            retries=7,
+        ),
+        function(
+            "shop-nightly",
+            {"cron": "TZ=Europe/Paris 0 3 * * *"},
+            cancel=[{"event": "shop/stop", "timeout": "1h"}],
+        ),
+    )
+    resp = await register(api, body)
+    assert resp.status_code == 200, resp.text
+    triggers = await api.rows(
+        "SELECT f.slug, t.event_name, t.name_prefix, t.expression, t.cron FROM pgqueue.function_triggers t"
+        " JOIN pgqueue.functions f ON f.id = t.function_id ORDER BY f.slug, t.position"
+    )
+    assert triggers == [
+        {
+            "slug": "shop-nightly",
+            "event_name": None,
+            "name_prefix": None,
+            "expression": None,
+            "cron": "TZ=Europe/Paris 0 3 * * *",
+        },
+        {
+            "slug": "shop-on-order",
+            "event_name": "shop/order.created",
+            "name_prefix": None,
+            "expression": "event.data.plan == 'pro'",
+            "cron": None,
+        },
+        {
+            "slug": "shop-on-order",
+            "event_name": None,
+            "name_prefix": "shop/",
+            "expression": None,
+            "cron": None,
+        },
+    ]
+    fns = {r["slug"]: r for r in await api.rows("SELECT slug, retries, config FROM pgqueue.functions")}
+    assert fns["shop-on-order"]["retries"] == 3  # the step's retries.attempts wins over the function's
+    assert fns["shop-nightly"]["config"]["cancel"] == [{"event": "shop/stop", "timeout": "1h"}]
+
+
+async def test_resync_archives_a_removed_function_and_restores_it_when_it_returns(api: Api) -> None:
+    both = register_body(function("shop-a"), function("shop-b"))
+    assert (await register(api, both)).json()["modified"] is True
+    same = await register(api, both)
+    assert same.status_code == 200 and same.json()["modified"] is False
+
+    resp = await register(api, register_body(function("shop-a")))
+    assert resp.status_code == 200 and resp.json()["modified"] is True
+    active = (await api.client.get("/v1/apps/shop/functions")).json()["data"]
+    assert [f["slug"] for f in active] == ["shop-a"]
+    listed = (await api.client.get("/v1/apps/shop/functions", params={"include_archived": "true"})).json()[
+        "data"
+    ]
+    assert {f["slug"]: f["archived"] for f in listed} == {"shop-a": False, "shop-b": True}
+    # An archived function is no longer a trigger candidate: its events start nothing.
+    rows = await api.rows(
+        "SELECT slug, archived_at IS NOT NULL AS archived FROM pgqueue.functions ORDER BY slug"
+    )
+    assert rows == [{"slug": "shop-a", "archived": False}, {"slug": "shop-b", "archived": True}]
+
+    assert (await register(api, both)).status_code == 200
+    rows = await api.rows(
+        "SELECT slug, archived_at IS NOT NULL AS archived FROM pgqueue.functions ORDER BY slug"
+    )
+    assert rows == [{"slug": "shop-a", "archived": False}, {"slug": "shop-b", "archived": False}]
+    assert (await api.counts(APP_TABLES)) == {"apps": 1, "functions": 2, "function_triggers": 2}
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"not json", "request body is not valid JSON"),
+        (b"{}", "url"),
+        (b'{"url": 5}', "url"),
+        (b'{"url": "ftp://shop.example/api/inngest"}', "http:// or https://"),
+    ],
+)
+async def test_bad_sync_by_url_request_is_400(shared_api: Api, content: bytes, fragment: str) -> None:
+    resp = await shared_api.client.post(
+        "/v1/apps/sync", content=content, headers={"content-type": "application/json"}
+    )
+    assert_error(resp, 400, fragment)
+    assert await shared_api.counts(APP_TABLES) == NOTHING
