@@ -8,6 +8,7 @@ Lock order is always run, then items, everywhere that takes both.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,11 +77,13 @@ def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any
     return {"name": "Error", "message": str(err)}
 
 
-def _output_problem(data: Any, raw_size: int) -> dict[str, Any] | None:
-    if raw_size > MAX_STEP_OUTPUT_BYTES:
+def _output_problem(data: Any, body_size: int) -> dict[str, Any] | None:
+    # Only answers larger than the limit can carry an output over it: measure just those.
+    size = len(json.dumps(data, ensure_ascii=False).encode()) if body_size > MAX_STEP_OUTPUT_BYTES else 0
+    if size > MAX_STEP_OUTPUT_BYTES:
         return {
             "name": "OutputTooLarge",
-            "message": f"step output is {raw_size} bytes; the limit is {MAX_STEP_OUTPUT_BYTES} bytes (4 MB)",
+            "message": f"step output is {size} bytes; the limit is {MAX_STEP_OUTPUT_BYTES} bytes (4 MB)",
         }
     if transitions.has_nul(data):
         return {

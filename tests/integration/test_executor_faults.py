@@ -64,7 +64,7 @@ class RogueHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(2)
             case "huge":
-                self._send(200, b'"' + b"x" * 300_000 + b'"', SDK)
+                self._send(200, b'"' + b"x" * 13_000_000 + b'"', SDK)
             case "stream":
                 inner = {"status": 200, "headers": {"x-inngest-req-version": "2"},
                          "body": json.dumps({"streamed": request["event"]["data"]})}
@@ -72,12 +72,22 @@ class RogueHandler(BaseHTTPRequestHandler):
             case "step-error-last":
                 self._send(206, json.dumps([{"op": "StepError", "id": "s1", "name": "s1",
                                              "error": {"name": "Error", "message": f"attempt {request['ctx']['attempt']}"}}]).encode(), SDK)
+            case "many-steps":
+                ops = [{"op": "StepRun", "id": f"s{n}-{i}", "name": f"s{n}-{i}", "data": i} for i in range(300)]
+                self._send(206, json.dumps(ops).encode(), SDK)
+            case "big-state":
+                ops = [{"op": "StepRun", "id": f"b{n}-{i}", "name": f"b{n}-{i}", "data": "y" * 3_000_000}
+                       for i in range(3)]
+                self._send(206, json.dumps(ops).encode(), SDK)
+            case "big-output":
+                ops = [{"op": "StepRun", "id": "huge", "name": "huge", "data": "z" * 4_200_000}]
+                self._send(206, json.dumps(ops).encode(), SDK)
             case _:
                 self._send(404, b"{}")
 
 
 FUNCTIONS = ["garbage", "unknown-op", "js-nonretry", "retry-after", "no-sdk-5xx", "hang", "close", "huge", "stream",
-             "step-error-last"]
+             "step-error-last", "many-steps", "big-state", "big-output"]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +96,7 @@ def rogue(module_database_url: str) -> Iterator[tuple[Server, str]]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    server = start_server(module_database_url, env={"PGQUEUE_CALL_TIMEOUT_S": "1", "PGQUEUE_MAX_RESPONSE_BYTES": "100000"})
+    server = start_server(module_database_url, env={"PGQUEUE_CALL_TIMEOUT_S": "1", "PGQUEUE_MAX_RESPONSE_BYTES": "12000000"})
     body = {
         "appName": "rogue",
         "url": base,
@@ -178,3 +188,24 @@ def test_step_error_on_last_attempt_is_memoised_as_failed_step(rogue: tuple[Serv
     assert jobs[0]["step_id"] == "s1"
     assert jobs[0]["status"] == "Failed"
     assert jobs[0]["error"] == {"name": "Error", "message": "attempt 1"}
+
+
+def test_a_run_past_1000_steps_fails_clearly(rogue: tuple[Server, str]) -> None:
+    run = run_of(rogue[0], "many-steps", timeout=60)
+    assert run["status"] == "Failed"
+    assert run["error"]["name"] == "StepLimitExceeded" and "1000" in run["error"]["message"]
+
+
+def test_run_state_over_32_mb_fails_clearly(rogue: tuple[Server, str]) -> None:
+    run = run_of(rogue[0], "big-state", timeout=60)
+    assert run["status"] == "Failed"
+    assert run["error"]["name"] == "StateTooLarge" and "32 MB" in run["error"]["message"]
+
+
+def test_step_output_over_4_mb_is_a_failed_step(rogue: tuple[Server, str]) -> None:
+    server, _ = rogue
+    event_id = server.send("rogue/big-output")
+    [run] = server.wait_runs(event_id, timeout=60)
+    jobs = server.get(f"/v1/runs/{run['run_id']}/jobs")["data"]
+    assert jobs[0]["status"] == "Failed"
+    assert jobs[0]["error"]["name"] == "OutputTooLarge"

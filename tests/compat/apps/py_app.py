@@ -263,6 +263,56 @@ async def invoker(ctx: inngest.Context) -> Any:
     return {"result": result}
 
 
+@client.create_function(
+    fn_id="idempotent", trigger=inngest.TriggerEvent(event="compat/order"), idempotency="event.data.order_id"
+)
+async def idempotent(ctx: inngest.Context) -> str:
+    async def charge() -> str:
+        record(ctx.event.data["order_id"], "charge")
+        return "charged"
+
+    return await ctx.step.run("charge", charge)
+
+
+@client.create_function(
+    fn_id="singleton-skip",
+    trigger=inngest.TriggerEvent(event="compat/single-skip"),
+    singleton=inngest.Singleton(key="event.data.user", mode="skip"),
+)
+async def singleton_skip(ctx: inngest.Context) -> str:
+    async def work() -> str:
+        record(str(ctx.event.data["user"]), "single-skip")
+        await asyncio.sleep(float(ctx.event.data.get("seconds", 2)))
+        return "done"
+
+    return await ctx.step.run("work", work)
+
+
+@client.create_function(
+    fn_id="singleton-cancel",
+    trigger=inngest.TriggerEvent(event="compat/single-cancel"),
+    singleton=inngest.Singleton(key="event.data.user", mode="cancel"),
+)
+async def singleton_cancel(ctx: inngest.Context) -> Any:
+    async def first() -> str:
+        record(ctx.run_id, "first")
+        return "first"
+
+    await ctx.step.run("first", first)
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=float(ctx.event.data.get("seconds", 3))))
+    return ctx.event.data.get("n")
+
+
+@client.create_function(
+    fn_id="finish-timeout",
+    trigger=inngest.TriggerEvent(event="compat/finish-timeout"),
+    timeouts=inngest.Timeouts(finish=datetime.timedelta(seconds=1)),
+)
+async def finish_timeout(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("long-nap", datetime.timedelta(seconds=10))
+    return "never"
+
+
 app = fastapi.FastAPI()
 
 
@@ -275,6 +325,7 @@ async def ledger() -> dict[str, Any]:
 inngest.fast_api.serve(
     app,
     client,
-    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker],
+    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
+     idempotent, singleton_skip, singleton_cancel, finish_timeout],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )
