@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import errors
+from api.routes import control as control_routes
 from api.routes import events as events_routes
 from api.routes import runs as runs_routes
 from api.routes import sync as sync_routes
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, run_services: bool = True) -> FastAPI:
     app.include_router(events_routes.router)
     app.include_router(sync_routes.router)
     app.include_router(runs_routes.router)
+    app.include_router(control_routes.router)
 
     @app.get("/health", tags=["ops"], summary="Liveness and schema check")
     async def health(request: Request) -> JSONResponse:

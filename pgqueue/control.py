@@ -1,18 +1,23 @@
-"""Operator actions on runs (cancel), as plain database operations that work across restarts."""
+"""Operator actions as plain database operations that work across restarts: cancel one run or
+many, replay runs, pause and resume functions, invoke a function directly."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from pgqueue import ids, transitions
 from pgqueue.db.pool import Conn
-from pgqueue.errors import Conflict, NotFound
-from pgqueue import transitions
-from pgqueue.store import runs
+from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
+from pgqueue.runner import expressions
+from pgqueue.runner.triggers import event_object
+from pgqueue.store import apps, events, runs
+from pgqueue.store import control as store
+
+BULK_BATCH = 200
 
 
 async def cancel_run(conn: Conn, run_id: str, *, reason: str) -> dict[str, Any]:
-    """Cancel a live run: queued items removed, an in-flight call's result discarded (its lease
-    is fenced by the deleted item), inngest/function.cancelled emitted. Lock order: run, items."""
     async with conn.transaction():
         locked = await runs.lock(conn, run_id)
         if locked is None:
@@ -23,3 +28,141 @@ async def cancel_run(conn: Conn, run_id: str, *, reason: str) -> dict[str, Any]:
         row = await runs.get(conn, run_id)
     assert row is not None
     return row
+
+
+async def function(conn: Conn, ref: str) -> dict[str, Any]:
+    fn = await store.resolve_function(conn, ref)
+    if fn is None:
+        raise NotFound(f"function {ref} not found")
+    return fn
+
+
+async def set_paused(conn: Conn, ref: str, paused: bool) -> dict[str, Any]:
+    """Paused functions store their events but start nothing (cron ticks are skipped too)."""
+    fn = await function(conn, ref)
+    row = await store.set_paused(conn, fn["id"], paused)
+    assert row is not None
+    return row
+
+
+def _compile_if(source: str | None) -> expressions.Program | None:
+    if not source:
+        return None
+    try:
+        return expressions.compile(source)
+    except ExpressionError as exc:
+        raise InvalidInput(f"invalid `if` expression {source!r}: {exc.message}") from None
+
+
+async def bulk_cancel(
+    conn: Conn,
+    *,
+    app_ref: str,
+    function_ref: str,
+    started_before: datetime,
+    started_after: datetime | None = None,
+    if_expr: str | None = None,
+) -> dict[str, Any]:
+    """Cancel the live runs of a function created in a time range whose event matches `if`."""
+    program = _compile_if(if_expr)
+    app = await apps.get_app(conn, app_ref)
+    if app is None:
+        raise NotFound(f"app {app_ref} not found")
+    fn = await function(conn, function_ref)
+    if fn["app_id"] != app["id"]:
+        raise InvalidInput(f"function {function_ref} does not belong to app {app_ref}")
+    if started_after is not None and started_after >= started_before:
+        raise InvalidInput("started_after must be earlier than started_before")
+    async with conn.transaction():
+        record = await store.create_cancellation(
+            conn, id=ids.new_ulid(), app_id=app["id"], function_id=fn["id"], started_after=started_after,
+            started_before=started_before, expression=if_expr,
+        )
+    after_id: str | None = None
+    total = 0
+    while True:
+        async with conn.transaction():
+            batch = await store.live_runs_in_range(conn, fn["id"], started_after, started_before,
+                                                   after_id=after_id, limit=BULK_BATCH)
+            if not batch:
+                break
+            after_id = batch[-1]["id"]
+            event_rows = {}
+            if program is not None:
+                event_rows = {r["id"]: r for r in await events.get_many(conn, [b["event_id"] for b in batch])}
+            n = 0
+            for run in batch:
+                if program is not None:
+                    row = event_rows.get(run["event_id"])
+                    try:
+                        if row is None or not expressions.truthy(program.evaluate({"event": event_object(row)})):
+                            continue
+                    except ExpressionError:
+                        continue
+                locked = await runs.lock(conn, run["id"])
+                if locked is None or locked["status"] not in ("queued", "running"):
+                    continue
+                if await transitions.cancel(conn, run["id"], reason=f"cancelled by bulk cancellation {record['id']}"):
+                    n += 1
+            total += n
+            if n:
+                await store.count_cancelled(conn, record["id"], n)
+    return {**record, "cancelled_count": total}
+
+
+async def replay_run(conn: Conn, run_id: str) -> dict[str, Any]:
+    """A new run of the same function from the original event(s)."""
+    async with conn.transaction():
+        original = await runs.get(conn, run_id)
+        if original is None:
+            raise NotFound(f"run {run_id} not found")
+        if original["status"] in ("queued", "running"):
+            raise Conflict(f"run {run_id} is still {original['status']}; cancel it first or wait for it to end")
+        new = await store.replay(conn, run_id, ids.new_ulid())
+        assert new is not None
+        row = await runs.get(conn, new["id"])
+    assert row is not None
+    return row
+
+
+async def replay_range(
+    conn: Conn, function_ref: str, *, after: datetime, before: datetime, statuses: list[str], limit: int = 1000
+) -> list[str]:
+    fn = await function(conn, function_ref)
+    wanted = [s.lower() for s in statuses] or ["failed", "cancelled"]
+    if any(s not in ("completed", "failed", "cancelled") for s in wanted):
+        raise InvalidInput("statuses may only be Completed, Failed or Cancelled")
+    async with conn.transaction():
+        originals = await store.ended_runs_in_range(conn, fn["id"], after, before, wanted, limit)
+        created = []
+        for original in originals:
+            new = await store.replay(conn, original["id"], ids.new_ulid())
+            if new is not None:
+                created.append(new["id"])
+    return created
+
+
+async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, str]:
+    """POST /invoke/{slug}: start the function with an inngest/function.invoked event."""
+    fn = await function(conn, ref)
+    if fn["archived_at"] is not None:
+        raise Conflict(f"function {fn['slug']} is archived")
+    data = payload.get("data", {})
+    if not isinstance(data, dict):
+        raise InvalidInput("`data` must be a JSON object")
+    user = payload.get("user")
+    if user is not None and not isinstance(user, dict):
+        raise InvalidInput("`user` must be a JSON object")
+    if transitions.has_nul(data) or transitions.has_nul(user):
+        raise InvalidInput("the payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    async with conn.transaction():
+        event = await events.insert_direct(conn, "inngest/function.invoked", {**data, "_inngest": {"fn_id": fn["slug"]}},
+                                           user=user)
+        run_id = ids.new_ulid()
+        await runs.create_many(conn, [{"id": run_id, "function_id": fn["id"], "event_id": event["id"],
+                                       "event_ids": [event["id"]], "max_attempts": fn["retries"] + 1}])
+    return event["id"], run_id
+
+
+async def prune(conn: Conn) -> int:
+    return await store.prune_expired_keys(conn)

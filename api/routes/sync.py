@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api import deps
+from api.routes.events import read_body
 from pgqueue import appsync, registration
 from pgqueue.errors import InvalidInput
 from pgqueue.store import apps
 
 router = APIRouter()
+MAX_REGISTER_BYTES = 16 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ async def register(request: Request) -> JSONResponse:
     kind = appsync.server_kind(cfg)
     if expected and expected != kind:
         raise InvalidInput(f"server kind mismatch: the SDK expects a {expected!r} server, this is {kind!r}")
-    raw = await request.body()
+    raw = await read_body(request, MAX_REGISTER_BYTES)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse

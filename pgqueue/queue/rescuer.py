@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
-from pgqueue.store import queue
+from pgqueue.store import control, queue
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class Rescuer:
     async def run_once(self) -> RescueTick:
         async with self.pool.connection() as conn:
             n = await queue.rescue_expired(conn)
+            # Housekeeping that must not grow without bound: expired dedupe/idempotency windows.
+            await control.prune_expired_keys(conn)
         if n:
             log.warning("rescued %d items whose lease expired", n)
             if self.queue_wakeup:

@@ -63,3 +63,8 @@ SELECT min(run_at) - now() AS wait FROM pgqueue.queue_items WHERE state = 'avail
 
 -- name: notify_queue
 SELECT pg_notify('pgqueue_queue', '')
+
+-- name: queue_enqueue_first_call
+INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts)
+VALUES (%(run_id)s, %(function_id)s, 'call', 'step', %(max_attempts)s)
+ON CONFLICT (run_id, step_id) DO NOTHING

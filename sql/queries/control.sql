@@ -1,0 +1,65 @@
+-- name: function_resolve
+SELECT f.id, f.slug, f.app_id, f.retries, f.paused_at, f.archived_at
+FROM pgqueue.functions f
+WHERE f.id::text = %(ref)s OR f.slug = %(ref)s
+ORDER BY (f.id::text = %(ref)s) DESC LIMIT 1
+
+-- name: function_set_paused
+UPDATE pgqueue.functions SET paused_at = CASE WHEN %(paused)s THEN coalesce(paused_at, now()) END,
+       updated_at = now()
+WHERE id = %(id)s
+RETURNING id, slug, paused_at
+
+-- name: runs_live_in_range
+SELECT r.id, r.event_id, r.event_ids
+FROM pgqueue.runs r
+WHERE r.function_id = %(function_id)s AND r.status IN ('queued', 'running')
+  AND (%(after)s::timestamptz IS NULL OR r.created_at >= %(after)s)
+  AND r.created_at < %(before)s
+  AND (%(after_id)s::text IS NULL OR r.id > %(after_id)s)
+ORDER BY r.id
+LIMIT %(limit)s
+
+-- name: runs_ended_in_range
+SELECT r.id, r.function_id, r.event_id, r.event_ids, r.max_attempts
+FROM pgqueue.runs r
+WHERE r.function_id = %(function_id)s AND r.status::text = ANY(%(statuses)s::text[])
+  AND r.created_at >= %(after)s AND r.created_at < %(before)s
+ORDER BY r.id
+LIMIT %(limit)s
+
+-- name: cancellation_create
+INSERT INTO pgqueue.cancellations (id, app_id, function_id, started_after, started_before, expression)
+VALUES (%(id)s, %(app_id)s, %(function_id)s, %(started_after)s, %(started_before)s, %(expression)s)
+RETURNING id, app_id, function_id, started_after, started_before, expression, cancelled_count, created_at
+
+-- name: cancellation_count
+UPDATE pgqueue.cancellations SET cancelled_count = cancelled_count + %(n)s WHERE id = %(id)s
+RETURNING id, app_id, function_id, started_after, started_before, expression, cancelled_count, created_at
+
+-- name: cancellation_list
+SELECT id, app_id, function_id, started_after, started_before, expression, cancelled_count, created_at
+FROM pgqueue.cancellations ORDER BY created_at DESC, id DESC LIMIT %(limit)s
+
+-- name: cancellation_delete
+DELETE FROM pgqueue.cancellations WHERE id = %(id)s RETURNING id
+
+-- name: run_replay
+INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, max_attempts, replay_of)
+SELECT %(new_id)s, r.function_id, r.event_id, r.event_ids, f.retries + 1, r.id
+FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE r.id = %(run_id)s
+RETURNING id, function_id, max_attempts
+
+-- name: prune_expired_keys
+-- Expired dedupe and idempotency windows, a small batch at a time.
+WITH d AS (
+    DELETE FROM pgqueue.event_dedupe WHERE external_id IN (
+        SELECT external_id FROM pgqueue.event_dedupe WHERE expires_at < now() LIMIT %(limit)s)
+    RETURNING 1
+), k AS (
+    DELETE FROM pgqueue.idempotency_keys WHERE (function_id, key) IN (
+        SELECT function_id, key FROM pgqueue.idempotency_keys WHERE expires_at < now() LIMIT %(limit)s)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM k) AS pruned
