@@ -38,7 +38,7 @@ class Services:
         self.executor = Executor(
             pool,
             self.client,
-            signing_key=settings.signing_key if settings.production else settings.signing_key,
+            signing_key=settings.signing_key,  # workers sign whenever a key is configured
             backoff_scale=settings.backoff_scale,
             max_response_bytes=settings.max_response_bytes,
         )
