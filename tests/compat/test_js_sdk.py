@@ -23,7 +23,8 @@ def test_sync_lists_every_function(js_stack: tuple[Server, App]) -> None:
     server, app = js_stack
     fns = {f["slug"]: f for f in server.functions(app.app_id)}
     local_ids = ("three-steps", "parallel", "sleeper", "flaky", "non-retriable", "always-fails",
-                 "pro-only", "wildcard", "always-fails-failure")
+                 "pro-only", "wildcard", "always-fails-failure", "waiter", "waiter-if", "cancellable",
+                 "child", "invoker", "cross-invoker")
     assert {f"js-compat-{fn}" for fn in local_ids} == set(fns)
     failure_fn = fns["js-compat-always-fails-failure"]
     assert failure_fn["triggers"][0]["event"] == "inngest/function.failed"

@@ -5,11 +5,15 @@
 // JS twin of tests/compat/apps/py_app.py: the same functions, and a ledger of every step body
 // execution so tests can count side effects from the app's point of view.
 //
+// The coordination functions (waiter, waiter-if, cancellable, child, invoker) mirror py_app's;
+// `cross-invoker` invokes the Python app's `child` (app id py-compat) by reference, for the
+// cross-app tests where both apps are synced to one server.
+//
 // Extra routes for the tests: GET /ledger (the ledger and the onFailure calls) and POST /send
 // (sends one event through the SDK's own client, proving the Event API answers in the shape JS parses).
 
 import express from "express";
-import { Inngest, NonRetriableError } from "inngest";
+import { Inngest, NonRetriableError, referenceFunction } from "inngest";
 import { serve } from "inngest/express";
 
 const APP_ID = process.env.JS_APP_ID || "js-compat";
@@ -139,6 +143,95 @@ const wildcard = inngest.createFunction(
   async ({ event }) => event.name,
 );
 
+// Coordination: waitForEvent, cancelOn, invoke.
+
+const waiter = inngest.createFunction(
+  { id: "waiter", triggers: [{ event: "compat/wait" }] },
+  async ({ event, step, runId }) => {
+    await step.run("before", () => {
+      record(runId, "before");
+      return "waiting";
+    });
+    // `match` is the JS shorthand the SDK compiles to `event.data.id == async.data.id`.
+    const got = await step.waitForEvent("approval", {
+      event: "compat/approved",
+      timeout: `${event.data?.timeout ?? 30}s`,
+      match: "data.id",
+    });
+    return got === null ? null : { name: got.name, data: got.data };
+  },
+);
+
+const waiterIf = inngest.createFunction(
+  { id: "waiter-if", triggers: [{ event: "compat/wait-if" }] },
+  async ({ event, step, runId }) => {
+    await step.run("before", () => {
+      record(runId, "before");
+      return "waiting";
+    });
+    const got = await step.waitForEvent("approval", {
+      event: "compat/approved",
+      timeout: `${event.data?.timeout ?? 30}s`,
+      if: "async.data.id == event.data.id && async.data.amount > 10",
+    });
+    return got === null ? null : { name: got.name, data: got.data };
+  },
+);
+
+const cancellable = inngest.createFunction(
+  {
+    id: "cancellable",
+    triggers: [{ event: "compat/cancellable" }],
+    cancelOn: [{ event: "compat/cancel", match: "data.id" }],
+  },
+  async ({ event, step, runId }) => {
+    await step.run("first", () => {
+      record(runId, "first");
+      return "first";
+    });
+    await step.sleep("nap", `${event.data?.sleep ?? 3}s`);
+    return await step.run("second", () => {
+      record(runId, "second");
+      return "second";
+    });
+  },
+);
+
+const child = inngest.createFunction(
+  { id: "child", triggers: [{ event: "compat/child-direct" }] },
+  async ({ event }) => {
+    const mode = event.data?.mode;
+    if (mode === "fail") throw new NonRetriableError("child failed on purpose");
+    // Plain JS, not a step: the whole call takes longer than the invoker's timeout.
+    if (mode === "slow") await new Promise((resolve) => setTimeout(resolve, 3000));
+    return { doubled: Number(event.data?.n ?? 0) * 2, invoked_by: event.name };
+  },
+);
+
+async function invokeAndReport(step, fn, data, timeout) {
+  try {
+    const result = await step.invoke("call-child", { function: fn, data, timeout: `${timeout ?? 30}s` });
+    return { result };
+  } catch (err) {
+    return { error: err?.name, message: err?.message };
+  }
+}
+
+const invoker = inngest.createFunction(
+  { id: "invoker", triggers: [{ event: "compat/invoke" }] },
+  async ({ event, step }) =>
+    invokeAndReport(step, child, { n: event.data?.n ?? 1, mode: event.data?.mode ?? null }, event.data?.timeout),
+);
+
+// The Python app's `child`, by reference: the SDK sends function_id "py-compat-child".
+const pyChild = referenceFunction({ appId: "py-compat", functionId: "child" });
+
+const crossInvoker = inngest.createFunction(
+  { id: "cross-invoker", triggers: [{ event: "compat/cross-invoke" }] },
+  async ({ event, step }) =>
+    invokeAndReport(step, pyChild, { n: event.data?.n ?? 1, mode: event.data?.mode ?? null }, event.data?.timeout),
+);
+
 const app = express();
 // The SDK reads the parsed JSON body; the default 100 kB limit is too small for real step state.
 app.use(express.json({ limit: "10mb" }));
@@ -160,7 +253,10 @@ app.use(
   "/api/inngest",
   serve({
     client: inngest,
-    functions: [threeSteps, parallel, sleeper, flaky, nonRetriable, alwaysFails, proOnly, wildcard],
+    functions: [
+      threeSteps, parallel, sleeper, flaky, nonRetriable, alwaysFails, proOnly, wildcard,
+      waiter, waiterIf, cancellable, child, invoker, crossInvoker,
+    ],
   }),
 );
 
