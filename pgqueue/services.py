@@ -50,6 +50,7 @@ class Services:
             concurrency=settings.worker_concurrency,
             lease_ms=settings.lease_ms,
             poll_interval_s=poll_s,
+            fn_default_limit=settings.default_concurrency,
         )
         self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0))
         self.started = False

@@ -27,6 +27,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_POLL_INTERVAL_MS": ("poll_interval_ms", int),
     "PGQUEUE_LEASE_MS": ("lease_ms", int),
     "PGQUEUE_WORKER_CONCURRENCY": ("worker_concurrency", int),
+    "PGQUEUE_DEFAULT_CONCURRENCY": ("default_concurrency", int),
     "PGQUEUE_MAX_EVENT_BYTES": ("max_event_bytes", int),
     "PGQUEUE_CALL_TIMEOUT_S": ("call_timeout_s", float),
     "PGQUEUE_CONNECT_TIMEOUT_S": ("connect_timeout_s", float),
@@ -38,22 +39,27 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_LOG_LEVEL": ("log_level", str),
     "PGQUEUE_SHUTDOWN_GRACE_S": ("shutdown_grace_s", float),
     "PGQUEUE_PG_BIN": ("pg_bin", str),
+    "PGQUEUE_ADMIN_PASSWORD": ("admin_password", str),
+    "PGQUEUE_API_TOKENS": ("api_tokens", list),
+    "PGQUEUE_RETENTION_DAYS": ("retention_days", float),
+    "PGQUEUE_LOG_FORMAT": ("log_format", str),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     mode: Mode = "dev"
-    database_url: str | None = None
-    signing_key: str | None = None
-    signing_key_fallback: str | None = None
-    event_keys: tuple[str, ...] = ()
+    database_url: str | None = field(default=None, repr=False)
+    signing_key: str | None = field(default=None, repr=False)
+    signing_key_fallback: str | None = field(default=None, repr=False)
+    event_keys: tuple[str, ...] = field(default=(), repr=False)
     host: str = "127.0.0.1"
     port: int = 8288
     sdk_urls: tuple[str, ...] = ()
     poll_interval_ms: int = 1000
     lease_ms: int = 30_000
     worker_concurrency: int = 64
+    default_concurrency: int = 1000  # per-function bound when a function sets no limit of its own
     max_event_bytes: int = 512 * 1024
     max_events_per_request: int = 5000
     call_timeout_s: float = 7200.0
@@ -66,6 +72,13 @@ class Settings:
     log_level: str = "info"
     shutdown_grace_s: float = 30.0
     pg_bin: str | None = None
+    # Dashboard login (serve mode); without it or API tokens the login accepts the signing key.
+    admin_password: str | None = field(default=None, repr=False)
+    # Bearer tokens accepted by the REST API (and the dashboard login) besides the signing key.
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Finished runs and old events are deleted after this many days; 0 keeps everything.
+    retention_days: float = 7.0
+    log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,6 +122,21 @@ class Settings:
             raise ConfigError(f"PGQUEUE_SHUTDOWN_GRACE_S must be >= 0 (got {self.shutdown_grace_s})")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"PGQUEUE_PORT (or --port) must be between 1 and 65535, got {self.port}")
+        if self.retention_days < 0:
+            raise ConfigError(
+                f"PGQUEUE_RETENTION_DAYS must be >= 0 (0 keeps everything), got {self.retention_days}"
+            )
+        if self.log_format.lower() not in _LOG_FORMATS:
+            raise ConfigError(
+                f"PGQUEUE_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, got {self.log_format!r}"
+            )
+        if self.admin_password is not None and len(self.admin_password) < 8:
+            raise ConfigError("PGQUEUE_ADMIN_PASSWORD must be at least 8 characters long")
+        if any(len(token) < 16 for token in self.api_tokens):
+            raise ConfigError(
+                "every PGQUEUE_API_TOKENS entry must be at least 16 characters long"
+                " (generate one with `openssl rand -hex 32`)"
+            )
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
@@ -145,12 +173,14 @@ _IGNORED_ENV = frozenset({"PGQUEUE_TEST_DATABASE_URL", "PGQUEUE_TEST_KEEP"})
 _POSITIVE = (
     "poll_interval_ms",
     "worker_concurrency",
+    "default_concurrency",
     "max_event_bytes",
     "pool_size",
     "call_timeout_s",
     "connect_timeout_s",
     "max_response_bytes",
 )
+_LOG_FORMATS = ("text", "json")
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 

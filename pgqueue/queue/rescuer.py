@@ -30,6 +30,7 @@ class Rescuer:
     async def run_once(self) -> RescueTick:
         async with self.pool.connection() as conn:
             n = await queue.rescue_expired(conn)
+            n += await queue.unblock_sweep(conn)
             # Housekeeping that must not grow without bound: expired dedupe/idempotency windows.
             await control.prune_expired_keys(conn)
         if n:

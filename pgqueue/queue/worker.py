@@ -43,6 +43,7 @@ class Worker:
         lease_ms: int = 30_000,
         poll_interval_s: float = 1.0,
         claim_batch: int = 50,
+        fn_default_limit: int = 1000,
         name: str | None = None,
     ) -> None:
         self.pool = pool
@@ -52,6 +53,7 @@ class Worker:
         self.lease_ms = lease_ms
         self.poll_interval_s = poll_interval_s
         self.claim_batch = claim_batch
+        self.fn_default_limit = fn_default_limit
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.inflight: dict[int, tuple[QueueItem, asyncio.Task[None]]] = {}
         self._stopping = False
@@ -65,7 +67,8 @@ class Worker:
         if free <= 0 or self._stopping:
             return WorkerTick(0)
         async with self.pool.connection() as conn:
-            items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms)
+            items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms,
+                                      fn_default_limit=self.fn_default_limit)
         for item in items:
             task = asyncio.create_task(self._run_item(item), name=f"pgqueue-item-{item.id}-{item.step_id}")
             self.inflight[item.id] = (item, task)

@@ -16,8 +16,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import ids
 from pgqueue.db.notify import Wakeup
-from pgqueue.runner import admission, matching, timeouts, triggers
+from pgqueue.runner import admission, flow, matching, timeouts, triggers
 from pgqueue.store import apps, events, pauses, runs
+from pgqueue.store import flow as flow_store
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +73,42 @@ class Runner:
                         continue
                     run_id = ids.new_ulid()
                     config = trig["config"]
-                    if admission.needs_admission(config):
+                    fn_id = trig["function_id"]
+                    reason = await flow.rate_limited(conn, fn_id, config, event)
+                    if reason is None and admission.needs_admission(config):
                         # Runs created so far go in first: a singleton claim looks at live runs.
                         created += await runs.create_many(conn, new_runs)
                         new_runs = []
-                        reason = await admission.admit(conn, trig["function_id"], config, run_id, event)
-                        if reason is not None:
-                            await events.set_skip_reason(conn, event_id, reason)
-                            continue
-                    new_runs.append(
-                        {
-                            "id": run_id,
-                            "function_id": trig["function_id"],
-                            "event_id": event_id,
-                            "event_ids": [event_id],
-                            "max_attempts": trig["retries"] + 1,
-                        }
-                    )
+                        reason = await admission.admit(conn, fn_id, config, run_id, event)
+                    if reason is not None:
+                        await events.set_skip_reason(conn, event_id, reason)
+                        continue
+                    run = {
+                        "id": run_id,
+                        "function_id": fn_id,
+                        "event_id": event_id,
+                        "event_ids": [event_id],
+                        "max_attempts": trig["retries"] + 1,
+                        **flow.shape(fn_id, config, event).fields(),
+                    }
+                    deferred = None
+                    if config.get("batchEvents") or config.get("debounce"):
+                        created += await runs.create_many(conn, new_runs)
+                        new_runs = []
+                        deferred = await flow.batch(conn, fn_id, config, event_id, event)
+                        if deferred is None:
+                            deferred = await flow.debounce(conn, fn_id, config, event_id, event)
+                    if deferred is not None and deferred.absorbed_by is not None:
+                        continue  # a waiting run took this event
+                    if deferred is not None:
+                        run["delay_s"] = deferred.delay_s
+                        created += await runs.create_many(conn, [run])
+                        if deferred.batch_key is not None:
+                            await flow_store.batch_open(conn, fn_id, deferred.batch_key, run_id)
+                        if deferred.debounce_key is not None:
+                            await flow_store.debounce_open(conn, fn_id, deferred.debounce_key, run_id)
+                    else:
+                        new_runs.append(run)
                     if config.get("cancel") or (config.get("timeouts") or {}).get("start"):
                         after_create.append((run_id, trig, event))
             created += await runs.create_many(conn, new_runs)

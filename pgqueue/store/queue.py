@@ -14,8 +14,13 @@ from pgqueue.db.queries import q
 from pgqueue.models import QueueItem
 
 
-async def claim(conn: Conn, worker: str, limit: int, lease_ms: int) -> list[QueueItem]:
-    cur = await conn.execute(q("queue_claim"), {"worker": worker, "limit": limit, "lease_ms": lease_ms})
+async def claim(
+    conn: Conn, worker: str, limit: int, lease_ms: int, *, fn_default_limit: int = 1000
+) -> list[QueueItem]:
+    cur = await conn.execute(
+        q("queue_claim"),
+        {"worker": worker, "limit": limit, "lease_ms": lease_ms, "fn_default_limit": fn_default_limit},
+    )
     return [QueueItem.from_row(r) for r in await cur.fetchall()]
 
 
@@ -63,8 +68,7 @@ async def enqueue(
         "delay_s": delay_s,
         "run_at": run_at,
     }
-    query = q("queue_enqueue_at") if run_at is not None else q("queue_enqueue")
-    cur = await conn.execute(query, params)
+    cur = await conn.execute(q("queue_enqueue"), params)
     return await cur.fetchone() is not None
 
 
@@ -108,3 +112,10 @@ async def next_due_in(conn: Conn) -> float | None:
 
 async def notify(conn: Conn) -> None:
     await conn.execute(q("notify_queue"))
+
+
+async def unblock_sweep(conn: Conn) -> int:
+    """Safety net for concurrency-parked items (see pgqueue.concurrency_unblock_v1)."""
+    cur = await conn.execute(q("queue_unblock_sweep"))
+    row = await cur.fetchone()
+    return int(row["unblocked"]) if row else 0

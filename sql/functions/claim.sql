@@ -1,62 +1,127 @@
--- pgqueue.claim_v1: lease up to p_limit due queue items for one worker.
--- The CTE picks rows with FOR UPDATE SKIP LOCKED so concurrent workers never wait on each other or
--- take the same row; the UPDATE commits the lease (token + expiry from the database clock) before
--- any work starts, so no row lock is ever held across an HTTP call.
-CREATE OR REPLACE FUNCTION pgqueue.claim_v1(p_worker text, p_limit integer, p_lease_ms integer)
+-- pgqueue.claim_v1: lease up to p_limit due queue items for one worker, with flow control.
+--
+-- Fairness: candidates are taken round-robin across functions (the 1st due item of every
+-- function, then the 2nd, ...), so one function with a deep backlog cannot delay another's work
+-- by more than one claim round. Within a function, items go by sort_at (run_at - priority).
+-- Concurrency: for each of an item's keys, the key is locked with pg_try_advisory_xact_lock (a
+-- key busy in another claim is skipped this round) and the leased items holding it are counted
+-- once per claim; an item over a limit is parked (blocked) on that key.
+-- Default bound: a function's items are admitted while fewer than p_fn_default_limit of its
+-- items are leased (counted once per claim; not serialised, so concurrent claims may overshoot it by
+-- at most their batch sizes: it is a guard against runaway fan-out, not an exact limit).
+-- Throttle: the first call of a run with a throttle key must pass GCRA; otherwise its run_at
+-- moves to when it may start (delayed, never dropped).
+-- Each lease (token + expiry from the database clock) is committed before any work starts.
+DROP FUNCTION IF EXISTS pgqueue.claim_v1(text, integer, integer);
+CREATE OR REPLACE FUNCTION pgqueue.claim_v1(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer DEFAULT 1000)
 RETURNS TABLE (
     id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
     attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH due AS (
-        SELECT q.id
-        FROM pgqueue.queue_items q
-        WHERE q.state = 'available' AND q.run_at <= now()
-        ORDER BY q.run_at, q.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    )
+DECLARE
+    v_now      timestamptz := now();
+    v_lease    interval := make_interval(secs => p_lease_ms / 1000.0);
+    cand       record;
+    counts     jsonb := '{}'::jsonb;   -- key -> leased count (this claim's view, kept current)
+    locked     jsonb := '{}'::jsonb;   -- key -> true when we hold its advisory lock, false if busy
+    admitted   integer := 0;
+    i          integer;
+    k          text;
+    n          integer;
+    over_key   text;
+    busy       boolean;
+    wait_s     double precision;
+    ids        bigint[] := '{}';
+BEGIN
+    FOR cand IN
+        SELECT c.id, c.function_id, c.ckeys, c.climits, c.throttle_key, c.throttle
+        FROM pgqueue.functions f
+        CROSS JOIN LATERAL (
+            SELECT q.*, row_number() OVER (ORDER BY q.sort_at, q.id) AS ord
+            FROM (
+                SELECT q1.id, q1.function_id, q1.ckeys, q1.climits, q1.throttle_key, q1.throttle, q1.sort_at
+                FROM pgqueue.queue_items q1
+                WHERE q1.function_id = f.id AND q1.state = 'available' AND NOT q1.blocked
+                  AND q1.sort_at <= v_now AND q1.run_at <= v_now
+                ORDER BY q1.sort_at, q1.id
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED
+            ) q
+        ) c
+        ORDER BY c.ord, c.sort_at, c.id
+    LOOP
+        EXIT WHEN admitted >= p_limit;
+        over_key := NULL;
+        busy := false;
+        k := 'fn-default:' || cand.function_id::text;
+        IF NOT counts ? k THEN
+            SELECT count(*) INTO n FROM pgqueue.queue_items l
+            WHERE l.function_id = cand.function_id AND l.state = 'leased';
+            counts := counts || jsonb_build_object(k, n);
+        END IF;
+        CONTINUE WHEN (counts ->> k)::integer >= p_fn_default_limit;
+        IF cardinality(cand.ckeys) > 0 THEN
+            FOR i IN 1 .. cardinality(cand.ckeys) LOOP
+                k := cand.ckeys[i];
+                IF NOT locked ? k THEN
+                    locked := locked || jsonb_build_object(k, pg_try_advisory_xact_lock(hashtextextended(k, 0)));
+                END IF;
+                IF NOT (locked ->> k)::boolean THEN
+                    busy := true;      -- another claim is admitting on this key right now
+                    EXIT;
+                END IF;
+                IF NOT counts ? k THEN
+                    SELECT count(*) INTO n FROM pgqueue.queue_items l
+                    WHERE l.state = 'leased' AND l.ckeys @> ARRAY[k];
+                    counts := counts || jsonb_build_object(k, n);
+                END IF;
+                IF (counts ->> k)::integer >= cand.climits[i] THEN
+                    over_key := k;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        CONTINUE WHEN busy;
+        IF over_key IS NOT NULL THEN
+            UPDATE pgqueue.queue_items SET blocked = true, blocked_key = over_key WHERE queue_items.id = cand.id;
+            CONTINUE;
+        END IF;
+        IF cand.throttle_key IS NOT NULL THEN
+            wait_s := pgqueue.throttle_admit_v1(
+                cand.throttle_key, (cand.throttle ->> 'limit')::integer, (cand.throttle ->> 'period_ms')::bigint,
+                coalesce((cand.throttle ->> 'burst')::integer, 1), v_now);
+            IF wait_s > 0 THEN
+                UPDATE pgqueue.queue_items SET run_at = v_now + make_interval(secs => wait_s)
+                WHERE queue_items.id = cand.id;
+                CONTINUE;
+            END IF;
+        END IF;
+        k := 'fn-default:' || cand.function_id::text;
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb((counts ->> k)::integer + 1));
+        IF cardinality(cand.ckeys) > 0 THEN
+            FOR i IN 1 .. cardinality(cand.ckeys) LOOP
+                k := cand.ckeys[i];
+                counts := jsonb_set(counts, ARRAY[k], to_jsonb((counts ->> k)::integer + 1));
+            END LOOP;
+        END IF;
+        ids := ids || cand.id;
+        admitted := admitted + 1;
+    END LOOP;
+
+    RETURN QUERY
     UPDATE pgqueue.queue_items q
     SET state = 'leased',
         lease_token = gen_random_uuid(),
-        lease_expires_at = now() + make_interval(secs => p_lease_ms / 1000.0),
+        lease_expires_at = v_now + v_lease,
         leased_by = p_worker,
-        leased_at = now()
-    FROM due
-    WHERE q.id = due.id
+        leased_at = v_now,
+        throttle_key = NULL
+    WHERE q.id = ANY(ids)
     RETURNING q.id, q.run_id, q.function_id, q.kind, q.step_id, q.step_name,
-              q.attempt, q.max_attempts, q.lease_token, q.run_at
-$$;
-
--- pgqueue.rescue_expired_v1: return expired leases to the queue through the retry path: the
--- attempt counts as used (a call that crashed its worker every time must not loop forever); an
--- item whose attempts are exhausted is handed back anyway with attempt = max_attempts - 1, so the
--- next call is its last and its failure is recorded by the normal failure path.
-CREATE OR REPLACE FUNCTION pgqueue.rescue_expired_v1(p_limit integer)
-RETURNS TABLE (id bigint, run_id text)
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH expired AS (
-        SELECT q.id
-        FROM pgqueue.queue_items q
-        WHERE q.state = 'leased' AND q.lease_expires_at < now()
-        ORDER BY q.lease_expires_at
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE pgqueue.queue_items q
-    SET state = 'available',
-        lease_token = NULL,
-        lease_expires_at = NULL,
-        leased_by = NULL,
-        attempt = least(q.attempt + 1, q.max_attempts - 1),
-        run_at = now(),
-        last_error = jsonb_build_object('name', 'LeaseExpired',
-                                        'message', 'worker lost its lease (crash or timeout); retried')
-    FROM expired
-    WHERE q.id = expired.id
-    RETURNING q.id, q.run_id
+              q.attempt, q.max_attempts, q.lease_token, q.run_at;
+END
 $$;

@@ -1,5 +1,8 @@
 -- name: queue_claim
-SELECT * FROM pgqueue.claim_v1(%(worker)s, %(limit)s, %(lease_ms)s)
+SELECT * FROM pgqueue.claim_v1(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
+
+-- name: queue_unblock_sweep
+SELECT pgqueue.concurrency_unblock_v1() AS unblocked
 
 -- name: queue_rescue_expired
 SELECT * FROM pgqueue.rescue_expired_v1(%(limit)s)
@@ -22,16 +25,16 @@ WHERE id = %(id)s AND lease_token = %(lease_token)s
 
 -- name: queue_enqueue
 -- At most one open item per (run, step): a second enqueue of the same step is a no-op.
-INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, step_name, max_attempts, run_at)
-VALUES (%(run_id)s, %(function_id)s, %(kind)s, %(step_id)s, %(step_name)s, %(max_attempts)s,
-        now() + make_interval(secs => %(delay_s)s))
-ON CONFLICT (run_id, step_id) DO NOTHING
-RETURNING id, run_at
-
--- name: queue_enqueue_at
-INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, step_name, max_attempts, run_at)
-VALUES (%(run_id)s, %(function_id)s, %(kind)s, %(step_id)s, %(step_name)s, %(max_attempts)s,
-        greatest(%(run_at)s::timestamptz, now()))
+-- Calls carry the run's concurrency keys and priority; timers (sleep, timeout) hold no slot.
+INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, step_name, max_attempts, run_at,
+                                 ckeys, climits, priority_s)
+SELECT r.id, %(function_id)s, %(kind)s, %(step_id)s, %(step_name)s, %(max_attempts)s,
+       CASE WHEN %(run_at)s::timestamptz IS NULL THEN now() + make_interval(secs => %(delay_s)s)
+            ELSE greatest(%(run_at)s::timestamptz, now()) END,
+       CASE WHEN %(kind)s = 'call' THEN r.ckeys ELSE '{}' END,
+       CASE WHEN %(kind)s = 'call' THEN r.climits ELSE '{}' END,
+       r.priority_s
+FROM pgqueue.runs r WHERE r.id = %(run_id)s
 ON CONFLICT (run_id, step_id) DO NOTHING
 RETURNING id, run_at
 
@@ -65,6 +68,7 @@ SELECT min(run_at) - now() AS wait FROM pgqueue.queue_items WHERE state = 'avail
 SELECT pg_notify('pgqueue_queue', '')
 
 -- name: queue_enqueue_first_call
-INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts)
-VALUES (%(run_id)s, %(function_id)s, 'call', 'step', %(max_attempts)s)
+INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
+SELECT r.id, r.function_id, 'call', 'step', %(max_attempts)s, r.ckeys, r.climits, r.priority_s
+FROM pgqueue.runs r WHERE r.id = %(run_id)s
 ON CONFLICT (run_id, step_id) DO NOTHING

@@ -226,7 +226,7 @@ def test_a_schema_from_a_newer_pgqueue_is_refused(database_url: str) -> None:
 
 def test_functions_and_views_are_reapplied_on_every_run(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("DROP FUNCTION pgqueue.claim_v1(text, integer, integer)")
+        conn.execute("DROP FUNCTION pgqueue.claim_v1(text, integer, integer, integer)")
 
     assert migrate.migrate(database_url).applied == ()
     assert _rows(database_url, "SELECT to_regproc('pgqueue.claim_v1') IS NOT NULL") == [(True,)]
@@ -280,7 +280,7 @@ def test_every_function_in_schema_pgqueue_sets_its_own_search_path(database_url:
         " WHERE p.pronamespace = 'pgqueue'::regnamespace ORDER BY 1",
     )
 
-    assert {name for name, _, _ in functions} >= {"pgqueue.claim_v1(text,integer,integer)"}, functions
+    assert {name for name, _, _ in functions} >= {"pgqueue.claim_v1(text,integer,integer,integer)"}, functions
     missing = [
         (name, language)
         for name, language, config in functions

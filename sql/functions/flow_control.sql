@@ -1,0 +1,210 @@
+-- Flow-control building blocks. `p_now` is a parameter so tests decide time exactly.
+
+-- pgqueue.gcra_v1: generic cell-rate algorithm on one key. Emission interval T = period/limit;
+-- tolerance tau = T * (burst - 1). Returns 0 when admitted (and records it), otherwise the seconds
+-- until the key admits again (nothing is recorded).
+CREATE OR REPLACE FUNCTION pgqueue.gcra_v1(
+    p_key text, p_limit integer, p_period_ms bigint, p_burst integer, p_now timestamptz)
+RETURNS double precision
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    emission interval := make_interval(secs => (p_period_ms::double precision / greatest(p_limit, 1)) / 1000.0);
+    tau      interval := make_interval(secs => (p_period_ms::double precision / greatest(p_limit, 1)) / 1000.0
+                                               * greatest(p_burst - 1, 0));
+    tat      timestamptz;
+    allow_at timestamptz;
+BEGIN
+    IF p_limit <= 0 THEN
+        RETURN 0;  -- no limit configured
+    END IF;
+    INSERT INTO pgqueue.gcra_state (key, tat) VALUES (p_key, p_now) ON CONFLICT (key) DO NOTHING;
+    SELECT g.tat INTO tat FROM pgqueue.gcra_state g WHERE g.key = p_key FOR UPDATE;
+    tat := greatest(tat, p_now);
+    allow_at := tat - tau;
+    IF p_now < allow_at THEN
+        RETURN extract(epoch FROM allow_at - p_now);
+    END IF;
+    UPDATE pgqueue.gcra_state SET tat = tat + emission, updated_at = p_now WHERE key = p_key;
+    RETURN 0;
+END
+$$;
+
+-- pgqueue.throttle_admit_v1: GCRA on run starts. `burst` extra starts may happen at once.
+CREATE OR REPLACE FUNCTION pgqueue.throttle_admit_v1(
+    p_key text, p_limit integer, p_period_ms bigint, p_burst integer, p_now timestamptz DEFAULT NULL)
+RETURNS double precision
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgqueue.gcra_v1(p_key, p_limit, p_period_ms, greatest(p_burst, 1), coalesce(p_now, now()))
+$$;
+
+-- pgqueue.rate_limit_admit_v1: GCRA on run creation: at most `limit` runs in any `period`;
+-- false means the event is skipped (lossy by design).
+CREATE OR REPLACE FUNCTION pgqueue.rate_limit_admit_v1(
+    p_key text, p_limit integer, p_period_ms bigint, p_now timestamptz DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgqueue.gcra_v1(p_key, p_limit, p_period_ms, p_limit, coalesce(p_now, now())) = 0
+$$;
+
+-- pgqueue.queue_items_unblock_v1: when a leased item ends, unpark one item waiting on each of its
+-- concurrency keys. No lock is taken here (completions must not serialise on hot keys); the rare
+-- wake-up lost to a concurrent claim is caught by concurrency_unblock_v1, run by the rescuer.
+CREATE OR REPLACE FUNCTION pgqueue.queue_items_unblock_v1()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+BEGIN
+    FOREACH k IN ARRAY OLD.ckeys LOOP
+        UPDATE pgqueue.queue_items SET blocked = false, blocked_key = NULL
+        WHERE id = (SELECT b.id FROM pgqueue.queue_items b
+                    WHERE b.blocked AND b.blocked_key = k
+                    ORDER BY b.sort_at, b.id LIMIT 1 FOR UPDATE SKIP LOCKED);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS queue_items_unblock_update ON pgqueue.queue_items;
+CREATE TRIGGER queue_items_unblock_update AFTER UPDATE OF state ON pgqueue.queue_items
+    FOR EACH ROW WHEN (OLD.state = 'leased' AND NEW.state <> 'leased' AND cardinality(OLD.ckeys) > 0)
+    EXECUTE FUNCTION pgqueue.queue_items_unblock_v1();
+DROP TRIGGER IF EXISTS queue_items_unblock_delete ON pgqueue.queue_items;
+CREATE TRIGGER queue_items_unblock_delete AFTER DELETE ON pgqueue.queue_items
+    FOR EACH ROW WHEN (OLD.state = 'leased' AND cardinality(OLD.ckeys) > 0)
+    EXECUTE FUNCTION pgqueue.queue_items_unblock_v1();
+
+-- pgqueue.concurrency_unblock_v1: safety sweep: unpark as many items per key as it has free
+-- capacity. Returns the number unparked.
+CREATE OR REPLACE FUNCTION pgqueue.concurrency_unblock_v1()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k        text;
+    lim      integer;
+    in_use   integer;
+    total    integer := 0;
+    n        integer;
+BEGIN
+    FOR k IN SELECT DISTINCT b.blocked_key FROM pgqueue.queue_items b WHERE b.blocked LOOP
+        SELECT b.climits[array_position(b.ckeys, k)] INTO lim
+        FROM pgqueue.queue_items b WHERE b.blocked AND b.blocked_key = k LIMIT 1;
+        SELECT count(*) INTO in_use FROM pgqueue.queue_items l WHERE l.state = 'leased' AND l.ckeys @> ARRAY[k];
+        IF coalesce(lim, 0) - in_use > 0 THEN
+            UPDATE pgqueue.queue_items SET blocked = false, blocked_key = NULL
+            WHERE id IN (SELECT b.id FROM pgqueue.queue_items b WHERE b.blocked AND b.blocked_key = k
+                         ORDER BY b.sort_at, b.id LIMIT lim - in_use FOR UPDATE SKIP LOCKED);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            total := total + n;
+        END IF;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+-- pgqueue.debounce_push_v1: a new event for (function, key). If the key's debounced run is still
+-- waiting (its first call not yet claimed), the run takes this event instead of the one it had,
+-- and its start moves to min(now + period, first event + timeout). Returns that run and the event
+-- it dropped; no row when a new debounced run must be created.
+CREATE OR REPLACE FUNCTION pgqueue.debounce_push_v1(
+    p_function_id uuid, p_key text, p_event_id text, p_period_s double precision,
+    p_timeout_s double precision, p_now timestamptz DEFAULT NULL)
+RETURNS TABLE (run_id text, previous_event_id text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now   timestamptz := coalesce(p_now, now());
+    d       record;
+    item_id bigint;
+    prev    text;
+BEGIN
+    SELECT * INTO d FROM pgqueue.debounces x WHERE x.function_id = p_function_id AND x.key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT q.id INTO item_id
+    FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
+    WHERE q.run_id = d.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
+    FOR UPDATE OF q;
+    IF NOT FOUND THEN
+        DELETE FROM pgqueue.debounces x WHERE x.function_id = p_function_id AND x.key = p_key;
+        RETURN;
+    END IF;
+    SELECT r.event_id INTO prev FROM pgqueue.runs r WHERE r.id = d.run_id;
+    UPDATE pgqueue.runs r SET event_id = p_event_id, event_ids = ARRAY[p_event_id] WHERE r.id = d.run_id;
+    UPDATE pgqueue.queue_items q
+    SET run_at = least(v_now + make_interval(secs => p_period_s),
+                       CASE WHEN p_timeout_s IS NULL THEN 'infinity'::timestamptz
+                            ELSE d.first_at + make_interval(secs => p_timeout_s) END)
+    WHERE q.id = item_id;
+    UPDATE pgqueue.events e SET skip_reason = 'superseded by a later event (debounce)' WHERE e.id = prev;
+    RETURN QUERY SELECT d.run_id, prev;
+END
+$$;
+
+-- pgqueue.debounce_open_v1: the waiting run of a new debounce window.
+CREATE OR REPLACE FUNCTION pgqueue.debounce_open_v1(p_function_id uuid, p_key text, p_run_id text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO pgqueue.debounces (function_id, key, run_id, first_at) VALUES (p_function_id, p_key, p_run_id, now())
+    ON CONFLICT (function_id, key) DO UPDATE SET run_id = excluded.run_id, first_at = excluded.first_at
+$$;
+
+-- pgqueue.batch_append_v1: add an event to the key's open batch if its run still waits. A full
+-- batch starts now. Returns the batch's run id, or NULL when a new batch must be opened.
+CREATE OR REPLACE FUNCTION pgqueue.batch_append_v1(
+    p_function_id uuid, p_key text, p_event_id text, p_max_size integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b       record;
+    item_id bigint;
+BEGIN
+    SELECT * INTO b FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT q.id INTO item_id
+    FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
+    WHERE q.run_id = b.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
+    FOR UPDATE OF q;
+    IF NOT FOUND OR b.size >= p_max_size THEN
+        DELETE FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key;
+        RETURN NULL;
+    END IF;
+    UPDATE pgqueue.runs r SET event_ids = r.event_ids || p_event_id WHERE r.id = b.run_id;
+    IF b.size + 1 >= p_max_size THEN
+        UPDATE pgqueue.queue_items q SET run_at = now() WHERE q.id = item_id;
+        DELETE FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key;
+        PERFORM pg_notify('pgqueue_queue', '');
+    ELSE
+        UPDATE pgqueue.batches x SET size = b.size + 1 WHERE x.function_id = p_function_id AND x.key = p_key;
+    END IF;
+    RETURN b.run_id;
+END
+$$;
+
+-- pgqueue.batch_open_v1: the waiting run of a new batch (already holding its first event).
+CREATE OR REPLACE FUNCTION pgqueue.batch_open_v1(p_function_id uuid, p_key text, p_run_id text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO pgqueue.batches (function_id, key, run_id, size, first_at) VALUES (p_function_id, p_key, p_run_id, 1, now())
+    ON CONFLICT (function_id, key) DO UPDATE SET run_id = excluded.run_id, size = 1, first_at = excluded.first_at
+$$;
