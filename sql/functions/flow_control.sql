@@ -13,20 +13,20 @@ DECLARE
     emission interval := make_interval(secs => (p_period_ms::double precision / greatest(p_limit, 1)) / 1000.0);
     tau      interval := make_interval(secs => (p_period_ms::double precision / greatest(p_limit, 1)) / 1000.0
                                                * greatest(p_burst - 1, 0));
-    tat      timestamptz;
+    v_tat    timestamptz;
     allow_at timestamptz;
 BEGIN
     IF p_limit <= 0 THEN
         RETURN 0;  -- no limit configured
     END IF;
     INSERT INTO pgqueue.gcra_state (key, tat) VALUES (p_key, p_now) ON CONFLICT (key) DO NOTHING;
-    SELECT g.tat INTO tat FROM pgqueue.gcra_state g WHERE g.key = p_key FOR UPDATE;
-    tat := greatest(tat, p_now);
-    allow_at := tat - tau;
+    SELECT g.tat INTO v_tat FROM pgqueue.gcra_state g WHERE g.key = p_key FOR UPDATE;
+    v_tat := greatest(v_tat, p_now);
+    allow_at := v_tat - tau;
     IF p_now < allow_at THEN
         RETURN extract(epoch FROM allow_at - p_now);
     END IF;
-    UPDATE pgqueue.gcra_state SET tat = tat + emission, updated_at = p_now WHERE key = p_key;
+    UPDATE pgqueue.gcra_state g SET tat = v_tat + emission, updated_at = p_now WHERE g.key = p_key;
     RETURN 0;
 END
 $$;
