@@ -163,3 +163,21 @@ def test_batch_fills_then_starts(conn: psycopg.Connection) -> None:
     assert conn.execute("SELECT pgqueue.batch_append_v1(%s, '', 'e4', 3)", (fn,)).fetchone() == (None,)
     events = conn.execute("SELECT event_ids FROM pgqueue.runs WHERE id = %s", (run,)).fetchone()
     assert events is not None and len(events[0]) == 3
+
+
+def test_flow_control_views_show_usage_parking_and_buckets(conn: psycopg.Connection) -> None:
+    fn = _function(conn, "viewed")
+    _runs(conn, fn, 3, ckeys=["fn:v:a"], climits=[1])
+    _claim(conn, 10)
+    usage = conn.execute(
+        "SELECT function_slug, concurrency_key, \"limit\", in_use, queued, parked FROM pgqueue.concurrency_usage"
+    ).fetchall()
+    assert usage == [("viewed", "fn:v:a", 1, 1, 0, 2)]
+    queue = conn.execute("SELECT due, parked, leased FROM pgqueue.flow_queue WHERE function_slug = 'viewed'").fetchone()
+    assert queue == (0, 2, 1)
+    conn.execute("SELECT pgqueue.throttle_admit_v1(%s, 1, 60000, 1, now())", (f"throttle:{fn}:user-1",))
+    bucket = conn.execute("SELECT kind, function_slug, key FROM pgqueue.throttle_state").fetchone()
+    assert bucket == ("throttle", "viewed", "user-1")
+    [run] = _runs(conn, fn, 1, delay_s=30)
+    conn.execute("SELECT pgqueue.batch_open_v1(%s, 'b', %s)", (fn, run))
+    assert conn.execute("SELECT key, size, events FROM pgqueue.pending_batches").fetchone() == ("b", 1, 1)
