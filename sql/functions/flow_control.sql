@@ -19,15 +19,18 @@ BEGIN
     IF p_limit <= 0 THEN
         RETURN 0;  -- no limit configured
     END IF;
-    INSERT INTO pgqueue.gcra_state (key, tat) VALUES (p_key, p_now) ON CONFLICT (key) DO NOTHING;
-    SELECT g.tat INTO v_tat FROM pgqueue.gcra_state g WHERE g.key = p_key FOR UPDATE;
-    v_tat := greatest(v_tat, p_now);
-    allow_at := v_tat - tau;
-    IF p_now < allow_at THEN
-        RETURN extract(epoch FROM allow_at - p_now);
+    -- The admitted path is one statement: insert or advance the arrival time if the key admits.
+    INSERT INTO pgqueue.gcra_state AS g (key, tat, updated_at) VALUES (p_key, p_now + emission, p_now)
+    ON CONFLICT (key) DO UPDATE
+        SET tat = greatest(g.tat, p_now) + emission, updated_at = p_now
+        WHERE greatest(g.tat, p_now) - tau <= p_now
+    RETURNING g.tat INTO v_tat;
+    IF FOUND THEN
+        RETURN 0;
     END IF;
-    UPDATE pgqueue.gcra_state g SET tat = v_tat + emission, updated_at = p_now WHERE g.key = p_key;
-    RETURN 0;
+    SELECT g.tat INTO v_tat FROM pgqueue.gcra_state g WHERE g.key = p_key;
+    allow_at := greatest(v_tat, p_now) - tau;
+    RETURN greatest(extract(epoch FROM allow_at - p_now), 0.001);
 END
 $$;
 
