@@ -25,7 +25,9 @@ def _scalar(value: Any) -> bool:
 
 async def match_event(conn: Conn, event: dict[str, Any], received_at: Any, paths: list[str]) -> int:
     """Resume or cancel every run whose pause this event matches; returns how many."""
-    keys = [(p, v) for p in paths if _scalar(v := pausing.lookup(event, p))]
+    if not paths:
+        return 0  # no pause was ever created for this event name
+    keys = [(p, v) for p in paths if p != pauses.ANY_PATH and _scalar(v := pausing.lookup(event, p))]
     candidates = await pauses.candidates(conn, event["name"], received_at, keys)
     acted = 0
     for pause in candidates:

@@ -11,6 +11,8 @@ from psycopg.types.json import Jsonb
 from pgqueue.db.pool import Conn
 from pgqueue.db.queries import q
 
+ANY_PATH = "*"
+
 
 async def create(
     conn: Conn,
@@ -42,8 +44,9 @@ async def create(
         },
     )
     row = await cur.fetchone()
-    if row is not None and match_path is not None:
-        await conn.execute(q("pause_path_remember"), {"event_name": event_name, "match_path": match_path})
+    if row is not None:
+        # '*' marks names that have unindexed pauses; names never listed here skip matching.
+        await conn.execute(q("pause_path_remember"), {"event_name": event_name, "match_path": match_path or ANY_PATH})
     return row
 
 
