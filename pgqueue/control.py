@@ -9,6 +9,7 @@ from typing import Any
 from pgqueue import ids, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
+from pgqueue.models import AppSpec
 from pgqueue.runner import expressions
 from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, runs
@@ -28,6 +29,23 @@ async def cancel_run(conn: Conn, run_id: str, *, reason: str) -> dict[str, Any]:
         row = await runs.get(conn, run_id)
     assert row is not None
     return row
+
+
+async def sync_app(conn: Conn, spec: AppSpec) -> apps.SyncResult:
+    """Store a sync. Functions missing from it are archived: they start nothing new, and their
+    live runs are cancelled (their code is gone from the app, so a call could only fail). The
+    cancellations emit inngest/function.cancelled and .finished, so pending invokes of them end
+    with an error and their waits and cancel listeners are removed with the runs.
+    Runs of functions that stay keep running with the new configuration from their next call
+    (URL, flow control of new items); their retry budget is the one they started with."""
+    async with conn.transaction():
+        result = await apps.sync(conn, spec)
+        for function_id in result.archived_ids:
+            while batch := await store.live_runs_of_function(conn, function_id, BULK_BATCH):
+                for run_id in batch:
+                    await runs.lock(conn, run_id)
+                    await transitions.cancel(conn, run_id, reason="the function was removed from its app at sync")
+    return result
 
 
 async def function(conn: Conn, ref: str) -> dict[str, Any]:

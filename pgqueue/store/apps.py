@@ -19,6 +19,7 @@ class SyncResult:
     app_id: UUID
     modified: bool
     archived: tuple[str, ...]
+    archived_ids: tuple[UUID, ...] = ()
 
 
 async def sync(conn: Conn, spec: AppSpec) -> SyncResult:
@@ -73,8 +74,9 @@ async def sync(conn: Conn, spec: AppSpec) -> SyncResult:
     cur = await conn.execute(
         q("function_archive_missing"), {"app_id": app_id, "slugs": [f.slug for f in spec.functions]}
     )
-    archived = tuple(r["slug"] for r in await cur.fetchall())
-    return SyncResult(app_id, modified=True, archived=archived)
+    rows = await cur.fetchall()
+    return SyncResult(app_id, modified=True, archived=tuple(r["slug"] for r in rows),
+                      archived_ids=tuple(r["id"] for r in rows))
 
 
 async def list_apps(conn: Conn) -> list[dict[str, Any]]:

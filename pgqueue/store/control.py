@@ -78,3 +78,8 @@ async def prune_expired_keys(conn: Conn, limit: int = 1000) -> int:
     cur = await conn.execute(q("prune_expired_keys"), {"limit": limit})
     row = await cur.fetchone()
     return int(row["pruned"]) if row else 0
+
+
+async def live_runs_of_function(conn: Conn, function_id: UUID, limit: int = 1000) -> list[str]:
+    cur = await conn.execute(q("runs_live_of_function"), {"function_id": function_id, "limit": limit})
+    return [r["id"] for r in await cur.fetchall()]

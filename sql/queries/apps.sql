@@ -32,7 +32,7 @@ VALUES (%(function_id)s, %(position)s, %(event_name)s, %(name_prefix)s, %(expres
 -- name: function_archive_missing
 UPDATE pgqueue.functions SET archived_at = now(), updated_at = now()
 WHERE app_id = %(app_id)s AND archived_at IS NULL AND NOT (slug = ANY(%(slugs)s::text[]))
-RETURNING slug
+RETURNING id, slug
 
 -- name: app_list
 SELECT a.id, a.name, a.url, a.sdk_language, a.sdk_version, a.framework, a.app_version,

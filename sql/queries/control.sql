@@ -63,3 +63,8 @@ WITH d AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM k) AS pruned
+
+-- name: runs_live_of_function
+SELECT r.id FROM pgqueue.runs r
+WHERE r.function_id = %(function_id)s AND r.status IN ('queued', 'running')
+ORDER BY r.id LIMIT %(limit)s
