@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
 import httpx
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.executor import invoke, outcome
@@ -64,5 +66,22 @@ class Executor:
                 "run %s step %s attempt %d: %s (retriable=%s)",
                 item.run_id, item.step_id, item.attempt, result.error.get("message"), result.retriable,
             )
-        async with self.pool.connection() as conn:
-            return await self.applier.apply(conn, item, result, started_at=started_at, body_size=body_size)
+        return await self._apply_with_retries(item, result, started_at=started_at, body_size=body_size)
+
+    async def _apply_with_retries(
+        self, item: QueueItem, result: outcome.Outcome, *, started_at: datetime, body_size: int
+    ) -> ApplyResult:
+        """The app call already happened: losing its result to a dropped database connection would
+        mean running the step again. The apply is one transaction fenced by the lease token, so
+        retrying it on a fresh connection is safe."""
+        delays = (0.1, 0.5, 1.0, 2.0)
+        for attempt, delay in enumerate((*delays, None)):
+            try:
+                async with self.pool.connection() as conn:
+                    return await self.applier.apply(conn, item, result, started_at=started_at, body_size=body_size)
+            except psycopg.OperationalError as exc:
+                if delay is None:
+                    raise
+                log.warning("storing the result of item %s failed (%s); retry %d", item.id, exc, attempt + 1)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")

@@ -79,9 +79,15 @@ class Worker:
             await self.execute(item)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # The lease stays; the rescuer retries the item after it expires.
-            log.exception("executing item %s of run %s failed", item.id, item.run_id)
+        except Exception as exc:
+            log.exception("executing item %s of run %s failed; handing it back", item.id, item.run_id)
+            # Hand the lease back now rather than waiting for it to expire; if the database is
+            # unreachable this fails too and the rescuer takes over later.
+            try:
+                async with self.pool.connection() as conn:
+                    await queue.release_after_error(conn, item.id, item.lease_token, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - best effort, the rescuer is the backstop
+                log.warning("could not release item %s (%s); it is rescued when its lease expires", item.id, exc)
         finally:
             self.inflight.pop(item.id, None)
             self._slot_freed.set()

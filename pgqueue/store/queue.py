@@ -119,3 +119,7 @@ async def unblock_sweep(conn: Conn) -> int:
     cur = await conn.execute(q("queue_unblock_sweep"))
     row = await cur.fetchone()
     return int(row["unblocked"]) if row else 0
+
+
+async def release_after_error(conn: Conn, item_id: int, lease_token: UUID, message: str) -> None:
+    await conn.execute(q("queue_release_after_error"), {"id": item_id, "lease_token": lease_token, "message": message})

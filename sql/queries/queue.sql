@@ -72,3 +72,12 @@ INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempt
 SELECT r.id, r.function_id, 'call', 'step', %(max_attempts)s, r.ckeys, r.climits, r.priority_s
 FROM pgqueue.runs r WHERE r.id = %(run_id)s
 ON CONFLICT (run_id, step_id) DO NOTHING
+
+-- name: queue_release_after_error
+-- The engine itself failed on this item (database error, bug): back to the queue like a rescue,
+-- using an attempt (never the last one) and a short delay, so a persistent failure cannot spin.
+UPDATE pgqueue.queue_items
+SET state = 'available', lease_token = NULL, lease_expires_at = NULL, leased_by = NULL,
+    attempt = least(attempt + 1, max_attempts - 1), run_at = now() + interval '1 second',
+    last_error = jsonb_build_object('name', 'EngineError', 'message', %(message)s::text)
+WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'leased'
