@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pgqueue.executor import canonical, signing
+from pgqueue.executor import canonical, egress, signing
 from pgqueue.executor.outcome import CallError, Response, transport_error
 from pgqueue.models import QueueItem
+
+if TYPE_CHECKING:
+    from pgqueue.settings import Settings
 
 # Above this the SDK is asked to fetch state through /v0/runs/{id}/actions and /batch instead.
 MAX_REQUEST_BODY = 4 * 1024 * 1024
@@ -105,18 +108,34 @@ async def send(client: httpx.AsyncClient, req: CallRequest, *, max_response_byte
                 chunks.append(chunk)
             headers = {k.lower(): v for k, v in resp.headers.items()}
             return Response(resp.status_code, headers, b"".join(chunks))
+    except httpx.ConnectError as exc:
+        if "refusing to call" in str(exc):
+            return CallError({"name": "ForbiddenAddress", "message": str(exc)}, retriable=False)
+        return transport_error(f"calling {req.url} failed: {type(exc).__name__}: {exc}")
     except httpx.TimeoutException as exc:
         return transport_error(f"calling {req.url} timed out ({type(exc).__name__})", name="TimeoutError")
     except httpx.HTTPError as exc:
         return transport_error(f"calling {req.url} failed: {type(exc).__name__}: {exc}")
 
 
-def new_client(*, connect_timeout_s: float, call_timeout_s: float) -> httpx.AsyncClient:
+def new_client(
+    *, connect_timeout_s: float, call_timeout_s: float, allow_loopback: bool = True, allow_link_local: bool = False
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         follow_redirects=False,
         timeout=httpx.Timeout(call_timeout_s, connect=connect_timeout_s, pool=None),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        transport=egress.guarded_transport(allow_loopback=allow_loopback, allow_link_local=allow_link_local),
         trust_env=False,
+    )
+
+
+def client_for(settings: Settings, *, call_timeout_s: float | None = None) -> httpx.AsyncClient:
+    """The HTTP client for calls to apps, with the egress guard the settings ask for."""
+    return new_client(
+        connect_timeout_s=settings.connect_timeout_s,
+        call_timeout_s=settings.call_timeout_s if call_timeout_s is None else call_timeout_s,
+        allow_loopback=settings.loopback_allowed,
+        allow_link_local=settings.allow_link_local,
     )
 
 

@@ -92,7 +92,9 @@ def start_server(
     args = [mode, "--port", str(port), "--host", "127.0.0.1", *extra_args]
     headers: dict[str, str] = {}
     if mode == "serve":
+        # The test apps listen on loopback, which production mode refuses unless allowed.
         full_env.update(PGQUEUE_SIGNING_KEY=SIGNING_KEY, PGQUEUE_EVENT_KEYS=EVENT_KEY)
+        full_env.setdefault("PGQUEUE_ALLOW_LOOPBACK", "1")
         args.append("--migrate")
         headers["authorization"] = f"Bearer {SIGNING_KEY}"
     proc = start_process(f"pgqueue-{mode}", pgqueue_argv(*args), env=full_env, url=url)
