@@ -43,6 +43,11 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_API_TOKENS": ("api_tokens", list),
     "PGQUEUE_RETENTION_DAYS": ("retention_days", float),
     "PGQUEUE_LOG_FORMAT": ("log_format", str),
+    "PGQUEUE_POOLER": ("pooler", bool),
+    "PGQUEUE_ALLOW_LOOPBACK": ("allow_loopback", bool),
+    "PGQUEUE_ALLOW_LINK_LOCAL": ("allow_link_local", bool),
+    "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
+    "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
 }
 
 
@@ -79,11 +84,25 @@ class Settings:
     # Finished runs and old events are deleted after this many days; 0 keeps everything.
     retention_days: float = 7.0
     log_format: str = "text"
+    # Behind PgBouncer (transaction mode) or RDS Proxy: no server-side prepared statements, no
+    # LISTEN (services poll). The Lambda handlers always set it.
+    pooler: bool = False
+    # Egress guard for app URLs (checked on the resolved IP): loopback is allowed in dev mode and
+    # refused in serve mode unless set; link-local (cloud metadata) is refused unless set.
+    allow_loopback: bool | None = None
+    allow_link_local: bool = False
+    # Serverless: the executor Lambda the API kicks (async invoke) after accepting events.
+    kick_function: str | None = None
+    kick_debounce_ms: int = 1000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def signing_keys(self) -> tuple[str, ...]:
         return tuple(k for k in (self.signing_key, self.signing_key_fallback) if k)
+
+    @property
+    def loopback_allowed(self) -> bool:
+        return (not self.production) if self.allow_loopback is None else self.allow_loopback
 
     @property
     def production(self) -> bool:
@@ -159,6 +178,11 @@ class Settings:
                     raise ConfigError(f"{var} must be a number, got {raw!r}") from None
             elif kind is list:
                 values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+            elif kind is bool:
+                flag = raw.strip().lower()
+                if flag not in _TRUE + _FALSE:
+                    raise ConfigError(f"{var} must be 1/true/yes or 0/false/no, got {raw!r}")
+                values[name] = flag in _TRUE
             else:
                 values[name] = raw
         for var in sorted(env):
@@ -168,8 +192,12 @@ class Settings:
         return cls(**values).validated()
 
 
-# Variables read elsewhere (tests, the embedded database) that are not Settings fields.
-_IGNORED_ENV = frozenset({"PGQUEUE_TEST_DATABASE_URL", "PGQUEUE_TEST_KEEP"})
+# Variables read elsewhere (tests, the embedded database, the Lambda handlers) that are not Settings fields.
+_IGNORED_ENV = frozenset(
+    {"PGQUEUE_TEST_DATABASE_URL", "PGQUEUE_TEST_KEEP", "PGQUEUE_SECRET_ARN", "PGQUEUE_SSM_PARAMETER"}
+)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 _POSITIVE = (
     "poll_interval_ms",
     "worker_concurrency",
@@ -179,6 +207,7 @@ _POSITIVE = (
     "call_timeout_s",
     "connect_timeout_s",
     "max_response_bytes",
+    "kick_debounce_ms",
 )
 _LOG_FORMATS = ("text", "json")
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
