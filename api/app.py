@@ -2,6 +2,9 @@
 
 `create_app(settings)` is used by `pgqueue dev|serve`, tests, and the Lambda handler. With
 `run_services=True` the lifespan also runs the runner, worker and rescuer in this process.
+The Lambda handler runs without a lifespan (Mangum would run it on every invocation) and passes
+`open_pool_lazily`: the pool and HTTP client are then opened by the first request and kept for the
+life of the container.
 """
 
 from __future__ import annotations
@@ -9,18 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
 
 from api import errors
+from api.dashboard import routes as dashboard
 from api.routes import control as control_routes
 from api.routes import events as events_routes
+from api.routes import functions as functions_routes
+from api.routes import inspect as inspect_routes
 from api.routes import runs as runs_routes
 from api.routes import sync as sync_routes
-from pgqueue import __version__, appsync
+from pgqueue import __version__, appsync, kick
 from pgqueue.db import migrate
 from pgqueue.db.pool import open_pool
 from pgqueue.executor import invoke
@@ -30,12 +38,19 @@ from pgqueue.settings import Settings
 log = logging.getLogger("pgqueue.api")
 
 
-def create_app(settings: Settings, *, run_services: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    run_services: bool = True,
+    open_pool_lazily: Callable[[], Awaitable[AsyncConnectionPool]] | None = None,
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.database_url, "database_url must be resolved before the app starts"
-        app.state.pool = await open_pool(settings.database_url, max_size=settings.pool_size)
-        app.state.http = invoke.new_client(connect_timeout_s=settings.connect_timeout_s, call_timeout_s=60.0)
+        app.state.pool = await open_pool(
+            settings.database_url, max_size=settings.pool_size, pooler=settings.pooler
+        )
+        app.state.http = invoke.client_for(settings, call_timeout_s=60.0)
         sync_tasks: list[asyncio.Task[None]] = []
         if run_services:
             app.state.services = Services(settings, app.state.pool)
@@ -63,11 +78,17 @@ def create_app(settings: Settings, *, run_services: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.pool = None
     app.state.services = None
+    app.state.kicker = kick.Kicker.from_settings(settings)
+    if open_pool_lazily is not None:
+        app.add_middleware(_OpenOnFirstRequest, open_pool=open_pool_lazily, settings=settings)
     errors.install(app)
     app.include_router(events_routes.router)
     app.include_router(sync_routes.router)
     app.include_router(runs_routes.router)
     app.include_router(control_routes.router)
+    app.include_router(functions_routes.router)
+    app.include_router(inspect_routes.router)
+    dashboard.install(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and schema check")
     async def health(request: Request) -> JSONResponse:
@@ -87,15 +108,32 @@ def create_app(settings: Settings, *, run_services: bool = True) -> FastAPI:
             return errors.error_response(404, "not found")
         return JSONResponse({"version": f"pgqueue-{__version__}", "mode": "dev", "features": {}})
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def home() -> HTMLResponse:
-        mode = "production" if settings.production else "development"
-        return HTMLResponse(
-            "<!doctype html><html><head><title>pgqueue</title></head><body>"
-            f"<h1>pgqueue</h1><p>Server running in {mode} mode.</p>"
-            "<ul><li><a href='/v1/apps'>Apps</a></li><li><a href='/v1/runs'>Runs</a></li>"
-            "<li><a href='/v1/events'>Events</a></li><li><a href='/docs'>API docs</a></li></ul>"
-            "</body></html>"
-        )
-
     return app
+
+
+class _OpenOnFirstRequest:
+    """ASGI middleware for the Lambda handler: the first request opens the pool and HTTP client;
+    later requests (warm invocations of the same container) reuse them. If the database cannot be
+    reached the request goes on without a pool and answers 503, and the next request tries again."""
+
+    def __init__(
+        self, app: Any, *, open_pool: Callable[[], Awaitable[AsyncConnectionPool]], settings: Settings
+    ) -> None:
+        self.app = app
+        self.open_pool = open_pool
+        self.settings = settings
+        self._lock: asyncio.Lock | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["app"].state.pool is None:
+            state = scope["app"].state
+            self._lock = self._lock or asyncio.Lock()
+            async with self._lock:
+                if state.pool is None:
+                    if getattr(state, "http", None) is None:
+                        state.http = invoke.client_for(self.settings, call_timeout_s=60.0)
+                    try:
+                        state.pool = await self.open_pool()
+                    except Exception as exc:
+                        log.warning("opening the database pool failed: %s", exc)
+        await self.app(scope, receive, send)

@@ -1,4 +1,5 @@
-"""Request dependencies: the pool, settings and the three kinds of authentication."""
+"""Request dependencies: the pool, settings and the kinds of authentication (event key, signing key
+or API token, SDK signing key)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
+from api import auth
 from pgqueue.db.pool import Conn
 from pgqueue.errors import SchemaNotReady, Unauthorized
 from pgqueue.executor import signing
@@ -44,7 +46,25 @@ def require_event_key(request: Request, event_key: str) -> None:
 
 
 def require_signing_key(request: Request) -> None:
-    """SDK and REST endpoints: `Authorization: Bearer <signing key or its hash>` in production."""
+    """REST endpoints: `Authorization: Bearer <signing key or its hash, or an API token>` in production.
+
+    Both checks always run (constant time over every configured key and token)."""
+    cfg = settings(request)
+    if not cfg.production:
+        return
+    header = request.headers.get("authorization")
+    by_key = signing.verify_bearer(header, cfg.signing_keys)
+    by_token = auth.verify_api_token(header, cfg.api_tokens)
+    if not (by_key or by_token):
+        if cfg.api_tokens:
+            raise Unauthorized(
+                "missing or invalid Authorization bearer token: use the signing key, its hash or an API token"
+            )
+        raise Unauthorized("missing or invalid Authorization bearer token: use the signing key or its hash")
+
+
+def require_sdk_key(request: Request) -> None:
+    """SDK endpoints (registration): the signing key only, raw or hashed; API tokens are for people."""
     cfg = settings(request)
     if not cfg.production:
         return

@@ -53,6 +53,18 @@ def install(app: FastAPI) -> None:
             "the database schema is missing or out of date: run `pgqueue migrate` (or start with --migrate)",
         )
 
+    # A value PostgreSQL cannot take (a NUL character in a string, a number or date out of range)
+    # came from the request: the caller's mistake, so 400 naming the problem, not a 500.
+    @app.exception_handler(psycopg.DataError)
+    async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.info("invalid value on %s %s: %s", request.method, request.url.path, detail)
+        if "NUL" in detail:
+            return error_response(
+                400, "the request contains a NUL character (\\u0000), which PostgreSQL cannot store"
+            )
+        return error_response(400, f"invalid value: {detail}")
+
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)

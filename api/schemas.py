@@ -74,3 +74,83 @@ def app_json(row: dict[str, Any]) -> dict[str, Any]:
         "synced_at": iso(row["synced_at"]),
         "function_count": row.get("function_count"),
     }
+
+
+def status_name(status: str) -> str:
+    return RunStatus(status).api_name
+
+
+FLOW_CONTROL_KEYS = (
+    "concurrency", "throttle", "rateLimit", "debounce", "batchEvents", "priority", "idempotency",
+    "singleton", "timeouts", "cancel",
+)
+
+
+def flow_control(config: dict[str, Any]) -> dict[str, Any]:
+    """The flow-control part of a synced function configuration (only the settings it has)."""
+    return {key: config[key] for key in FLOW_CONTROL_KEYS if config.get(key) not in (None, [], {})}
+
+
+def metrics_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (iso(v) if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def queue_depth_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "function_id": str(row["function_id"]),
+        "function_slug": row["function_slug"],
+        "app_name": row["app_name"],
+        "status": row["status"],
+        "items": row["items"],
+        "runs": row["runs"],
+        "oldest_run_at": iso(row["oldest_run_at"]),
+        "oldest_age_s": row["oldest_age_s"],
+    }
+
+
+def lease_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "item_id": row["item_id"],
+        "run_id": row["run_id"],
+        "function_id": str(row["function_id"]),
+        "function_slug": row["function_slug"],
+        "kind": row["kind"],
+        "step_id": row["step_id"],
+        "step_name": row["step_name"],
+        "attempt": row["attempt"],
+        "max_attempts": row["max_attempts"],
+        "leased_by": row["leased_by"],
+        "leased_at": iso(row["leased_at"]),
+        "lease_expires_at": iso(row["lease_expires_at"]),
+        "expired": row["expired"],
+    }
+
+
+def stuck_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": row["run_id"],
+        "function_id": str(row["function_id"]),
+        "function_slug": row["function_slug"],
+        "status": status_name(row["status"]),
+        "reason": row["reason"],
+        "since": iso(row["since"]),
+        "age_s": row["age_s"],
+        "detail": row["detail"],
+    }
+
+
+def timeline_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "entry": row["entry"],
+        "at": iso(row["at"]),
+        "step_id": row["step_id"],
+        "step_name": row["step_name"],
+        "op": row["op"],
+        "attempt": row["attempt"],
+        "outcome": row["outcome"],
+        "status_code": row["status_code"],
+        "duration_ms": row["duration_ms"],
+        "output": row["output"],
+        "error": row["error"],
+        "status": status_name(row["status"]) if row["status"] else None,
+    }

@@ -1,4 +1,4 @@
-"""Command line: `pgqueue dev | serve | worker | migrate`. Thin: it resolves settings and calls
+"""Command line: `pgqueue dev | serve | worker | migrate | tick`. Thin: it resolves settings and calls
 public functions; every failure is one line naming the fix, never a stack trace."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(dev)
     _server(dev, "127.0.0.1")
     dev.add_argument("--data-dir", help="embedded database folder (default ./.pgqueue/pgdata)")
+    dev.add_argument(
+        "--no-workers", action="store_true", help="serve the API only (drive work with `pgqueue tick`)"
+    )
 
     serve = sub.add_parser("serve", help="run everything in one process in production mode")
     _common(serve)
@@ -116,15 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="create or upgrade the pgqueue schema (safe to run twice)")
     _common(mig)
+
+    tick = sub.add_parser(
+        "tick", help="do all due background work once (cron, rescue, queue) within a time budget, then exit"
+    )
+    _common(tick)
+    tick.add_argument("--signing-key", help="hex signing key (default $PGQUEUE_SIGNING_KEY)")
+    tick.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+                      help="stop claiming work after this long (default 60)")
+    tick.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
+                      help="keep going while work comes due within this long (default 0: stop when idle)")
+    tick.add_argument("--metrics", metavar="NAME",
+                      help="print a CloudWatch EMF line with dimension FunctionName=NAME")
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from pgqueue import logging_setup
+
+    logging_setup.configure(level, fmt)
 
 
 def _resolve_database(
@@ -181,6 +195,8 @@ def _run_server(settings: Settings, *, run_services: bool) -> None:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         access_log=False,
+        # JSON logs: uvicorn's loggers propagate to the root handler instead of printing text
+        **({"log_config": None} if settings.log_format == "json" else {}),
     )
     log.info("pgqueue %s (%s mode) on http://%s:%d", __version__, settings.mode, settings.host, settings.port)
     GracefulServer(config).run()
@@ -205,7 +221,7 @@ async def _run_worker(settings: Settings) -> None:
     from pgqueue.services import Services
 
     assert settings.database_url
-    pool = await open_pool(settings.database_url, max_size=settings.pool_size)
+    pool = await open_pool(settings.database_url, max_size=settings.pool_size, pooler=settings.pooler)
     services = Services(settings, pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -240,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         # serve listens on all interfaces unless told otherwise (flag or PGQUEUE_HOST); dev on loopback
         if args.command == "serve" and args.host is None and not os.environ.get("PGQUEUE_HOST"):
             settings = settings.with_overrides(host="0.0.0.0")
-        _setup_logging(settings.log_level)
+        _setup_logging(settings.log_level, settings.log_format)
         with signals.held():
             settings, pg = _resolve_database(settings, args)
         from pgqueue.db import migrate
@@ -254,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             migrate.migrate(settings.database_url)
         else:
             migrate.check_schema(settings.database_url)
+        if args.command == "tick":
+            from pgqueue import tick
+
+            result = asyncio.run(tick.run_tick(settings, budget_s=args.budget, linger_s=args.linger,
+                                               metrics_name=args.metrics))
+            print(json.dumps(result.to_dict()))
+            return 0
         if args.command == "worker":
             asyncio.run(_run_worker(settings))
         else:

@@ -1,22 +1,28 @@
-"""Compose the background services of one process: listener, runner, worker, rescuer.
+"""Compose the background services of one process: listener, runner, worker, rescuer, cron, retention.
 
-Start order: listener (so no wake-up is missed), rescuer, runner, worker. Stop order is the
+Start order: listener (so no wake-up is missed; not started behind a pooler, where LISTEN cannot
+work and every service polls), rescuer, cron, runner, worker. Stop order is the
 reverse, with the worker's two-stage shutdown first so in-flight calls can finish.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue import logging_setup
 from pgqueue.db import notify
 from pgqueue.executor import invoke
 from pgqueue.executor.execute import Executor
+from pgqueue.models import QueueItem
 from pgqueue.queue.rescuer import Rescuer
 from pgqueue.queue.worker import Worker
+from pgqueue.runner.cron import CronScheduler
 from pgqueue.runner.loop import Runner
 from pgqueue.settings import Settings
+from pgqueue.store.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +38,7 @@ class Services:
             settings.database_url or "",
             {notify.EVENTS_CHANNEL: self.events_wakeup, notify.QUEUE_CHANNEL: self.queue_wakeup},
         )
-        self.client = invoke.new_client(
-            connect_timeout_s=settings.connect_timeout_s, call_timeout_s=settings.call_timeout_s
-        )
+        self.client = invoke.client_for(settings)
         self.executor = Executor(
             pool,
             self.client,
@@ -45,7 +49,7 @@ class Services:
         self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup, poll_interval_s=poll_s)
         self.worker = Worker(
             pool,
-            self.executor.execute,
+            self._execute,
             wakeup=self.queue_wakeup,
             concurrency=settings.worker_concurrency,
             lease_ms=settings.lease_ms,
@@ -53,16 +57,30 @@ class Services:
             fn_default_limit=settings.default_concurrency,
         )
         self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0))
+        self.cron = CronScheduler(pool, queue_wakeup=self.queue_wakeup, interval_s=min(max(poll_s, 0.5), 5.0))
+        # Finished runs and old events are pruned after PGQUEUE_RETENTION_DAYS (0 keeps everything).
+        self.retention = (
+            Retention(pool, retention_days=settings.retention_days) if settings.retention_days > 0 else None
+        )
         self.started = False
+
+    async def _execute(self, item: QueueItem) -> Any:
+        # every log line of this item's execution names its run and function
+        with logging_setup.bind(run_id=item.run_id, function_id=item.function_id):
+            return await self.executor.execute(item)
 
     def wake_runner(self) -> None:
         self.events_wakeup.set()
 
     async def start(self) -> None:
-        self.listener.start()
+        if not self.settings.pooler:
+            self.listener.start()
         self.rescuer.start()
+        self.cron.start()
         self.runner.start()
         self.worker.start()
+        if self.retention is not None:
+            self.retention.start()
         self.started = True
         log.info("services started (worker %s, concurrency %d)", self.worker.name, self.worker.concurrency)
 
@@ -70,8 +88,11 @@ class Services:
         if not self.started:
             await self.client.aclose()
             return
+        if self.retention is not None:
+            await self.retention.stop()
         await self.worker.stop(self.settings.shutdown_grace_s)
         await self.runner.stop()
+        await self.cron.stop()
         await self.rescuer.stop()
         await self.listener.stop()
         await self.client.aclose()

@@ -1,4 +1,5 @@
-"""POST /e/{event_key}: validate, persist and wake the runner, in one transaction per request."""
+"""POST /e/{event_key}: validate, persist and wake the runner (or kick the executor Lambda), in one
+transaction per request."""
 
 from __future__ import annotations
 
@@ -48,4 +49,8 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
     services = getattr(request.app.state, "services", None)
     if queued and services is not None:
         services.wake_runner()
+    kicker = getattr(request.app.state, "kicker", None)
+    if queued and kicker is not None:
+        # Serverless: start the executor now rather than at its next scheduled tick (debounced).
+        await kicker.maybe_kick(deps.pool(request))
     return JSONResponse({"ids": [e.id for e in parsed], "status": 200})

@@ -16,6 +16,11 @@ from pgqueue.store import apps, events, runs, steps
 router = APIRouter(dependencies=[Depends(deps.require_signing_key)])
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Times without an offset are UTC (so naive and aware bounds compare)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def _data(data: Any, **metadata: Any) -> JSONResponse:
     body: dict[str, Any] = {"data": data}
     body["metadata"] = {"fetched_at": datetime.now(UTC).isoformat(), **metadata}
@@ -58,20 +63,30 @@ async def event_runs(event_id: str, request: Request) -> JSONResponse:
     return _data([schemas.run_json(r) for r in rows])
 
 
-@router.get("/v1/runs", tags=["runs"], summary="List runs, newest first")
+@router.get("/v1/runs", tags=["runs"], summary="List runs, newest first",
+            description="Keyset paging: pass the `cursor` from a page's metadata to get the next"
+                        " (older) page. `started_after`/`started_before` bound the runs' creation time.")
 async def list_runs(
     request: Request,
     status: str | None = None,
     function_id: str | None = None,
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
 ) -> JSONResponse:
     if status is not None:
         status = status.lower()
         if status not in ("queued", "running", "completed", "failed", "cancelled"):
             raise InvalidInput("status must be one of Queued, Running, Completed, Failed, Cancelled")
+    started_after, started_before = _utc(started_after), _utc(started_before)
+    if started_after is not None and started_before is not None and started_after >= started_before:
+        raise InvalidInput("started_after must be earlier than started_before")
     async with deps.pool(request).connection() as conn:
-        rows = await runs.list_runs(conn, status=status, function=function_id, before_id=cursor, limit=limit)
+        rows = await runs.list_runs(
+            conn, status=status, function=function_id, before_id=cursor, limit=limit,
+            created_after=started_after, created_before=started_before,
+        )
     next_cursor = rows[-1]["id"] if len(rows) == limit else None
     return _data([schemas.run_json(r) for r in rows], cursor=next_cursor)
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from api import deps
 from api.routes.events import read_body
-from pgqueue import appsync, registration
+from pgqueue import appsync, control, registration
 from pgqueue.errors import InvalidInput
 from pgqueue.store import apps
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @router.post("/fn/register", tags=["sync"], summary="Register an app's functions (called by the SDKs)")
 async def register(request: Request) -> JSONResponse:
-    deps.require_signing_key(request)
+    deps.require_sdk_key(request)
     cfg = deps.settings(request)
     expected = request.headers.get("x-inngest-expected-server-kind")
     kind = appsync.server_kind(cfg)
@@ -35,8 +35,8 @@ async def register(request: Request) -> JSONResponse:
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
         raise InvalidInput("registration body is not valid JSON") from None
     spec = registration.parse_register(body)
-    async with deps.pool(request).connection() as conn, conn.transaction():
-        result = await apps.sync(conn, spec)
+    async with deps.pool(request).connection() as conn:
+        result = await control.sync_app(conn, spec)
     log.info(
         "synced app %s (%d functions, modified=%s, archived=%s)",
         spec.name, len(spec.functions), result.modified, list(result.archived),

@@ -13,7 +13,15 @@ async def _configure(conn: AsyncConnection) -> None:
     conn.row_factory = dict_row  # type: ignore[assignment]
 
 
-async def open_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, name: str = "pgqueue") -> AsyncConnectionPool:
+async def open_pool(
+    conninfo: str, *, min_size: int = 1, max_size: int = 10, name: str = "pgqueue", pooler: bool = False
+) -> AsyncConnectionPool:
+    """`pooler=True` (PgBouncer transaction mode, RDS Proxy): psycopg never prepares statements on
+    the server (`prepare_threshold=None`), because the next transaction may run on another backend
+    and named statements pin RDS Proxy sessions."""
+    kwargs: dict[str, object] = {"autocommit": True, "connect_timeout": 10}
+    if pooler:
+        kwargs["prepare_threshold"] = None
     pool = AsyncConnectionPool(
         conninfo,
         min_size=min_size,
@@ -22,7 +30,7 @@ async def open_pool(conninfo: str, *, min_size: int = 1, max_size: int = 10, nam
         open=False,
         configure=_configure,
         check=AsyncConnectionPool.check_connection,
-        kwargs={"autocommit": True, "connect_timeout": 10},
+        kwargs=kwargs,
         reconnect_timeout=3600,
     )
     await pool.open(wait=True, timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -77,14 +78,19 @@ async def list_runs(
     status: str | None = None,
     function: str | UUID | None = None,
     before_id: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
+    """Newest first; keyset paging with `before_id` (the last id of the previous page)."""
     cur = await conn.execute(
         q("run_list"),
         {
             "status": status,
             "function": str(function) if function else None,
             "before_id": before_id,
+            "created_after": created_after,
+            "created_before": created_before,
             "limit": limit,
         },
     )

@@ -63,6 +63,8 @@ FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
 WHERE (%(status)s::text IS NULL OR r.status = %(status)s::pgqueue.run_status)
   AND (%(function)s::text IS NULL OR f.slug = %(function)s OR f.id::text = %(function)s)
   AND (%(before_id)s::text IS NULL OR r.id < %(before_id)s)
+  AND (%(created_after)s::timestamptz IS NULL OR r.created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR r.created_at < %(created_before)s)
 ORDER BY r.id DESC
 LIMIT %(limit)s
 

@@ -1,0 +1,29 @@
+# pgqueue in a container. One image, three entry points:
+#   pgqueue serve     the API (add --no-workers when `pgqueue worker` containers do the work)
+#   pgqueue worker    runner, executor, rescuer and cron scheduler, to scale out
+#   pgqueue migrate   one-off schema step before the others start (see docker-compose.yml)
+# The package is installed from the checkout with `pip install .`, as in the README.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY pgqueue ./pgqueue
+COPY api ./api
+COPY sql ./sql
+RUN pip install . && rm -rf /src
+
+RUN useradd --system --uid 10001 --no-create-home pgqueue
+USER pgqueue
+WORKDIR /tmp
+
+ENV PGQUEUE_HOST=0.0.0.0 \
+    PGQUEUE_PORT=8288
+EXPOSE 8288
+
+ENTRYPOINT ["pgqueue"]
+CMD ["serve"]

@@ -1,0 +1,523 @@
+"""The dashboard: server-rendered pages (Jinja2) over the same store functions as the REST API, and
+form actions (cancel, replay, pause/resume, sync, send a test event) guarded by a session and a
+CSRF token (api/auth.py). Pages refresh themselves by polling (static/dashboard.js).
+
+Every page needs a session: in serve mode a login, in dev mode one is issued on the first visit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlencode
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from api import auth, deps, schemas
+from pgqueue import __version__, appsync, control, ingest
+from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
+from pgqueue.models import DISCOVERY_STEP
+from pgqueue.store import apps, events, inspect, runs
+from pgqueue.store import events as events_store
+
+log = logging.getLogger("pgqueue.api")
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
+          "7d": timedelta(days=7)}
+PAGE_SIZE = 50
+FLASH_COOKIE = "pgqueue_flash"
+
+
+class Forbidden(PgQueueError):
+    status = 403
+
+
+class LoginRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+# -- template helpers ----------------------------------------------------------------------------
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def _short(value: Any, limit: int = 90) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _ms(value: float | int | None) -> str:
+    if value is None:
+        return "—"
+    value = float(value)
+    if value < 1000:
+        return f"{value:.0f} ms"
+    if value < 60_000:
+        return f"{value / 1000:.1f} s"
+    if value < 3_600_000:
+        return f"{value / 60_000:.1f} min"
+    return f"{value / 3_600_000:.1f} h"
+
+
+def _when(value: datetime | None, rel: bool = False) -> Markup:
+    """A UTC time; `rel` ones are rewritten as "3 min ago" by dashboard.js (the title keeps the time)."""
+    if value is None:
+        return Markup("—")
+    iso = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if rel:
+        return Markup('<time datetime="{}" title="{}" data-relative>{}</time>').format(iso, text, text)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(iso, text, text)
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None:
+        return "—"
+    return _ms(((end or datetime.now(UTC)) - start).total_seconds() * 1000)
+
+
+templates.env.filters["pretty"] = _pretty
+templates.env.filters["short"] = _short
+templates.env.filters["ms"] = _ms
+templates.env.globals["when"] = _when
+templates.env.globals["duration"] = _duration
+templates.env.globals["version"] = __version__
+
+
+def _local_path(value: str | None, default: str) -> str:
+    """Redirect targets are paths on this server only (no //host, no scheme)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return default
+
+
+def _flash(response: Response, kind: str, text: str) -> None:
+    response.set_cookie(FLASH_COOKIE, quote(json.dumps({"kind": kind, "text": text[:500]})), max_age=60,
+                        path="/", httponly=True, samesite="strict")
+
+
+def _read_flash(request: Request) -> dict[str, str] | None:
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        data = json.loads(unquote(raw))
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("text"), str) and data.get("kind") in ("ok", "error"):
+        return {"kind": str(data["kind"]), "text": str(data["text"])}
+    return None
+
+
+def _mode(request: Request) -> dict[str, Any]:
+    cfg = deps.settings(request)
+    loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
+    return {"production": cfg.production, "host": cfg.host, "port": cfg.port, "loopback": loopback}
+
+
+def _page_session(request: Request) -> auth.Session:
+    session = auth.current(request)
+    if session is not None:
+        return session
+    if deps.settings(request).production:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(target)
+    return auth.issue("dev")
+
+
+def render(
+    request: Request, template: str, session: auth.Session, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
+    flash = _read_flash(request)
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {
+            "csrf_token": session.csrf(auth.session_key(request)),
+            "session": session,
+            "mode": _mode(request),
+            "flash": flash,
+            "path": request.url.path,
+            "base_url": str(request.base_url).rstrip("/"),
+            **ctx,
+        },
+        status_code=status_code,
+    )
+    if session.fresh:
+        auth.set_session_cookie(response, request, session)
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+async def _action(request: Request) -> dict[str, str]:
+    """A dashboard POST: a valid session and its CSRF token, or nothing happens."""
+    session = auth.current(request)
+    if session is None:
+        raise Unauthorized("sign in to the dashboard first (POST /login)")
+    form = await auth.read_form(request)
+    token = form.get("csrf_token") or request.headers.get("x-csrf-token")
+    if not auth.check_token(token, session.csrf(auth.session_key(request))):
+        raise Forbidden("missing or invalid CSRF token: reload the page and try again")
+    return form
+
+
+def _done(form: dict[str, str], default: str, kind: str, text: str) -> RedirectResponse:
+    response = RedirectResponse(_local_path(form.get("next"), default), status_code=303)
+    _flash(response, kind, text)
+    return response
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(request: Request) -> HTMLResponse:
+    session = _page_session(request)
+    async with deps.pool(request).connection() as conn:
+        metrics = await inspect.metrics(conn)
+        app_rows = await apps.list_apps(conn)
+        recent = await runs.list_runs(conn, limit=10)
+        failures = await inspect.recent_failures(conn, 5)
+        stuck = await inspect.stuck_runs(conn, 10)
+        depth = await inspect.queue_depth(conn)
+    return render(request, "overview.html", session, nav="overview", metrics=metrics, apps=app_rows,
+                  runs=recent, failures=failures, stuck=stuck, depth=depth)
+
+
+@router.get("/apps", response_class=HTMLResponse)
+async def apps_page(request: Request) -> HTMLResponse:
+    session = _page_session(request)
+    async with deps.pool(request).connection() as conn:
+        app_rows = await apps.list_apps(conn)
+        functions = await inspect.functions(conn)
+    by_app: dict[Any, list[dict[str, Any]]] = {}
+    for fn in functions:
+        by_app.setdefault(fn["app_id"], []).append(fn)
+    return render(request, "apps.html", session, nav="apps", apps=app_rows, functions=by_app,
+                  flow_control=schemas.flow_control)
+
+
+@router.get("/functions/{ref}", response_class=HTMLResponse)
+async def function_page(ref: str, request: Request) -> HTMLResponse:
+    session = _page_session(request)
+    async with deps.pool(request).connection() as conn:
+        fn = await inspect.function(conn, ref)
+        if fn is None:
+            return render(request, "missing.html", session, status_code=404, nav="apps", what="function",
+                          ref=ref)
+        recent = await runs.list_runs(conn, function=str(fn["id"]), limit=25)
+        counts = await inspect.function_run_counts(conn, fn["id"], datetime.now(UTC) - timedelta(hours=24))
+        depth = await inspect.queue_depth(conn, fn["id"])
+    return render(request, "function.html", session, nav="apps", fn=fn, runs=recent, counts=counts,
+                  depth=depth, flow=schemas.flow_control(fn["config"]), statuses=STATUSES)
+
+
+def _time_filter(params: dict[str, str]) -> tuple[datetime | None, datetime | None]:
+    after = before = None
+    span = RANGES.get(params.get("range", ""))
+    if span is not None:
+        after = datetime.now(UTC) - span
+    for key in ("from", "to"):
+        raw = params.get(key, "").strip()
+        if not raw:
+            continue
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise InvalidInput(f"`{key}` must be a date and time like 2025-01-31T14:00") from None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        if key == "from":
+            after = value
+        else:
+            before = value
+    return after, before
+
+
+@router.get("/runs", response_class=HTMLResponse)
+async def runs_page(request: Request) -> HTMLResponse:
+    session = _page_session(request)
+    params = {k: v for k, v in request.query_params.items() if v}
+    status = params.get("status", "").lower() or None
+    error = None
+    if status is not None and status not in STATUSES:
+        error, status = f"unknown status {params['status']!r}", None
+    try:
+        after, before = _time_filter(params)
+    except InvalidInput as exc:
+        error, after, before = exc.message, None, None
+    cursor = params.get("cursor")
+    async with deps.pool(request).connection() as conn:
+        rows = await runs.list_runs(conn, status=status, function=params.get("function"), before_id=cursor,
+                                    created_after=after, created_before=before, limit=PAGE_SIZE)
+        functions = await inspect.functions(conn, include_archived=True)
+    keep = {k: v for k, v in params.items() if k != "cursor"}
+    next_url = f"/runs?{urlencode({**keep, 'cursor': rows[-1]['id']})}" if len(rows) == PAGE_SIZE else None
+    first_url = f"/runs?{urlencode(keep)}" if cursor else None
+    filtered = bool(keep)
+    return render(request, "runs.html", session, nav="runs", runs=rows, functions=functions, params=params,
+                  statuses=STATUSES, ranges=list(RANGES), next_url=next_url, first_url=first_url,
+                  filtered=filtered, error=error)
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+async def run_page(run_id: str, request: Request) -> HTMLResponse:
+    session = _page_session(request)
+    async with deps.pool(request).connection() as conn:
+        run = await runs.get(conn, run_id)
+        if run is None:
+            return render(request, "missing.html", session, status_code=404, nav="runs", what="run",
+                          ref=run_id)
+        rows = await inspect.run_timeline(conn, run_id)
+        pending = await inspect.run_pending(conn, run_id) if run["status"] in ("queued", "running") else []
+        event_rows = {r["id"]: r for r in await events.get_many(conn, run["event_ids"])}
+        fn = await inspect.function(conn, str(run["function_id"]))
+    trigger_events = [event_rows[i] for i in run["event_ids"] if i in event_rows]
+    return render(request, "run.html", session, nav="runs", run=run, fn=fn, events=trigger_events,
+                  timeline=build_timeline(rows), pending=pending, live=run["status"] in ("queued", "running"))
+
+
+@router.get("/events", response_class=HTMLResponse)
+async def events_page(request: Request) -> HTMLResponse:
+    session = _page_session(request)
+    name = request.query_params.get("name") or None
+    cursor = request.query_params.get("cursor") or None
+    async with deps.pool(request).connection() as conn:
+        rows = await events.list_events(conn, name=name, before_id=cursor, limit=PAGE_SIZE)
+        started = await inspect.runs_for_events(conn, [r["id"] for r in rows])
+    keep = {"name": name} if name else {}
+    next_url = f"/events?{urlencode({**keep, 'cursor': rows[-1]['id']})}" if len(rows) == PAGE_SIZE else None
+    first_url = f"/events?{urlencode(keep)}" if cursor else None
+    return render(request, "events.html", session, nav="events", events=rows, started=started,
+                  name=name or "", next_url=next_url, first_url=first_url)
+
+
+@router.get("/events/{event_id}", response_class=HTMLResponse)
+async def event_page(event_id: str, request: Request) -> HTMLResponse:
+    session = _page_session(request)
+    async with deps.pool(request).connection() as conn:
+        event = await events.get(conn, event_id)
+        if event is None:
+            return render(request, "missing.html", session, status_code=404, nav="events", what="event",
+                          ref=event_id)
+        started = (await inspect.runs_for_events(conn, [event_id])).get(event_id, [])
+    return render(request, "event.html", session, nav="events", event=event, started=started)
+
+
+# -- timeline ------------------------------------------------------------------------------------
+
+
+def build_timeline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Turn pgqueue.run_timeline rows into display entries: each memoised step with the attempts that
+    produced it (its retries included), the app calls that produced no step, and the run's start and end.
+
+    An attempt of a step's own queue item (parallel steps, sleeps) belongs to that step. A discovery
+    call (step id "step") belongs to the step(s) stored while it ran; discovery calls that failed just
+    before belong to the same step (the SDK ran the step inline and it threw)."""
+    steps = [dict(r, attempts=[]) for r in rows if r["entry"] == "step"]
+    by_id = {s["step_id"]: s for s in steps}
+    item_steps = {r["step_id"] for r in rows if r["entry"] == "attempt" and r["step_id"] != DISCOVERY_STEP}
+    claimed: set[int] = set()
+    failed_calls: list[dict[str, Any]] = []
+    for a in (r for r in rows if r["entry"] == "attempt"):
+        if a["step_id"] != DISCOVERY_STEP:
+            owner = by_id.get(a["step_id"])
+            if owner is not None:
+                owner["attempts"].append(a)
+                claimed.add(a["seq"])
+            continue
+        end = a["at"] + timedelta(milliseconds=a["duration_ms"] or 0) + timedelta(milliseconds=5)
+        produced = [s for s in steps if a["at"] <= s["at"] <= end and s["step_id"] not in item_steps]
+        if produced:
+            for s in produced:
+                s["attempts"].extend([*failed_calls, a])
+            claimed.update(x["seq"] for x in [*failed_calls, a])
+            failed_calls = []
+        elif a["outcome"] == "retry":
+            failed_calls.append(a)
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if r["entry"] == "step":
+            s = by_id[r["step_id"]]
+            first = min((x["at"] for x in s["attempts"]), default=None)
+            s["duration_ms"] = (s["at"] - first).total_seconds() * 1000 if first else None
+            s["tries"] = max(len(s["attempts"]), s["attempt"] or 1)
+            s["last_error"] = next((x["error"] for x in reversed(s["attempts"]) if x["error"]), None)
+            out.append(s)
+        elif r["entry"] == "attempt" and r["seq"] not in claimed:
+            out.append(dict(r))
+        elif r["entry"] in ("queued", "ended"):
+            out.append(dict(r))
+    return out
+
+
+# -- login ---------------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request) -> HTMLResponse:
+    cfg = deps.settings(request)
+    nxt = _local_path(request.query_params.get("next"), "/")
+    if not cfg.production or auth.current(request) is not None:
+        return RedirectResponse(nxt, status_code=303)  # type: ignore[return-value]
+    return _login_form(request, nxt, None)
+
+
+def _login_form(request: Request, nxt: str, error: str | None, status_code: int = 200) -> HTMLResponse:
+    nonce, new = auth.login_nonce(request)
+    response = templates.TemplateResponse(
+        request, "login.html",
+        {"login_token": auth.login_token(request, nonce), "next": nxt, "error": error, "mode": _mode(request),
+         "hint": auth.login_hint(deps.settings(request)), "flash": None, "session": None, "path": "/login",
+         "base_url": str(request.base_url).rstrip("/")},
+        status_code=status_code,
+    )
+    if new:
+        auth.set_login_cookie(response, request, nonce)
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    cfg = deps.settings(request)
+    form = await auth.read_form(request)
+    nxt = _local_path(form.get("next"), "/")
+    if not cfg.production:
+        return RedirectResponse(nxt, status_code=303)
+    nonce = request.cookies.get(auth.LOGIN_COOKIE)
+    if not nonce or not auth.check_token(form.get("login_token"), auth.login_token(request, nonce)):
+        return _login_form(request, nxt, "Your login form expired; please try again.", status_code=403)
+    if not auth.login_accepts(cfg, form.get("secret", "")):
+        log.warning("dashboard login refused from %s", request.client.host if request.client else "?")
+        return _login_form(request, nxt, "That password or token is not accepted.", status_code=401)
+    response = RedirectResponse(nxt, status_code=303)
+    auth.set_session_cookie(response, request, auth.issue("admin"))
+    response.delete_cookie(auth.LOGIN_COOKIE, path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    await _action(request)
+    response = RedirectResponse("/login" if deps.settings(request).production else "/", status_code=303)
+    auth.clear_session_cookie(response, request)
+    return response
+
+
+# -- actions -------------------------------------------------------------------------------------
+
+
+@router.post("/ui/runs/{run_id}/cancel")
+async def cancel_run(run_id: str, request: Request) -> Response:
+    form = await _action(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            await control.cancel_run(conn, run_id, reason="cancelled from the dashboard")
+    except PgQueueError as exc:
+        return _done(form, f"/runs/{run_id}", "error", exc.message)
+    return _done(form, f"/runs/{run_id}", "ok", f"Run {run_id} cancelled.")
+
+
+@router.post("/ui/runs/{run_id}/replay")
+async def replay_run(run_id: str, request: Request) -> Response:
+    form = await _action(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            row = await control.replay_run(conn, run_id)
+    except PgQueueError as exc:
+        return _done(form, f"/runs/{run_id}", "error", exc.message)
+    response = RedirectResponse(f"/runs/{row['id']}", status_code=303)
+    _flash(response, "ok", f"Replaying run {run_id} as run {row['id']}.")
+    return response
+
+
+async def _set_paused(request: Request, ref: str, paused: bool) -> Response:
+    form = await _action(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            row = await control.set_paused(conn, ref, paused)
+    except PgQueueError as exc:
+        return _done(form, f"/functions/{ref}", "error", exc.message)
+    verb = "paused: its events are stored but start no runs" if paused else "resumed"
+    return _done(form, f"/functions/{row['id']}", "ok", f"Function {row['slug']} {verb}.")
+
+
+@router.post("/ui/functions/{ref}/pause")
+async def pause_function(ref: str, request: Request) -> Response:
+    return await _set_paused(request, ref, True)
+
+
+@router.post("/ui/functions/{ref}/resume")
+async def resume_function(ref: str, request: Request) -> Response:
+    return await _set_paused(request, ref, False)
+
+
+@router.post("/ui/apps/sync")
+async def sync_app(request: Request) -> Response:
+    form = await _action(request)
+    url = form.get("url", "").strip()
+    if not url.startswith(("http://", "https://")):
+        return _done(form, "/apps", "error", "The app URL must start with http:// or https://.")
+    services = request.app.state.services
+    client = services.client if services is not None else request.app.state.http
+    attempt = await appsync.sync_app(client, url, deps.settings(request))
+    if not attempt.ok:
+        async with deps.pool(request).connection() as conn:
+            await apps.set_sync_error(conn, url, attempt.error)
+        return _done(form, "/apps", "error", f"Sync of {url} failed: {attempt.error}")
+    return _done(form, "/apps", "ok", f"Synced the app at {url}.")
+
+
+@router.post("/ui/events/send")
+async def send_event(request: Request) -> Response:
+    form = await _action(request)
+    cfg = deps.settings(request)
+    name = form.get("name", "").strip()
+    raw = form.get("data", "").strip() or "{}"
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return _done(form, "/events", "error", f"The event data is not valid JSON: {exc}")
+    try:
+        parsed = ingest.parse_events(json.dumps({"name": name, "data": data}).encode(), seed_header=None,
+                                     max_event_bytes=cfg.max_event_bytes, max_events=1)
+        async with deps.pool(request).connection() as conn, conn.transaction():
+            queued = await events_store.ingest(conn, parsed)
+    except PgQueueError as exc:
+        return _done(form, "/events", "error", exc.message)
+    services = request.app.state.services
+    if queued and services is not None:
+        services.wake_runner()
+    return _done(form, "/events", "ok", f"Sent {name} as event {parsed[0].id}.")
+
+
+# -- wiring --------------------------------------------------------------------------------------
+
+
+def install(app: FastAPI) -> None:
+    """Mount the dashboard on an app: pages, actions, static files and the login redirect."""
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(_: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(f"/login?{urlencode({'next': exc.next_path})}", status_code=303)
+
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="dashboard-static")
+

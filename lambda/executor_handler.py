@@ -1,0 +1,95 @@
+"""AWS Lambda entry point of the executor: `executor_handler.handler`.
+
+Events it takes:
+- the EventBridge schedule (Scheduler with input {"action": "tick"}, or a classic rule's
+  "Scheduled Event" from source aws.events): run one tick;
+- a kick from the API ({"action": "kick"}, asynchronous invoke): the same tick, sooner;
+- {"action": "migrate"}: apply the schema migrations (the Terraform stack invokes it on apply).
+
+A tick does all due work (cron, rescue, queue) within the invocation's remaining time minus a
+safety margin, then releases every lease it still holds before returning, so an invocation that
+runs out of time never strands work: the next tick or kick continues it. The pool and event loop
+live at module level and are reused by warm invocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue import aws, tick
+from pgqueue.db import migrate
+from pgqueue.db.pool import open_pool
+
+# Time kept back from the invocation's deadline for releasing leases and publishing metrics.
+SAFETY_MARGIN_S = 5.0
+DEFAULT_BUDGET_S = 60.0  # when the context does not say (local calls)
+SCHEDULE_SOURCES = ("aws.events", "aws.scheduler")
+
+settings = aws.lambda_settings()
+pool_opens = 0
+_pool: AsyncConnectionPool | None = None
+_loop = asyncio.new_event_loop()
+
+
+def action_of(event: Any) -> str:
+    """'tick', 'kick' or 'migrate'; ValueError for anything else (HTTP events included)."""
+    if not isinstance(event, dict):
+        raise ValueError(f"the executor takes a JSON object, got {type(event).__name__}")
+    if "requestContext" in event or "httpMethod" in event:
+        raise ValueError("this is the executor: send HTTP requests to api_handler.handler")
+    action = event.get("action")
+    if action is None:
+        scheduled = event.get("source") in SCHEDULE_SOURCES or event.get("detail-type") == "Scheduled Event"
+        if scheduled or not event:
+            return "tick"
+        raise ValueError(f"unknown executor event (no action, source {event.get('source')!r})")
+    if action not in ("tick", "kick", "migrate"):
+        raise ValueError(f"unknown executor action {action!r}: use tick, kick or migrate")
+    return str(action)
+
+
+def budget_s(context: Any) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return DEFAULT_BUDGET_S
+    seconds = remaining() / 1000.0
+    # Short invocations (tests, tiny timeouts) keep back a fifth rather than the full margin.
+    return max(seconds - min(SAFETY_MARGIN_S, seconds / 5), 0.0)
+
+
+async def _pool_once() -> AsyncConnectionPool:
+    global _pool, pool_opens
+    if _pool is None:
+        assert settings.database_url
+        pool_opens += 1
+        _pool = await open_pool(
+            settings.database_url, min_size=1, max_size=settings.pool_size, name="pgqueue-executor",
+            pooler=True,
+        )
+    return _pool
+
+
+async def _tick(deadline: float) -> tick.TickResult:
+    pool = await _pool_once()  # a cold start's connect time comes out of the budget too
+    return await tick.run_tick(
+        pool,
+        settings=settings,
+        budget_s=max(deadline - time.monotonic(), 0.0),
+        metrics_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
+    )
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    action = action_of(event)
+    if action == "migrate":
+        assert settings.database_url
+        result = migrate.migrate(settings.database_url)
+        return {"action": action, "version": result.version, "applied": list(result.applied)}
+    deadline = time.monotonic() + budget_s(context)
+    outcome = _loop.run_until_complete(_tick(deadline))
+    return {"action": action, **outcome.to_dict()}

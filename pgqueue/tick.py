@@ -1,0 +1,235 @@
+"""One bounded round of all background work, for deployments without a long-lived process.
+
+`run_tick()` is what `pgqueue tick` and the executor Lambda call on a schedule (and after a kick):
+fire due cron slots, rescue expired leases (and sweep parked items, prune expired keys), prune
+old runs, then drain: turn stored events into runs and claim/execute due queue items — delayed
+work, sleeps and wait timeouts are just items whose time came — until nothing is due or the
+time budget runs out. Leases still held at the end are handed back (without using an attempt),
+so the next tick, or a container worker, picks them up at once.
+
+It runs the same services as `pgqueue worker` (their `run_once()`s): there is one way to run work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue.db.pool import open_pool
+from pgqueue.services import Services
+from pgqueue.settings import Settings
+from pgqueue.store import queue
+from pgqueue.store import tick as store
+
+log = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "pgqueue"
+METRICS_DIMENSION = "FunctionName"
+# name -> (TickResult field, CloudWatch unit): what the tick publishes as EMF.
+METRICS: dict[str, tuple[str, str]] = {
+    "QueueDepth": ("due", "Count"),
+    "OldestDueAgeSeconds": ("oldest_due_age_s", "Seconds"),
+    "LeasedItems": ("leased", "Count"),
+    "ScheduledItems": ("scheduled", "Count"),
+    "InboxEvents": ("inbox", "Count"),
+    "ItemsClaimed": ("items_claimed", "Count"),
+    "ItemsReleased": ("items_released", "Count"),
+    "RunsCreated": ("runs_created", "Count"),
+    "CronRunsFired": ("cron_fired", "Count"),
+    "RescuedItems": ("rescued", "Count"),
+}
+
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    cron_fired: int
+    cron_skipped: int
+    rescued: int
+    events_seen: int
+    runs_created: int
+    items_claimed: int
+    items_released: int
+    # the queue when the tick ended
+    due: int
+    scheduled: int
+    leased: int
+    inbox: int
+    oldest_due_age_s: float
+    idle: bool  # stopped because nothing was due (False: the budget ran out first)
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def run_tick(
+    target: Settings | AsyncConnectionPool,
+    *,
+    budget_s: float,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    grace_s: float | None = None,
+    linger_s: float = 0.0,
+    metrics_name: str | None = None,
+    metrics_stream: TextIO | None = None,
+) -> TickResult:
+    """Do all due background work within `budget_s` seconds, then release any lease still held.
+
+    target: Settings (a pool is opened and closed here) or an open pool (reused, e.g. across warm
+    Lambda invocations; pass `settings` for the executor's keys and limits).
+    now: the cron clock (tests inject it); queue times are the database's.
+    grace_s: the tail of the budget in which nothing new is claimed, so calls in flight can end
+    (default: a quarter of the budget, at most 10 s).
+    linger_s: keep going while an item comes due within this many seconds (0: stop when idle).
+    metrics_name: when set, print one CloudWatch EMF line with the queue metrics, dimension
+    FunctionName=<metrics_name>.
+    """
+    started = time.monotonic()
+    cfg = settings or (target if isinstance(target, Settings) else Settings())
+    own_pool = isinstance(target, Settings)
+    if isinstance(target, Settings):
+        assert target.database_url, "run_tick needs settings with a database_url"
+        pool = await open_pool(target.database_url, max_size=target.pool_size, pooler=target.pooler)
+    else:
+        pool = target
+    services = Services(cfg, pool)
+    try:
+        result = await _tick(services, started, budget_s, now=now, grace_s=grace_s, linger_s=linger_s)
+    finally:
+        await services.client.aclose()
+        if own_pool:
+            await pool.close()
+    if metrics_name is not None:
+        (metrics_stream or sys.stdout).write(json.dumps(emf_record(result, metrics_name)) + "\n")
+        (metrics_stream or sys.stdout).flush()
+    return result
+
+
+async def _tick(
+    services: Services, started: float, budget_s: float, *, now: datetime | None, grace_s: float | None,
+    linger_s: float,
+) -> TickResult:
+    deadline = started + max(budget_s, 0.0)
+    grace = min(budget_s / 4, 10.0) if grace_s is None else grace_s
+    claim_until = deadline - grace
+
+    cron = await services.cron.run_once(now)
+    rescue = await services.rescuer.run_once()
+    if services.retention is not None:
+        try:
+            await services.retention.run_once()
+        except Exception:
+            log.exception("retention round failed; the next tick retries")
+
+    worker = services.worker
+    heartbeat = asyncio.create_task(_heartbeat(services), name="pgqueue-tick-heartbeat")
+    events_seen = runs_created = claimed = 0
+    idle = False
+    fruitless = 0  # rounds in a row where items were due but none could be claimed (flow control)
+    try:
+        while time.monotonic() < claim_until:
+            drained = await services.runner.drain()
+            events_seen += drained.events_seen
+            runs_created += drained.runs_created
+            got = (await worker.run_once()).claimed
+            claimed += got
+            if got:
+                fruitless = 0
+                continue
+            tasks = [task for _, task in worker.inflight.values()]
+            left = claim_until - time.monotonic()
+            if tasks:
+                await asyncio.wait(
+                    tasks, timeout=max(min(_POLL_S, left), 0), return_when=asyncio.FIRST_COMPLETED
+                )
+                continue
+            if drained.events_seen:
+                continue
+            async with services.pool.connection() as conn:
+                due_in = await queue.next_due_in(conn)
+            if due_in is None or due_in > min(linger_s, left):
+                idle = True
+                break
+            if due_in <= 0:
+                fruitless += 1
+                if fruitless >= 3:  # due but not claimable now (concurrency, throttle): not our work
+                    idle = True
+                    break
+            await asyncio.sleep(min(max(due_in, _POLL_S if due_in <= 0 else 0.01), max(left, 0)))
+        # Stage two: no new claims; calls in flight get the rest of the budget.
+        tasks = [task for _, task in worker.inflight.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0))
+        leftover = len(worker.inflight)
+        await worker.stop(grace_s=0)  # cancels what is left and releases its leases
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+    async with services.pool.connection() as conn:
+        m = await store.queue_metrics(conn)
+    return TickResult(
+        cron_fired=cron.fired,
+        cron_skipped=cron.skipped,
+        rescued=rescue.rescued,
+        events_seen=events_seen,
+        runs_created=runs_created,
+        items_claimed=claimed,
+        items_released=leftover,
+        due=int(m["due"]),
+        scheduled=int(m["scheduled"]),
+        leased=int(m["leased"]),
+        inbox=int(m["inbox"]),
+        oldest_due_age_s=round(float(m["oldest_due_age_s"]), 3),
+        idle=idle,
+        duration_s=round(time.monotonic() - started, 3),
+    )
+
+
+async def _heartbeat(services: Services) -> None:
+    """Keep the leases of calls in flight alive (the worker's own heartbeat is not running)."""
+    interval = services.settings.lease_ms / 3000.0
+    while True:
+        await asyncio.sleep(interval)
+        leases = [(item.id, item.lease_token) for item, _ in services.worker.inflight.values()]
+        if not leases:
+            continue
+        try:
+            async with services.pool.connection() as conn:
+                await queue.extend_leases(conn, leases, services.settings.lease_ms)
+        except Exception:
+            log.exception("extending leases failed")
+
+
+def emf_record(result: TickResult, name: str, *, timestamp_ms: int | None = None) -> dict[str, Any]:
+    """A CloudWatch Embedded Metric Format record of the tick's metrics (one JSON log line)."""
+    values = result.to_dict()
+    record: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [[METRICS_DIMENSION]],
+                    "Metrics": [{"Name": metric, "Unit": unit} for metric, (_, unit) in METRICS.items()],
+                }
+            ],
+        },
+        METRICS_DIMENSION: name,
+        "idle": result.idle,
+        "duration_s": result.duration_s,
+    }
+    for metric, (field_name, _) in METRICS.items():
+        record[metric] = values[field_name]
+    return record

@@ -1,0 +1,79 @@
+-- Read side of the dashboard and the REST API's inspection endpoints, over the views in
+-- sql/views/inspect.sql and the tables behind them.
+
+-- name: inspect_metrics
+SELECT * FROM pgqueue.metrics()
+
+-- name: inspect_queue_depth
+SELECT function_id, function_slug, app_name, status, items, runs, oldest_run_at, oldest_age_s
+FROM pgqueue.queue_depth
+WHERE %(function_id)s::uuid IS NULL OR function_id = %(function_id)s::uuid
+ORDER BY function_slug, status
+
+-- name: inspect_active_leases
+SELECT item_id, run_id, function_id, function_slug, kind, step_id, step_name, attempt, max_attempts,
+       leased_by, leased_at, lease_expires_at, expires_in_s, expired
+FROM pgqueue.active_leases
+ORDER BY lease_expires_at
+LIMIT %(limit)s
+
+-- name: inspect_stuck_runs
+SELECT run_id, function_id, function_slug, status, reason, since, age_s, detail
+FROM pgqueue.stuck_runs
+ORDER BY since
+LIMIT %(limit)s
+
+-- name: inspect_recent_failures
+SELECT run_id, function_id, function_slug, app_name, event_id, error_name, error_message, error,
+       failed_attempts, created_at, ended_at
+FROM pgqueue.recent_failures
+LIMIT %(limit)s
+
+-- name: inspect_run_timeline
+SELECT run_id, at, seq, entry, step_id, step_name, op, attempt, outcome, status_code, duration_ms,
+       output, error, status
+FROM pgqueue.run_timeline
+WHERE run_id = %(run_id)s
+ORDER BY at, seq
+
+-- name: inspect_functions
+-- Every function with its app, for filters and GET /v1/functions (archived ones on request).
+SELECT f.id, f.slug, f.name, f.url, f.config, f.retries, f.created_at, f.updated_at, f.archived_at, f.paused_at,
+       f.app_id, a.name AS app_name
+FROM pgqueue.functions f JOIN pgqueue.apps a ON a.id = f.app_id
+WHERE (%(include_archived)s OR f.archived_at IS NULL)
+ORDER BY a.name, f.slug
+
+-- name: inspect_function_get
+SELECT f.id, f.slug, f.name, f.url, f.config, f.retries, f.created_at, f.updated_at, f.archived_at, f.paused_at,
+       f.app_id, a.name AS app_name, a.url AS app_url, a.synced_at AS app_synced_at, a.sync_error AS app_sync_error
+FROM pgqueue.functions f JOIN pgqueue.apps a ON a.id = f.app_id
+WHERE f.id::text = %(ref)s OR f.slug = %(ref)s
+ORDER BY (f.id::text = %(ref)s) DESC
+LIMIT 1
+
+-- name: inspect_function_run_counts
+-- A function's runs per status since a time (index runs_function_created).
+SELECT r.status::text AS status, count(*) AS runs
+FROM pgqueue.runs r
+WHERE r.function_id = %(function_id)s AND r.created_at >= %(since)s
+GROUP BY r.status
+
+-- name: inspect_runs_for_events
+-- The runs each of a page of events started (index runs_event_ids).
+SELECT e.event_id, r.id, r.function_id, f.slug AS function_slug, r.status::text AS status,
+       r.created_at, r.ended_at
+FROM unnest(%(event_ids)s::text[]) AS e(event_id)
+JOIN pgqueue.runs r ON r.event_ids @> ARRAY[e.event_id]
+JOIN pgqueue.functions f ON f.id = r.function_id
+ORDER BY e.event_id, r.id
+
+-- name: inspect_run_pending
+-- What a live run is waiting on: its queue items (calls, sleeps, timeouts) and pauses.
+SELECT 'item'::text AS source, q.kind, q.step_id, q.step_name, q.state::text AS state, q.run_at AS at,
+       q.attempt, q.lease_expires_at, NULL::text AS event_name
+FROM pgqueue.queue_items q WHERE q.run_id = %(run_id)s
+UNION ALL
+SELECT 'pause', p.kind, p.step_id, p.step_name, 'waiting', p.expires_at, NULL, NULL, p.event_name
+FROM pgqueue.pauses p WHERE p.run_id = %(run_id)s
+ORDER BY at NULLS LAST

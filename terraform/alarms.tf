@@ -1,0 +1,76 @@
+################################################################################
+# Alarms on what every tick publishes (CloudWatch EMF, namespace "pgqueue",
+# dimension FunctionName = the executor) and on the functions' errors
+################################################################################
+
+locals {
+  alarm_actions = var.alarm_sns_topic_arn == null ? [] : [var.alarm_sns_topic_arn]
+}
+
+resource "aws_cloudwatch_metric_alarm" "queue_depth" {
+  alarm_name          = "${var.name}-queue-depth"
+  alarm_description   = "More pgqueue work is due than the executor drains (QueueDepth at the end of ticks)"
+  namespace           = "pgqueue"
+  metric_name         = "QueueDepth"
+  dimensions          = { FunctionName = aws_lambda_function.executor.function_name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  threshold           = var.queue_depth_alarm_threshold
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "oldest_due_age" {
+  alarm_name          = "${var.name}-oldest-due-age"
+  alarm_description   = "Due pgqueue work is waiting too long, or ticks stopped reporting (missing data breaches)"
+  namespace           = "pgqueue"
+  metric_name         = "OldestDueAgeSeconds"
+  dimensions          = { FunctionName = aws_lambda_function.executor.function_name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  threshold           = var.oldest_due_age_alarm_threshold
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "executor_errors" {
+  alarm_name          = "${var.name}-executor-errors"
+  alarm_description   = "The pgqueue executor function failed"
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = aws_lambda_function.executor.function_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "api_errors" {
+  alarm_name          = "${var.name}-api-errors"
+  alarm_description   = "The pgqueue API function failed (unhandled errors, not 4xx answers)"
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = aws_lambda_function.api.function_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}

@@ -1,0 +1,197 @@
+################################################################################
+# Trust policies
+################################################################################
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "scheduler_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "rds_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["rds.amazonaws.com"]
+    }
+  }
+}
+
+################################################################################
+# Shared statement: read the settings (secret or SSM parameter, and its key)
+################################################################################
+
+data "aws_iam_policy_document" "read_settings" {
+  dynamic "statement" {
+    for_each = var.ssm_parameter_arn == null ? [1] : []
+    content {
+      sid       = "ReadSettingsSecret"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [local.settings_secret_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.ssm_parameter_arn != null ? [1] : []
+    content {
+      sid       = "ReadSettingsParameter"
+      actions   = ["ssm:GetParameter"]
+      resources = [var.ssm_parameter_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn != null ? [1] : []
+    content {
+      sid       = "DecryptSettings"
+      actions   = ["kms:Decrypt"]
+      resources = [var.kms_key_arn]
+    }
+  }
+}
+
+################################################################################
+# API function: its logs, the settings, and invoking the executor (nothing else)
+################################################################################
+
+resource "aws_iam_role" "api" {
+  name_prefix        = "${var.name}-api-"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "api" {
+  source_policy_documents = [data.aws_iam_policy_document.read_settings.json]
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.api.arn}:*"]
+  }
+
+  statement {
+    sid       = "KickTheExecutor"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [aws_lambda_function.executor.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "api" {
+  name   = "pgqueue-api"
+  role   = aws_iam_role.api.id
+  policy = data.aws_iam_policy_document.api.json
+}
+
+################################################################################
+# Executor function: its logs and the settings
+################################################################################
+
+resource "aws_iam_role" "executor" {
+  name_prefix        = "${var.name}-executor-"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "executor" {
+  source_policy_documents = [data.aws_iam_policy_document.read_settings.json]
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.executor.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "executor" {
+  name   = "pgqueue-executor"
+  role   = aws_iam_role.executor.id
+  policy = data.aws_iam_policy_document.executor.json
+}
+
+# Inside a VPC, Lambda manages network interfaces for the functions (an AWS-managed policy whose
+# EC2 actions cannot be scoped to resources).
+resource "aws_iam_role_policy_attachment" "api_vpc" {
+  count = local.in_vpc ? 1 : 0
+
+  role       = aws_iam_role.api.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+}
+
+resource "aws_iam_role_policy_attachment" "executor_vpc" {
+  count = local.in_vpc ? 1 : 0
+
+  role       = aws_iam_role.executor.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+}
+
+################################################################################
+# EventBridge Scheduler: invoke the executor
+################################################################################
+
+resource "aws_iam_role" "scheduler" {
+  name_prefix        = "${var.name}-tick-"
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "scheduler" {
+  statement {
+    sid       = "InvokeTheExecutor"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [aws_lambda_function.executor.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  name   = "pgqueue-tick"
+  role   = aws_iam_role.scheduler.id
+  policy = data.aws_iam_policy_document.scheduler.json
+}
+
+################################################################################
+# RDS Proxy: read the database credentials
+################################################################################
+
+resource "aws_iam_role" "rds_proxy" {
+  count = var.create_database && var.create_rds_proxy ? 1 : 0
+
+  name_prefix        = "${var.name}-proxy-"
+  assume_role_policy = data.aws_iam_policy_document.rds_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "rds_proxy" {
+  count = var.create_database && var.create_rds_proxy ? 1 : 0
+
+  statement {
+    sid       = "ReadDatabaseCredentials"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.db_credentials[0].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "rds_proxy" {
+  count = var.create_database && var.create_rds_proxy ? 1 : 0
+
+  name   = "pgqueue-proxy"
+  role   = aws_iam_role.rds_proxy[0].id
+  policy = data.aws_iam_policy_document.rds_proxy[0].json
+}

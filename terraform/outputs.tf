@@ -1,0 +1,49 @@
+output "api_url" {
+  description = "Origin the SDKs use (INNGEST_BASE_URL / INNGEST_EVENT_API_BASE_URL): the API at the root"
+  value       = var.api_frontend == "http_api" ? aws_apigatewayv2_api.this[0].api_endpoint : trimsuffix(aws_lambda_function_url.api[0].function_url, "/")
+}
+
+output "api_function_name" {
+  description = "Name of the API function"
+  value       = aws_lambda_function.api.function_name
+}
+
+output "api_function_arn" {
+  description = "ARN of the API function"
+  value       = aws_lambda_function.api.arn
+}
+
+output "executor_function_name" {
+  description = "Name of the executor function (invoke it with {\"action\": \"migrate\"} to migrate by hand)"
+  value       = aws_lambda_function.executor.function_name
+}
+
+output "executor_function_arn" {
+  description = "ARN of the executor function"
+  value       = aws_lambda_function.executor.arn
+}
+
+output "schedule_arn" {
+  description = "ARN of the EventBridge schedule that ticks the executor"
+  value       = aws_scheduler_schedule.tick.arn
+}
+
+output "settings_secret_arn" {
+  description = "ARN of the settings secret (created or passed in); null when settings come from SSM"
+  value       = var.ssm_parameter_arn == null ? local.settings_secret_arn : null
+}
+
+output "db_instance_address" {
+  description = "Address of the created database instance (null when none was created)"
+  value       = one(aws_db_instance.this[*].address)
+}
+
+output "db_proxy_endpoint" {
+  description = "Endpoint of the RDS Proxy (null when none was created)"
+  value       = one(aws_db_proxy.this[*].endpoint)
+}
+
+output "migration_result" {
+  description = "What the migrate action returned on the last apply ({\"version\": N, \"applied\": [...]})"
+  value       = one(aws_lambda_invocation.migrate[*].result)
+}

@@ -1,0 +1,286 @@
+################################################################################
+# General
+################################################################################
+
+variable "name" {
+  description = "Name prefix for every resource (functions are <name>-api and <name>-executor)"
+  type        = string
+  default     = "pgqueue"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,40}$", var.name))
+    error_message = "name must start with a letter and use only lower-case letters, digits and hyphens (at most 41 characters)."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource"
+  type        = map(string)
+  default     = {}
+}
+
+################################################################################
+# Lambda functions
+################################################################################
+
+variable "lambda_package_path" {
+  description = "Path of the zip built by `python scripts/build_lambda.py --arch <architecture>` (both functions use it)"
+  type        = string
+}
+
+variable "architecture" {
+  description = "Instruction set of both functions; must match the zip (`x86_64` or `arm64`)"
+  type        = string
+  default     = "arm64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture must be x86_64 or arm64."
+  }
+}
+
+variable "runtime" {
+  description = "Lambda runtime; must match the --python-version the zip was built for"
+  type        = string
+  default     = "python3.12"
+}
+
+variable "api_frontend" {
+  description = "How the API is reached at the origin root: `http_api` (API Gateway HTTP API, 30 s limit) or `function_url`"
+  type        = string
+  default     = "http_api"
+
+  validation {
+    condition     = contains(["http_api", "function_url"], var.api_frontend)
+    error_message = "api_frontend must be http_api or function_url."
+  }
+}
+
+variable "api_memory_size" {
+  description = "Memory (MB) of the API function"
+  type        = number
+  default     = 512
+}
+
+variable "api_timeout" {
+  description = "Timeout (seconds) of the API function"
+  type        = number
+  default     = 29
+}
+
+variable "executor_memory_size" {
+  description = "Memory (MB) of the executor function"
+  type        = number
+  default     = 1024
+}
+
+variable "executor_timeout" {
+  description = "Timeout (seconds) of the executor function: one tick runs for this long at most, so keep it above your longest step"
+  type        = number
+  default     = 300
+}
+
+variable "executor_reserved_concurrency" {
+  description = "Reserved concurrency of the executor: caps parallel ticks (and their database connections)"
+  type        = number
+  default     = 5
+}
+
+variable "executor_pool_size" {
+  description = "Database connections per executor instance (PGQUEUE_POOL_SIZE)"
+  type        = number
+  default     = 10
+}
+
+variable "worker_concurrency" {
+  description = "Calls to SDK apps one executor instance makes at once (PGQUEUE_WORKER_CONCURRENCY)"
+  type        = number
+  default     = 32
+}
+
+variable "schedule_expression" {
+  description = "EventBridge Scheduler expression of the executor tick; bounds the latency of work whose kick was lost"
+  type        = string
+  default     = "rate(1 minute)"
+}
+
+variable "kick_debounce_ms" {
+  description = "At most one executor kick per this many milliseconds, across all API instances"
+  type        = number
+  default     = 1000
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention of both functions"
+  type        = number
+  default     = 14
+}
+
+variable "log_level" {
+  description = "PGQUEUE_LOG_LEVEL of both functions"
+  type        = string
+  default     = "info"
+}
+
+variable "run_migrations" {
+  description = "Invoke the executor's migrate action on apply (and whenever the package changes)"
+  type        = bool
+  default     = true
+}
+
+################################################################################
+# Settings and secrets
+################################################################################
+
+variable "secret_arn" {
+  description = "Existing Secrets Manager secret holding the settings: a JSON object with DATABASE_URL, PGQUEUE_SIGNING_KEY and PGQUEUE_EVENT_KEYS (or a bare PostgreSQL URL). Leave null to let the module create one"
+  type        = string
+  default     = null
+}
+
+variable "ssm_parameter_arn" {
+  description = "Instead of a secret: an SSM SecureString parameter with the same content"
+  type        = string
+  default     = null
+}
+
+variable "kms_key_arn" {
+  description = "Customer-managed KMS key that encrypts the secret or parameter (null: the AWS-managed key)"
+  type        = string
+  default     = null
+}
+
+variable "database_url" {
+  description = "PostgreSQL URL of an existing database, stored in the secret the module creates (ignored with create_database)"
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "signing_key" {
+  description = "Signing key shared with the SDK apps (signkey-prod-<hex>); generated when null"
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "event_keys" {
+  description = "Event keys accepted by POST /e/{key}; one is generated when empty"
+  type        = list(string)
+  default     = []
+  sensitive   = true
+}
+
+################################################################################
+# Network
+################################################################################
+
+variable "vpc_id" {
+  description = "VPC of the functions (and of the database when created); null runs the functions outside a VPC"
+  type        = string
+  default     = null
+}
+
+variable "subnet_ids" {
+  description = "Private subnets of the functions (and the database); they need a NAT route to reach SDK apps"
+  type        = list(string)
+  default     = []
+}
+
+variable "security_group_ids" {
+  description = "Extra security groups for the functions"
+  type        = list(string)
+  default     = []
+}
+
+################################################################################
+# Database (optional)
+################################################################################
+
+variable "create_database" {
+  description = "Create an RDS for PostgreSQL instance (needs vpc_id and subnet_ids)"
+  type        = bool
+  default     = false
+}
+
+variable "create_rds_proxy" {
+  description = "Put an RDS Proxy in front of the created database (recommended: Lambda concurrency x pool size connections)"
+  type        = bool
+  default     = true
+}
+
+variable "db_engine_version" {
+  description = "PostgreSQL major version of the created database"
+  type        = string
+  default     = "16"
+}
+
+variable "db_instance_class" {
+  description = "Instance class of the created database"
+  type        = string
+  default     = "db.t4g.micro"
+}
+
+variable "db_allocated_storage" {
+  description = "Initial storage (GiB) of the created database"
+  type        = number
+  default     = 20
+}
+
+variable "db_max_allocated_storage" {
+  description = "Storage autoscaling limit (GiB) of the created database"
+  type        = number
+  default     = 100
+}
+
+variable "db_name" {
+  description = "Database name"
+  type        = string
+  default     = "pgqueue"
+}
+
+variable "db_username" {
+  description = "Master user name"
+  type        = string
+  default     = "pgqueue"
+}
+
+variable "db_multi_az" {
+  description = "Multi-AZ deployment of the created database"
+  type        = bool
+  default     = false
+}
+
+variable "db_deletion_protection" {
+  description = "Deletion protection of the created database"
+  type        = bool
+  default     = true
+}
+
+variable "db_backup_retention_period" {
+  description = "Days of automated backups of the created database"
+  type        = number
+  default     = 7
+}
+
+################################################################################
+# Alarms
+################################################################################
+
+variable "alarm_sns_topic_arn" {
+  description = "SNS topic notified by the alarms (null: alarms without actions)"
+  type        = string
+  default     = null
+}
+
+variable "queue_depth_alarm_threshold" {
+  description = "Alarm when more queue items than this are due at the end of ticks for 5 minutes"
+  type        = number
+  default     = 1000
+}
+
+variable "oldest_due_age_alarm_threshold" {
+  description = "Alarm when the oldest due queue item has waited longer than this many seconds (also when ticks stop reporting)"
+  type        = number
+  default     = 300
+}
