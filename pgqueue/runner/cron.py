@@ -35,9 +35,9 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue import ids
 from pgqueue.db.notify import Wakeup
 from pgqueue.registration import split_cron
-from pgqueue.runner import admission, flow, matching, timeouts, triggers
+from pgqueue.runner import starting, triggers
 from pgqueue.store import cron as store
-from pgqueue.store import events, runs
+from pgqueue.store import events
 
 log = logging.getLogger(__name__)
 
@@ -191,32 +191,11 @@ class CronScheduler:
             SCHEDULED_EVENT,
             {"cron": row["cron"], "fn_id": row["slug"], "scheduled_at": slot.isoformat()},
         )
-        event = triggers.event_object(event_row)
-        config = row["config"]
-        fn_id = row["function_id"]
-        reason = await flow.rate_limited(conn, fn_id, config, event)
-        if reason is None and admission.needs_admission(config):
-            reason = await admission.admit(conn, fn_id, config, run_id, event)
-        if reason is not None:
-            await events.set_skip_reason(conn, event_row["id"], reason)
-            return reason
-        await runs.create_many(
-            conn,
-            [
-                {
-                    "id": run_id,
-                    "function_id": fn_id,
-                    "event_id": event_row["id"],
-                    "event_ids": [event_row["id"]],
-                    "max_attempts": row["retries"] + 1,
-                    **flow.shape(fn_id, config, event).fields(),
-                }
-            ],
-        )
-        if config.get("cancel"):
-            await matching.register_cancellations(conn, run_id, config, event)
-        await timeouts.schedule_start(conn, run_id, {"function_id": fn_id, "config": config})
-        return None
+        starter = starting.RunStarter(conn)
+        fn = {"function_id": row["function_id"], "config": row["config"], "retries": row["retries"]}
+        reason = await starter.start(fn, event_row["id"], triggers.event_object(event_row), run_id=run_id)
+        await starter.close()
+        return reason
 
     # -- service loop ---------------------------------------------------------------------------
     def start(self) -> None:

@@ -10,15 +10,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import ids
 from pgqueue.db.notify import Wakeup
-from pgqueue.runner import admission, flow, matching, timeouts, triggers
-from pgqueue.store import apps, events, pauses, runs
-from pgqueue.store import flow as flow_store
+from pgqueue.runner import matching, starting, triggers
+from pgqueue.store import apps, events, pauses
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +52,8 @@ class Runner:
             names = sorted({r["name"] for r in rows.values()})
             candidates = await apps.trigger_candidates(conn, names)
             pause_paths = await pauses.paths_for(conn, names)
-            new_runs = []
-            after_create: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-            resumed = created = 0
+            starter = starting.RunStarter(conn)
+            resumed = 0
             for event_id in event_ids:
                 row = rows.get(event_id)
                 if row is None:
@@ -69,52 +65,9 @@ class Runner:
                 if paused and len(paused) == len(matched):
                     await events.set_skip_reason(conn, event_id, "function paused")
                 for trig in matched:
-                    if trig["paused_at"] is not None:
-                        continue
-                    run_id = ids.new_ulid()
-                    config = trig["config"]
-                    fn_id = trig["function_id"]
-                    reason = await flow.rate_limited(conn, fn_id, config, event)
-                    if reason is None and admission.needs_admission(config):
-                        # Runs created so far go in first: a singleton claim looks at live runs.
-                        created += await runs.create_many(conn, new_runs)
-                        new_runs = []
-                        reason = await admission.admit(conn, fn_id, config, run_id, event)
-                    if reason is not None:
-                        await events.set_skip_reason(conn, event_id, reason)
-                        continue
-                    run = {
-                        "id": run_id,
-                        "function_id": fn_id,
-                        "event_id": event_id,
-                        "event_ids": [event_id],
-                        "max_attempts": trig["retries"] + 1,
-                        **flow.shape(fn_id, config, event).fields(),
-                    }
-                    deferred = None
-                    if config.get("batchEvents") or config.get("debounce"):
-                        created += await runs.create_many(conn, new_runs)
-                        new_runs = []
-                        deferred = await flow.batch(conn, fn_id, config, event_id, event)
-                        if deferred is None:
-                            deferred = await flow.debounce(conn, fn_id, config, event_id, event)
-                    if deferred is not None and deferred.absorbed_by is not None:
-                        continue  # a waiting run took this event
-                    if deferred is not None:
-                        run["delay_s"] = deferred.delay_s
-                        created += await runs.create_many(conn, [run])
-                        if deferred.batch_key is not None:
-                            await flow_store.batch_open(conn, fn_id, deferred.batch_key, run_id)
-                        if deferred.debounce_key is not None:
-                            await flow_store.debounce_open(conn, fn_id, deferred.debounce_key, run_id)
-                    else:
-                        new_runs.append(run)
-                    if config.get("cancel") or (config.get("timeouts") or {}).get("start"):
-                        after_create.append((run_id, trig, event))
-            created += await runs.create_many(conn, new_runs)
-            for run_id, trig, event in after_create:
-                await matching.register_cancellations(conn, run_id, trig["config"], event)
-                await timeouts.schedule_start(conn, run_id, trig)
+                    if trig["paused_at"] is None:
+                        await starter.start(trig, event_id, event)
+            created = await starter.close()
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
         return RunnerTick(len(event_ids), created)
