@@ -43,6 +43,7 @@ class Services:
             pool,
             self.client,
             signing_key=settings.signing_key,  # workers sign whenever a key is configured
+            signing_key_fallback=settings.signing_key_fallback,
             backoff_scale=settings.backoff_scale,
             max_response_bytes=settings.max_response_bytes,
         )

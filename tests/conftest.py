@@ -95,3 +95,13 @@ def module_database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
     url = create_database(pg_admin_url, template_db)
     yield url
     drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_admin_url: str) -> Iterator[object]:
+    """PgBouncer in transaction mode in front of the session cluster (started on first use)."""
+    from tests.helpers import pgbouncer as bouncer
+
+    running = bouncer.start(pg_admin_url)
+    yield running
+    running.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import UTC, datetime
 
@@ -10,7 +11,7 @@ import httpx
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.executor import invoke, outcome
+from pgqueue.executor import invoke, outcome, signing
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
 from pgqueue.runner import timeouts
@@ -26,12 +27,15 @@ class Executor:
         client: httpx.AsyncClient,
         *,
         signing_key: str | None,
+        signing_key_fallback: str | None = None,
         backoff_scale: float = 1.0,
         max_response_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.pool = pool
         self.client = client
         self.signing_key = signing_key
+        self.signing_key_fallback = signing_key_fallback
+        self.signing_keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
         self.max_response_bytes = max_response_bytes
         self.applier = Applier(backoff_scale=backoff_scale)
 
@@ -55,8 +59,22 @@ class Executor:
                 await timeouts.schedule_finish(conn, ctx)
         request = invoke.build(item, ctx, signing_key=self.signing_key)
         response = await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes)
+        if (isinstance(response, outcome.Response) and response.status == 401 and self.signing_key_fallback
+                and self.signing_key):
+            # Key rotation: an app still on the previous key refuses the new key's signature.
+            request = dataclasses.replace(
+                request, headers={**request.headers,
+                                  "x-inngest-signature": signing.sign(request.body, self.signing_key_fallback)})
+            response = await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes)
         if isinstance(response, outcome.CallError):
             result: outcome.Outcome = response
+            body_size = 0
+        elif not self._response_signature_ok(response):
+            result = outcome.CallError(
+                {"name": "InvalidSignature",
+                 "message": "the app's response signature does not match this server's signing key"},
+                retriable=True, status_code=response.status,
+            )
             body_size = 0
         else:
             result = outcome.parse(response)
@@ -67,6 +85,14 @@ class Executor:
                 item.run_id, item.step_id, item.attempt, result.error.get("message"), result.retriable,
             )
         return await self._apply_with_retries(item, result, started_at=started_at, body_size=body_size)
+
+    def _response_signature_ok(self, response: outcome.Response) -> bool:
+        """Where an SDK signs its answer (it does when the request was signed), the signature must
+        match one of our keys. Streaming (201) answers carry their signature inside the envelope."""
+        header = response.headers.get("x-inngest-signature")
+        if not self.signing_keys or header is None or response.status == 201:
+            return True
+        return signing.verify(header, response.body, self.signing_keys, max_age_s=3600)
 
     async def _apply_with_retries(
         self, item: QueueItem, result: outcome.Outcome, *, started_at: datetime, body_size: int

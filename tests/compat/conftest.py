@@ -93,10 +93,11 @@ def start_server(
     headers: dict[str, str] = {}
     if mode == "serve":
         # The test apps listen on loopback, which production mode refuses unless allowed.
-        full_env.update(PGQUEUE_SIGNING_KEY=SIGNING_KEY, PGQUEUE_EVENT_KEYS=EVENT_KEY)
+        full_env.setdefault("PGQUEUE_SIGNING_KEY", SIGNING_KEY)
+        full_env.setdefault("PGQUEUE_EVENT_KEYS", EVENT_KEY)
         full_env.setdefault("PGQUEUE_ALLOW_LOOPBACK", "1")
         args.append("--migrate")
-        headers["authorization"] = f"Bearer {SIGNING_KEY}"
+        headers["authorization"] = f"Bearer {full_env['PGQUEUE_SIGNING_KEY']}"
     proc = start_process(f"pgqueue-{mode}", pgqueue_argv(*args), env=full_env, url=url)
     wait_http(proc, "/health", timeout=60)
     return Server(proc, url, mode, database_url, headers)
@@ -182,10 +183,22 @@ def env_get(name: str) -> str | None:
     return os.environ.get(name)
 
 
-@pytest.fixture(scope="module", params=["dev", "serve"])
+def server_for_mode(request: pytest.FixtureRequest, database_url: str, mode: str) -> Server:
+    """`dev`, `serve`, or `pgbouncer`: dev mode through PgBouncer in transaction mode (no
+    prepared statements, no LISTEN, no session state)."""
+    if mode == "pgbouncer":
+        bouncer = request.getfixturevalue("pgbouncer")
+        return start_server(bouncer.url_for(database_url), mode="dev", env={"PGQUEUE_POOLER": "1"})
+    return start_server(database_url, mode=mode)
+
+
+STACK_MODES = ["dev", "serve", "pgbouncer"]
+
+
+@pytest.fixture(scope="module", params=STACK_MODES)
 def py_stack(request: pytest.FixtureRequest, module_database_url: str) -> Iterator[tuple[Server, App]]:
     """One pgqueue server and one official-Python-SDK app, synced, per mode."""
-    server = start_server(module_database_url, mode=request.param)
+    server = server_for_mode(request, module_database_url, request.param)
     app = None
     try:
         app = start_py_app(server)

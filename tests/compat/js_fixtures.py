@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import App, Server, sdk_env, start_server, sync_via_put
+from tests.compat.conftest import STACK_MODES, App, Server, sdk_env, server_for_mode, start_server, sync_via_put
 from tests.helpers.procs import free_port, start_process, wait_http
 
 JS_APP_DIR = Path(__file__).resolve().parent / "js_app"
@@ -82,11 +82,11 @@ def start_js_app(
     return App(proc, base + "/api/inngest", app_id, base)
 
 
-@pytest.fixture(scope="module", params=["dev", "serve"])
+@pytest.fixture(scope="module", params=STACK_MODES)
 def js_stack(request: pytest.FixtureRequest, module_database_url: str) -> Iterator[tuple[Server, App]]:
     """One pgqueue server and one official-JS-SDK app, synced, per mode."""
     ensure_js_app_installed()
-    server = start_server(module_database_url, mode=request.param)
+    server = server_for_mode(request, module_database_url, request.param)
     app = None
     try:
         app = start_js_app(server)
