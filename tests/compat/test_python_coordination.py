@@ -104,3 +104,18 @@ def test_invoke_timeout(py_stack: tuple[Server, App]) -> None:
     [run] = server.wait_runs(event_id, timeout=30)
     assert run["status"] == "Completed", run
     assert run["output"]["error"] == "InngestInvokeTimeoutError"
+
+
+def test_rest_cancel_while_a_step_is_in_flight_discards_its_result(py_stack: tuple[Server, App]) -> None:
+    server, app = py_stack
+    event_id = server.send("compat/slow", {"seconds": 2})
+    [run] = server.wait_runs(event_id, terminal=False)
+    wait_until(lambda: app.count(run["run_id"], "slow") == 1, timeout=20, message="slow step in flight")
+    with server.client() as c:
+        r = c.delete(f"/v1/runs/{run['run_id']}")
+    assert r.status_code == 200 and r.json()["data"]["status"] == "Cancelled"
+    time.sleep(3)  # the step finishes in the app; its answer must change nothing
+    final = server.get(f"/v1/runs/{run['run_id']}")["data"]
+    assert final["status"] == "Cancelled"
+    assert server.get(f"/v1/runs/{run['run_id']}/jobs")["data"] == []  # the in-flight output was discarded
+    assert app.count(run["run_id"], "after") == 0

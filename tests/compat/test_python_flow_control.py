@@ -14,7 +14,7 @@ from tests.compat.conftest import App, Server, start_server, sync_via_put
 from tests.helpers.procs import free_port, start_process, wait_http, wait_until
 
 pytestmark = pytest.mark.compat
-FLOW_FUNCTIONS = 6
+FLOW_FUNCTIONS = 7
 
 
 def start_flow_app(server: Server) -> App:
@@ -135,3 +135,16 @@ def test_priority_orders_queued_work(flow_stack: tuple[Server, App]) -> None:
     wait_until(lambda: len(spans(app, "prioritized")) == 4, timeout=30, message="4 prioritized runs")
     order = [s["n"] for s in sorted(spans(app, "prioritized"), key=lambda s: s["start"])]
     assert order == ["first", "high", "mid", "low"]
+
+
+def test_start_timeout_cancels_a_run_stuck_behind_a_limit(flow_stack: tuple[Server, App]) -> None:
+    server, app = flow_stack
+    holder = server.send("flow/start-timeout", {"n": "holder", "seconds": 3})
+    server.wait_runs(holder, terminal=False)
+    time.sleep(0.3)
+    waiting = server.send("flow/start-timeout", {"n": "waiting", "seconds": 0})
+    [cancelled] = server.wait_runs(waiting, timeout=30)
+    assert cancelled["status"] == "Cancelled" and "timeouts.start" in cancelled["error"]["message"]
+    [done] = server.wait_runs(holder, timeout=30)
+    assert done["status"] == "Completed"
+    assert [s["n"] for s in spans(app, "start-timeout")] == ["holder"]

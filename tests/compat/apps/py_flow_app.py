@@ -98,6 +98,22 @@ async def prioritized(ctx: inngest.Context) -> Any:
     return await ctx.step.run("work", work)
 
 
+@client.create_function(
+    fn_id="start-timeout",
+    trigger=inngest.TriggerEvent(event="flow/start-timeout"),
+    concurrency=[inngest.Concurrency(limit=1)],
+    timeouts=inngest.Timeouts(start=datetime.timedelta(seconds=1)),
+)
+async def start_timeout(ctx: inngest.Context) -> Any:
+    async def work() -> Any:
+        start = time.time()
+        await asyncio.sleep(float(ctx.event.data.get("seconds", 0)))
+        _span("start-timeout", ctx, start, time.time())
+        return ctx.event.data.get("n")
+
+    return await ctx.step.run("work", work)
+
+
 app = fastapi.FastAPI()
 
 
@@ -107,4 +123,4 @@ async def ledger() -> dict[str, Any]:
         return {"spans": list(SPANS)}
 
 
-inngest.fast_api.serve(app, client, [conc_key, throttled, debounced, rate_limited, batched, prioritized])
+inngest.fast_api.serve(app, client, [conc_key, throttled, debounced, rate_limited, batched, prioritized, start_timeout])
