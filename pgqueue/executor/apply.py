@@ -18,7 +18,7 @@ from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration, parse_instant
 from pgqueue.errors import InvalidInput
 from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
-from pgqueue.models import DISCOVERY_STEP, QueueItem
+from pgqueue.models import QueueItem
 from pgqueue.queue import backoff
 from pgqueue import ids, pausing, transitions
 from pgqueue.errors import ExpressionError

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
+from pgqueue.service import LoopService
 from pgqueue.store import control, queue
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,14 @@ class RescueTick:
     rescued: int
 
 
-class Rescuer:
+class Rescuer(LoopService):
+    name = "rescuer"
+
     def __init__(self, pool: AsyncConnectionPool, *, queue_wakeup: Wakeup | None = None, interval_s: float = 2.0) -> None:
         self.pool = pool
         self.queue_wakeup = queue_wakeup
         self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
 
     async def run_once(self) -> RescueTick:
         async with self.pool.connection() as conn:
@@ -39,21 +41,8 @@ class Rescuer:
                 self.queue_wakeup.set()
         return RescueTick(n)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pgqueue-rescuer")
+    async def round(self) -> None:
+        await self.run_once()
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("rescue round failed")
-            await asyncio.sleep(self.interval_s)
+    async def pause(self) -> None:
+        await asyncio.sleep(self.interval_s)

@@ -21,7 +21,6 @@ first slot is the first one after the function was synced. Paused functions skip
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import ids
 from pgqueue.db.notify import Wakeup
+from pgqueue.service import LoopService
 from pgqueue.registration import split_cron
 from pgqueue.runner import starting, triggers
 from pgqueue.store import cron as store
@@ -96,7 +96,9 @@ def _after_or_never(spec: str, now: datetime) -> datetime:
 # -- the service ------------------------------------------------------------------------------------
 
 
-class CronScheduler:
+class CronScheduler(LoopService):
+    name = "cron"
+
     def __init__(
         self,
         pool: AsyncConnectionPool,
@@ -109,7 +111,7 @@ class CronScheduler:
         self.queue_wakeup = queue_wakeup
         self.interval_s = interval_s
         self.batch_size = batch_size
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self._last_prune = float("-inf")
 
     async def run_once(self, now: datetime | None = None) -> CronTick:
@@ -198,21 +200,8 @@ class CronScheduler:
         return reason
 
     # -- service loop ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pgqueue-cron")
+    async def round(self) -> None:
+        await self.run_once()
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("cron round failed; retrying after the interval")
-            await asyncio.sleep(self.interval_s)
+    async def pause(self) -> None:
+        await asyncio.sleep(self.interval_s)

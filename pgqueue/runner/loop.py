@@ -6,14 +6,13 @@ that creates their runs, so several runners can work at once and a crash loses n
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
+from pgqueue.service import LoopService
 from pgqueue.runner import matching, starting, triggers
 from pgqueue.store import apps, events, pauses
 
@@ -26,7 +25,9 @@ class RunnerTick:
     runs_created: int
 
 
-class Runner:
+class Runner(LoopService):
+    name = "runner"
+
     def __init__(
         self,
         pool: AsyncConnectionPool,
@@ -41,7 +42,7 @@ class Runner:
         self.queue_wakeup = queue_wakeup
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
 
     async def run_once(self) -> RunnerTick:
         async with self.pool.connection() as conn, conn.transaction():
@@ -81,21 +82,8 @@ class Runner:
             if tick.events_seen < self.batch_size:
                 return RunnerTick(seen, created)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pgqueue-runner")
+    async def round(self) -> None:
+        await self.drain()
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.drain()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("runner tick failed; retrying after the poll interval")
-            await self.wakeup.wait(self.poll_interval_s)
+    async def pause(self) -> None:
+        await self.wakeup.wait(self.poll_interval_s)
