@@ -404,6 +404,15 @@ def _start_dev_as_normal_user(
     env = {"HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
     argv = ["dev", *args, "--port", str(port)]
     if ROOT_USER:
+        # The checkout may sit in a folder only root can read (CI clones into a 0700 temporary
+        # folder): the user runs a readable copy of the code, as an installed package would be.
+        code = home.parent / "code"
+        if not code.exists():
+            for part in ("pgqueue", "api", "sql"):
+                shutil.copytree(ROOT / part, code / part, ignore=shutil.ignore_patterns("__pycache__"))
+            for path in [code, *code.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        env["PYTHONPATH"] = str(code)
         command = [sys.executable, "-c", LAUNCH_AS_USER, str(user.pw_uid), str(user.pw_gid), *argv]
     else:
         command = pgqueue_argv(*argv)  # already a normal user
