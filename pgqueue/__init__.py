@@ -1,7 +1,24 @@
-"""pgqueue: durable functions on PostgreSQL alone, wire-compatible with the Inngest SDKs."""
+"""pgqueue: durable functions on PostgreSQL alone, wire-compatible with the Inngest SDKs.
+
+Public surface: settings, migrations, the one-shot tick (serverless), and the error classes.
+The HTTP application lives in `api.app.create_app(settings)`; the CLI is `pgqueue`.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from pgqueue import errors  # noqa: E402
+from pgqueue.db.migrate import migrate  # noqa: E402
+from pgqueue.settings import Settings  # noqa: E402
+
+__all__ = ["Settings", "__version__", "errors", "migrate", "run_tick"]
+
+
+def __getattr__(name: str) -> object:
+    # run_tick pulls in the whole engine; import it only when asked for.
+    if name == "run_tick":
+        from pgqueue.tick import run_tick
+
+        return run_tick
+    raise AttributeError(f"module 'pgqueue' has no attribute {name!r}")
