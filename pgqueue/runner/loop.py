@@ -54,13 +54,17 @@ class Runner(LoopService):
             candidates = await apps.trigger_candidates(conn, names)
             pause_paths = await pauses.paths_for(conn, names)
             starter = starting.RunStarter(conn)
-            resumed = 0
+            # Waiting runs first (all of the batch in one lookup), then new runs.
+            resumed = await matching.match_events(conn, [
+                matching.Incoming(triggers.event_object(rows[e]), rows[e]["received_at"],
+                                  pause_paths.get(rows[e]["name"], []))
+                for e in event_ids if e in rows
+            ])
             for event_id in event_ids:
                 row = rows.get(event_id)
                 if row is None:
                     continue
                 event = triggers.event_object(row)
-                resumed += await matching.match_event(conn, event, row["received_at"], pause_paths.get(event["name"], []))
                 matched = triggers.matching_functions(event, candidates)
                 paused = [m for m in matched if m["paused_at"] is not None]
                 if paused and len(paused) == len(matched):

@@ -8,6 +8,9 @@ under the run's row lock, so concurrent runners and timeouts cannot both resume 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pgqueue import pausing, transitions
@@ -23,39 +26,62 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) and value is not None
 
 
-async def match_event(conn: Conn, event: dict[str, Any], received_at: Any, paths: list[str]) -> int:
-    """Resume or cancel every run whose pause this event matches; returns how many."""
-    if not paths:
-        return 0  # no pause was ever created for this event name
-    keys = [(p, v) for p in paths if p != pauses.ANY_PATH and _scalar(v := pausing.lookup(event, p))]
-    candidates = await pauses.candidates(conn, event["name"], received_at, keys)
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    event: dict[str, Any]
+    received_at: datetime
+    paths: list[str]  # the match paths known for its name ('*' = it has unindexed pauses)
+
+
+async def match_events(conn: Conn, incoming: Sequence[Incoming]) -> int:
+    """Resume or cancel every run whose pause one of these events matches, in event order;
+    candidates for the whole batch come from one indexed query. Returns how many acted."""
+    indexed: list[tuple[int, str, str, Any, datetime]] = []
+    unindexed: list[tuple[int, str, datetime]] = []
+    for i, item in enumerate(incoming):
+        name = item.event["name"]
+        for path in item.paths:
+            if path == pauses.ANY_PATH:
+                unindexed.append((i, name, item.received_at))
+            elif _scalar(value := pausing.lookup(item.event, path)):
+                indexed.append((i, name, path, value, item.received_at))
+    if not indexed and not unindexed:
+        return 0  # nobody waits for any of these names
+    by_event: dict[int, list[dict[str, Any]]] = {}
+    for row in await pauses.candidates_batch(conn, indexed, unindexed):
+        by_event.setdefault(row["idx"], []).append(row)
     acted = 0
-    for pause in candidates:
-        if not pausing.matches(pause, event):
-            continue
-        run = await runs.lock(conn, pause["run_id"])
-        if run is None or run["status"] not in ("queued", "running"):
-            continue
-        if not await pauses.consume(conn, pause["id"]):
-            continue  # another runner or the timeout won
-        acted += 1
-        match pause["kind"]:
-            case "cancel":
-                await transitions.cancel(conn, pause["run_id"], reason=f"cancelled by event {event['name']}")
-            case "wait":
-                await _resume(conn, run, pause, memo=event, op="WaitForEvent")
-            case "invoke":
-                data = event.get("data") or {}
-                error = data.get("error")
-                if error:
-                    if not isinstance(error, dict):
-                        error = {"name": "Error", "message": str(error)}
-                    memo: Any = {"error": {**error, "name": str(error.get("name") or "Error"),
-                                           "message": str(error.get("message") or "invoked function failed")}}
-                else:
-                    memo = {"data": data.get("result")}
-                await _resume(conn, run, pause, memo=memo, op="InvokeFunction")
+    for i, item in enumerate(incoming):
+        for pause in by_event.get(i, []):
+            acted += await _act(conn, item.event, pause)
     return acted
+
+
+async def _act(conn: Conn, event: dict[str, Any], pause: dict[str, Any]) -> int:
+    if not pausing.matches(pause, event):
+        return 0
+    run = await runs.lock(conn, pause["run_id"])
+    if run is None or run["status"] not in ("queued", "running"):
+        return 0
+    if not await pauses.consume(conn, pause["id"]):
+        return 0  # an earlier event, another runner or the timeout won
+    match pause["kind"]:
+        case "cancel":
+            await transitions.cancel(conn, pause["run_id"], reason=f"cancelled by event {event['name']}")
+        case "wait":
+            await _resume(conn, run, pause, memo=event, op="WaitForEvent")
+        case "invoke":
+            data = event.get("data") or {}
+            error = data.get("error")
+            if error:
+                if not isinstance(error, dict):
+                    error = {"name": "Error", "message": str(error)}
+                memo: Any = {"error": {**error, "name": str(error.get("name") or "Error"),
+                                       "message": str(error.get("message") or "invoked function failed")}}
+            else:
+                memo = {"data": data.get("result")}
+            await _resume(conn, run, pause, memo=memo, op="InvokeFunction")
+    return 1
 
 
 async def _resume(conn: Conn, run: dict[str, Any], pause: dict[str, Any], *, memo: Any, op: str) -> None:

@@ -58,16 +58,23 @@ async def paths_for(conn: Conn, names: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-async def candidates(
-    conn: Conn, name: str, received_at: datetime, keys: Sequence[tuple[str, Any]]
+async def candidates_batch(
+    conn: Conn,
+    indexed: Sequence[tuple[int, str, str, Any, datetime]],
+    unindexed: Sequence[tuple[int, str, datetime]],
 ) -> list[dict[str, Any]]:
+    """indexed: (event index, name, path, value, received_at); unindexed: (event index, name, received_at)."""
     cur = await conn.execute(
-        q("pause_candidates"),
+        q("pause_candidates_batch"),
         {
-            "name": name,
-            "received_at": received_at,
-            "paths": [p for p, _ in keys],
-            "values": [Jsonb(v) for _, v in keys],
+            "idx": [k[0] for k in indexed],
+            "names": [k[1] for k in indexed],
+            "paths": [k[2] for k in indexed],
+            "values": [Jsonb(k[3]) for k in indexed],
+            "received": [k[4] for k in indexed],
+            "u_idx": [k[0] for k in unindexed],
+            "u_names": [k[1] for k in unindexed],
+            "u_received": [k[2] for k in unindexed],
         },
     )
     return list(await cur.fetchall())

@@ -15,24 +15,6 @@ ON CONFLICT DO NOTHING
 -- name: pause_paths_for
 SELECT event_name, match_path FROM pgqueue.pause_paths WHERE event_name = ANY(%(names)s::text[])
 
--- name: pause_candidates
--- Pauses an event may resume: by index on (name, path, value), plus the unindexed ones of its
--- name. Only pauses created before the event was received are candidates.
-SELECT p.id, p.run_id, p.kind, p.step_id, p.step_name, p.event_name, p.expression, p.trigger_event,
-       p.created_at
-FROM pgqueue.pauses p
-JOIN unnest(%(paths)s::text[], %(values)s::jsonb[]) AS k(path, value)
-  ON p.match_path = k.path AND p.match_value = k.value
-WHERE p.event_name = %(name)s AND p.match_path IS NOT NULL AND p.created_at < %(received_at)s
-  AND (p.expires_at IS NULL OR p.expires_at > %(received_at)s)
-UNION ALL
-SELECT p.id, p.run_id, p.kind, p.step_id, p.step_name, p.event_name, p.expression, p.trigger_event,
-       p.created_at
-FROM pgqueue.pauses p
-WHERE p.event_name = %(name)s AND p.match_path IS NULL AND p.created_at < %(received_at)s
-  AND (p.expires_at IS NULL OR p.expires_at > %(received_at)s)
-ORDER BY id
-
 -- name: pause_consume
 -- Exactly one consumer wins a pause.
 DELETE FROM pgqueue.pauses WHERE id = %(id)s RETURNING id
@@ -52,3 +34,20 @@ RETURNING id
 
 -- name: run_set_correlation
 UPDATE pgqueue.runs SET correlation_id = %(correlation_id)s WHERE id = %(run_id)s
+
+-- name: pause_candidates_batch
+-- Candidates for a whole batch of events in one statement: by index on (name, path, value), plus
+-- the unindexed pauses of names that have them. `idx` says which event a row is for.
+SELECT k.idx, p.id, p.run_id, p.kind, p.step_id, p.step_name, p.event_name, p.expression, p.trigger_event,
+       p.created_at
+FROM unnest(%(idx)s::int[], %(names)s::text[], %(paths)s::text[], %(values)s::jsonb[], %(received)s::timestamptz[])
+     AS k(idx, name, path, value, received_at)
+JOIN pgqueue.pauses p ON p.event_name = k.name AND p.match_path = k.path AND p.match_value = k.value
+WHERE p.created_at < k.received_at AND (p.expires_at IS NULL OR p.expires_at > k.received_at)
+UNION ALL
+SELECT k.idx, p.id, p.run_id, p.kind, p.step_id, p.step_name, p.event_name, p.expression, p.trigger_event,
+       p.created_at
+FROM unnest(%(u_idx)s::int[], %(u_names)s::text[], %(u_received)s::timestamptz[]) AS k(idx, name, received_at)
+JOIN pgqueue.pauses p ON p.event_name = k.name AND p.match_path IS NULL
+WHERE p.created_at < k.received_at AND (p.expires_at IS NULL OR p.expires_at > k.received_at)
+ORDER BY 1, 2
