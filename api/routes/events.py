@@ -3,6 +3,7 @@ transaction per request."""
 
 from __future__ import annotations
 
+import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -44,8 +45,14 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
         max_event_bytes=cfg.max_event_bytes,
         max_events=cfg.max_events_per_request,
     )
-    async with deps.pool(request).connection() as conn, conn.transaction():
-        queued = await events.ingest(conn, parsed)
+    try:
+        async with deps.pool(request).connection() as conn, conn.transaction():
+            queued = await events.ingest(conn, parsed)
+    except psycopg.OperationalError:
+        # A pooled connection that died (database restart, terminated backend): nothing was
+        # committed, and the ids are fixed already, so one retry on a fresh connection is safe.
+        async with deps.pool(request).connection() as conn, conn.transaction():
+            queued = await events.ingest(conn, parsed)
     services = getattr(request.app.state, "services", None)
     if queued and services is not None:
         services.wake_runner()

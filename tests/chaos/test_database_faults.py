@@ -3,6 +3,8 @@ The server reconnects by itself; every run completes and no step output is store
 
 from __future__ import annotations
 
+import base64
+import os
 import shutil
 import subprocess
 import tempfile
@@ -23,8 +25,14 @@ pytestmark = pytest.mark.slow
 
 def _send_durable(server_url: str, n: int, tag: str) -> list[str]:
     events = [{"name": "compat/durable", "data": {"n": f"{tag}-{i}", "delay": 0.02}} for i in range(n)]
+    # Like the SDKs: a 5xx is retried with the same id seed, so a retry cannot duplicate events.
+    seed = f"{int(time.time() * 1000)},{base64.b64encode(os.urandom(10)).decode()}"
     with httpx.Client(base_url=server_url, timeout=30) as c:
-        r = c.post("/e/key", json=events)
+        for _ in range(5):
+            r = c.post("/e/key", json=events, headers={"x-inngest-event-id-seed": seed})
+            if r.status_code < 500:
+                break
+            time.sleep(0.5)
     assert r.status_code == 200, r.text
     return list(r.json()["ids"])
 
