@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from api import deps, schemas
 from pgqueue import control
 from pgqueue.errors import InvalidInput, NotFound
+from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, runs, steps
 
 router = APIRouter(dependencies=[Depends(deps.require_signing_key)])
@@ -162,8 +163,6 @@ async def run_batch(run_id: str, request: Request) -> JSONResponse:
         if run is None:
             raise NotFound(f"run {run_id} not found")
         rows = {r["id"]: r for r in await events.get_many(conn, run["event_ids"])}
-    from pgqueue.runner.triggers import event_object
-
     return JSONResponse([event_object(rows[i]) for i in run["event_ids"] if i in rows])
 
 

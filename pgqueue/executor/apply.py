@@ -360,7 +360,7 @@ class Applier:
         child_id = ids.new_ulid()
         await runs.create_many(conn, [{"id": child_id, "function_id": target["id"], "event_id": event["id"],
                                        "event_ids": [event["id"]], "max_attempts": target["retries"] + 1}])
-        await pauses.set_correlation(conn, child_id, correlation_id)
+        await runs.set_correlation(conn, child_id, correlation_id)
         created = await pauses.create(
             conn, run_id=item.run_id, kind="invoke", step_id=op.id, step_name=op.label,
             event_name="inngest/function.finished", expression=None, trigger_event=None,

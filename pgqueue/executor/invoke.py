@@ -6,7 +6,6 @@ executor never raises past this module for anything the app does.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -137,7 +136,3 @@ def client_for(settings: Settings, *, call_timeout_s: float | None = None) -> ht
         allow_loopback=settings.loopback_allowed,
         allow_link_local=settings.allow_link_local,
     )
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -101,7 +101,3 @@ async def expire_cancel_listeners(conn: Conn) -> None:
 async def delete_pending_step_item(conn: Conn, run_id: str, step_id: str) -> bool:
     cur = await conn.execute(q("queue_delete_step"), {"run_id": run_id, "step_id": step_id})
     return await cur.fetchone() is not None
-
-
-async def set_correlation(conn: Conn, run_id: str, correlation_id: str) -> None:
-    await conn.execute(q("run_set_correlation"), {"run_id": run_id, "correlation_id": correlation_id})

@@ -116,3 +116,8 @@ async def singleton_take(conn: Conn, function_id: UUID, key: str, run_id: str) -
 
 async def singleton_release(conn: Conn, run_id: str) -> None:
     await conn.execute(q("singleton_release"), {"run_id": run_id})
+
+
+async def set_correlation(conn: Conn, run_id: str, correlation_id: str) -> None:
+    """Mark a run started by step.invoke with the caller's correlation id."""
+    await conn.execute(q("run_set_correlation"), {"run_id": run_id, "correlation_id": correlation_id})

@@ -32,8 +32,6 @@ DELETE FROM pgqueue.pauses WHERE kind = 'cancel' AND expires_at < now()
 DELETE FROM pgqueue.queue_items WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND state = 'available'
 RETURNING id
 
--- name: run_set_correlation
-UPDATE pgqueue.runs SET correlation_id = %(correlation_id)s WHERE id = %(run_id)s
 
 -- name: pause_candidates_batch
 -- Candidates for a whole batch of events in one statement: by index on (name, path, value), plus

@@ -86,3 +86,6 @@ SELECT pgqueue.singleton_take_v1(%(function_id)s, %(key)s, %(run_id)s)
 
 -- name: singleton_release
 DELETE FROM pgqueue.singletons WHERE run_id = %(run_id)s
+
+-- name: run_set_correlation
+UPDATE pgqueue.runs SET correlation_id = %(correlation_id)s WHERE id = %(run_id)s
