@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import select
+
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -11,6 +14,17 @@ Conn = AsyncConnection[dict]
 
 async def _configure(conn: AsyncConnection) -> None:
     conn.row_factory = dict_row  # type: ignore[assignment]
+
+
+async def _check(conn: AsyncConnection) -> None:
+    """Checked out: a healthy idle connection has nothing to read, so only one with unread input
+    (the server said goodbye: a terminated backend, a restart, an idle timeout) pays for a round
+    trip, which fails and makes the pool replace it. Saves a round trip on every checkout."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 async def open_pool(
@@ -29,7 +43,7 @@ async def open_pool(
         name=name,
         open=False,
         configure=_configure,
-        check=AsyncConnectionPool.check_connection,
+        check=_check,
         kwargs=kwargs,
         reconnect_timeout=3600,
     )
