@@ -50,6 +50,7 @@ class QueueItem:
     max_attempts: int
     lease_token: UUID
     run_at: datetime
+    run_started: bool = False  # this claim started the run (its first call)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> QueueItem:
@@ -64,6 +65,7 @@ class QueueItem:
             max_attempts=row["max_attempts"],
             lease_token=row["lease_token"],
             run_at=row["run_at"],
+            run_started=bool(row.get("run_started")),
         )
 
 

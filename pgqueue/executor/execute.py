@@ -11,7 +11,7 @@ import httpx
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.executor import invoke, outcome, signing
+from pgqueue.executor import completion, invoke, outcome, signing
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
 from pgqueue.runner import timeouts
@@ -38,6 +38,7 @@ class Executor:
         self.signing_keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
         self.max_response_bytes = max_response_bytes
         self.applier = Applier(backoff_scale=backoff_scale)
+        self.completions = completion.CompletionBatcher(pool)
 
     async def execute(self, item: QueueItem) -> ApplyResult:
         started_at = datetime.now(UTC)
@@ -54,7 +55,7 @@ class Executor:
                     conn, item, outcome.transport_error("run is gone"), started_at=started_at
                 )
 
-        if ctx["just_started"] and (ctx["config"].get("timeouts") or {}).get("finish"):
+        if (item.run_started or ctx["just_started"]) and (ctx["config"].get("timeouts") or {}).get("finish"):
             async with self.pool.connection() as conn:
                 await timeouts.schedule_finish(conn, ctx)
         request = invoke.build(item, ctx, signing_key=self.signing_key)
@@ -84,7 +85,7 @@ class Executor:
                 "run %s step %s attempt %d: %s (retriable=%s)",
                 item.run_id, item.step_id, item.attempt, result.error.get("message"), result.retriable,
             )
-        return await self._apply_with_retries(item, result, started_at=started_at, body_size=body_size)
+        return await self.record(item, result, started_at=started_at, body_size=body_size)
 
     def _response_signature_ok(self, response: outcome.Response) -> bool:
         """Where an SDK signs its answer (it does when the request was signed), the signature must
@@ -94,14 +95,22 @@ class Executor:
             return True
         return signing.verify(header, response.body, self.signing_keys, max_age_s=3600)
 
-    async def _apply_with_retries(
-        self, item: QueueItem, result: outcome.Outcome, *, started_at: datetime, body_size: int
+    async def record(
+        self, item: QueueItem, result: outcome.Outcome, *, started_at: datetime, body_size: int = 0
     ) -> ApplyResult:
-        """The app call already happened: losing its result to a dropped database connection would
-        mean running the step again. The apply is one transaction fenced by the lease token, so
+        """Store what the call ended with. The two common endings (one step's output, the return
+        value) go through the group commit; the rest, and whatever it hands back, through the
+        general Applier.
+
+        The app call already happened: losing its result to a dropped database connection would
+        mean running the step again. Every apply is one transaction fenced by the lease token, so
         retrying it on a fresh connection is safe."""
-        delays = (0.1, 0.5, 1.0, 2.0)
-        for attempt, delay in enumerate((*delays, None)):
+        elem = completion.element(item, result, started_at=started_at, body_size=body_size)
+        if elem is not None:
+            status = await self.completions.submit(elem)
+            if status != completion.FALLBACK:
+                return completion.RESULTS[status]
+        for attempt, delay in enumerate((*completion.RETRY_DELAYS_S, None)):
             try:
                 async with self.pool.connection() as conn:
                     return await self.applier.apply(conn, item, result, started_at=started_at, body_size=body_size)

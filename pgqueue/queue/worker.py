@@ -129,7 +129,9 @@ class Worker:
             try:
                 async with self.pool.connection() as conn:
                     kept = await queue.extend_leases(conn, leases, self.lease_ms)
-                lost = {i for i, _ in leases} - kept
+                # Items that finished while the extension ran are gone too; only the ones still
+                # in flight have really lost their lease.
+                lost = ({i for i, _ in leases} - kept) & self.inflight.keys()
                 if lost:
                     log.warning("lost leases on items %s (rescued elsewhere); their results will be dropped", sorted(lost))
             except asyncio.CancelledError:

@@ -123,3 +123,12 @@ async def unblock_sweep(conn: Conn) -> int:
 
 async def release_after_error(conn: Conn, item_id: int, lease_token: UUID, message: str) -> None:
     await conn.execute(q("queue_release_after_error"), {"id": item_id, "lease_token": lease_token, "message": message})
+
+
+async def complete_batch(conn: Conn, batch_json: str, *, max_steps: int, max_state_bytes: int) -> dict[int, str]:
+    """The executor's group commit (pgqueue.complete_v1): item id -> applied | finished | lost |
+    discarded | fallback."""
+    cur = await conn.execute(
+        q("complete_batch"), {"batch": batch_json, "max_steps": max_steps, "max_state_bytes": max_state_bytes}
+    )
+    return {row["item_id"]: row["result"] for row in await cur.fetchall()}

@@ -36,7 +36,30 @@ DECLARE
     busy       boolean;
     wait_s     double precision;
     ids        bigint[] := '{}';
+    v_keys     text[];
 BEGIN
+    -- Concurrency keys, in bulk: lock the keys of the items most likely to be admitted now, then
+    -- count their leased items in one indexed query (locks first, so the counts are current).
+    -- Keys this guess misses are locked and counted one by one in the loop below.
+    SELECT coalesce(array_agg(DISTINCT k.key), '{}') INTO v_keys
+    FROM (SELECT q0.ckeys FROM pgqueue.queue_items q0
+          WHERE q0.state = 'available' AND NOT q0.blocked AND cardinality(q0.ckeys) > 0
+            AND q0.sort_at <= v_now AND q0.run_at <= v_now
+          ORDER BY q0.sort_at, q0.id LIMIT p_limit) c
+    CROSS JOIN LATERAL unnest(c.ckeys) AS k(key);
+    IF cardinality(v_keys) > 0 THEN
+        SELECT jsonb_object_agg(k.key, pg_try_advisory_xact_lock(hashtextextended(k.key, 0)))
+        INTO locked FROM unnest(v_keys) AS k(key);
+        v_keys := ARRAY(SELECT k.key FROM unnest(v_keys) AS k(key) WHERE (locked ->> k.key)::boolean);
+        SELECT counts || coalesce(jsonb_object_agg(z.key, 0), '{}'::jsonb) INTO counts FROM unnest(v_keys) AS z(key);
+        SELECT counts || coalesce(jsonb_object_agg(x.key, x.n), '{}'::jsonb) INTO counts FROM (
+            SELECT k.key, count(*) AS n
+            FROM pgqueue.queue_items l CROSS JOIN LATERAL unnest(l.ckeys) AS k(key)
+            WHERE l.state = 'leased' AND l.ckeys && v_keys AND k.key = ANY (v_keys)
+            GROUP BY k.key
+        ) x;
+    END IF;
+
     FOR cand IN
         SELECT c.id, c.function_id, c.ckeys, c.climits, c.throttle_key, c.throttle
         FROM pgqueue.functions f
@@ -124,4 +147,34 @@ BEGIN
     RETURNING q.id, q.run_id, q.function_id, q.kind, q.step_id, q.step_name,
               q.attempt, q.max_attempts, q.lease_token, q.run_at;
 END
+$$;
+
+-- pgqueue.claim_v2: claim_v1, and the runs whose first call it leased are marked running in the
+-- same transaction (so starting a run costs no commit of its own); run_started says which.
+-- A run row locked elsewhere right now (a cancel) is skipped here and marked by the run context
+-- query instead. Runs are locked after items here, so SKIP LOCKED keeps this from ever waiting.
+CREATE OR REPLACE FUNCTION pgqueue.claim_v2(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer DEFAULT 1000)
+RETURNS TABLE (
+    id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
+    attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz, run_started boolean
+)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH claimed AS MATERIALIZED (
+        SELECT * FROM pgqueue.claim_v1(p_worker, p_limit, p_lease_ms, p_fn_default_limit)
+    ), starting AS (
+        SELECT r.id FROM pgqueue.runs r
+        WHERE r.id IN (SELECT c.run_id FROM claimed c WHERE c.kind = 'call') AND r.status = 'queued'
+        ORDER BY r.id
+        FOR UPDATE SKIP LOCKED
+    ), started AS (
+        UPDATE pgqueue.runs r SET status = 'running', started_at = now()
+        FROM starting s WHERE r.id = s.id
+        RETURNING r.id
+    )
+    SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
+           c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
+    FROM claimed c
 $$;

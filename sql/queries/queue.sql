@@ -1,5 +1,5 @@
 -- name: queue_claim
-SELECT * FROM pgqueue.claim_v1(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
+SELECT * FROM pgqueue.claim_v2(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
 
 -- name: queue_unblock_sweep
 SELECT pgqueue.concurrency_unblock_v1() AS unblocked
@@ -81,3 +81,7 @@ SET state = 'available', lease_token = NULL, lease_expires_at = NULL, leased_by 
     attempt = least(attempt + 1, max_attempts - 1), run_at = now() + interval '1 second',
     last_error = jsonb_build_object('name', 'EngineError', 'message', %(message)s::text)
 WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'leased'
+
+-- name: complete_batch
+-- The executor's group commit of finished calls (see sql/functions/complete.sql).
+SELECT item_id, result FROM pgqueue.complete_v1(%(batch)s::jsonb, %(max_steps)s, %(max_state_bytes)s)

@@ -1,0 +1,174 @@
+-- The executor's hot path in one round trip. A worker hands over a batch of finished calls (its
+-- group commit: every call that ended while the previous batch was being written); each element
+-- is applied exactly as pgqueue/executor/apply.py applies the same outcome, in one transaction:
+--
+--   kind 'step'  the SDK answered one step's output (206 with one StepRun/Step): the output is
+--                memoised (first stored output wins), the item deleted, the attempt recorded, and
+--                the run's next discovery call queued once nothing else of it is pending;
+--   kind 'done'  the function returned (200, or 206 with one RunComplete): the run completes, its
+--                items, pauses and singleton slot go, inngest/function.finished is emitted.
+--
+-- Every element starts with the fencing every apply starts with: lock the run, then the item only
+-- while it is still leased with this worker's token. Results per item:
+--   applied | finished  written;
+--   lost                the lease is gone (a rescuer or a cancel won): nothing written;
+--   discarded           the run had already ended: the item is dropped, the attempt recorded;
+--   fallback            nothing written; the caller applies it through the general path, which
+--                       owns the rare cases (a step stored already, the step or state limit).
+-- A run named by more than one element of a batch where one of them ends it goes to `fallback`
+-- too, so the general path decides what happens first. Set-based: a handful of statements per
+-- batch, whatever its size; the runs are locked in id order, so two batches never deadlock.
+
+
+CREATE OR REPLACE FUNCTION pgqueue.complete_v1(p_batch jsonb, p_max_steps integer, p_max_state_bytes bigint)
+RETURNS TABLE (item_id bigint, result text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- custom plans of these batch statements cost more than they win
+AS $$
+DECLARE
+    v_held bigint[];
+    v_class jsonb;
+BEGIN
+    -- Fencing, in the lock order used everywhere: the runs, then the items still leased with the
+    -- caller's tokens.
+    PERFORM 1 FROM pgqueue.runs r
+    WHERE r.id IN (SELECT x.run_id FROM jsonb_to_recordset(p_batch) AS x(run_id text))
+    ORDER BY r.id FOR UPDATE;
+    SELECT coalesce(array_agg(h.id), '{}') INTO v_held FROM (
+        SELECT q.id FROM pgqueue.queue_items q
+        JOIN jsonb_to_recordset(p_batch) AS x(item_id bigint, lease_token uuid)
+          ON q.id = x.item_id AND q.lease_token = x.lease_token
+        WHERE q.state = 'leased'
+        ORDER BY q.id FOR UPDATE OF q
+    ) h;
+
+    SELECT coalesce(jsonb_object_agg(c.item_id::text, c.class), '{}') INTO v_class FROM (
+        SELECT x.item_id,
+               CASE WHEN r.id IS NULL OR NOT (x.item_id = ANY (v_held)) THEN 'lost'
+                    WHEN r.status NOT IN ('queued', 'running') THEN 'discarded'
+                    WHEN count(*) OVER per_run > 1 AND bool_or(x.kind = 'done') OVER per_run THEN 'fallback'
+                    WHEN x.kind = 'step' AND (
+                         count(*) OVER per_step > 1
+                         OR r.step_count + count(*) OVER per_run_ordered > p_max_steps
+                         OR r.state_bytes + sum(octet_length(x.memo::text)) OVER per_run_ordered > p_max_state_bytes
+                         OR EXISTS (SELECT 1 FROM pgqueue.steps s WHERE s.run_id = x.run_id AND s.step_id = x.step_id))
+                         THEN 'fallback'
+                    ELSE x.kind END AS class
+        FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, kind text, step_id text, memo jsonb)
+        LEFT JOIN pgqueue.runs r ON r.id = x.run_id
+        WINDOW per_run AS (PARTITION BY x.run_id),
+               per_step AS (PARTITION BY x.run_id, x.step_id),
+               per_run_ordered AS (PARTITION BY x.run_id ORDER BY x.item_id)
+    ) c;
+
+    -- Calls whose run had ended: the item goes, the attempt is recorded as discarded.
+    DELETE FROM pgqueue.queue_items q USING jsonb_to_recordset(p_batch) AS x(item_id bigint)
+    WHERE q.id = x.item_id AND v_class ->> x.item_id::text = 'discarded';
+    INSERT INTO pgqueue.attempts (run_id, item_id, step_id, attempt, outcome, status_code, started_at)
+    SELECT x.run_id, x.item_id, x.item_step_id, x.attempt,
+           CASE WHEN v_class ->> x.item_id::text = 'discarded' THEN 'discarded' ELSE 'ok' END,
+           CASE v_class ->> x.item_id::text WHEN 'step' THEN 206 WHEN 'done' THEN x.status_code END,
+           x.started_at
+    FROM jsonb_to_recordset(p_batch)
+         AS x(item_id bigint, run_id text, item_step_id text, attempt integer, status_code integer,
+              started_at timestamptz)
+    WHERE v_class ->> x.item_id::text IN ('discarded', 'step', 'done')
+    ORDER BY x.item_id;
+
+    UPDATE pgqueue.runs r SET request_version = v.request_version
+    FROM (SELECT DISTINCT ON (x.run_id) x.run_id, x.request_version
+          FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, request_version integer)
+          WHERE x.request_version IS NOT NULL AND v_class ->> x.item_id::text IN ('step', 'done')
+          ORDER BY x.run_id, x.item_id DESC) v
+    WHERE r.id = v.run_id AND r.request_version <> v.request_version;
+
+    -- Steps: memoise (the run's step count and state size move with it), drop the item, and queue
+    -- the run's next discovery call once nothing else of it is pending (run-level timers,
+    -- $start-timeout and $finish-timeout, do not hold it back).
+    WITH stored AS (
+        INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
+        SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt
+        FROM jsonb_to_recordset(p_batch)
+             AS x(item_id bigint, run_id text, step_id text, step_name text, memo jsonb, attempt integer)
+        WHERE v_class ->> x.item_id::text = 'step'
+        ORDER BY x.item_id
+        RETURNING run_id, octet_length(memo::text) AS size
+    )
+    UPDATE pgqueue.runs r SET step_count = r.step_count + s.n, state_bytes = r.state_bytes + s.size
+    FROM (SELECT stored.run_id, count(*) AS n, sum(stored.size) AS size FROM stored GROUP BY stored.run_id) s
+    WHERE r.id = s.run_id;
+    DELETE FROM pgqueue.queue_items q USING jsonb_to_recordset(p_batch) AS x(item_id bigint)
+    WHERE q.id = x.item_id AND v_class ->> x.item_id::text = 'step';
+    INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
+    SELECT r.id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s
+    FROM pgqueue.runs r
+    WHERE r.id IN (SELECT x.run_id FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)
+                   WHERE v_class ->> x.item_id::text = 'step')
+      AND NOT EXISTS (SELECT 1 FROM pgqueue.queue_items q
+                      WHERE q.run_id = r.id AND NOT (q.kind = 'timeout' AND starts_with(q.step_id, '$')))
+    ORDER BY r.id
+    ON CONFLICT (run_id, step_id) DO NOTHING;
+    IF FOUND THEN
+        PERFORM pg_notify('pgqueue_queue', '');
+    END IF;
+
+    -- Return values: the run completes, its items, pauses and singleton slot go.
+    UPDATE pgqueue.runs r
+    SET status = 'completed', output = nullif(x.output, 'null'::jsonb), error = NULL, ended_at = now(),
+        started_at = coalesce(r.started_at, now())
+    FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, output jsonb)
+    WHERE r.id = x.run_id AND v_class ->> x.item_id::text = 'done';
+    DELETE FROM pgqueue.queue_items q USING jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)
+    WHERE q.run_id = x.run_id AND v_class ->> x.item_id::text = 'done';
+    DELETE FROM pgqueue.pauses p USING jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)
+    WHERE p.run_id = x.run_id AND v_class ->> x.item_id::text = 'done';
+    DELETE FROM pgqueue.singletons s USING jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)
+    WHERE s.run_id = x.run_id AND v_class ->> x.item_id::text = 'done';
+
+    -- inngest/function.finished, shaped as pgqueue/transitions.py emit_finished shapes it (the ids
+    -- come from the caller), into the runner's inbox; not for runs triggered by such an event.
+    WITH finished AS (
+        SELECT x.event_id, x.event_ts, ev.all_events,
+               jsonb_build_object(
+                   'function_id', coalesce(f.slug, r.function_id::text),
+                   'run_id', r.id,
+                   'event', ev.all_events -> 0,
+                   'events', ev.all_events,
+                   '_inngest', jsonb_build_object('status', 'Completed'),
+                   'result', nullif(x.output, 'null'::jsonb))
+               || CASE WHEN r.correlation_id IS NULL THEN '{}'::jsonb
+                       ELSE jsonb_build_object('correlation_id', r.correlation_id) END AS data
+        FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, output jsonb, event_id text, event_ts bigint)
+        JOIN pgqueue.runs r ON r.id = x.run_id
+        LEFT JOIN pgqueue.functions f ON f.id = r.function_id
+        CROSS JOIN LATERAL (
+            SELECT coalesce(jsonb_agg(
+                       jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
+                                          'ts', e.ts)
+                       || CASE WHEN e."user" IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('user', e."user") END
+                       || CASE WHEN e.v IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('v', e.v) END
+                       ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb) AS all_events
+            FROM pgqueue.events e WHERE e.id = ANY (r.event_ids)
+        ) ev
+        WHERE v_class ->> x.item_id::text = 'done'
+    ), stored AS (
+        INSERT INTO pgqueue.events (id, name, data, ts)
+        SELECT finished.event_id, 'inngest/function.finished', finished.data, finished.event_ts FROM finished
+        WHERE coalesce(finished.all_events -> 0 ->> 'name', '') NOT IN
+              ('inngest/function.finished', 'inngest/function.failed', 'inngest/function.cancelled')
+        ORDER BY finished.event_id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    INSERT INTO pgqueue.event_inbox (event_id) SELECT stored.id FROM stored ORDER BY stored.id;
+    IF FOUND THEN
+        PERFORM pg_notify('pgqueue_events', '');
+    END IF;
+
+    RETURN QUERY
+    SELECT x.item_id, CASE v_class ->> x.item_id::text WHEN 'step' THEN 'applied' WHEN 'done' THEN 'finished'
+                           ELSE v_class ->> x.item_id::text END
+    FROM jsonb_to_recordset(p_batch) AS x(item_id bigint);
+END
+$$;

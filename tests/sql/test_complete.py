@@ -1,0 +1,195 @@
+"""pgqueue.complete_v1, the executor's group commit: for the outcomes it owns it must leave exactly
+the rows the general Applier leaves (checked side by side on twin runs), keep the fencing, hand
+back what it does not own, and write a whole burst of calls in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue import ids
+from pgqueue.db.pool import open_pool
+from pgqueue.executor import completion
+from pgqueue.executor.apply import MAX_STEPS, Applier
+from pgqueue.executor.outcome import Op, Ops, Outcome, RunDone
+from pgqueue.models import QueueItem
+from pgqueue.store import queue
+
+
+class Twin:
+    """One function, runs with a leased call item each, and helpers to read back what an apply left."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self.fn: uuid.UUID | None = None
+
+    async def setup(self) -> None:
+        async with self.pool.connection() as conn:
+            app = await (await conn.execute(
+                "INSERT INTO pgqueue.apps (name, url) VALUES ('twin', 'http://127.0.0.1:9') RETURNING id")).fetchone()
+            fn = await (await conn.execute(
+                "INSERT INTO pgqueue.functions (app_id, slug, name, url, config) VALUES "
+                "(%s, 'twin-fn', 'twin', 'http://127.0.0.1:9', '{}') RETURNING id", (app["id"],))).fetchone()
+        self.fn = fn["id"]
+
+    async def run(self, *, steps: int = 0, items: tuple[str, ...] = ("step",), status: str = "running") -> list[QueueItem]:
+        event_id = ids.new_ulid()
+        run_id = ids.new_ulid()
+        async with self.pool.connection() as conn:
+            await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'twin/go', %s, %s)",
+                               (event_id, Jsonb({"n": 1}), ids.ulid_time_ms(event_id)))
+            await conn.execute(
+                "INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts, started_at,"
+                " step_count) VALUES (%s, %s, %s, ARRAY[%s], 'running', 3, now(), %s)",
+                (run_id, self.fn, event_id, event_id, steps))
+            for step_id in items:
+                await conn.execute(
+                    "INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts)"
+                    " VALUES (%s, %s, 'call', %s, 3)", (run_id, self.fn, step_id))
+            claimed = await queue.claim(conn, "twin-worker", 100, 60_000)
+            if status != "running":
+                await conn.execute("UPDATE pgqueue.runs SET status = %s::pgqueue.run_status, ended_at = now()"
+                                   " WHERE id = %s", (status, run_id))
+        return sorted((i for i in claimed if i.run_id == run_id), key=lambda i: i.step_id)
+
+    async def state(self, run_id: str) -> dict[str, Any]:
+        """Everything an apply writes for a run, with ids and clocks left out."""
+        async with self.pool.connection() as conn:
+            run = await (await conn.execute(
+                "SELECT status::text, output, error, request_version, step_count, state_bytes, ended_at IS NOT NULL"
+                " AS ended FROM pgqueue.runs WHERE id = %s", (run_id,))).fetchone()
+            steps = await (await conn.execute(
+                "SELECT step_id, name, op, memo, attempt FROM pgqueue.steps WHERE run_id = %s ORDER BY seq",
+                (run_id,))).fetchall()
+            attempts = await (await conn.execute(
+                "SELECT step_id, attempt, outcome, status_code, error FROM pgqueue.attempts WHERE run_id = %s"
+                " ORDER BY id", (run_id,))).fetchall()
+            items = await (await conn.execute(
+                "SELECT kind, step_id, state::text, attempt, max_attempts, ckeys, priority_s FROM pgqueue.queue_items"
+                " WHERE run_id = %s ORDER BY id", (run_id,))).fetchall()
+            events = await (await conn.execute(
+                "SELECT e.name, e.data - 'run_id' - 'event' - 'events' AS data, (e.data -> 'event') - 'id' - 'ts' AS trigger,"
+                " jsonb_array_length(e.data -> 'events') AS n_events, i.event_id IS NOT NULL AS queued FROM pgqueue.events e"
+                " LEFT JOIN pgqueue.event_inbox i ON i.event_id = e.id"
+                " WHERE e.data ->> 'run_id' = %s ORDER BY e.id", (run_id,))).fetchall()
+        return {"run": run, "steps": steps, "attempts": attempts, "items": items, "events": events}
+
+
+@pytest.fixture
+async def twin(database_url: str) -> AsyncIterator[Twin]:
+    pool = await open_pool(database_url, max_size=4)
+    t = Twin(pool)
+    await t.setup()
+    yield t
+    await pool.close()
+
+
+STARTED = datetime.now(UTC)
+STEP = Ops(ops=(Op(op="StepRun", id="s1", name="charge", display_name="charge card", data={"paid": 42}),),
+           request_version=1, no_retry=False, retry_after_s=None)
+STEP_WRAPPED = Ops(ops=(Op(op="Step", id="s2", name="s2", data={"data": [1, "two", None]}),),
+                   request_version=None, no_retry=False, retry_after_s=None)
+RUN_COMPLETE = Ops(ops=(Op(op="RunComplete", id="done", data={"total": 3}),), request_version=2, no_retry=False,
+                   retry_after_s=None)
+
+
+async def general(twin: Twin, item: QueueItem, outcome: Outcome) -> None:
+    async with twin.pool.connection() as conn:
+        await Applier().apply(conn, item, outcome, started_at=STARTED)
+
+
+async def batched(twin: Twin, item: QueueItem, outcome: Outcome) -> str:
+    elem = completion.element(item, outcome, started_at=STARTED, body_size=100)
+    assert elem is not None, "this outcome belongs to the group commit"
+    return await completion.CompletionBatcher(twin.pool).submit(elem)
+
+
+@pytest.mark.parametrize("outcome", [STEP, STEP_WRAPPED, RUN_COMPLETE, RunDone(output={"ok": True}, request_version=1),
+                                     RunDone(output=None, request_version=None)],
+                         ids=["step", "step-wrapped", "run-complete", "return-value", "return-none"])
+async def test_leaves_the_same_rows_as_the_general_applier(twin: Twin, outcome: Outcome) -> None:
+    [a] = await twin.run()
+    [b] = await twin.run()
+    await general(twin, a, outcome)
+    result = await batched(twin, b, outcome)
+    assert result in ("applied", "finished")
+    left, right = await twin.state(a.run_id), await twin.state(b.run_id)
+    assert right == left
+    if isinstance(outcome, RunDone) or outcome is RUN_COMPLETE:
+        assert right["run"]["status"] == "completed" and right["items"] == []
+        assert [e["name"] for e in right["events"]] == ["inngest/function.finished"]
+        assert right["events"][0]["queued"] is True
+    else:
+        assert [i["step_id"] for i in right["items"]] == ["step"], "the next discovery call is queued"
+
+
+async def test_a_sibling_item_holds_the_next_call_back(twin: Twin) -> None:
+    a, b = await twin.run(items=("p1", "p2"))
+    ops = [Ops(ops=(Op(op="StepRun", id=i.step_id, data=i.step_id),), request_version=1, no_retry=False,
+               retry_after_s=None) for i in (a, b)]
+    assert await batched(twin, a, ops[0]) == "applied"
+    assert [i["step_id"] for i in (await twin.state(a.run_id))["items"]] == ["p2"]
+    assert await batched(twin, b, ops[1]) == "applied"
+    assert [i["step_id"] for i in (await twin.state(a.run_id))["items"]] == ["step"]
+
+
+async def test_a_lost_lease_changes_nothing(twin: Twin) -> None:
+    [item] = await twin.run()
+    before = await twin.state(item.run_id)
+    stale = QueueItem(**{**{f: getattr(item, f) for f in item.__slots__}, "lease_token": uuid.uuid4()})
+    assert await batched(twin, stale, STEP) == "lost"
+    assert await twin.state(item.run_id) == before
+
+
+async def test_an_ended_run_drops_the_item_and_records_the_attempt(twin: Twin) -> None:
+    [item] = await twin.run(status="cancelled")
+    assert await batched(twin, item, STEP) == "discarded"
+    state = await twin.state(item.run_id)
+    assert state["items"] == [] and state["steps"] == []
+    assert [a["outcome"] for a in state["attempts"]] == ["discarded"]
+
+
+async def test_hands_back_a_stored_step_and_a_full_run(twin: Twin) -> None:
+    [item] = await twin.run()
+    async with twin.pool.connection() as conn:
+        await conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, op, memo) VALUES (%s, 's1', 'StepRun', '{}')",
+                           (item.run_id,))
+    before = await twin.state(item.run_id)
+    assert await batched(twin, item, STEP) == "fallback"
+    assert await twin.state(item.run_id) == before
+
+    [full] = await twin.run(steps=MAX_STEPS)
+    before = await twin.state(full.run_id)
+    assert await batched(twin, full, STEP) == "fallback"
+    assert await twin.state(full.run_id) == before
+
+
+def test_outcomes_it_does_not_own_go_to_the_general_path() -> None:
+    item = QueueItem(id=1, run_id="r", function_id=uuid.uuid4(), kind="call", step_id="step", step_name=None,
+                     attempt=0, max_attempts=3, lease_token=uuid.uuid4(), run_at=STARTED)
+    two = Ops(ops=(STEP.ops[0], STEP_WRAPPED.ops[0]), request_version=1, no_retry=False, retry_after_s=None)
+    sleep = Ops(ops=(Op(op="Sleep", id="z", opts={"duration": "1s"}),), request_version=1, no_retry=False,
+                retry_after_s=None)
+    nul = Ops(ops=(Op(op="StepRun", id="n", data="a\x00b"),), request_version=1, no_retry=False, retry_after_s=None)
+    for outcome in (two, sleep, nul, RunDone(output={"x": "\x00"}, request_version=1)):
+        assert completion.element(item, outcome, started_at=STARTED, body_size=10) is None
+    huge = completion.element(item, STEP, started_at=STARTED, body_size=5 * 1024 * 1024)
+    assert huge is None, "an answer over the output limit is measured by the general path"
+
+
+async def test_a_burst_of_calls_is_one_transaction(twin: Twin) -> None:
+    items = [i for _ in range(40) for i in await twin.run()]
+    batcher = completion.CompletionBatcher(twin.pool)
+    elems = [completion.element(i, STEP, started_at=STARTED, body_size=100) for i in items]
+    results = await asyncio.gather(*(batcher.submit(e) for e in elems if e is not None))
+    assert results == ["applied"] * 40
+    assert batcher.batches_written <= 2
+    for item in items[:3]:
+        assert [s["step_id"] for s in (await twin.state(item.run_id))["steps"]] == ["s1"]
