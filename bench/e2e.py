@@ -16,10 +16,8 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,13 +27,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pgqueue.db import embedded  # noqa: E402
+from bench.common import database, pct, pg_settings  # noqa: E402
 from tests.helpers.procs import free_port, pgqueue_argv, start_process, wait_http  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def sha1(s: str) -> str:
@@ -121,19 +114,9 @@ def latency(server_url: str, app_base: str, samples: int) -> list[float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--latency-samples", type=int, default=200)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    args = parser.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="pgqueue-bench-"))
-    pg = None
-    database_url = args.database_url
-    if not database_url:
-        pg = embedded.start(tmp / "pgdata")
-        database_url = pg.url
+def measure(database_url: str, runs: int, samples: int) -> dict[str, float]:
+    """Start a pgqueue dev server and the SDK bench app on `database_url`; every figure of this
+    benchmark in one dict."""
     procs = []
     try:
         port, app_port = free_port(), free_port()
@@ -152,34 +135,37 @@ def main() -> None:
         wait_http(app, "/first-steps")
         httpx.put(app.url + "/api/inngest", timeout=30)
         time.sleep(0.5)
-
-        with psycopg.connect(database_url) as conn:
-            settings = dict(conn.execute(
-                "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'server_version')"
-            ).fetchall())
-
         ceiling4 = asyncio.run(app_ceiling(app.url + "/api/inngest", 400, 4))
         ceiling20 = asyncio.run(app_ceiling(app.url + "/api/inngest", 400, 20))
         throughput(server.url, database_url, 100)  # warm-up
-        rate = throughput(server.url, database_url, args.runs)
-        lat = latency(server.url, app.url, args.latency_samples)
-
-        print(f"PostgreSQL {settings.get('server_version')} fsync={settings.get('fsync')} "
-              f"synchronous_commit={settings.get('synchronous_commit')}; 2 cores; one uvicorn worker for the app")
-        print(f"{'measure':<52}{'value':>12}")
-        print(f"{'SDK app ceiling, 4 runs in flight (runs/s)':<52}{ceiling4:>12.1f}")
-        print(f"{'SDK app ceiling, 20 runs in flight (runs/s)':<52}{ceiling20:>12.1f}")
-        print(f"{'pgqueue end to end, ' + str(args.runs) + ' runs (runs/s)':<52}{rate:>12.1f}")
-        print(f"{'  ratio to ceiling at 20 in flight':<52}{rate / ceiling20:>12.2f}")
-        print(f"{'  ratio to ceiling at 4 in flight':<52}{rate / ceiling4:>12.2f}")
-        print(f"{'event -> first step p50 (ms), idle':<52}{statistics.median(lat):>12.1f}")
-        print(f"{'event -> first step p99 (ms), idle':<52}{pct(lat, 99):>12.1f}")
+        rate = throughput(server.url, database_url, runs)
+        lat = latency(server.url, app.url, samples)
     finally:
         for p in procs:
             p.terminate()
-        if pg is not None:
-            pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    return {"ceiling_4": ceiling4, "ceiling_20": ceiling20, "runs_per_s": rate,
+            "latency_p50_ms": statistics.median(lat), "latency_p99_ms": pct(lat, 99)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = parser.parse_args()
+    with database(args.database_url) as url:
+        out = measure(url, args.runs, args.latency_samples)
+        settings = pg_settings(url)
+    print(f"PostgreSQL {settings.get('server_version')} fsync={settings.get('fsync')} "
+          f"synchronous_commit={settings.get('synchronous_commit')}; 2 cores; one uvicorn worker for the app")
+    print(f"{'measure':<52}{'value':>12}")
+    print(f"{'SDK app ceiling, 4 runs in flight (runs/s)':<52}{out['ceiling_4']:>12.1f}")
+    print(f"{'SDK app ceiling, 20 runs in flight (runs/s)':<52}{out['ceiling_20']:>12.1f}")
+    print(f"{'pgqueue end to end, ' + str(args.runs) + ' runs (runs/s)':<52}{out['runs_per_s']:>12.1f}")
+    print(f"{'  ratio to ceiling at 20 in flight':<52}{out['runs_per_s'] / out['ceiling_20']:>12.2f}")
+    print(f"{'  ratio to ceiling at 4 in flight':<52}{out['runs_per_s'] / out['ceiling_4']:>12.2f}")
+    print(f"{'event -> first step p50 (ms), idle':<52}{out['latency_p50_ms']:>12.1f}")
+    print(f"{'event -> first step p99 (ms), idle':<52}{out['latency_p99_ms']:>12.1f}")
 
 
 if __name__ == "__main__":
