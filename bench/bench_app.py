@@ -17,7 +17,7 @@ client = inngest.Inngest(app_id=os.environ.get("BENCH_APP_ID", "bench"))
 FIRST_STEP: dict[str, float] = {}
 
 
-@client.create_function(fn_id="noop-3", trigger=inngest.TriggerEvent(event="bench/noop"), retries=0)
+@client.create_function(fn_id="noop-3", trigger=inngest.TriggerEvent(event="bench/noop"))
 async def noop3(ctx: inngest.Context) -> int:
     async def one() -> int:
         FIRST_STEP.setdefault(str(ctx.event.data.get("k")), time.time())

@@ -71,9 +71,14 @@ async def app_ceiling(app_url: str, runs: int, in_flight: int) -> float:
 
 
 def completed(database_url: str) -> int:
+    """Runs that ended; a failed one (the bench app never fails) stops the benchmark loudly."""
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM pgqueue.runs WHERE status = 'completed'").fetchone()
-    return int(row[0]) if row else 0
+        rows = dict(conn.execute("SELECT status::text, count(*) FROM pgqueue.runs "  # type: ignore[arg-type]
+                                 "WHERE status NOT IN ('queued', 'running') GROUP BY 1").fetchall())
+        if rows.get("failed"):
+            error = conn.execute("SELECT error FROM pgqueue.runs WHERE status = 'failed' LIMIT 1").fetchone()
+            raise RuntimeError(f"{rows['failed']} benchmark runs failed, e.g. {error}")
+    return int(sum(rows.values()))
 
 
 def throughput(server_url: str, database_url: str, runs: int) -> float:

@@ -117,12 +117,22 @@ async def send(client: httpx.AsyncClient, req: CallRequest, *, max_response_byte
         return transport_error(f"calling {req.url} failed: {type(exc).__name__}: {exc}")
 
 
+# Idle connections are dropped after 2 s, before the usual 5 s keep-alive timeout of app servers
+# (uvicorn, Node): reusing a connection the app is closing at that moment fails the call with a
+# ReadError. The keep-alive cap must not be below the worker's concurrency: httpcore 1.0 closes an
+# idle connection whenever the pool holds more connections than the cap (it counts all of them),
+# and that churn costs a TCP connect (and the egress check) per call. The worker's concurrency
+# bounds the connections in use.
+CLIENT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=10_000, keepalive_expiry=2.0)
+
+
 def new_client(
     *, connect_timeout_s: float, call_timeout_s: float, allow_loopback: bool = True, allow_link_local: bool = False
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         follow_redirects=False,
         timeout=httpx.Timeout(call_timeout_s, connect=connect_timeout_s, pool=None),
+        limits=CLIENT_LIMITS,
         transport=egress.guarded_transport(allow_loopback=allow_loopback, allow_link_local=allow_link_local),
         trust_env=False,
     )
