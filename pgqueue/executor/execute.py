@@ -108,6 +108,8 @@ class Executor:
         elem = completion.element(item, result, started_at=started_at, body_size=body_size)
         if elem is not None:
             status = await self.completions.submit(elem)
+            if status == "lost":
+                log.info("lease lost for item %s of run %s; dropping its outcome", item.id, item.run_id)
             if status != completion.FALLBACK:
                 return completion.RESULTS[status]
         for attempt, delay in enumerate((*completion.RETRY_DELAYS_S, None)):

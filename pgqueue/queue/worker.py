@@ -121,6 +121,7 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         interval = self.lease_ms / 3000.0
+        suspects: set[int] = set()
         while True:
             await asyncio.sleep(interval)
             leases = self._leases()
@@ -129,9 +130,11 @@ class Worker:
             try:
                 async with self.pool.connection() as conn:
                     kept = await queue.extend_leases(conn, leases, self.lease_ms)
-                # Items that finished while the extension ran are gone too; only the ones still
-                # in flight have really lost their lease.
-                lost = ({i for i, _ in leases} - kept) & self.inflight.keys()
+                # An item whose result was just stored is gone from the queue a moment before its
+                # task leaves `inflight`; one still missing at the next heartbeat really lost it.
+                missing = ({i for i, _ in leases} - kept) & self.inflight.keys()
+                lost = missing & suspects
+                suspects = missing - lost
                 if lost:
                     log.warning("lost leases on items %s (rescued elsewhere); their results will be dropped", sorted(lost))
             except asyncio.CancelledError:

@@ -25,6 +25,7 @@ RETURNS TABLE (item_id bigint, result text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan  -- custom plans of these batch statements cost more than they win
+SET jit = off
 AS $$
 DECLARE
     v_held bigint[];

@@ -62,7 +62,7 @@ WHERE q.id = l.id AND q.lease_token = l.token AND q.state = 'leased'
 RETURNING q.id
 
 -- name: queue_next_due
-SELECT min(run_at) - now() AS wait FROM pgqueue.queue_items WHERE state = 'available'
+SELECT min(run_at) - now() AS wait FROM pgqueue.queue_items WHERE state = 'available' AND NOT blocked
 
 -- name: notify_queue
 SELECT pg_notify('pgqueue_queue', '')
