@@ -90,6 +90,7 @@ def seed_backlog(url: str, items: int) -> None:
             "INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, max_attempts) "
             "SELECT 'b' || lpad(g::text, 9, '0'), %s, 'bench-ev', ARRAY['bench-ev'], 1 FROM generate_series(1, %s) g",
             (fn, items))
+        conn.execute("ANALYZE pgqueue.runs")  # stale statistics make each foreign-key check a scan
         conn.execute(
             "INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, run_at) "
             "SELECT 'b' || lpad(g::text, 9, '0'), %s, 'call', 'step', 1, now() - interval '1 minute' "
@@ -107,6 +108,7 @@ def seed_waits(url: str, waits: int) -> None:
             "INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, started_at, max_attempts) "
             "SELECT 'w' || lpad(g::text, 9, '0'), %s, 'bench-ev', ARRAY['bench-ev'], 'running', now(), 1 "
             "FROM generate_series(1, %s) g", (fn, waits))
+        conn.execute("ANALYZE pgqueue.runs")
         conn.execute(
             "INSERT INTO pgqueue.pauses (run_id, kind, step_id, step_name, event_name, match_path, match_value, "
             "expires_at) SELECT 'w' || lpad(g::text, 9, '0'), 'wait', 'wait', 'wait', 'bench/approved', 'data.id', "
