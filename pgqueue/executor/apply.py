@@ -77,6 +77,15 @@ def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any
     return {"name": "Error", "message": str(err)}
 
 
+def step_memo(op: Op) -> tuple[Any, Any]:
+    """(what is memoised for a step's output, the output itself): `Step` ops may carry the memo
+    shape `{"data": ...}` already; `StepRun` carries the bare output."""
+    data = op.data
+    if op.op == "Step" and isinstance(data, dict) and set(data) == {"data"}:
+        return data, data["data"]
+    return {"data": data}, data
+
+
 def _output_problem(data: Any, body_size: int) -> dict[str, Any] | None:
     # Only answers larger than the limit can carry an output over it: measure just those.
     size = len(json.dumps(data, ensure_ascii=False).encode()) if body_size > MAX_STEP_OUTPUT_BYTES else 0
@@ -224,12 +233,7 @@ class Applier:
         for op in sorted(outcome.ops, key=lambda o: o.op != "WaitForEvent"):
             match op.op:
                 case "StepRun" | "Step":
-                    data = op.data
-                    if op.op == "Step" and isinstance(data, dict) and set(data) == {"data"}:
-                        memo: Any = data
-                        data = data["data"]
-                    else:
-                        memo = {"data": data}
+                    memo, data = step_memo(op)
                     problem = _output_problem(data, body_size)
                     if problem:
                         progress |= await record(op, "StepFailed", {"error": problem})

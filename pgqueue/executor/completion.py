@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import ids, transitions
-from pgqueue.executor.apply import LOST, MAX_STATE_BYTES, MAX_STEP_OUTPUT_BYTES, MAX_STEPS, ApplyResult
+from pgqueue.executor.apply import LOST, MAX_STATE_BYTES, MAX_STEP_OUTPUT_BYTES, MAX_STEPS, ApplyResult, step_memo
 from pgqueue.executor.outcome import Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
 from pgqueue.store import queue
@@ -58,12 +58,7 @@ def element(item: QueueItem, outcome: Outcome, *, started_at: datetime, body_siz
         return {**base, **_finished_event(), "kind": "done", "output": op.data, "status_code": 206}
     if op.op not in ("StepRun", "Step"):
         return None
-    data = op.data
-    if op.op == "Step" and isinstance(data, dict) and set(data) == {"data"}:
-        memo: Any = data
-        data = data["data"]
-    else:
-        memo = {"data": data}
+    memo, data = step_memo(op)
     if transitions.has_nul(data):
         return None
     return {**base, "kind": "step", "step_id": op.id, "step_name": op.label, "memo": memo}
