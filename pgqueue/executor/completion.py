@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -32,6 +33,21 @@ RESULTS = {
     "discarded": ApplyResult(applied=False),
 }
 FALLBACK = "fallback"
+T = TypeVar("T")
+
+
+async def with_db_retries(what: str, write: Callable[[], Awaitable[T]]) -> T:
+    """Run a fenced write again on a fresh connection after a dropped database connection
+    (RETRY_DELAYS_S apart), then give up with the last error."""
+    for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
+        try:
+            return await write()
+        except psycopg.OperationalError as exc:
+            if delay is None:
+                raise
+            log.warning("%s failed (%s); retry %d", what, exc, attempt + 1)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def element(item: QueueItem, outcome: Outcome, *, started_at: datetime, body_size: int) -> dict[str, Any] | None:
@@ -122,16 +138,11 @@ class CompletionBatcher:
     async def _write(self, payload: str) -> dict[int, str]:
         """Safe to retry: every element is fenced by its lease token, so a batch that did commit
         before its connection died reports `lost` the second time and changes nothing."""
-        for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
-            try:
-                async with self.pool.connection() as conn:
-                    results = await queue.complete_batch(conn, payload, max_steps=MAX_STEPS,
-                                                         max_state_bytes=MAX_STATE_BYTES)
-                self.batches_written += 1
-                return results
-            except psycopg.OperationalError as exc:
-                if delay is None:
-                    raise
-                log.warning("storing a batch of call results failed (%s); retry %d", exc, attempt + 1)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+
+        async def write() -> dict[int, str]:
+            async with self.pool.connection() as conn:
+                return await queue.complete_batch(conn, payload, max_steps=MAX_STEPS, max_state_bytes=MAX_STATE_BYTES)
+
+        results = await with_db_retries("storing a batch of call results", write)
+        self.batches_written += 1
+        return results

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from datetime import UTC, datetime
 
 import httpx
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.executor import completion, invoke, outcome, signing
@@ -112,13 +110,9 @@ class Executor:
                 log.info("lease lost for item %s of run %s; dropping its outcome", item.id, item.run_id)
             if status != completion.FALLBACK:
                 return completion.RESULTS[status]
-        for attempt, delay in enumerate((*completion.RETRY_DELAYS_S, None)):
-            try:
-                async with self.pool.connection() as conn:
-                    return await self.applier.apply(conn, item, result, started_at=started_at, body_size=body_size)
-            except psycopg.OperationalError as exc:
-                if delay is None:
-                    raise
-                log.warning("storing the result of item %s failed (%s); retry %d", item.id, exc, attempt + 1)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+
+        async def apply() -> ApplyResult:
+            async with self.pool.connection() as conn:
+                return await self.applier.apply(conn, item, result, started_at=started_at, body_size=body_size)
+
+        return await completion.with_db_retries(f"storing the result of item {item.id}", apply)
