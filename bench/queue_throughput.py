@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import database, pct, pg_settings  # noqa: E402
+from bench import peers  # noqa: E402
+from bench.peers import raw as raw_peer  # noqa: E402
 from pgqueue.db.notify import QUEUE_CHANNEL, Listener, Wakeup  # noqa: E402
 from pgqueue.db.pool import open_pool  # noqa: E402
 from pgqueue.executor.execute import Executor  # noqa: E402
@@ -152,33 +154,6 @@ async def drain(pool: AsyncConnectionPool, items: int, workers: int, batch: int)
     return items / elapsed
 
 
-async def raw_ceiling(url: str, items: int, workers: int, batch: int) -> float:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_raw")
-        conn.execute("CREATE TABLE bench_raw (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                     "run_at timestamptz NOT NULL DEFAULT now(), payload jsonb)")
-        conn.execute("INSERT INTO bench_raw (payload) SELECT '{}'::jsonb FROM generate_series(1, %s)", (items,))
-        conn.execute("VACUUM ANALYZE bench_raw")
-    done = 0
-    start = time.perf_counter()
-
-    async def worker() -> None:
-        nonlocal done
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            while True:
-                cur = await conn.execute(
-                    "WITH c AS (SELECT id FROM bench_raw WHERE run_at <= now() ORDER BY run_at, id LIMIT %s "
-                    "FOR UPDATE SKIP LOCKED) DELETE FROM bench_raw b USING c WHERE b.id = c.id RETURNING b.id",
-                    (batch,))
-                n = len(await cur.fetchall())
-                if n == 0:
-                    return
-                done += n
-
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    return done / (time.perf_counter() - start)
-
-
 async def start_latency(pool: AsyncConnectionPool, url: str, samples: int) -> list[float]:
     """Run queued (run_create_v1, one per commit) -> the job body starts, one at a time on an idle
     production Worker woken by the production LISTEN/NOTIFY listener; milliseconds."""
@@ -253,12 +228,17 @@ async def measure(url: str, items: int, workers: int, batch: int, *, scale: bool
             reset(url)
     finally:
         await pool.close()
-    out["raw SKIP LOCKED ceiling (batched delete)"] = await raw_ceiling(url, items, 10, 50)
     return out
 
 
 async def run(url: str, items: int, workers: int, batch: int, scale: bool) -> None:
     out = await measure(url, items, workers, batch, scale=scale)
+    # the same ceiling bench/run.py prints beside the peers (its own database on this server)
+    try:
+        ceiling = await asyncio.to_thread(raw_peer.drain, url, items)  # it runs its own event loop
+        out["raw SKIP LOCKED ceiling (10 conns, B=50)"] = ceiling["drain_jobs_per_s"]
+    finally:
+        peers.drop_database(url, raw_peer.DATABASE)
     settings = pg_settings(url)
     base = out["drain"]
     print(f"PostgreSQL {settings['server_version']} fsync={settings['fsync']} "
@@ -266,7 +246,7 @@ async def run(url: str, items: int, workers: int, batch: int, scale: bool) -> No
     print(f"{'path':<46}{'items/s':>10}{'vs drain':>10}")
     for label, rate in out.items():
         if label.endswith(" ms"):
-            print(f"{'queued -> body start ' + label:<46}{rate:>10.1f}")
+            print(f"{'queued -> body start, ' + label.removeprefix('start '):<46}{rate:>10.1f}")
         else:
             print(f"{label:<46}{rate:>10.0f}{rate / base:>10.2f}")
 
