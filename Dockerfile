@@ -2,7 +2,7 @@
 #   pgqueue serve     the API (add --no-workers when `pgqueue worker` containers do the work)
 #   pgqueue worker    runner, executor, rescuer and cron scheduler, to scale out
 #   pgqueue migrate   one-off schema step before the others start (see docker-compose.yml)
-# The package is installed from the checkout with `pip install .`, as in the README.
+# The package is installed from the checkout with the pinned versions of requirements/lock.txt, as in the README.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,7 +15,8 @@ COPY pyproject.toml README.md ./
 COPY pgqueue ./pgqueue
 COPY api ./api
 COPY sql ./sql
-RUN pip install . && rm -rf /src
+COPY requirements ./requirements
+RUN pip install -c requirements/lock.txt . && rm -rf /src
 
 RUN useradd --system --uid 10001 --no-create-home pgqueue
 USER pgqueue
