@@ -164,7 +164,7 @@ def test_the_dockerfile_runs_console_scripts_that_exist_and_installs_like_the_re
     assert "RUN pip install -c requirements/lock.txt . " in dockerfile
     readme = (ROOT / "README.md").read_text()
     containers = readme.split("## Run in containers")[1].split("\n## ")[0]
-    assert "pip install ." in containers and "docker compose" in containers
+    assert "pip install -c requirements/lock.txt ." in containers and "docker compose" in containers
 
 
 def test_compose_migrates_once_then_runs_serve_and_worker() -> None:
