@@ -35,7 +35,9 @@ async def sync_app(client: httpx.AsyncClient, url: str, settings: Settings) -> S
         headers["x-inngest-signature"] = signing.sign(body, settings.signing_key)
     try:
         resp = await client.put(url, content=body, headers=headers, timeout=30.0)
-    except httpx.HTTPError as exc:
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        return SyncAttempt(False, None, None, f"{url!r} is not a valid app URL: {exc}")
+    except (httpx.HTTPError, OSError, ValueError) as exc:
         return SyncAttempt(False, None, None, f"could not reach {url}: {type(exc).__name__}: {exc}")
     try:
         parsed: Any = resp.json()

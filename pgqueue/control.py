@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pgqueue import ids, transitions
+from pgqueue import ids, storable, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
 from pgqueue.models import AppSpec
@@ -171,8 +171,9 @@ async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, st
     user = payload.get("user")
     if user is not None and not isinstance(user, dict):
         raise InvalidInput("`user` must be a JSON object")
-    if transitions.has_nul(data) or transitions.has_nul(user):
-        raise InvalidInput("the payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    problem = storable.problem(data) or storable.problem(user)
+    if problem:
+        raise InvalidInput(f"the payload {problem}")
     async with conn.transaction():
         event = await events.insert_direct(conn, "inngest/function.invoked", {**data, "_inngest": {"fn_id": fn["slug"]}},
                                            user=user)

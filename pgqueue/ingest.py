@@ -6,12 +6,10 @@ Nothing is stored unless every event of the request is valid: a request is all o
 from __future__ import annotations
 
 import json
-import math
-import re
 import time
 from typing import Any
 
-from pgqueue import ids
+from pgqueue import ids, storable
 from pgqueue.errors import InvalidInput, PayloadTooLarge
 from pgqueue.models import Event
 
@@ -19,41 +17,11 @@ MAX_NAME_LENGTH = 512
 RESERVED_PREFIX = "inngest/"
 # Deeper payloads are refused: later stages (expressions, canonical JSON for signing) recurse.
 MAX_DEPTH = 128
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def unstorable(value: Any) -> str | None:
-    """Why PostgreSQL's jsonb (or the JSON we later sign and send) cannot hold `value`, else None.
-
-    Iterative, so a deeply nested payload gets a clear error rather than a RecursionError.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
-            if _SURROGATE.search(item):
-                return "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode"
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "contains NaN or a number too large for a double-precision float"
-        elif isinstance(item, int):
-            try:
-                float(item)
-            except OverflowError:
-                return "contains a number too large for a double-precision float"
-        elif isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                return f"is nested deeper than {MAX_DEPTH} levels"
-            if isinstance(item, dict):
-                stack.extend((k, depth) for k in item)
-                stack.extend((v, depth + 1) for v in item.values())
-            else:
-                stack.extend((v, depth + 1) for v in item)
-    return None
+    """Why an event payload cannot be stored and matched, else None."""
+    return storable.problem(value, max_depth=MAX_DEPTH)
 
 
 def _reject_constant(name: str) -> Any:

@@ -123,6 +123,7 @@ class FunctionSpec:
     retries: int
     triggers: tuple[Trigger, ...]
     config: dict[str, Any]
+    finish_timeout_ms: int | None = None  # timeouts.finish, scheduled by the claim that starts a run
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,7 +237,10 @@ def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
                 entry["timeout"] = timeout
             entries.append(entry)
         config["cancel"] = entries
-    return FunctionSpec(slug=slug, name=name, url=url, retries=retries, triggers=triggers, config=config)
+    finish = (config.get("timeouts") or {}).get("finish")
+    finish_ms = None if finish is None else round(parse_duration(finish) * 1000)
+    return FunctionSpec(slug=slug, name=name, url=url, retries=retries, triggers=triggers, config=config,
+                        finish_timeout_ms=finish_ms)
 
 
 _CANONICAL = {

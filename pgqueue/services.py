@@ -26,6 +26,9 @@ from pgqueue.store.retention import Retention
 
 log = logging.getLogger(__name__)
 
+# Time a call's lease outlasts its deadline (PGQUEUE_CALL_TIMEOUT_S), to store its result.
+APPLY_MARGIN_S = 60.0
+
 
 class Services:
     def __init__(self, settings: Settings, pool: AsyncConnectionPool) -> None:
@@ -46,6 +49,7 @@ class Services:
             signing_key_fallback=settings.signing_key_fallback,
             backoff_scale=settings.backoff_scale,
             max_response_bytes=settings.max_response_bytes,
+            call_timeout_s=settings.call_timeout_s,
         )
         self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup, poll_interval_s=poll_s)
         self.worker = Worker(
@@ -56,8 +60,11 @@ class Services:
             lease_ms=settings.lease_ms,
             poll_interval_s=poll_s,
             fn_default_limit=settings.default_concurrency,
+            max_lease_s=settings.call_timeout_s + APPLY_MARGIN_S,
+            backoff_scale=settings.backoff_scale,
         )
-        self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0))
+        self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0),
+                               backoff_scale=settings.backoff_scale)
         self.cron = CronScheduler(pool, queue_wakeup=self.queue_wakeup, interval_s=min(max(poll_s, 0.5), 5.0))
         # Finished runs and old events are pruned after PGQUEUE_RETENTION_DAYS (0 keeps everything).
         self.retention = (

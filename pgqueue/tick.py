@@ -32,6 +32,11 @@ from pgqueue.store import tick as store
 
 log = logging.getLogger(__name__)
 
+DEADLINE_ERROR = {
+    "name": "CallTimedOut",
+    "message": "the call was still running when the executor invocation reached its deadline",
+}
+
 METRICS_NAMESPACE = "pgqueue"
 METRICS_DIMENSION = "FunctionName"
 # name -> (TickResult field, CloudWatch unit): what the tick publishes as EMF.
@@ -172,7 +177,9 @@ async def _tick(
         if tasks:
             await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0))
         leftover = len(worker.inflight)
-        await worker.stop(grace_s=0)  # cancels what is left and releases its leases
+        # What is left is cancelled and handed back as a counted interruption: a call that never
+        # fits in an invocation's budget fails its run (CallTimedOut) instead of looping.
+        await worker.stop(grace_s=0, interrupt_error=DEADLINE_ERROR)
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -207,7 +214,8 @@ async def _heartbeat(services: Services) -> None:
             continue
         try:
             async with services.pool.connection() as conn:
-                await queue.extend_leases(conn, leases, services.settings.lease_ms)
+                await queue.extend_leases(conn, leases, services.settings.lease_ms,
+                                          max_lease_s=services.worker.max_lease_s)
         except Exception:
             log.exception("extending leases failed")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from pgqueue import storable
 from pgqueue.db.pool import Conn
 from pgqueue.models import DISCOVERY_STEP
 from pgqueue.runner.triggers import event_object
@@ -15,16 +16,6 @@ from pgqueue.store import apps, events, pauses, queue, runs
 NO_FINISH_EVENT_TRIGGERS = frozenset(
     {"inngest/function.finished", "inngest/function.failed", "inngest/function.cancelled"}
 )
-
-
-def has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
 
 
 async def continue_run(conn: Conn, run_id: str, function_id: UUID, max_attempts: int) -> None:
@@ -37,10 +28,10 @@ async def continue_run(conn: Conn, run_id: str, function_id: UUID, max_attempts:
 
 async def finish(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> bool:
     """Completed or failed: state-guarded; False when the run had already ended."""
-    if output is not None and has_nul(output):
+    problem = storable.problem(output) if output is not None else None
+    if problem:
         status, output = "failed", None
-        error = {"name": "InvalidOutput",
-                 "message": "function output contains NUL characters (\\u0000), which PostgreSQL cannot store"}
+        error = storable.unstorable_error("the function's return value", problem)
     finished = await runs.finish(conn, run["id"], status=status, output=output, error=error)
     await queue.delete_for_run(conn, run["id"])
     await pauses.delete_for_run(conn, run["id"])

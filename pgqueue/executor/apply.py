@@ -20,7 +20,7 @@ from pgqueue.errors import InvalidInput
 from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
 from pgqueue.queue import backoff
-from pgqueue import ids, pausing, transitions
+from pgqueue import ids, pausing, storable, transitions
 from pgqueue.errors import ExpressionError
 from pgqueue.runner import timeouts
 from pgqueue.runner.triggers import event_object
@@ -66,7 +66,9 @@ INVOKED_EVENT = "inngest/function.invoked"
 
 
 def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any]:
-    """Error values handed back to SDKs must carry string name and message (Python is strict)."""
+    """Error values handed back to SDKs must carry string name and message (Python is strict), and
+    must be storable whatever the app put in them (NaN, lone surrogates, NUL are scrubbed)."""
+    err = storable.scrub(err)
     if isinstance(err, dict):
         out = dict(err)
         out["name"] = str(out.get("name") or "Error")
@@ -94,11 +96,9 @@ def _output_problem(data: Any, body_size: int) -> dict[str, Any] | None:
             "name": "OutputTooLarge",
             "message": f"step output is {size} bytes; the limit is {MAX_STEP_OUTPUT_BYTES} bytes (4 MB)",
         }
-    if transitions.has_nul(data):
-        return {
-            "name": "InvalidOutput",
-            "message": "step output contains NUL characters (\\u0000), which PostgreSQL cannot store",
-        }
+    problem = storable.problem(data)
+    if problem:
+        return storable.unstorable_error("the step's output", problem)
     return None
 
 
@@ -208,6 +208,16 @@ class Applier:
                 outcome="failed", status_code=206, error=error, started_at=started_at,
             )
             return await self._finish(conn, run, "failed", error=error)
+        for op in outcome.ops:
+            problem = storable.problem([op.id, op.name, op.display_name, op.opts])
+            if problem:
+                # An opcode pgqueue cannot store can never be applied: retrying would only repeat it.
+                error = storable.unstorable_error(f"the {op.op} opcode of step {op.label!r}", problem)
+                await steps.record_attempt(
+                    conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                    outcome="failed", status_code=206, error=error, started_at=started_at,
+                )
+                return await self._finish(conn, run, "failed", error=error)
 
         retry_error: dict[str, Any] | None = None
         for op in outcome.ops:

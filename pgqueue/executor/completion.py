@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import ids, transitions
+from pgqueue import ids, storable
 from pgqueue.executor.apply import LOST, MAX_STATE_BYTES, MAX_STEP_OUTPUT_BYTES, MAX_STEPS, ApplyResult, step_memo
 from pgqueue.executor.outcome import Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
@@ -62,20 +62,20 @@ def element(item: QueueItem, outcome: Outcome, *, started_at: datetime, body_siz
         "request_version": getattr(outcome, "request_version", None),
     }
     if isinstance(outcome, RunDone):
-        if transitions.has_nul(outcome.output):
+        if storable.problem(outcome.output):
             return None
         return {**base, **_finished_event(), "kind": "done", "output": outcome.output, "status_code": 200}
     if not isinstance(outcome, Ops) or len(outcome.ops) != 1 or body_size > MAX_STEP_OUTPUT_BYTES:
         return None
     op = outcome.ops[0]
     if op.op == "RunComplete":
-        if transitions.has_nul(op.data):
+        if storable.problem(op.data):
             return None
         return {**base, **_finished_event(), "kind": "done", "output": op.data, "status_code": 206}
     if op.op not in ("StepRun", "Step"):
         return None
     memo, data = step_memo(op)
-    if transitions.has_nul(data):
+    if storable.problem(data):
         return None
     return {**base, "kind": "step", "step_id": op.id, "step_name": op.label, "memo": memo}
 

@@ -54,7 +54,15 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # Resolver errors are connect errors of the app, bounded by the connect timeout (httpcore
+        # maps only its own backend's exceptions, not those of a backend it is given).
+        try:
+            with anyio.fail_after(timeout):
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout} s") from None
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"{host} did not resolve: {exc}") from None
         addresses = [str(info[4][0]) for info in infos]
         if not addresses:
             raise httpcore.ConnectError(f"{host} did not resolve")

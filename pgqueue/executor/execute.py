@@ -12,7 +12,6 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.executor import completion, invoke, outcome, signing
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
-from pgqueue.runner import timeouts
 from pgqueue.store import runs
 
 log = logging.getLogger(__name__)
@@ -28,6 +27,7 @@ class Executor:
         signing_key_fallback: str | None = None,
         backoff_scale: float = 1.0,
         max_response_bytes: int = 16 * 1024 * 1024,
+        call_timeout_s: float = 7200.0,
     ) -> None:
         self.pool = pool
         self.client = client
@@ -35,6 +35,7 @@ class Executor:
         self.signing_key_fallback = signing_key_fallback
         self.signing_keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
         self.max_response_bytes = max_response_bytes
+        self.call_timeout_s = call_timeout_s
         self.applier = Applier(backoff_scale=backoff_scale)
         self.completions = completion.CompletionBatcher(pool)
 
@@ -53,18 +54,19 @@ class Executor:
                     conn, item, outcome.transport_error("run is gone"), started_at=started_at
                 )
 
-        if (item.run_started or ctx["just_started"]) and (ctx["config"].get("timeouts") or {}).get("finish"):
-            async with self.pool.connection() as conn:
-                await timeouts.schedule_finish(conn, ctx)
-        request = invoke.build(item, ctx, signing_key=self.signing_key)
-        response = await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes)
+        try:
+            request = invoke.build(item, ctx, signing_key=self.signing_key)
+        except ValueError as exc:  # the synced URL cannot be parsed: no retry can fix that
+            error = {"name": "AppUnreachable", "message": f"the app URL {ctx['url']!r} is not valid: {exc}"}
+            return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)
+        response = await self._send(request)
         if (isinstance(response, outcome.Response) and response.status == 401 and self.signing_key_fallback
                 and self.signing_key):
             # Key rotation: an app still on the previous key refuses the new key's signature.
             request = dataclasses.replace(
                 request, headers={**request.headers,
                                   "x-inngest-signature": signing.sign(request.body, self.signing_key_fallback)})
-            response = await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes)
+            response = await self._send(request)
         if isinstance(response, outcome.CallError):
             result: outcome.Outcome = response
             body_size = 0
@@ -84,6 +86,10 @@ class Executor:
                 item.run_id, item.step_id, item.attempt, result.error.get("message"), result.retriable,
             )
         return await self.record(item, result, started_at=started_at, body_size=body_size)
+
+    async def _send(self, request: invoke.CallRequest) -> outcome.Response | outcome.CallError:
+        return await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes,
+                                 deadline_s=self.call_timeout_s)
 
     def _response_signature_ok(self, response: outcome.Response) -> bool:
         """Where an SDK signs its answer (it does when the request was signed), the signature must

@@ -6,6 +6,7 @@ executor never raises past this module for anything the app does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,24 @@ def build(item: QueueItem, ctx: dict[str, Any], *, signing_key: str | None, env:
     return CallRequest(with_step_id(ctx["url"], item.step_id), body, headers, use_api)
 
 
-async def send(client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int) -> Response | CallError:
+async def send(
+    client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int, deadline_s: float | None = None
+) -> Response | CallError:
+    """One call to the app. `deadline_s` bounds the whole call (connect, sending, every read): the
+    client's own timeouts bound each read only, and an app dribbling one byte a second would
+    otherwise hold the call open forever."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await _send(client, req, max_response_bytes=max_response_bytes)
+    except TimeoutError:
+        return CallError(
+            {"name": "CallTimedOut",
+             "message": f"the app did not finish answering within {deadline_s:g} s (PGQUEUE_CALL_TIMEOUT_S)"},
+            retriable=True,
+        )
+
+
+async def _send(client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int) -> Response | CallError:
     try:
         async with client.stream("POST", req.url, content=req.body, headers=req.headers) as resp:
             chunks: list[bytes] = []
@@ -107,14 +125,24 @@ async def send(client: httpx.AsyncClient, req: CallRequest, *, max_response_byte
                 chunks.append(chunk)
             headers = {k.lower(): v for k, v in resp.headers.items()}
             return Response(resp.status_code, headers, b"".join(chunks))
-    except httpx.ConnectError as exc:
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        # Retrying cannot fix the URL: the app must be synced again with a valid one.
+        return CallError({"name": "AppUnreachable", "message": f"the app URL {req.url!r} is not valid: {exc}"},
+                         retriable=False)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         if "refusing to call" in str(exc):
             return CallError({"name": "ForbiddenAddress", "message": str(exc)}, retriable=False)
-        return transport_error(f"calling {req.url} failed: {type(exc).__name__}: {exc}")
+        return transport_error(f"could not connect to the app at {req.url}: {type(exc).__name__}: {exc}",
+                               name="AppUnreachable")
     except httpx.TimeoutException as exc:
-        return transport_error(f"calling {req.url} timed out ({type(exc).__name__})", name="TimeoutError")
+        return transport_error(f"calling {req.url} timed out ({type(exc).__name__})", name="CallTimedOut")
     except httpx.HTTPError as exc:
         return transport_error(f"calling {req.url} failed: {type(exc).__name__}: {exc}")
+    except (OSError, ValueError) as exc:
+        # What a transport raises outside httpx's own errors (a resolver error, an address it cannot
+        # use): the app cannot be reached, which is the app's problem, never the engine's.
+        return transport_error(f"could not reach the app at {req.url}: {type(exc).__name__}: {exc}",
+                               name="AppUnreachable")
 
 
 # Idle connections are dropped after 2 s, before the usual 5 s keep-alive timeout of app servers

@@ -82,7 +82,7 @@ def _error_object(body: bytes, status: int) -> dict[str, Any]:
     text = body.decode("utf-8", errors="replace")
     try:
         parsed = json.loads(text) if text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         err = dict(parsed)
@@ -106,14 +106,16 @@ def _unwrap_stream(resp: Response) -> Response | CallError:
         body = envelope.get("body")
         if not isinstance(body, str):
             body = json.dumps(body)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return CallError(
             {"name": "InvalidResponse", "message": "the SDK's streaming response ended without a valid envelope"},
             retriable=True,
             status_code=201,
         )
     merged = {**resp.headers, **headers}
-    return Response(status, merged, body.encode())
+    # The inner body is JSON text; a lone surrogate in it stays escaped, so it is caught downstream
+    # like one sent directly, instead of failing to encode here.
+    return Response(status, merged, body.encode("utf-8", "backslashreplace"))
 
 
 def _parse_op(raw: Any) -> Op | None:
@@ -151,7 +153,7 @@ def parse(resp: Response) -> Outcome:
             return RunDone(None, version)
         try:
             return RunDone(json.loads(resp.body), version)
-        except ValueError:
+        except (ValueError, RecursionError):
             return CallError(
                 {"name": "InvalidResponse", "message": "the function answered 200 with a body that is not JSON"},
                 retriable=True,
@@ -162,7 +164,7 @@ def parse(resp: Response) -> Outcome:
     if resp.status == 206:
         try:
             parsed = json.loads(resp.body) if resp.body.strip() else []
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         raw_ops = [parsed] if isinstance(parsed, dict) else parsed
         if not isinstance(raw_ops, list):

@@ -1,4 +1,5 @@
-"""The Rescuer service: expired leases go back to the queue through the retry path."""
+"""The Rescuer service: expired leases go back to the queue as counted interruptions; an item
+interrupted too often fails its run with LeaseExpired (see pgqueue.queue.interrupts)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
 from pgqueue.service import LoopService
+from pgqueue.queue import interrupts
 from pgqueue.store import control, queue
 
 log = logging.getLogger(__name__)
@@ -23,18 +25,25 @@ class RescueTick:
 class Rescuer(LoopService):
     name = "rescuer"
 
-    def __init__(self, pool: AsyncConnectionPool, *, queue_wakeup: Wakeup | None = None, interval_s: float = 2.0) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, queue_wakeup: Wakeup | None = None, interval_s: float = 2.0,
+        backoff_scale: float = 1.0,
+    ) -> None:
         self.pool = pool
+        self.backoff_scale = backoff_scale
         self.queue_wakeup = queue_wakeup
         self.interval_s = interval_s
         super().__init__()
 
     async def run_once(self) -> RescueTick:
         async with self.pool.connection() as conn:
-            n = await queue.rescue_expired(conn)
-            n += await queue.unblock_sweep(conn)
+            rescued = await queue.rescue_expired(conn, max_interrupts=interrupts.MAX_INTERRUPTS,
+                                                 backoff_scale=self.backoff_scale)
+            n = len(rescued) + await queue.unblock_sweep(conn)
             # Housekeeping that must not grow without bound: expired dedupe/idempotency windows.
             await control.prune_expired_keys(conn)
+        await interrupts.fail_exhausted(
+            self.pool, rescued, interrupts.lease_expired_error(interrupts.MAX_INTERRUPTS))
         if n:
             log.warning("rescued %d items whose lease expired", n)
             if self.queue_wakeup:

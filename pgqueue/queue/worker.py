@@ -1,5 +1,9 @@
 """The Worker service: claim due items, run each through the executor, keep their leases alive.
 
+Leases are extended while a call runs, but never past claim time + `max_lease_s` (the call's own
+deadline plus time to store its result), so a call the executor fails to end still loses its lease.
+An engine error while executing hands the item back as a counted interruption (pgqueue.queue.interrupts).
+
 Two-stage shutdown: stop claiming, give in-flight calls `grace_s` to finish, then cancel what is
 left and hand its leases back (without using an attempt) so another worker picks them up at once.
 """
@@ -20,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
 from pgqueue.models import QueueItem
+from pgqueue.queue import interrupts
 from pgqueue.store import queue
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,8 @@ class Worker:
         claim_batch: int = 50,
         fn_default_limit: int = 1000,
         name: str | None = None,
+        max_lease_s: float = 7200.0 + 60.0,
+        backoff_scale: float = 1.0,
     ) -> None:
         self.pool = pool
         self.execute = execute
@@ -54,6 +61,8 @@ class Worker:
         self.poll_interval_s = poll_interval_s
         self.claim_batch = claim_batch
         self.fn_default_limit = fn_default_limit
+        self.max_lease_s = max_lease_s
+        self.backoff_scale = backoff_scale
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.inflight: dict[int, tuple[QueueItem, asyncio.Task[None]]] = {}
         self._stopping = False
@@ -81,11 +90,12 @@ class Worker:
             raise
         except Exception as exc:
             log.exception("executing item %s of run %s failed; handing it back", item.id, item.run_id)
-            # Hand the lease back now rather than waiting for it to expire; if the database is
-            # unreachable this fails too and the rescuer takes over later.
+            # Hand the lease back now rather than waiting for it to expire, counted so a persistent
+            # failure ends the run (EngineError); if the database is unreachable this fails too and
+            # the rescuer takes over later.
             try:
-                async with self.pool.connection() as conn:
-                    await queue.release_after_error(conn, item.id, item.lease_token, f"{type(exc).__name__}: {exc}")
+                await interrupts.interrupt(self.pool, [(item.id, item.lease_token)], interrupts.engine_error(exc),
+                                           backoff_scale=self.backoff_scale)
             except Exception as exc:  # noqa: BLE001 - best effort, the rescuer is the backstop
                 log.warning("could not release item %s (%s); it is rescued when its lease expires", item.id, exc)
         finally:
@@ -129,7 +139,7 @@ class Worker:
                 continue
             try:
                 async with self.pool.connection() as conn:
-                    kept = await queue.extend_leases(conn, leases, self.lease_ms)
+                    kept = await queue.extend_leases(conn, leases, self.lease_ms, max_lease_s=self.max_lease_s)
                 # An item whose result was just stored is gone from the queue a moment before its
                 # task leaves `inflight`; one still missing at the next heartbeat really lost it.
                 missing = ({i for i, _ in leases} - kept) & self.inflight.keys()
@@ -145,7 +155,9 @@ class Worker:
     def _leases(self) -> list[tuple[int, UUID]]:
         return [(item.id, item.lease_token) for item, _ in self.inflight.values()]
 
-    async def stop(self, grace_s: float = 30.0) -> None:
+    async def stop(self, grace_s: float = 30.0, *, interrupt_error: dict[str, Any] | None = None) -> None:
+        """interrupt_error: hand leftover calls back as counted interruptions with this error (an
+        executor invocation's deadline) instead of a plain release (a process shutting down)."""
         self._stopping = True
         if self._loop_task:
             self._loop_task.cancel()
@@ -160,8 +172,12 @@ class Worker:
             task.cancel()
         if leftover:
             with contextlib.suppress(Exception):
-                async with self.pool.connection() as conn:
-                    released = await queue.release(conn, leftover)
+                if interrupt_error is not None:
+                    released = await interrupts.interrupt(self.pool, leftover, interrupt_error,
+                                                          backoff_scale=self.backoff_scale)
+                else:
+                    async with self.pool.connection() as conn:
+                        released = await queue.release(conn, leftover)
                 log.info("released %d leases on shutdown", released)
         for task in tasks:
             with contextlib.suppress(BaseException):

@@ -1,6 +1,7 @@
 """Run-level timeouts: `timeouts.start` (cancel a run not started in time) and `timeouts.finish`
 (cancel a started run not finished in time), as delayed queue items named $start-timeout and
-$finish-timeout; they never hold a run's next call back."""
+$finish-timeout; they never hold a run's next call back. The finish timeout is scheduled in SQL by
+the statement that starts the run (pgqueue.finish_timeouts_v1)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,3 @@ async def schedule_start(conn: Conn, run_id: str, trig: dict[str, Any]) -> None:
     if seconds is not None:
         await queue.enqueue(conn, run_id=run_id, function_id=trig["function_id"], kind="timeout", step_id=START,
                             step_name="timeouts.start", max_attempts=1, delay_s=seconds)
-
-
-async def schedule_finish(conn: Conn, ctx: dict[str, Any]) -> None:
-    seconds = _seconds(ctx["config"], "finish")
-    if seconds is not None:
-        await queue.enqueue(conn, run_id=ctx["id"], function_id=ctx["function_id"], kind="timeout", step_id=FINISH,
-                            step_name="timeouts.finish", max_attempts=1, delay_s=seconds)

@@ -54,6 +54,7 @@ async def sync(conn: Conn, spec: AppSpec) -> SyncResult:
                 "url": fn.url,
                 "config": Jsonb(fn.config),
                 "retries": fn.retries,
+                "finish_timeout_ms": fn.finish_timeout_ms,
             },
         )
         fn_row = await cur.fetchone()

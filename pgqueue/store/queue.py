@@ -24,15 +24,28 @@ async def claim(
     return [QueueItem.from_row(r) for r in await cur.fetchall()]
 
 
-async def rescue_expired(conn: Conn, limit: int = 500) -> int:
-    cur = await conn.execute(q("queue_rescue_expired"), {"limit": limit})
-    return len(await cur.fetchall())
+async def rescue_expired(
+    conn: Conn, *, max_interrupts: int, backoff_scale: float = 1.0, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Expired leases, each counted as an interruption (pgqueue.rescue_expired_v2): rows of id,
+    run_id, lease_token, exhausted; the exhausted ones are re-leased to the caller to fail."""
+    cur = await conn.execute(
+        q("queue_rescue_expired"),
+        {"limit": limit, "max_interrupts": max_interrupts, "backoff_scale": backoff_scale},
+    )
+    return list(await cur.fetchall())
 
 
 async def lock_if_leased(conn: Conn, item: QueueItem) -> bool:
     """Fencing: True only while this worker still holds the item's lease (row now locked)."""
-    cur = await conn.execute(q("queue_lock_if_leased"), {"id": item.id, "lease_token": item.lease_token})
-    return await cur.fetchone() is not None
+    return await lock_leased(conn, item.id, item.lease_token) is not None
+
+
+async def lock_leased(conn: Conn, item_id: int, lease_token: UUID) -> dict[str, Any] | None:
+    """The item's row (step_id, attempt, max_attempts, interrupts, leased_at), locked, while it is
+    still leased with this token; None when the lease is gone."""
+    cur = await conn.execute(q("queue_lock_if_leased"), {"id": item_id, "lease_token": lease_token})
+    return await cur.fetchone()
 
 
 async def delete(conn: Conn, item_id: int) -> None:
@@ -82,12 +95,16 @@ async def delete_for_run(conn: Conn, run_id: str) -> None:
     await conn.execute(q("queue_delete_for_run"), {"run_id": run_id})
 
 
-async def extend_leases(conn: Conn, leases: Sequence[tuple[int, UUID]], lease_ms: int) -> set[int]:
+async def extend_leases(
+    conn: Conn, leases: Sequence[tuple[int, UUID]], lease_ms: int, *, max_lease_s: float
+) -> set[int]:
+    """Extend leases by lease_ms, never past claim time + max_lease_s (the call's deadline)."""
     if not leases:
         return set()
     cur = await conn.execute(
         q("queue_extend_leases"),
-        {"ids": [i for i, _ in leases], "tokens": [t for _, t in leases], "lease_ms": lease_ms},
+        {"ids": [i for i, _ in leases], "tokens": [t for _, t in leases], "lease_ms": lease_ms,
+         "max_lease_s": max_lease_s},
     )
     return {r["id"] for r in await cur.fetchall()}
 
@@ -121,8 +138,20 @@ async def unblock_sweep(conn: Conn) -> int:
     return int(row["unblocked"]) if row else 0
 
 
-async def release_after_error(conn: Conn, item_id: int, lease_token: UUID, message: str) -> None:
-    await conn.execute(q("queue_release_after_error"), {"id": item_id, "lease_token": lease_token, "message": message})
+async def interrupt(
+    conn: Conn, leases: Sequence[tuple[int, UUID]], error: dict[str, Any], *, max_interrupts: int,
+    backoff_scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Hand leased items back without an answer, counted (pgqueue.interrupt_v1): rows of id, run_id,
+    lease_token, exhausted; exhausted items stay leased with their token for the caller to fail."""
+    if not leases:
+        return []
+    cur = await conn.execute(
+        q("queue_interrupt"),
+        {"ids": [i for i, _ in leases], "tokens": [t for _, t in leases], "error": Jsonb(error),
+         "max_interrupts": max_interrupts, "backoff_scale": backoff_scale},
+    )
+    return list(await cur.fetchall())
 
 
 async def complete_batch(conn: Conn, batch_json: str, *, max_steps: int, max_state_bytes: int) -> dict[int, str]:

@@ -180,3 +180,55 @@ AS $$
            c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
     FROM claimed c
 $$;
+
+-- pgqueue.finish_timeouts_v1: schedule timeouts.finish for runs that just started: a $finish-timeout
+-- item due the function's finish_timeout_ms from now. Called in the statement that starts the runs
+-- (claim_v3, the run_context query), so no crash in between can lose it. Returns how many.
+CREATE OR REPLACE FUNCTION pgqueue.finish_timeouts_v1(p_run_ids text[])
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH scheduled AS (
+        INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, step_name, max_attempts, run_at,
+                                         priority_s)
+        SELECT r.id, r.function_id, 'timeout', '$finish-timeout', 'timeouts.finish', 1,
+               now() + make_interval(secs => f.finish_timeout_ms / 1000.0), r.priority_s
+        FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+        WHERE r.id = ANY (p_run_ids) AND f.finish_timeout_ms IS NOT NULL
+        ON CONFLICT (run_id, step_id) DO NOTHING
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM scheduled
+$$;
+
+-- pgqueue.claim_v3: claim_v2, and a started run's timeouts.finish is scheduled in the same
+-- transaction (finish_timeouts_v1), so a worker that dies right after its claim cannot lose it.
+CREATE OR REPLACE FUNCTION pgqueue.claim_v3(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer DEFAULT 1000)
+RETURNS TABLE (
+    id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
+    attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz, run_started boolean
+)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    WITH claimed AS MATERIALIZED (
+        SELECT * FROM pgqueue.claim_v1(p_worker, p_limit, p_lease_ms, p_fn_default_limit)
+    ), starting AS (
+        SELECT r.id FROM pgqueue.runs r
+        WHERE r.id = ANY (ARRAY(SELECT c.run_id FROM claimed c WHERE c.kind = 'call')) AND r.status = 'queued'
+        ORDER BY r.id
+        FOR UPDATE SKIP LOCKED
+    ), started AS (
+        UPDATE pgqueue.runs r SET status = 'running', started_at = now()
+        FROM starting s WHERE r.id = s.id
+        RETURNING r.id
+    ), timed AS MATERIALIZED (
+        SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
+    )
+    SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
+           c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
+    FROM claimed c CROSS JOIN timed
+$$;

@@ -15,11 +15,12 @@ SELECT pg_advisory_xact_lock(hashtextextended('pgqueue.app:' || %(name)s, 0))
 SELECT id, checksum FROM pgqueue.apps WHERE name = %(name)s
 
 -- name: function_upsert
-INSERT INTO pgqueue.functions AS f (app_id, slug, name, url, config, retries)
-VALUES (%(app_id)s, %(slug)s, %(name)s, %(url)s, %(config)s::jsonb, %(retries)s)
+INSERT INTO pgqueue.functions AS f (app_id, slug, name, url, config, retries, finish_timeout_ms)
+VALUES (%(app_id)s, %(slug)s, %(name)s, %(url)s, %(config)s::jsonb, %(retries)s, %(finish_timeout_ms)s)
 ON CONFLICT (slug) DO UPDATE SET
     app_id = excluded.app_id, name = excluded.name, url = excluded.url, config = excluded.config,
-    retries = excluded.retries, archived_at = NULL, updated_at = now()
+    retries = excluded.retries, finish_timeout_ms = excluded.finish_timeout_ms, archived_at = NULL,
+    updated_at = now()
 RETURNING id
 
 -- name: function_triggers_clear

@@ -1,15 +1,15 @@
 -- name: queue_claim
-SELECT * FROM pgqueue.claim_v2(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
+SELECT * FROM pgqueue.claim_v3(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
 
 -- name: queue_unblock_sweep
 SELECT pgqueue.concurrency_unblock_v1() AS unblocked
 
 -- name: queue_rescue_expired
-SELECT * FROM pgqueue.rescue_expired_v1(%(limit)s)
+SELECT * FROM pgqueue.rescue_expired_v2(%(limit)s, %(max_interrupts)s, %(backoff_scale)s)
 
 -- name: queue_lock_if_leased
 -- The fencing check every apply starts with: zero rows means our lease is gone.
-SELECT id, attempt, max_attempts FROM pgqueue.queue_items
+SELECT id, step_id, attempt, max_attempts, interrupts, leased_at FROM pgqueue.queue_items
 WHERE id = %(id)s AND state = 'leased' AND lease_token = %(lease_token)s
 FOR UPDATE
 
@@ -47,10 +47,14 @@ WHERE run_id = %(run_id)s AND NOT (kind = 'timeout' AND starts_with(step_id, '$'
 DELETE FROM pgqueue.queue_items WHERE run_id = %(run_id)s
 
 -- name: queue_extend_leases
+-- Never past the call's own deadline (claim time + max_lease_s): a call the worker fails to end
+-- (a hung event loop) loses its lease then, and the rescuer counts it as an interruption.
 UPDATE pgqueue.queue_items q
-SET lease_expires_at = now() + make_interval(secs => %(lease_ms)s / 1000.0)
+SET lease_expires_at = least(now() + make_interval(secs => %(lease_ms)s / 1000.0),
+                             q.leased_at + make_interval(secs => %(max_lease_s)s::float8))
 FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS l(id, token)
 WHERE q.id = l.id AND q.lease_token = l.token AND q.state = 'leased'
+  AND q.leased_at + make_interval(secs => %(max_lease_s)s::float8) > now()
 RETURNING q.id
 
 -- name: queue_release
@@ -73,14 +77,11 @@ SELECT r.id, r.function_id, 'call', 'step', %(max_attempts)s, r.ckeys, r.climits
 FROM pgqueue.runs r WHERE r.id = %(run_id)s
 ON CONFLICT (run_id, step_id) DO NOTHING
 
--- name: queue_release_after_error
--- The engine itself failed on this item (database error, bug): back to the queue like a rescue,
--- using an attempt (never the last one) and a short delay, so a persistent failure cannot spin.
-UPDATE pgqueue.queue_items
-SET state = 'available', lease_token = NULL, lease_expires_at = NULL, leased_by = NULL,
-    attempt = least(attempt + 1, max_attempts - 1), run_at = now() + interval '1 second',
-    last_error = jsonb_build_object('name', 'EngineError', 'message', %(message)s::text)
-WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'leased'
+-- name: queue_interrupt
+-- The engine hands leased items back without applying an answer (engine error, deadline): counted
+-- and bounded, see pgqueue.interrupt_v1.
+SELECT * FROM pgqueue.interrupt_v1(%(ids)s::bigint[], %(tokens)s::uuid[], %(error)s::jsonb,
+                                   %(max_interrupts)s, %(backoff_scale)s)
 
 -- name: complete_batch
 -- The executor's group commit of finished calls (see sql/functions/complete.sql).

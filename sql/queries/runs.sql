@@ -2,11 +2,14 @@
 SELECT pgqueue.run_create_v1(%(runs)s::jsonb) AS created
 
 -- name: run_context
--- Everything one call needs, in one round trip; marks a queued run as running.
+-- Everything one call needs, in one round trip; marks a queued run as running (when its claim
+-- could not: the run row was locked) and schedules its timeouts.finish in the same statement.
 WITH started AS (
     UPDATE pgqueue.runs SET status = 'running', started_at = now()
     WHERE id = %(run_id)s AND status = 'queued'
     RETURNING id
+), timed AS MATERIALIZED (
+    SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
 )
 SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.max_attempts, r.event_ids,
        r.function_id, f.slug, f.url, f.app_id, f.config, a.name AS app_name,
@@ -23,6 +26,7 @@ SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.m
 FROM pgqueue.runs r
 JOIN pgqueue.functions f ON f.id = r.function_id
 JOIN pgqueue.apps a ON a.id = f.app_id
+CROSS JOIN timed
 WHERE r.id = %(run_id)s
 
 -- name: run_lock

@@ -157,7 +157,7 @@ def test_infrastructure_errors_are_retried(rogue: tuple[Server, str]) -> None:
 
 def test_hanging_app_times_out_and_fails(rogue: tuple[Server, str]) -> None:
     run = run_of(rogue[0], "hang", timeout=40)
-    assert run["status"] == "Failed" and run["error"]["name"] == "TimeoutError"
+    assert run["status"] == "Failed" and run["error"]["name"] == "CallTimedOut"
     assert len(CALLS["hang"]) == 2
 
 
