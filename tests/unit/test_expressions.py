@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pgqueue import errors
-from pgqueue.runner import expressions
+from pgqueue import errors, expressions
+from pgqueue.expressions import unparsing
 
 DATA = Path(__file__).parent / "data"
 
@@ -652,7 +652,7 @@ def _valid_sources() -> list[str]:
 @pytest.mark.parametrize("source", _valid_sources())
 def test_canonical_source_round_trips(source: str) -> None:
     program = expressions.compile(source)
-    rendered = expressions._unparse(program.ast)  # pyright: ignore[reportPrivateUsage]
+    rendered = unparsing.unparse(program.ast)
     assert expressions.compile(rendered).ast == program.ast, rendered
 
 
@@ -680,7 +680,7 @@ def test_canonical_source_round_trips(source: str) -> None:
 )
 def test_canonical_source_keeps_precedence(source: str) -> None:
     program = expressions.compile(source)
-    rendered = expressions._unparse(program.ast)  # pyright: ignore[reportPrivateUsage]
+    rendered = unparsing.unparse(program.ast)
     assert expressions.compile(rendered).ast == program.ast, rendered
     variables = {"event": {"data": {"a": True, "b": False, "c": True, "d": False, "n": 3}}}
     try:
