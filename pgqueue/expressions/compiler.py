@@ -6,7 +6,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from pgqueue.expressions import faults, functions, limits, values
+from pgqueue.expressions import faults, functions, limits, patterns, values
 from pgqueue.expressions.faults import Fault
 from pgqueue.expressions.functions import Function
 from pgqueue.expressions.nodes import (
@@ -353,14 +353,14 @@ def _compile_call(function: Function, args: tuple[Node, ...], target: Node | Non
     if impl is functions.matches or impl is functions.global_matches:
         pattern = args[-1]
         if type(pattern) is Literal and type(pattern.value) is str:
-            regex = functions.regex(pattern.value)  # validated by the parser already
+            compiled = patterns.compile_pattern(pattern.value)  # validated by the parser already
             subject = compile_node(target if target is not None else args[0])
 
             def match_literal(scope: Scope) -> bool:
                 value = subject(scope)
                 if value is None:
                     return False
-                return regex.search(values.string_arg("matches", value)) is not None
+                return compiled.search(values.string_arg("matches", value))
 
             return match_literal
     reads = tuple(compile_node(n) for n in ((target, *args) if target is not None else args))

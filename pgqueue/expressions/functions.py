@@ -6,14 +6,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, cast
 
-from pgqueue.expressions import faults, lexer, limits, values
+from pgqueue.expressions import faults, lexer, limits, patterns, values
 from pgqueue.expressions.faults import Fault
 
 
@@ -53,91 +52,11 @@ def _contains(target: Any, part: Any) -> bool:
     return values.string_arg("contains", part) in values.string_arg("contains", target)
 
 
-def _pattern_problem(pattern: str) -> str | None:
-    """Why a pattern is refused, or None. Python's backtracking `re` is not RE2: this rejects what RE2
-    would reject anyway (backreferences, lookaround) and nested quantifiers such as `(a+)+`, the usual
-    cause of catastrophic backtracking. Alternation inside a repeated group is not detected."""
-    if len(pattern) > limits.MAX_PATTERN_CHARS:
-        return f"the pattern is {len(pattern)} characters long; the limit is {limits.MAX_PATTERN_CHARS}"
-    groups: list[bool] = []  # per open group: does its body contain a quantifier
-    quantified_group = False  # the previous atom was a group containing a quantifier
-    in_class = False
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            if not in_class and pattern[i + 1 : i + 2] in tuple("123456789"):
-                return "backreferences are not supported"
-            i += 2
-            quantified_group = False
-        elif in_class:
-            in_class = c != "]"
-            i += 1
-        elif c == "[":
-            in_class = True
-            i += 1
-            if pattern[i : i + 1] == "^":
-                i += 1
-            if pattern[i : i + 1] == "]":
-                i += 1
-            quantified_group = False
-        elif c == "(":
-            if pattern.startswith(("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?("), i):
-                return "lookaround, backreference and conditional groups are not supported"
-            groups.append(False)
-            quantified_group = False
-            i += 1
-        elif c == ")":
-            inner = groups.pop() if groups else False
-            if inner and groups:
-                groups[-1] = True
-            quantified_group = inner
-            i += 1
-        elif c in "*+?" or (c == "{" and _brace_quantifier_end(pattern, i) > 0):
-            if quantified_group and c != "?":
-                return "nested quantifiers such as (a+)+ are not supported (they can take exponential time)"
-            if groups:
-                groups[-1] = True
-            i = _brace_quantifier_end(pattern, i) if c == "{" else i + 1
-            if pattern[i : i + 1] in ("?", "+"):
-                i += 1
-            quantified_group = False
-        else:
-            quantified_group = False
-            i += 1
-    return None
-
-
-def _brace_quantifier_end(pattern: str, start: int) -> int:
-    """End of a `{n}`, `{n,}` or `{n,m}` quantifier starting at `start`, or 0 if it is a literal brace."""
-    close = pattern.find("}", start)
-    if close < 0:
-        return 0
-    body = pattern[start + 1 : close]
-    low, comma, high = body.partition(",")
-    if low.isdigit() and low.isascii() and (not high or (high.isdigit() and high.isascii())):
-        return close + 1
-    if comma and not low and high.isdigit() and high.isascii():
-        return close + 1
-    return 0
-
-
-@functools.lru_cache(maxsize=256)
-def regex(pattern: str) -> re.Pattern[str]:
-    problem = _pattern_problem(pattern)
-    if problem is not None:
-        raise Fault(f"matches(): {problem}")
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise Fault(f"matches(): invalid pattern: {exc}") from None
-
-
 def matches(target: Any, pattern: Any) -> bool:
-    compiled = regex(values.string_arg("matches", pattern))
+    compiled = patterns.compile_pattern(values.string_arg("matches", pattern))
     if target is None:
         return False
-    return compiled.search(values.string_arg("matches", target)) is not None
+    return compiled.search(values.string_arg("matches", target))
 
 
 def _lowercase(value: Any) -> Any:

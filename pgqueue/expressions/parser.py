@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 from pgqueue import errors
-from pgqueue.expressions import faults, functions, lexer, limits
+from pgqueue.expressions import faults, functions, lexer, limits, patterns
 from pgqueue.expressions.faults import Fault
 from pgqueue.expressions.functions import Function
 from pgqueue.expressions.lexer import Token
@@ -240,7 +240,7 @@ class Parser:
             pattern = args[pattern_at]
             if type(pattern) is Literal and type(pattern.value) is str:
                 try:
-                    functions.regex(pattern.value)
+                    patterns.compile_pattern(pattern.value)
                 except Fault as exc:
                     raise self._error(token, str(exc)) from None
 

@@ -516,10 +516,8 @@ def test_pattern_length_limit() -> None:
     assert expressions.evaluate(f"'{ok}'.matches('{ok}')", {}) is True
 
 
-@pytest.mark.parametrize(
-    "pattern", ["(a+)+$", "(a*)*", "(?:a|b+){2,}", "(x(a+))*", "(a)\\\\1", "(?=a)", "(?<!a)b"]
-)
-def test_risky_patterns_are_refused(pattern: str) -> None:
+@pytest.mark.parametrize("pattern", ["(a)\\\\1", "(?=a)", "(?!a)", "(?<!a)b", "(?P=x)", "\\\\C"])
+def test_patterns_outside_go_re2_are_refused(pattern: str) -> None:
     with pytest.raises(errors.ExpressionSyntaxError):
         expressions.compile(f"'aaaa'.matches('{pattern}')")
 
