@@ -12,10 +12,12 @@ This package imports nothing from pgqueue but `pgqueue.errors`.
 from __future__ import annotations
 
 from pgqueue.expressions.limits import (
+    MAX_COST,
     MAX_DEPTH,
+    MAX_LIST_ITEMS,
     MAX_PATTERN_CHARS,
     MAX_SOURCE_BYTES,
-    MAX_STEPS,
+    MAX_STRING_CHARS,
     VARIABLES,
 )
 from pgqueue.expressions.nodes import (
@@ -39,10 +41,12 @@ from pgqueue.expressions.nodes import (
 from pgqueue.expressions.program import Program, compile, evaluate, truthy
 
 __all__ = [
+    "MAX_COST",
     "MAX_DEPTH",
+    "MAX_LIST_ITEMS",
     "MAX_PATTERN_CHARS",
     "MAX_SOURCE_BYTES",
-    "MAX_STEPS",
+    "MAX_STRING_CHARS",
     "VARIABLES",
     "And",
     "Binary",

@@ -23,20 +23,36 @@ def depth(root: Node) -> int:
     return deepest
 
 
+def cost(root: Node | None) -> int:
+    """Nodes evaluated (at most) each time `root` is: the budget's static share. The bodies of macros are
+    left out; a macro charges them per element when it runs."""
+    if root is None:
+        return 0
+    count = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if type(node) is Macro:
+            stack.append(node.target)
+        else:
+            stack.extend(nodes.children(node))
+    return count
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     references: frozenset[str]
     needs_now: bool
-    needs_budget: bool
+    cost: int
 
 
 def analyse(root: Node) -> Usage:
     references: set[str] = set()
     needs_now = False
-    needs_budget = False
 
     def visit(node: Node, bound: frozenset[str]) -> None:
-        nonlocal needs_now, needs_budget
+        nonlocal needs_now
         if type(node) is Ident:
             if node.name not in bound:
                 references.add(node.name)
@@ -44,7 +60,6 @@ def analyse(root: Node) -> Usage:
         if type(node) is Call and functions.GLOBALS[node.function].needs_now:
             needs_now = True
         if type(node) is Macro:
-            needs_budget = True
             visit(node.target, bound)
             inner = bound | {node.var}
             for part in (node.predicate, node.transform):
@@ -55,4 +70,4 @@ def analyse(root: Node) -> Usage:
             visit(child, bound)
 
     visit(root, frozenset())
-    return Usage(frozenset(references), needs_now, needs_budget)
+    return Usage(frozenset(references), needs_now, cost(root))

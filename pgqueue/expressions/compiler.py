@@ -6,7 +6,8 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from pgqueue.expressions import faults, functions, limits, patterns, values
+from pgqueue.expressions import budget, checker, faults, functions, limits, patterns, values
+from pgqueue.expressions.budget import OverBudget
 from pgqueue.expressions.faults import Fault
 from pgqueue.expressions.functions import Function
 from pgqueue.expressions.nodes import (
@@ -30,17 +31,9 @@ from pgqueue.expressions.nodes import (
 
 # Reserved keys in the evaluation scope. A space can never start an identifier, so user data cannot collide.
 NOW_KEY: Final = " now"
-BUDGET_KEY: Final = " budget"
 
 Scope = Mapping[str, Any]
 Evaluator = Callable[[Scope], Any]
-
-
-def _spend(scope: Scope, steps: int) -> None:
-    budget = scope[BUDGET_KEY]
-    budget[0] -= steps
-    if budget[0] < 0:
-        raise Fault(f"expression takes more than {limits.MAX_STEPS} macro steps")
 
 
 def compile_node(node: Node) -> Evaluator:
@@ -264,6 +257,8 @@ def _compile_and(terms: tuple[Evaluator, ...]) -> Evaluator:
         for term in terms:
             try:
                 value = term(scope)
+            except OverBudget:
+                raise
             except Exception as exc:  # CEL: an error is absorbed if another term is false
                 if failure is None:
                     failure = exc
@@ -283,6 +278,8 @@ def _compile_or(terms: tuple[Evaluator, ...]) -> Evaluator:
         for term in terms:
             try:
                 value = term(scope)
+            except OverBudget:
+                raise
             except Exception as exc:  # CEL: an error is absorbed if another term is true
                 if failure is None:
                     failure = exc
@@ -384,10 +381,11 @@ def _compile_macro(node: Macro) -> Evaluator:
     predicate = compile_node(node.predicate) if node.predicate is not None else None
     test = predicate if predicate is not None else compile_node(Literal(True))
     transform = compile_node(node.transform) if node.transform is not None else compile_node(Ident(var))
+    per_item = 1 + checker.cost(node.predicate) + checker.cost(node.transform)
 
     def loop(scope: Scope) -> tuple[Sequence[Any], dict[str, Any]]:
         items = values.iterable(read_target(scope), kind)
-        _spend(scope, len(items) + 1)
+        budget.spend(1 + len(items) * per_item)  # up front: the most the loop can evaluate
         return items, dict(scope)
 
     def holds(inner: dict[str, Any]) -> bool:
@@ -405,6 +403,8 @@ def _compile_macro(node: Macro) -> Evaluator:
                 try:
                     if holds(inner) is wanted:
                         return wanted
+                except OverBudget:
+                    raise
                 except Exception as exc:  # absorbed like && and ||
                     if failure is None:
                         failure = exc

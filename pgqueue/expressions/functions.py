@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, cast
 
-from pgqueue.expressions import faults, lexer, limits, patterns, values
+from pgqueue.expressions import budget, faults, lexer, limits, patterns, values
 from pgqueue.expressions.faults import Fault
 
 
@@ -49,7 +49,9 @@ def _ends_with(target: Any, suffix: Any) -> bool:
 def _contains(target: Any, part: Any) -> bool:
     if target is None:
         return False
-    return values.string_arg("contains", part) in values.string_arg("contains", target)
+    text = values.string_arg("contains", target)
+    budget.spend_text(len(text))
+    return values.string_arg("contains", part) in text
 
 
 def matches(target: Any, pattern: Any) -> bool:
@@ -60,18 +62,31 @@ def matches(target: Any, pattern: Any) -> bool:
 
 
 def _lowercase(value: Any) -> Any:
-    return None if value is None else values.string_arg("lowercase", value).lower()
+    if value is None:
+        return None
+    text = values.string_arg("lowercase", value)
+    budget.spend_text(len(text))
+    return text.lower()
 
 
 def _uppercase(value: Any) -> Any:
-    return None if value is None else values.string_arg("uppercase", value).upper()
+    if value is None:
+        return None
+    text = values.string_arg("uppercase", value)
+    budget.spend_text(len(text))
+    return text.upper()
 
 
 def _json_parse(value: Any) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(values.string_arg("json_parse", value))
+        text = values.string_arg("json_parse", value)
+        if len(text) > limits.MAX_STRING_CHARS:
+            limit = limits.MAX_STRING_CHARS
+            raise budget.OverBudget(f"json_parse(): the text has {len(text)} characters, over {limit}")
+        budget.spend(1 + (len(text) >> 3))  # the parsed value has at most about one element per character
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise Fault(f"json_parse(): invalid JSON: {exc.msg} at character {exc.pos}") from None
     except (ValueError, RecursionError) as exc:
@@ -126,7 +141,7 @@ def _to_double(value: Any) -> float:
             raise Fault("double(): integer is too large") from None
     if kind is str:
         # Python's float() also accepts surrounding blanks and digit underscores; CEL (Go) does not.
-        if value and not any(c.isspace() or c == "_" for c in value):
+        if value and value.strip() == value and "_" not in value:  # (blanks inside fail float() too)
             try:
                 return float(value)
             except ValueError:

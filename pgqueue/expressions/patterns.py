@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import re2  # pyright: ignore[reportMissingTypeStubs]
 
-from pgqueue.expressions import limits
+from pgqueue.expressions import budget, limits
 from pgqueue.expressions.faults import Fault
 
 CACHE_SIZE: Final = 256
@@ -43,8 +43,10 @@ class Pattern:
     size: int
 
     def search(self, subject: str) -> bool:
-        """Whether the pattern matches anywhere in `subject`."""
-        return self.regexp.search(utf8(subject)) is not None
+        """Whether the pattern matches anywhere in `subject`; charges the budget for the worst case."""
+        data = utf8(subject)
+        budget.spend(1 + ((len(data) * self.size) >> 4))
+        return self.regexp.search(data) is not None
 
 
 def utf8(text: str) -> bytes:

@@ -10,7 +10,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgqueue import errors
-from pgqueue.expressions import checker, compiler, faults, lexer, limits, substitution, unparsing, values
+from pgqueue.expressions import (
+    budget,
+    checker,
+    compiler,
+    faults,
+    lexer,
+    limits,
+    substitution,
+    unparsing,
+    values,
+)
 from pgqueue.expressions.checker import Usage
 from pgqueue.expressions.compiler import Evaluator
 from pgqueue.expressions.faults import Fault
@@ -34,13 +44,12 @@ class Program:
         Raises ExpressionEvalError when the expression cannot be evaluated against this input."""
         _require_mapping(variables)
         usage = self._usage
+        token = budget.start()
         try:
-            if usage.needs_now or usage.needs_budget:
+            budget.spend(usage.cost)
+            if usage.needs_now:
                 scope = dict(variables)
-                if usage.needs_now:
-                    scope[compiler.NOW_KEY] = values.aware(now) if now is not None else datetime.now(UTC)
-                if usage.needs_budget:
-                    scope[compiler.BUDGET_KEY] = [limits.MAX_STEPS]
+                scope[compiler.NOW_KEY] = values.aware(now) if now is not None else datetime.now(UTC)
                 return self._run(scope)
             return self._run(variables)
         except Fault as exc:
@@ -53,6 +62,8 @@ class Program:
             raise errors.ExpressionEvalError(
                 f"cannot evaluate {faults.shown(self.source)}: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            budget.finish(token)
 
     def references(self) -> frozenset[str]:
         """Top-level variables the expression reads, e.g. frozenset({"event", "async"})."""

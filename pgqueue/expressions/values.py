@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
-from pgqueue.expressions import faults, limits
+from pgqueue.expressions import budget, faults, limits
 from pgqueue.expressions.faults import Fault
 
 
@@ -113,23 +113,35 @@ def eq(a: Any, b: Any) -> bool:
     ta = a.__class__
     tb = b.__class__
     if ta is tb:
+        if ta is str:
+            if len(a) == len(b):  # strings of different lengths differ at once
+                budget.spend_text(len(a))
+            return bool(a == b)
         if ta is list or ta is tuple:
-            return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
+            return _list_eq(a, b)
         if ta is dict:
             return _map_eq(a, b)
         return bool(a == b)
     if ta in _NUMBER and tb in _NUMBER:
         return bool(a == b)
     if ta in (list, tuple) and tb in (list, tuple):
-        return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
+        return _list_eq(a, b)
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return _map_eq(a, b)  # pyright: ignore[reportUnknownArgumentType]
     return False
 
 
+def _list_eq(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    if len(a) != len(b):
+        return False
+    budget.spend(len(a))
+    return all(eq(x, y) for x, y in zip(a, b, strict=True))
+
+
 def _map_eq(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> bool:
     if len(a) != len(b):
         return False
+    budget.spend(len(a))
     for key, value in a.items():
         if key not in b or not eq(value, b[key]):
             return False
@@ -148,6 +160,8 @@ def _ordering(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]
     def run(a: Any, b: Any) -> bool:
         if not _comparable(a, b):
             return False  # incompatible types are simply not ordered (Inngest's loose comparisons)
+        if a.__class__ is str:
+            budget.spend_text(min(len(a), len(b)))
         try:
             return compare(a, b)
         except TypeError:  # e.g. an aware and a naive datetime supplied by a caller
@@ -185,6 +199,7 @@ def _add(a: Any, b: Any) -> Any:
     if ta is int and tb is int:
         return check_int(a + b)
     if ta is str and tb is str:
+        budget.check_string(len(a) + len(b))
         return a + b
     if ta in _NUMBER and tb in _NUMBER:
         return _float(a) + _float(b)
@@ -193,11 +208,16 @@ def _add(a: Any, b: Any) -> Any:
     if b is None:
         return a
     if ta in (list, tuple) and tb in (list, tuple):
+        budget.check_list(len(a) + len(b))
         return [*a, *b]
     if ta is str and tb in _STRINGABLE:
-        return a + to_string(b)
+        text = to_string(b)
+        budget.check_string(len(a) + len(text))
+        return a + text
     if tb is str and ta in _STRINGABLE:
-        return to_string(a) + b
+        text = to_string(a)
+        budget.check_string(len(text) + len(b))
+        return text + b
     if ta is datetime and tb is timedelta:
         return _time_op(operator.add, a, b)
     if ta is timedelta and (tb is datetime or tb is timedelta):
@@ -289,6 +309,7 @@ def membership(value: Any, container: Any) -> bool:
         return False  # membership in a missing list is false
     kind = container.__class__
     if kind is list or kind is tuple:
+        budget.spend(1 + len(container))
         if type(value) is str:
             return value in container
         return any(eq(value, item) for item in container)

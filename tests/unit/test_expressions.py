@@ -486,7 +486,7 @@ def test_long_flat_conjunction_is_fine() -> None:
 def test_macro_step_budget() -> None:
     items = list(range(1000))
     program = expressions.compile("event.data.items.exists(a, event.data.items.exists(b, a + b < 0))")
-    with pytest.raises(errors.ExpressionEvalError, match="macro steps"):
+    with pytest.raises(errors.ExpressionEvalError, match="evaluation budget"):
         program.evaluate({"event": {"data": {"items": items}}})
     small = {"event": {"data": {"items": items[:100]}}}
     assert program.evaluate(small) is False
