@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pgqueue import ids, storable, transitions
+from pgqueue import expressions, ids, storable, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
 from pgqueue.models import AppSpec
-from pgqueue.runner import expressions
 from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, runs
 from pgqueue.store import control as store

@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pgqueue import expressions
 from pgqueue.errors import ExpressionError
-from pgqueue.runner import expressions
 
 log = logging.getLogger(__name__)
 MAX_INDEXED_LENGTH = 512

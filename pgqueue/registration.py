@@ -14,11 +14,10 @@ from typing import Any
 
 from croniter import croniter
 
-from pgqueue import ingest
+from pgqueue import expressions, ingest
 from pgqueue.durations import parse_duration
 from pgqueue.errors import ExpressionSyntaxError, InvalidInput
 from pgqueue.models import AppSpec, FunctionSpec, Trigger
-from pgqueue.runner import expressions
 
 MAX_TRIGGERS = 10
 MAX_CONCURRENCY = 2

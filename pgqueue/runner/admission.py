@@ -11,10 +11,9 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from pgqueue import transitions
+from pgqueue import expressions, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.errors import ExpressionError
-from pgqueue.runner import expressions
 from pgqueue.store import runs
 
 log = logging.getLogger(__name__)

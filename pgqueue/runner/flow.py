@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from pgqueue import expressions
 from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration
 from pgqueue.errors import ExpressionError, InvalidInput
-from pgqueue.runner import expressions
 from pgqueue.runner.admission import key_value
 from pgqueue.store import flow
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
+from pgqueue import expressions
 from pgqueue.errors import ExpressionError
-from pgqueue.runner import expressions
 
 log = logging.getLogger(__name__)
 

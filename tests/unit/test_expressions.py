@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pgqueue import errors
-from pgqueue.runner import expressions
+from pgqueue import errors, expressions
+from pgqueue.expressions import unparsing
 
 DATA = Path(__file__).parent / "data"
 
@@ -486,7 +486,7 @@ def test_long_flat_conjunction_is_fine() -> None:
 def test_macro_step_budget() -> None:
     items = list(range(1000))
     program = expressions.compile("event.data.items.exists(a, event.data.items.exists(b, a + b < 0))")
-    with pytest.raises(errors.ExpressionEvalError, match="macro steps"):
+    with pytest.raises(errors.ExpressionEvalError, match="evaluation budget"):
         program.evaluate({"event": {"data": {"items": items}}})
     small = {"event": {"data": {"items": items[:100]}}}
     assert program.evaluate(small) is False
@@ -516,10 +516,8 @@ def test_pattern_length_limit() -> None:
     assert expressions.evaluate(f"'{ok}'.matches('{ok}')", {}) is True
 
 
-@pytest.mark.parametrize(
-    "pattern", ["(a+)+$", "(a*)*", "(?:a|b+){2,}", "(x(a+))*", "(a)\\\\1", "(?=a)", "(?<!a)b"]
-)
-def test_risky_patterns_are_refused(pattern: str) -> None:
+@pytest.mark.parametrize("pattern", ["(a)\\\\1", "(?=a)", "(?!a)", "(?<!a)b", "(?P=x)", "\\\\C"])
+def test_patterns_outside_go_re2_are_refused(pattern: str) -> None:
     with pytest.raises(errors.ExpressionSyntaxError):
         expressions.compile(f"'aaaa'.matches('{pattern}')")
 
@@ -652,7 +650,7 @@ def _valid_sources() -> list[str]:
 @pytest.mark.parametrize("source", _valid_sources())
 def test_canonical_source_round_trips(source: str) -> None:
     program = expressions.compile(source)
-    rendered = expressions._unparse(program.ast)  # pyright: ignore[reportPrivateUsage]
+    rendered = unparsing.unparse(program.ast)
     assert expressions.compile(rendered).ast == program.ast, rendered
 
 
@@ -680,7 +678,7 @@ def test_canonical_source_round_trips(source: str) -> None:
 )
 def test_canonical_source_keeps_precedence(source: str) -> None:
     program = expressions.compile(source)
-    rendered = expressions._unparse(program.ast)  # pyright: ignore[reportPrivateUsage]
+    rendered = unparsing.unparse(program.ast)
     assert expressions.compile(rendered).ast == program.ast, rendered
     variables = {"event": {"data": {"a": True, "b": False, "c": True, "d": False, "n": 3}}}
     try:

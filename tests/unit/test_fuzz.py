@@ -9,9 +9,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pgqueue import ingest
+from pgqueue import expressions, ingest
 from pgqueue.errors import ExpressionEvalError, ExpressionSyntaxError, InvalidInput
-from pgqueue.runner import expressions
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

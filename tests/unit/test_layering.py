@@ -125,6 +125,44 @@ def test_foundation_modules_import_no_other_pgqueue_module(module: str) -> None:
     assert not inside, inside
 
 
+EXPRESSIONS_MAY_IMPORT = ("pgqueue.expressions", "pgqueue.errors")
+EXPRESSIONS_THIRD_PARTY = frozenset({"re2"})
+
+
+def _expressions_violations() -> list[str]:
+    found: list[str] = []
+    for path in _python_files(PACKAGE / "expressions"):
+        for line, module in imported_modules(path):
+            if _top(module) in sys.stdlib_module_names or _top(module) in EXPRESSIONS_THIRD_PARTY:
+                continue
+            if _within(module, *EXPRESSIONS_MAY_IMPORT):
+                continue
+            found.append(f"{path.relative_to(REPO)}:{line} imports {module}")
+    return found
+
+
+def test_expressions_import_only_errors_stdlib_and_re2() -> None:
+    # The expression language is a leaf: the runner, pausing, registration and control use it, never
+    # the other way round, so it can be tested (and fuzzed) without a database or an event loop.
+    assert len(_python_files(PACKAGE / "expressions")) > 5, "no expressions package found"
+
+    violations = _expressions_violations()
+
+    assert not violations, "pgqueue/expressions imports upward:\n" + "\n".join(violations)
+
+
+def test_the_old_expressions_module_is_gone() -> None:
+    assert not (PACKAGE / "runner" / "expressions.py").exists()
+    importers = [
+        f"{path.relative_to(REPO)}:{line}"
+        for path in _python_files(PACKAGE, API, REPO / "tests")
+        for line, module in imported_modules(path)
+        if _within(module, "pgqueue.runner.expressions")
+    ]
+
+    assert not importers, importers
+
+
 def test_only_the_cli_imports_the_web_layer() -> None:
     # `api` sits on top of the package; within pgqueue only the command line (which serves it) may use it.
     violations = [
