@@ -6,6 +6,7 @@ Nothing is stored unless every event of the request is valid: a request is all o
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 

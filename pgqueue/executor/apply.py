@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pgqueue import ids, pausing, storable, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration, parse_instant
-from pgqueue.errors import InvalidInput
+from pgqueue.errors import ExpressionError, InvalidInput
 from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
 from pgqueue.queue import backoff
-from pgqueue import ids, pausing, storable, transitions
-from pgqueue.errors import ExpressionError
 from pgqueue.runner import timeouts
 from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, pauses, queue, runs, steps

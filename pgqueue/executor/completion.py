@@ -10,15 +10,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import ids, storable
-from pgqueue.executor.apply import LOST, MAX_STATE_BYTES, MAX_STEP_OUTPUT_BYTES, MAX_STEPS, ApplyResult, step_memo
+from pgqueue.executor.apply import (
+    LOST,
+    MAX_STATE_BYTES,
+    MAX_STEP_OUTPUT_BYTES,
+    MAX_STEPS,
+    ApplyResult,
+    step_memo,
+)
 from pgqueue.executor.outcome import Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
 from pgqueue.store import queue

@@ -6,7 +6,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from pgqueue.expressions import budget, checker, faults, functions, limits, patterns, values
+from pgqueue.expressions import budget, checker, faults, functions, patterns, values
 from pgqueue.expressions.budget import OverBudget
 from pgqueue.expressions.faults import Fault
 from pgqueue.expressions.functions import Function

@@ -3,7 +3,6 @@ their arities."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Callable, Mapping

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
-from pgqueue.service import LoopService
 from pgqueue.queue import interrupts
+from pgqueue.service import LoopService
 from pgqueue.store import control, queue
 
 log = logging.getLogger(__name__)
