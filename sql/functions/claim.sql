@@ -215,20 +215,11 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
     WITH claimed AS MATERIALIZED (
-        SELECT * FROM pgqueue.claim_v1(p_worker, p_limit, p_lease_ms, p_fn_default_limit)
-    ), starting AS (
-        SELECT r.id FROM pgqueue.runs r
-        WHERE r.id = ANY (ARRAY(SELECT c.run_id FROM claimed c WHERE c.kind = 'call')) AND r.status = 'queued'
-        ORDER BY r.id
-        FOR UPDATE SKIP LOCKED
-    ), started AS (
-        UPDATE pgqueue.runs r SET status = 'running', started_at = now()
-        FROM starting s WHERE r.id = s.id
-        RETURNING r.id
+        SELECT * FROM pgqueue.claim_v2(p_worker, p_limit, p_lease_ms, p_fn_default_limit)
     ), timed AS MATERIALIZED (
-        SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
+        SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT c.run_id FROM claimed c WHERE c.run_started)) AS n
     )
     SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
-           c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
+           c.lease_token, c.run_at, c.run_started
     FROM claimed c CROSS JOIN timed
 $$;

@@ -44,49 +44,14 @@ AS $$
            END
 $$;
 
--- pgqueue.rescue_expired_v2: expired leases go back to the queue as an interruption (the app's
--- attempt is not used: a crashed worker is not the app's failure), after interrupt_delay_v1.
--- An item that has been interrupted p_max_interrupts times is not handed back: it is re-leased to
--- the caller (exhausted = true, with a fresh token and a one-minute lease), which fails its run
--- with LeaseExpired. If the caller dies before doing so, the lease expires again and the next
--- rescue hands it over again, so the failure itself cannot be lost.
-CREATE OR REPLACE FUNCTION pgqueue.rescue_expired_v2(
-    p_limit integer, p_max_interrupts integer, p_backoff_scale double precision DEFAULT 1.0)
-RETURNS TABLE (id bigint, run_id text, lease_token uuid, exhausted boolean)
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH expired AS (
-        SELECT q.id, q.interrupts + 1 >= p_max_interrupts AS exhausted
-        FROM pgqueue.queue_items q
-        WHERE q.state = 'leased' AND q.lease_expires_at < now()
-        ORDER BY q.lease_expires_at
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE pgqueue.queue_items q
-    SET state = CASE WHEN e.exhausted THEN 'leased'::pgqueue.item_state ELSE 'available' END,
-        lease_token = CASE WHEN e.exhausted THEN gen_random_uuid() END,
-        lease_expires_at = CASE WHEN e.exhausted THEN now() + interval '1 minute' END,
-        leased_by = CASE WHEN e.exhausted THEN 'rescuer' END,
-        interrupts = least(q.interrupts + 1, p_max_interrupts),
-        run_at = CASE WHEN e.exhausted THEN q.run_at
-                      ELSE now() + make_interval(secs => pgqueue.interrupt_delay_v1(q.interrupts + 1, p_backoff_scale))
-                 END,
-        last_error = jsonb_build_object(
-            'name', 'LeaseExpired',
-            'message', format('the call outlived its lease %s time(s) (worker crash, hang or timeout)',
-                              least(q.interrupts + 1, p_max_interrupts)))
-    FROM expired e
-    WHERE q.id = e.id
-    RETURNING q.id, q.run_id, q.lease_token, e.exhausted
-$$;
-
 -- pgqueue.interrupt_v1: the engine hands leased items back without applying an answer (p_error
--- says why: an engine error while applying, an executor invocation's deadline, a shutdown). Like
--- rescue_expired_v2: counted, delayed by interrupt_delay_v1, and an item at p_max_interrupts is
--- kept leased with its token (exhausted = true) for the caller to fail its run. Items whose lease
--- is gone are not returned.
+-- says why: an engine error while applying, an executor invocation's deadline). Counted in
+-- `interrupts` (the app's `attempt` is not used), and delayed by interrupt_delay_v1. An item that
+-- reaches p_max_interrupts is not handed back: it stays leased, with a fresh one-minute lease
+-- (exhausted = true), for the caller to fail its run. If the caller dies before doing so, the lease
+-- expires and the next rescue hands it over again, so the failure itself cannot be lost.
+-- p_tokens NULL: the caller has locked p_ids itself (the rescuer); else only items still leased
+-- with these tokens are taken.
 CREATE OR REPLACE FUNCTION pgqueue.interrupt_v1(
     p_ids bigint[], p_tokens uuid[], p_error jsonb, p_max_interrupts integer,
     p_backoff_scale double precision DEFAULT 1.0)
@@ -97,16 +62,16 @@ AS $$
     WITH held AS (
         SELECT q.id, q.interrupts + 1 >= p_max_interrupts AS exhausted
         FROM pgqueue.queue_items q
-        JOIN unnest(p_ids, p_tokens) AS l(id, token) ON q.id = l.id AND q.lease_token = l.token
+        JOIN unnest(p_ids, coalesce(p_tokens, '{}')) AS l(id, token)
+          ON q.id = l.id AND (p_tokens IS NULL OR q.lease_token = l.token)
         WHERE q.state = 'leased'
         ORDER BY q.id
         FOR UPDATE OF q
     )
     UPDATE pgqueue.queue_items q
     SET state = CASE WHEN h.exhausted THEN 'leased'::pgqueue.item_state ELSE 'available' END,
-        lease_token = CASE WHEN h.exhausted THEN q.lease_token END,
+        lease_token = CASE WHEN h.exhausted THEN gen_random_uuid() END,
         lease_expires_at = CASE WHEN h.exhausted THEN now() + interval '1 minute' END,
-        leased_by = CASE WHEN h.exhausted THEN q.leased_by END,
         interrupts = least(q.interrupts + 1, p_max_interrupts),
         run_at = CASE WHEN h.exhausted THEN q.run_at
                       ELSE now() + make_interval(secs => pgqueue.interrupt_delay_v1(q.interrupts + 1, p_backoff_scale))
@@ -115,4 +80,28 @@ AS $$
     FROM held h
     WHERE q.id = h.id
     RETURNING q.id, q.run_id, q.lease_token, h.exhausted
+$$;
+
+-- pgqueue.rescue_expired_v2: expired leases are interruptions (interrupt_v1) with LeaseExpired: a
+-- crashed or hung worker is not the app's failure, so no attempt is used, but an item whose calls
+-- keep outliving their lease ends its run instead of going round forever.
+CREATE OR REPLACE FUNCTION pgqueue.rescue_expired_v2(
+    p_limit integer, p_max_interrupts integer, p_backoff_scale double precision DEFAULT 1.0)
+RETURNS TABLE (id bigint, run_id text, lease_token uuid, exhausted boolean)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH expired AS MATERIALIZED (
+        SELECT q.id
+        FROM pgqueue.queue_items q
+        WHERE q.state = 'leased' AND q.lease_expires_at < now()
+        ORDER BY q.lease_expires_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    SELECT * FROM pgqueue.interrupt_v1(
+        ARRAY(SELECT e.id FROM expired e), NULL,
+        jsonb_build_object('name', 'LeaseExpired',
+                           'message', 'the call outlived its lease (worker crash, hang or timeout)'),
+        p_max_interrupts, p_backoff_scale)
 $$;

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,9 +23,9 @@ import psycopg
 import pytest
 
 from tests.compat.conftest import Server, start_server
+from tests.integration.test_executor_faults import SDK, RogueHandler
 
 CALLS: dict[str, int] = defaultdict(int)
-SDK = {"X-Inngest-SDK": "inngest-py:v0.5.19", "X-Inngest-Req-Version": "2"}
 CALL_TIMEOUT_S = 2
 
 # Raw JSON bodies of one StepRun whose output jsonb refuses (written as the SDKs write them).
@@ -38,20 +38,11 @@ UNSTORABLE_OUTPUTS = {
 }
 
 
-class PoisonApp(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
+class PoisonApp(RogueHandler):
+    """The scripted app of the executor fault tests, answering like an SDK (its headers on every answer)."""
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for k, v in {**SDK, **(headers or {})}.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
+        super()._send(status, body, {**SDK, **(headers or {})})
 
     def do_POST(self) -> None:  # noqa: N802
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
@@ -110,11 +101,14 @@ class HealthProbe:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        deadline = time.monotonic() + 5
+        while len(self.samples) < 5 and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._stop.set()
         self._thread.join()
 
     def assert_responsive(self) -> None:
-        assert len(self.samples) >= 3
+        assert len(self.samples) >= 5
         # Every sample under 100 ms, but for rare scheduling hiccups of a loaded 2-core CI machine.
         slow = [s for s in self.samples if s > 0.1]
         assert len(slow) <= max(1, len(self.samples) // 50), f"/health slow: {sorted(slow)[-5:]}"
