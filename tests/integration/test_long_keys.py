@@ -18,11 +18,21 @@ from pgqueue.db.pool import open_pool
 from pgqueue.runner.loop import Runner
 from pgqueue.store import apps, events
 
+
+def wide_text(n: int) -> str:
+    """n random 3-byte UTF-8 characters from a 20,000-code-point range: incompressible."""
+    return "".join(chr(0x4E00 + secrets.randbelow(20_000)) for _ in range(n))
+
+
+STOP = wide_text(512)  # the longest event name there is, 1,536 bytes
+
 FUNCTIONS: list[dict[str, Any]] = [
     {"id": "idem", "triggers": [{"event": "keys/idem"}], "idempotency": "event.data.k"},
     {"id": "solo", "triggers": [{"event": "keys/solo"}],
      "singleton": {"mode": "skip", "key": "event.data.k"}},
     {"id": "plain", "triggers": [{"event": "keys/plain"}]},
+    {"id": "watch", "triggers": [{"event": "keys/watch"}],
+     "cancel": [{"event": STOP, "if": "event.data.k == async.data.k"}]},
 ]
 
 
@@ -102,3 +112,27 @@ async def test_a_long_singleton_key_holds_the_slot(pool: AsyncConnectionPool) ->
     reason = await skip_reason(pool, second) or ""
     assert reason.startswith("skipped: singleton function already has an active run")
     assert await runs_of(pool, other) == 1
+
+
+async def test_a_long_cancel_match_value_is_matched_without_the_index(pool: AsyncConnectionPool) -> None:
+    # Event name and match value together are past a btree entry's limit: the listener is stored
+    # unindexed (evaluated for every event of that name) and still cancels the run.
+    runner = Runner(pool, wakeup=Wakeup())
+    key = wide_text(512)
+    watched = await send(pool, "keys/watch", {"k": key})
+    healthy = await send(pool, "keys/plain", {})
+    await drain(runner, pool)
+    assert await runs_of(pool, watched) == 1
+    assert await runs_of(pool, healthy) == 1
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT match_path FROM pgqueue.pauses WHERE kind = 'cancel'")
+        assert await cur.fetchall() == [{"match_path": None}]
+
+    await send(pool, STOP, {"k": wide_text(512)})  # another key: not this run
+    await drain(runner, pool)
+    await send(pool, STOP, {"k": key})
+    await drain(runner, pool)
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT status::text AS status FROM pgqueue.runs WHERE event_id = %s", (watched,))
+        assert await cur.fetchone() == {"status": "cancelled"}
