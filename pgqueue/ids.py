@@ -1,4 +1,5 @@
-"""ULIDs for events and runs, including the deterministic event ids SDKs ask for.
+"""ULIDs for events and runs, including the deterministic event ids SDKs ask for, and the bounded
+form every user-supplied key is stored in (`compact_key`).
 
 A ULID is 48 bits of unix milliseconds and 80 bits of entropy, written as 26 Crockford base32
 characters, so ids sort by creation time. SDKs send `x-inngest-event-id-seed: <millis>,<base64 of
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 
-__all__ = ["EventIdSeed", "new_ulid", "parse_event_id_seed", "seeded_ulids", "ulid_time_ms"]
+__all__ = ["EventIdSeed", "compact_key", "new_ulid", "parse_event_id_seed", "seeded_ulids", "ulid_time_ms"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # ULID text is base32 of the 128-bit value preceded by two zero bits; base64's base32 codec does
@@ -30,6 +32,20 @@ _ENTROPY_BITS = 80
 _ENTROPY_BYTES = 10
 _INT64_MAX = 2**63 - 1
 _GO_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)  # what Go's strconv.ParseInt(s, 10, 64) accepts
+MAX_KEY_LENGTH = 200
+
+
+def compact_key(key: str) -> str:
+    """A user-supplied key (flow-control key value, event `id`) in the form it is stored and indexed in.
+
+    Up to MAX_KEY_LENGTH characters a key is kept as given (readable in the views); a longer one
+    becomes 'sha256:' + the hex digest of its UTF-8 bytes, so no key can exceed a btree entry's
+    size limit (about 2,700 bytes). Migration 0008 converts old rows with the same formula in SQL:
+    'sha256:' || encode(sha256(convert_to(key, 'UTF8')), 'hex').
+    """
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ values as typed literals (never spliced into text), and pick one equality litera
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,11 @@ from pgqueue import expressions
 from pgqueue.errors import ExpressionError
 
 log = logging.getLogger(__name__)
-MAX_INDEXED_LENGTH = 512
+# UTF-8 bytes of the indexed path and value together. With an event name of at most 512
+# characters (2,048 bytes) the entry (event_name, match_path, match_value) stays under a btree
+# entry's limit of about 2,700 bytes; a longer value is matched by evaluation instead.
+MAX_INDEXED_BYTES = 512
+MAX_EVENT_NAME_LENGTH = 512  # as for events (pgqueue.ingest) and synced triggers
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +46,20 @@ def build(if_expr: str | None, trigger_event: dict[str, Any]) -> PauseSpec:
     for candidate_path, literal in program.equality_literals("async"):
         # null never indexes: two missing fields must not pair every event with every pause.
         # Long values stay out of the btree (its entries are limited to ~2.7 kB).
-        if literal is not None and isinstance(literal, str | int | float | bool) and len(str(literal)) <= MAX_INDEXED_LENGTH:
+        if (
+            literal is not None
+            and isinstance(literal, str | int | float | bool)
+            and _indexed_size(candidate_path, literal) <= MAX_INDEXED_BYTES
+        ):
             path, value = candidate_path, literal
             break
     if path is None:
         log.info("pause expression %r cannot use the index; it is evaluated for every %s", if_expr, "event")
     return PauseSpec(stored, keep_event, path, value)
+
+
+def _indexed_size(path: str, literal: Any) -> int:
+    return len(path.encode()) + len(json.dumps(literal, ensure_ascii=False).encode())
 
 
 def lookup(event: dict[str, Any], path: str) -> Any:

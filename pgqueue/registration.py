@@ -23,6 +23,12 @@ MAX_TRIGGERS = 10
 MAX_CONCURRENCY = 2
 MAX_CANCEL = 5
 MAX_RETRIES = 20
+# App and function ids are unique (btree) keys; event names are indexed with pauses and triggers,
+# and a cron string is part of its schedule's key. Bounding them here gives a 400 naming the field
+# instead of the index's size error (a btree entry holds about 2,700 bytes).
+MAX_ID_LENGTH = 256
+MAX_EVENT_NAME_LENGTH = 512
+MAX_CRON_LENGTH = 256
 DEFAULT_RETRIES = 4
 
 
@@ -107,12 +113,14 @@ def _trigger(raw: Any, where: str) -> Trigger:
     if (event is None) == (cron is None):
         raise InvalidInput(f"{where} needs exactly one of `event` or `cron`")
     if event is not None:
-        if not event or len(event) > 512:
-            raise InvalidInput(f"{where}: event name must be 1..512 characters")
+        if not event or len(event) > MAX_EVENT_NAME_LENGTH:
+            raise InvalidInput(f"{where}: event name must be 1..{MAX_EVENT_NAME_LENGTH} characters")
         if "*" in event and not (event.endswith("/*") or event.endswith(".*") or event == "*"):
             raise InvalidInput(f"{where}: a wildcard may only end the name after '/' or '.', e.g. 'app/*'")
         return Trigger(event=event, expression=_expr(raw.get("expression"), f"{where} expression"))
     assert cron is not None
+    if len(cron) > MAX_CRON_LENGTH:
+        raise InvalidInput(f"{where}: cron is longer than {MAX_CRON_LENGTH} characters")
     tz, fields = split_cron(cron)
     if len(fields.split()) != 5 or not croniter.is_valid(fields):
         raise InvalidInput(f"{where}: invalid cron {cron!r}: use 5 fields, e.g. '0 9 * * 1-5'")
@@ -160,6 +168,8 @@ def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
     slug = _str(raw, "id", where, required=True)
     if not slug:
         raise InvalidInput(f"{where}: `id` must not be empty")
+    if len(slug) > MAX_ID_LENGTH:
+        raise InvalidInput(f"{where}: `id` is longer than {MAX_ID_LENGTH} characters")
     where = f"function {slug!r}"
     name = _str(raw, "name", where) or slug
     triggers_raw = raw.get("triggers") or []
@@ -228,6 +238,8 @@ def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
             w = f"{where} cancel[{i}]"
             if not isinstance(c, dict) or not isinstance(c.get("event"), str):
                 raise InvalidInput(f"{w} needs an `event` name")
+            if not c["event"] or len(c["event"]) > MAX_EVENT_NAME_LENGTH:
+                raise InvalidInput(f"{w}: event name must be 1..{MAX_EVENT_NAME_LENGTH} characters")
             entry: dict[str, Any] = {"event": c["event"]}
             if c.get("if"):
                 entry["if"] = _expr(c["if"], f"{w} if")
@@ -296,6 +308,8 @@ def parse_register(body: Any) -> AppSpec:
     assert name is not None and url is not None
     if not name.strip():
         raise InvalidInput("app: `appName` must not be empty")
+    if len(name) > MAX_ID_LENGTH:
+        raise InvalidInput(f"app: `appName` is longer than {MAX_ID_LENGTH} characters")
     if not url.startswith(("http://", "https://")):
         raise InvalidInput(f"app url must be http(s), got {url!r}")
     functions_raw = raw.get("functions")

@@ -55,13 +55,17 @@ async def get_event(event_id: str, request: Request) -> JSONResponse:
     return _data(schemas.event_json(row))
 
 
-@router.get("/v1/events/{event_id}/runs", tags=["events"], summary="Runs an event started")
+@router.get("/v1/events/{event_id}/runs", tags=["events"], summary="Runs an event started",
+            description="`metadata.skip_reason` says why the event started no run (or fewer than its"
+                        " triggers would), when known: a duplicate `id`, a paused function, flow control,"
+                        " or an error while starting its runs.")
 async def event_runs(event_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
-        if await events.get(conn, event_id) is None:
+        event = await events.get(conn, event_id)
+        if event is None:
             raise NotFound(f"event {event_id} not found")
         rows = await runs.list_for_event(conn, event_id)
-    return _data([schemas.run_json(r) for r in rows])
+    return _data([schemas.run_json(r) for r in rows], skip_reason=event["skip_reason"])
 
 
 @router.get("/v1/runs", tags=["runs"], summary="List runs, newest first",
@@ -137,7 +141,8 @@ async def run_jobs(run_id: str, request: Request) -> JSONResponse:
                 "name": s["name"],
                 "op": s["op"],
                 "status": "Failed" if failed else "Completed",
-                "output": None if failed else (memo.get("data") if isinstance(memo, dict) and set(memo) == {"data"} else memo),
+                "output": None if failed else (
+                    memo.get("data") if isinstance(memo, dict) and set(memo) == {"data"} else memo),
                 "error": memo["error"] if failed else None,
                 "attempts": s["attempt"] + 1,
                 "completed_at": schemas.iso(s["created_at"]),

@@ -147,7 +147,8 @@ class Applier:
                     if item.step_id == timeouts.START and run["status"] != "queued":
                         return ApplyResult(applied=True)
                     which = "start" if item.step_id == timeouts.START else "finish"
-                    await transitions.cancel(conn, item.run_id, reason=f"the run did not {which} within timeouts.{which}")
+                    await transitions.cancel(
+                        conn, item.run_id, reason=f"the run did not {which} within timeouts.{which}")
                     return ApplyResult(applied=True, finished="cancelled")
                 case TimeoutFired():
                     pause = await pauses.consume_step(conn, item.run_id, item.step_id)
@@ -194,11 +195,13 @@ class Applier:
         return await self._finish(conn, run, "failed", error=error)
 
     async def _ops(
-        self, conn: Conn, item: QueueItem, run: dict[str, Any], outcome: Ops, started_at: datetime, body_size: int
+        self, conn: Conn, item: QueueItem, run: dict[str, Any], outcome: Ops, started_at: datetime,
+        body_size: int,
     ) -> ApplyResult:
         if not outcome.ops:
             error = {"name": "InvalidResponse", "message": "the SDK answered 206 with no opcodes"}
-            return await self._call_error(conn, item, run, CallError(error, retriable=True, status_code=206), started_at)
+            call_error = CallError(error, retriable=True, status_code=206)
+            return await self._call_error(conn, item, run, call_error, started_at)
         unsupported = [op.op for op in outcome.ops if op.op not in SUPPORTED_OPS]
         if unsupported:
             error = {"name": "UnsupportedOpcode", "message": f"unsupported: {unsupported[0]}"}
@@ -266,7 +269,8 @@ class Applier:
                     progress |= await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
                                                     kind="sleep", step_id=op.id,
                                                     step_name=op.display_name or op.id,
-                                                    max_attempts=max_attempts, run_at=wake_at, delay_s=delay_s)
+                                                    max_attempts=max_attempts, run_at=wake_at,
+                                                    delay_s=delay_s)
                 case "WaitForEvent":
                     try:
                         progress |= await self._wait(conn, item, run, op)
@@ -308,7 +312,8 @@ class Applier:
             await queue.delete(conn, item.id)
         await steps.record_attempt(
             conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
-            outcome="retry" if retry_error else "ok", status_code=206, error=retry_error, started_at=started_at,
+            outcome="retry" if retry_error else "ok", status_code=206, error=retry_error,
+            started_at=started_at,
         )
         if len(outcome.ops) > 1:
             await runs.force_step_plan(conn, item.run_id)
@@ -323,13 +328,17 @@ class Applier:
         event_name = op.opts.get("event") or op.name
         if not isinstance(event_name, str) or not event_name:
             raise InvalidInput(f"wait step {op.label!r} names no event")
+        if len(event_name) > pausing.MAX_EVENT_NAME_LENGTH:
+            raise InvalidInput(f"wait step {op.label!r}: the event name is longer than "
+                               f"{pausing.MAX_EVENT_NAME_LENGTH} characters")
         timeout_raw = op.opts.get("timeout")
         timeout_s = 0.0 if timeout_raw in (None, "") else parse_duration(timeout_raw)
         if timeout_s > MAX_WAIT_S:
             raise InvalidInput(f"wait step {op.label!r}: timeout is longer than 366 days")
         if_expr = op.opts.get("if")
         try:
-            spec = pausing.build(if_expr if isinstance(if_expr, str) else None, await self._trigger_event(conn, run))
+            trigger_event = await self._trigger_event(conn, run)
+            spec = pausing.build(if_expr if isinstance(if_expr, str) else None, trigger_event)
         except ExpressionError as exc:
             raise InvalidInput(f"wait step {op.label!r}: {exc.message}") from None
         created = await pauses.create(
@@ -402,7 +411,8 @@ def _limit_error(totals: steps.Recorded) -> dict[str, Any] | None:
                 "message": f"the run has {totals.step_count} steps; the limit is {MAX_STEPS} steps per run"}
     if totals.state_bytes > MAX_STATE_BYTES:
         return {"name": "StateTooLarge",
-                "message": f"the run's state is {totals.state_bytes} bytes; the limit is {MAX_STATE_BYTES} bytes (32 MB)"}
+                "message": f"the run's state is {totals.state_bytes} bytes; "
+                           f"the limit is {MAX_STATE_BYTES} bytes (32 MB)"}
     return None
 
 

@@ -1,7 +1,8 @@
 """Decide whether a matched event starts a run: idempotency keys and singletons.
 
 Keys are CEL expressions over the triggering event; a key that cannot be computed starts no run
-(and says why on the event). Claims are SQL functions (idempotency_claim_v1, singleton_claim_v1)
+(and says why on the event). Values are stored compacted (ids.compact_key), so a key of any size
+fits the tables' btree indexes. Claims are SQL functions (idempotency_claim_v1, singleton_claim_v1)
 so concurrent runners agree.
 """
 
@@ -11,7 +12,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from pgqueue import expressions, transitions
+from pgqueue import expressions, ids, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.errors import ExpressionError
 from pgqueue.store import runs
@@ -35,12 +36,14 @@ def needs_admission(config: dict[str, Any]) -> bool:
     return bool(config.get("idempotency") or config.get("singleton"))
 
 
-async def admit(conn: Conn, function_id: UUID, config: dict[str, Any], run_id: str, event: dict[str, Any]) -> str | None:
+async def admit(
+    conn: Conn, function_id: UUID, config: dict[str, Any], run_id: str, event: dict[str, Any]
+) -> str | None:
     """None when the run may start, else the reason it does not."""
     idem = config.get("idempotency")
     if idem:
         try:
-            key = key_value(idem, event)
+            key = ids.compact_key(key_value(idem, event))
         except ExpressionError as exc:
             log.warning("idempotency key of %s could not be computed: %s", function_id, exc)
             return f"idempotency key could not be computed: {exc.message}"
@@ -49,7 +52,7 @@ async def admit(conn: Conn, function_id: UUID, config: dict[str, Any], run_id: s
     singleton = config.get("singleton")
     if singleton:
         try:
-            key = key_value(singleton["key"], event) if singleton.get("key") else ""
+            key = ids.compact_key(key_value(singleton["key"], event)) if singleton.get("key") else ""
         except ExpressionError as exc:
             return f"singleton key could not be computed: {exc.message}"
         holder = await runs.singleton_claim(conn, function_id, key, run_id)
@@ -57,7 +60,8 @@ async def admit(conn: Conn, function_id: UUID, config: dict[str, Any], run_id: s
             if singleton.get("mode") == "cancel":
                 locked = await runs.lock(conn, holder)
                 if locked is not None and locked["status"] in ("queued", "running"):
-                    await transitions.cancel(conn, holder, reason="cancelled by a newer run of a singleton function")
+                    await transitions.cancel(
+                        conn, holder, reason="cancelled by a newer run of a singleton function")
                 await runs.singleton_take(conn, function_id, key, run_id)
             else:
                 return "skipped: singleton function already has an active run for this key"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from pgqueue import expressions
+from pgqueue import expressions, ids
 from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration
 from pgqueue.errors import ExpressionError, InvalidInput
@@ -20,7 +20,6 @@ from pgqueue.store import flow
 log = logging.getLogger(__name__)
 
 MAX_PRIORITY_S = 43_200
-MAX_KEY_LENGTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +42,11 @@ class RunShape:
         }
 
 
-def _compact(key: str) -> str:
-    """Key values are data: long ones are hashed so keys stay short (and index-friendly)."""
-    if len(key) <= MAX_KEY_LENGTH:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
 def _key(source: str | None, event: dict[str, Any], what: str, function_id: UUID) -> str:
     if not source:
         return ""
     try:
-        return _compact(key_value(source, event))
+        return ids.compact_key(key_value(source, event))
     except ExpressionError as exc:
         log.warning("%s key of function %s could not be computed (%s); using the unkeyed limit", what,
                     function_id, exc.message)
@@ -100,7 +92,9 @@ def shape(function_id: UUID, config: dict[str, Any], event: dict[str, Any]) -> R
     return RunShape(ckeys, climits, priority_s, throttle_key, throttle)
 
 
-async def rate_limited(conn: Conn, function_id: UUID, config: dict[str, Any], event: dict[str, Any]) -> str | None:
+async def rate_limited(
+    conn: Conn, function_id: UUID, config: dict[str, Any], event: dict[str, Any]
+) -> str | None:
     """The skip reason when the function's rate limit refuses this event, else None."""
     cfg = config.get("rateLimit")
     if not cfg or int(cfg.get("limit") or 0) <= 0:
@@ -124,7 +118,9 @@ class Deferred:
     superseded_event: str | None = None
 
 
-async def debounce(conn: Conn, function_id: UUID, config: dict[str, Any], event_id: str, event: dict[str, Any]) -> Deferred | None:
+async def debounce(
+    conn: Conn, function_id: UUID, config: dict[str, Any], event_id: str, event: dict[str, Any]
+) -> Deferred | None:
     cfg = config.get("debounce")
     if not cfg:
         return None
@@ -141,7 +137,9 @@ async def debounce(conn: Conn, function_id: UUID, config: dict[str, Any], event_
     return Deferred(absorbed_by=None, delay_s=period, debounce_key=key)
 
 
-async def batch(conn: Conn, function_id: UUID, config: dict[str, Any], event_id: str, event: dict[str, Any]) -> Deferred | None:
+async def batch(
+    conn: Conn, function_id: UUID, config: dict[str, Any], event_id: str, event: dict[str, Any]
+) -> Deferred | None:
     cfg = config.get("batchEvents")
     if not cfg:
         return None

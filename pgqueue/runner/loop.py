@@ -2,21 +2,58 @@
 
 Events are claimed from pgqueue.event_inbox with SKIP LOCKED and deleted in the same transaction
 that creates their runs, so several runners can work at once and a crash loses nothing.
+
+One event cannot hold the others back: each of the two steps (resume waiting runs, start new runs)
+runs for the whole batch under a savepoint, and if it fails with anything but a lost connection or
+a transient database condition, it is rolled back and redone one event at a time, each under its
+own savepoint. An event that still fails is left out, says why on its row (skip_reason) and leaves
+the inbox like the rest; otherwise the batch would roll back and be retried forever.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
-from pgqueue.service import LoopService
+from pgqueue.db.pool import Conn
 from pgqueue.runner import matching, starting, triggers
+from pgqueue.service import LoopService
 from pgqueue.store import apps, events, pauses
 
 log = logging.getLogger(__name__)
+
+# SQLSTATE classes that say nothing about the event: connection exceptions, transaction rollback
+# (deadlock, serialization), insufficient resources, operator intervention (statement timeout,
+# shutdown), system errors; and lock_not_available. The whole batch is retried for these.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_TRANSIENT_STATES = frozenset({"55P03"})
+MAX_REASON_LENGTH = 500
+
+
+def _transient(conn: Conn, exc: Exception) -> bool:
+    if conn.closed or conn.broken:
+        return True
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state is None:
+            return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+    return False
+
+
+def failure_reason(what: str, exc: Exception) -> str:
+    """`<what>: <ExceptionName>: <first line of the message>`, short: no traceback, no detail lines
+    (a database error's DETAIL may quote row values)."""
+    lines = str(exc).strip().splitlines()
+    message = lines[0] if lines else ""
+    reason = f"{what}: {type(exc).__name__}: {message}" if message else f"{what}: {type(exc).__name__}"
+    return reason if len(reason) <= MAX_REASON_LENGTH else reason[: MAX_REASON_LENGTH - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,32 +87,65 @@ class Runner(LoopService):
             if not event_ids:
                 return RunnerTick(0, 0)
             rows = {r["id"]: r for r in await events.get_many(conn, event_ids)}
-            names = sorted({r["name"] for r in rows.values()})
+            batch = [rows[e] for e in event_ids if e in rows]
+            names = sorted({r["name"] for r in batch})
             candidates = await apps.trigger_candidates(conn, names)
             pause_paths = await pauses.paths_for(conn, names)
-            starter = starting.RunStarter(conn)
+            incoming = [
+                matching.Incoming(triggers.event_object(r), r["received_at"], pause_paths.get(r["name"], []))
+                for r in batch
+            ]
+
+            async def resume(part: Sequence[int]) -> int:
+                return await matching.match_events(conn, [incoming[i] for i in part])
+
+            async def start(part: Sequence[int]) -> int:
+                starter = starting.RunStarter(conn)
+                for i in part:
+                    await _start_for_event(starter, batch[i]["id"], incoming[i].event, candidates)
+                return await starter.close()
+
             # Waiting runs first (all of the batch in one lookup), then new runs.
-            resumed = await matching.match_events(conn, [
-                matching.Incoming(triggers.event_object(rows[e]), rows[e]["received_at"],
-                                  pause_paths.get(rows[e]["name"], []))
-                for e in event_ids if e in rows
-            ])
-            for event_id in event_ids:
-                row = rows.get(event_id)
-                if row is None:
-                    continue
-                event = triggers.event_object(row)
-                matched = triggers.matching_functions(event, candidates)
-                paused = [m for m in matched if m["paused_at"] is not None]
-                if paused and len(paused) == len(matched):
-                    await events.set_skip_reason(conn, event_id, "function paused")
-                for trig in matched:
-                    if trig["paused_at"] is None:
-                        await starter.start(trig, event_id, event)
-            created = await starter.close()
+            resumed = await self._isolated(conn, batch, "could not resume waiting runs", resume)
+            created = await self._isolated(conn, batch, "could not start runs", start)
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
         return RunnerTick(len(event_ids), created)
+
+    async def _isolated(
+        self, conn: Conn, batch: Sequence[dict[str, Any]], what: str,
+        step: Callable[[Sequence[int]], Awaitable[int]],
+    ) -> int:
+        """`step` over the whole batch under one savepoint; if that fails, over each event under its
+        own savepoint, recording why on each event that fails alone. Transient errors propagate:
+        the batch rolls back and comes back from the inbox."""
+        try:
+            async with conn.transaction():
+                return await step(range(len(batch)))
+        except Exception as exc:
+            if _transient(conn, exc):
+                raise
+            if len(batch) == 1:
+                await self._give_up(conn, batch[0]["id"], what, exc)
+                return 0
+            # The event at fault is logged, with the exception, when it fails alone below.
+            log.warning("runner: %s for a batch of %d events (%s); retrying one event at a time",
+                        what, len(batch), type(exc).__name__)
+        done = 0
+        for i, row in enumerate(batch):
+            try:
+                async with conn.transaction():
+                    done += await step([i])
+            except Exception as exc:
+                if _transient(conn, exc):
+                    raise
+                await self._give_up(conn, row["id"], what, exc)
+        return done
+
+    async def _give_up(self, conn: Conn, event_id: str, what: str, exc: Exception) -> None:
+        reason = failure_reason(what, exc)
+        log.error("runner: event %s: %s", event_id, reason, exc_info=exc)
+        await events.set_skip_reason(conn, event_id, reason)
 
     async def drain(self) -> RunnerTick:
         seen = created = 0
@@ -91,3 +161,15 @@ class Runner(LoopService):
 
     async def pause(self) -> None:
         await self.wakeup.wait(self.poll_interval_s)
+
+
+async def _start_for_event(
+    starter: starting.RunStarter, event_id: str, event: dict[str, Any], candidates: Sequence[dict[str, Any]]
+) -> None:
+    matched = triggers.matching_functions(event, candidates)
+    paused = [m for m in matched if m["paused_at"] is not None]
+    if paused and len(paused) == len(matched):
+        await events.set_skip_reason(starter.conn, event_id, "function paused")
+    for trig in matched:
+        if trig["paused_at"] is None:
+            await starter.start(trig, event_id, event)

@@ -16,7 +16,11 @@ from pgqueue.models import Event
 
 async def ingest(conn: Conn, events: Sequence[Event]) -> int:
     """Store events; returns how many were handed to the runner (duplicates are not)."""
-    cur = await conn.execute(q("event_ingest"), {"events": Jsonb([e.to_row() for e in events])})
+    rows = [
+        {**e.to_row(), "dedupe_key": ids.compact_key(e.external_id) if e.external_id is not None else None}
+        for e in events
+    ]
+    cur = await conn.execute(q("event_ingest"), {"events": Jsonb(rows)})
     row = await cur.fetchone()
     return int(row["queued"]) if row else 0
 

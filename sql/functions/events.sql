@@ -1,7 +1,9 @@
 -- pgqueue.event_ingest_v1: store a batch of validated events and queue them for the runner, in
 -- one statement. Events whose id already exists (an SDK retrying a send whose answer was lost:
 -- ids derive from the request's seed) are skipped; a sender-supplied `external_id` seen within
--- 24 h makes the event a duplicate: stored, acknowledged, but it triggers nothing.
+-- 24 h makes the event a duplicate: stored, acknowledged, but it triggers nothing. The window is
+-- keyed by `dedupe_key` (pgqueue.ids.compact_key of the id, so an id of any size fits the index);
+-- a caller that does not send it (an older pgqueue during a deploy) dedupes on the id itself.
 -- Returns the number of events handed to the runner; wakes the runner once (NOTIFY coalesces).
 CREATE OR REPLACE FUNCTION pgqueue.event_ingest_v1(p_events jsonb)
 RETURNS integer
@@ -15,21 +17,23 @@ BEGIN
         SELECT x.*
         FROM ROWS FROM (
                  jsonb_to_recordset(p_events)
-                 AS (id text, name text, data jsonb, "user" jsonb, ts bigint, v text, external_id text)
-             ) WITH ORDINALITY AS x(id, name, data, "user", ts, v, external_id, ord)
+                 AS (id text, name text, data jsonb, "user" jsonb, ts bigint, v text, external_id text,
+                     dedupe_key text)
+             ) WITH ORDINALITY AS x(id, name, data, "user", ts, v, external_id, dedupe_key, ord)
     ),
     fresh AS (
         SELECT i.* FROM input i
         WHERE NOT EXISTS (SELECT 1 FROM pgqueue.events e WHERE e.id = i.id)
     ),
     first_ext AS (
-        SELECT DISTINCT ON (f.external_id) f.id, f.external_id
-        FROM fresh f WHERE f.external_id IS NOT NULL
-        ORDER BY f.external_id, f.ord
+        SELECT DISTINCT ON (k.key) f.id, k.key
+        FROM fresh f CROSS JOIN LATERAL (SELECT coalesce(f.dedupe_key, f.external_id) AS key) k
+        WHERE f.external_id IS NOT NULL
+        ORDER BY k.key, f.ord
     ),
     ded AS (
         INSERT INTO pgqueue.event_dedupe AS d (external_id, event_id, expires_at)
-        SELECT fe.external_id, fe.id, now() + interval '24 hours' FROM first_ext fe
+        SELECT fe.key, fe.id, now() + interval '24 hours' FROM first_ext fe
         ON CONFLICT (external_id) DO UPDATE
             SET event_id = excluded.event_id, expires_at = excluded.expires_at
             WHERE d.expires_at <= now()

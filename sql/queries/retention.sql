@@ -26,7 +26,7 @@ WITH doomed AS (
       AND NOT EXISTS (SELECT 1 FROM pgqueue.event_inbox i WHERE i.event_id = e.id)
       AND NOT EXISTS (SELECT 1 FROM pgqueue.runs r WHERE r.event_ids @> ARRAY[e.id])
       AND NOT EXISTS (SELECT 1 FROM pgqueue.event_dedupe d
-                      WHERE d.external_id = e.external_id AND d.event_id = e.id AND d.expires_at > now())
+                      WHERE d.event_id = e.id AND d.expires_at > now())
     ORDER BY e.received_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 from typing import Any
 
@@ -351,3 +352,39 @@ async def test_user_id_can_be_reused_after_24_hours(api: Api) -> None:
     assert await api.counts() == {"events": 2, "event_inbox": 2, "event_dedupe": 1}
     dedupe = await api.rows("SELECT event_id FROM pgqueue.event_dedupe")
     assert dedupe == [{"event_id": resp.json()["ids"][0]}]
+
+
+def random_wide_text(n: int) -> str:
+    """n random characters of 3 UTF-8 bytes each from a 20,000-code-point range: incompressible."""
+    return "".join(chr(0x4E00 + secrets.randbelow(20_000)) for _ in range(n))
+
+
+@pytest.mark.parametrize("long_id", [
+    pytest.param(lambda: secrets.token_hex(512), id="1024-hex-chars"),
+    pytest.param(lambda: random_wide_text(1024), id="1024-chars-3072-bytes"),
+])
+async def test_a_long_user_id_is_stored_and_still_dedupes(api: Api, long_id: Any) -> None:
+    # Up to 1,024 characters are accepted; 1,024 three-byte characters are past a btree entry's
+    # limit, so the window is keyed by a digest of the id, not the id itself.
+    await sync_function(api)
+    event_id = long_id()
+    first = await post(api, {"name": "shop/order.created", "id": event_id, "data": {"n": 1}})
+    assert first.status_code == 200, first.text
+    second = await post(api, {"name": "shop/order.created", "id": event_id, "data": {"n": 2}})
+    assert second.status_code == 200, second.text
+    healthy = await post(api, {"name": "shop/order.created", "data": {"n": 3}})
+    rows = {r["id"]: r for r in await api.rows("SELECT * FROM pgqueue.events")}
+    assert rows[first.json()["ids"][0]]["external_id"] == event_id  # the sender's id, as sent
+    assert "duplicate" in rows[second.json()["ids"][0]]["skip_reason"]
+    tick = await Runner(api.app.state.pool, wakeup=Wakeup()).drain()
+    assert (tick.events_seen, tick.runs_created) == (2, 2)
+    started = {r["event_id"] for r in await api.rows("SELECT event_id FROM pgqueue.runs")}
+    assert started == {first.json()["ids"][0], healthy.json()["ids"][0]}
+    resp = await api.client.get(f"/v1/events/{first.json()['ids'][0]}")
+    assert resp.json()["data"]["id"] == event_id
+
+
+async def test_an_id_of_8000_random_characters_is_a_clear_400(api: Api) -> None:
+    resp = await post(api, {"name": "shop/order.created", "id": secrets.token_hex(4000)})
+    assert_error(resp, 400, "event 0", "`id` is longer than 1024 characters")
+    assert await api.counts() == NOTHING

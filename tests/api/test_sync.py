@@ -4,6 +4,7 @@ error, case-insensitive keys, and re-sync archiving removed functions."""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import pytest
@@ -148,6 +149,19 @@ BAD_REGISTRATIONS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("nul-in-function-name", with_fn(name="shop\x00fn"), ("NUL",)),
     ("nul-in-trigger-event", with_triggers({"event": "shop/\x00"}), ("NUL",)),
     ("lone-surrogate", b'{"appName": "shop\\ud800", "url": "http://h", "functions": []}', ("surrogate",)),
+    # Names that end up in unique (btree) indexes are bounded here, not by the index's size limit.
+    ("app-name-too-long", register_body(app=secrets.token_hex(4000)), ("app", "longer than 256")),
+    (
+        "function-id-too-long",
+        register_body(function(secrets.token_hex(4000))),
+        ("function #0", "longer than 256"),
+    ),
+    ("cancel-event-too-long", with_fn(cancel=[{"event": secrets.token_hex(4000)}]), ("cancel[0]", "1..512")),
+    (
+        "cron-too-long",
+        with_triggers({"cron": ",".join(["0"] * 2000) + " * * * *"}),
+        ("cron", "longer than 256"),
+    ),
 ]
 
 

@@ -381,3 +381,35 @@ async def test_the_version_reader_used_by_health_handles_missing_schema_and_row_
     assert await read() == [0, 0]
     migrate.migrate(empty_database_url)
     assert await read() == [migrate.head_version()] * 2
+
+
+def test_0009_compacts_stored_keys_exactly_as_python_does(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgqueue import ids
+
+    url = empty_database_url
+    every = migrate.migrations()
+    monkeypatch.setattr(migrate, "migrations", lambda: every[:8])  # the schema before 0009
+    migrate.migrate(url)
+    long_key = "ключ-" * 60 + "é"  # 301 characters, multi-byte: the digest is over UTF-8 bytes
+    with psycopg.connect(url, autocommit=True) as conn:
+        app = conn.execute(
+            "INSERT INTO pgqueue.apps (name, url) VALUES ('a', 'http://x') RETURNING id").fetchone()
+        fn = conn.execute("INSERT INTO pgqueue.functions (app_id, slug, name, url, config) "
+                          "VALUES (%s, 'a-f', 'f', 'http://x', '{}') RETURNING id", (app[0],)).fetchone()  # type: ignore[index]
+        for key in (long_key, "short"):
+            conn.execute("INSERT INTO pgqueue.idempotency_keys VALUES (%s, %s, 'r', now())", (fn[0], key))  # type: ignore[index]
+            conn.execute("INSERT INTO pgqueue.singletons VALUES (%s, %s, 'r')", (fn[0], key))  # type: ignore[index]
+            conn.execute("INSERT INTO pgqueue.event_dedupe VALUES (%s, 'e', now())", (key,))
+    monkeypatch.setattr(migrate, "migrations", lambda: every)
+    assert 9 in migrate.migrate(url).applied
+    expected = sorted([ids.compact_key(long_key), "short"])
+    assert expected[0].startswith("sha256:") and len(expected[0]) == 71
+    tables = (("idempotency_keys", "key"), ("singletons", "key"), ("event_dedupe", "external_id"))
+    for table, column in tables:
+        stored = _rows(url, sql.SQL("SELECT {} FROM {} ORDER BY 1").format(  # type: ignore[arg-type]
+            sql.Identifier(column), sql.Identifier("pgqueue", table)))
+        assert [r[0] for r in stored] == expected, table
+    with psycopg.connect(url, autocommit=True) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("INSERT INTO pgqueue.event_dedupe VALUES (%s, 'e2', now())", ("x" * 201,))
