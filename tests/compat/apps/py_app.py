@@ -313,6 +313,18 @@ async def finish_timeout(ctx: inngest.Context) -> str:
     return "never"
 
 
+@client.create_function(fn_id="unstorable", trigger=inngest.TriggerEvent(event="compat/unstorable"), retries=2)
+async def unstorable(ctx: inngest.Context) -> Any:
+    """A step whose output PostgreSQL cannot store, as the SDK serialises it (NaN, a lone surrogate)."""
+
+    async def produce() -> Any:
+        record(ctx.run_id, "produce")
+        kind = ctx.event.data.get("kind")
+        return {"nan": float("nan"), "surrogate": "caf\ud83d"}.get(kind, "fine")
+
+    return await ctx.step.run("produce", produce)
+
+
 app = fastapi.FastAPI()
 
 
@@ -326,6 +338,6 @@ inngest.fast_api.serve(
     app,
     client,
     [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
-     idempotent, singleton_skip, singleton_cancel, finish_timeout],
+     idempotent, singleton_skip, singleton_cancel, finish_timeout, unstorable],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )
