@@ -35,3 +35,20 @@ async def test_a_healthy_connection_is_reused_as_is(database_url: str) -> None:
         assert len(pids) == 1
     finally:
         await pool.close()
+
+
+async def test_a_pool_of_dead_connections_serves_the_next_checkout_without_backing_off(database_url: str) -> None:
+    # A failover or a wave of terminated backends leaves every idle connection dead. psycopg_pool's
+    # own check backs the client off 1 s after the first dead one, then 2 s, 4 s...: a checkout
+    # with a short timeout used to fail even though fresh connections were on their way.
+    pool = await open_pool(database_url, min_size=4, max_size=4)
+    try:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            for _ in range(3):
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                await asyncio.sleep(0.3)
+                async with pool.connection(timeout=0.8) as conn:
+                    assert (await (await conn.execute("SELECT 1 AS one")).fetchone())["one"] == 1
+    finally:
+        await pool.close()
