@@ -61,3 +61,12 @@ class ExpressionSyntaxError(ExpressionError):
 
 class ExpressionEvalError(ExpressionError):
     """The expression is valid but could not be evaluated against this input."""
+
+
+def brief(exc: BaseException, *, limit: int = 500) -> str:
+    """`<ExceptionName>: <first line of its message>`, at most `limit` characters: what an unexpected
+    failure is recorded as on a run or an event. No traceback and no further lines (a database
+    error's DETAIL may quote row values)."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

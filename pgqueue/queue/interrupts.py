@@ -18,7 +18,7 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import transitions
+from pgqueue import errors, transitions
 from pgqueue.store import queue, runs, steps
 
 log = logging.getLogger(__name__)
@@ -26,16 +26,17 @@ log = logging.getLogger(__name__)
 MAX_INTERRUPTS = 5
 
 
-def lease_expired_error(count: int) -> dict[str, str]:
-    return {"name": "LeaseExpired",
-            "message": f"the call outlived its lease {count} times (worker crash, hang or timeout); "
-                       "the run is failed rather than retried forever"}
+LEASE_EXPIRED_ERROR = {
+    "name": "LeaseExpired",
+    "message": f"the call outlived its lease {MAX_INTERRUPTS} times (worker crash, hang or timeout); "
+               "the run is failed rather than retried forever",
+}
 
 
 def engine_error(exc: BaseException) -> dict[str, str]:
-    # The exception's type and text only: no traceback, no parameters (they may carry secrets).
-    text = str(exc).splitlines()[0][:500] if str(exc) else ""
-    return {"name": "EngineError", "message": f"pgqueue could not apply the call's result: {type(exc).__name__}: {text}"}
+    # The exception's type and first line only: no traceback, no parameters (they may carry secrets).
+    return {"name": "EngineError",
+            "message": f"pgqueue could not apply the call's result: {errors.brief(exc)}"}
 
 
 async def interrupt(
@@ -51,7 +52,9 @@ async def interrupt(
     return len(rows)
 
 
-async def fail_exhausted(pool: AsyncConnectionPool, rows: Sequence[dict[str, Any]], error: dict[str, Any]) -> int:
+async def fail_exhausted(
+    pool: AsyncConnectionPool, rows: Sequence[dict[str, Any]], error: dict[str, Any]
+) -> int:
     """Fail the run of every exhausted row (held with its lease token). Each in its own transaction,
     so one that cannot be failed does not hold up the others; if even that fails, the item's lease
     runs out and the rescuer hands it over again."""
@@ -74,11 +77,13 @@ async def _fail(pool: AsyncConnectionPool, row: dict[str, Any], error: dict[str,
         held = await queue.lock_leased(conn, row["id"], row["lease_token"])
         if run is None or held is None:
             return False
+        live = run["status"] in ("queued", "running")
         await steps.record_attempt(
             conn, run_id=row["run_id"], item_id=row["id"], step_id=held["step_id"], attempt=held["attempt"],
-            outcome="failed", error=error, started_at=held["leased_at"] or datetime.now(UTC),
+            outcome="failed" if live else "discarded", error=error,
+            started_at=held["leased_at"] or datetime.now(UTC),
         )
-        if run["status"] not in ("queued", "running"):
+        if not live:  # the run ended meanwhile (a cancel): only the item is left to drop
             await queue.delete(conn, row["id"])
             return False
         log.warning("run %s failed: %s", row["run_id"], error["message"])

@@ -42,8 +42,7 @@ class Rescuer(LoopService):
             n = len(rescued) + await queue.unblock_sweep(conn)
             # Housekeeping that must not grow without bound: expired dedupe/idempotency windows.
             await control.prune_expired_keys(conn)
-        await interrupts.fail_exhausted(
-            self.pool, rescued, interrupts.lease_expired_error(interrupts.MAX_INTERRUPTS))
+        await interrupts.fail_exhausted(self.pool, rescued, interrupts.LEASE_EXPIRED_ERROR)
         if n:
             log.warning("rescued %d items whose lease expired", n)
             if self.queue_wakeup:

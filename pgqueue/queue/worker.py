@@ -94,8 +94,8 @@ class Worker:
             # failure ends the run (EngineError); if the database is unreachable this fails too and
             # the rescuer takes over later.
             try:
-                await interrupts.interrupt(self.pool, [(item.id, item.lease_token)], interrupts.engine_error(exc),
-                                           backoff_scale=self.backoff_scale)
+                await interrupts.interrupt(self.pool, [(item.id, item.lease_token)],
+                                           interrupts.engine_error(exc), backoff_scale=self.backoff_scale)
             except Exception as exc:  # noqa: BLE001 - best effort, the rescuer is the backstop
                 log.warning("could not release item %s (%s); it is rescued when its lease expires", item.id, exc)
         finally:

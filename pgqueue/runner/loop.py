@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue import errors
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import Conn
 from pgqueue.runner import matching, starting, triggers
@@ -48,12 +49,8 @@ def _transient(conn: Conn, exc: Exception) -> bool:
 
 
 def failure_reason(what: str, exc: Exception) -> str:
-    """`<what>: <ExceptionName>: <first line of the message>`, short: no traceback, no detail lines
-    (a database error's DETAIL may quote row values)."""
-    lines = str(exc).strip().splitlines()
-    message = lines[0] if lines else ""
-    reason = f"{what}: {type(exc).__name__}: {message}" if message else f"{what}: {type(exc).__name__}"
-    return reason if len(reason) <= MAX_REASON_LENGTH else reason[: MAX_REASON_LENGTH - 1] + "…"
+    """`<what>: <ExceptionName>: <first line of the message>`, short (errors.brief)."""
+    return f"{what}: {errors.brief(exc, limit=MAX_REASON_LENGTH - len(what) - 2)}"
 
 
 @dataclass(frozen=True, slots=True)
