@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import time
 
 import psycopg
 from psycopg import AsyncConnection
@@ -37,15 +38,18 @@ class Pool(AsyncConnectionPool):
     next one is tried straight away; a whole pool of dead ones costs one quick check each."""
 
     async def getconn(self, timeout: float | None = None) -> AsyncConnection:  # type: ignore[override]
+        # One deadline for the whole checkout, however many dead connections it skips.
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         for _ in range(self.max_size + 1):
-            conn = await super().getconn(timeout)
+            conn = await super().getconn(max(deadline - time.monotonic(), 0.0))
             try:
                 await _check(conn)
             except psycopg.Error:
                 await self.putconn(conn)
                 continue
             return conn
-        return await super().getconn(timeout)
+        # Every try was dead: hand one out unchecked; its first statement fails like any lost connection.
+        return await super().getconn(max(deadline - time.monotonic(), 0.0))
 
 
 async def open_pool(
