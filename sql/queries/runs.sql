@@ -13,7 +13,6 @@ WITH started AS (
 )
 SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.max_attempts, r.event_ids,
        r.function_id, f.slug, f.url, f.app_id, f.config, a.name AS app_name,
-       EXISTS (SELECT 1 FROM started) AS just_started,
        (SELECT coalesce(jsonb_agg(
                    jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
                                       'ts', e.ts)
