@@ -10,6 +10,7 @@ from pgqueue import expressions, ids, storable, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
 from pgqueue.models import AppSpec
+from pgqueue.runner import starting
 from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, runs
 from pgqueue.store import control as store
@@ -127,17 +128,38 @@ async def bulk_cancel(
     return {**record, "cancelled_count": total}
 
 
+async def _replay(conn: Conn, fn: dict[str, Any], original: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A new run of `original`'s function from its event(s), through the one start path."""
+    rows = {r["id"]: r for r in await events.get_many(conn, original["event_ids"])}
+    first = rows.get(original["event_id"])
+    if first is None:
+        return None, "its event has been deleted by retention"
+    origin = starting.Origin(replay_of=original["id"], event_ids=list(original["event_ids"]))
+    return await starting.start_one(conn, _startable(fn), original["event_id"], event_object(first),
+                                    origin=origin)
+
+
+def _startable(fn: dict[str, Any]) -> dict[str, Any]:
+    return {**fn, "function_id": fn["id"]}
+
+
 async def replay_run(conn: Conn, run_id: str) -> dict[str, Any]:
-    """A new run of the same function from the original event(s)."""
+    """A new run of the same function from the original event(s). The function's concurrency,
+    throttle, priority, singleton, cancelOn and timeouts apply as to any run; its rate limit and
+    idempotency key do not (see pgqueue/runner/starting.py)."""
     async with conn.transaction():
         original = await runs.get(conn, run_id)
         if original is None:
             raise NotFound(f"run {run_id} not found")
         if original["status"] in ("queued", "running"):
             raise Conflict(f"run {run_id} is still {original['status']}; cancel it first or wait for it to end")
-        new = await store.replay(conn, run_id, ids.new_ulid())
-        assert new is not None
-        row = await runs.get(conn, new["id"])
+        fn = await function(conn, str(original["function_id"]))
+        if fn["archived_at"] is not None:
+            raise Conflict(f"function {fn['slug']} is archived (its app no longer serves it)")
+        new_id, reason = await _replay(conn, fn, original)
+        if new_id is None:
+            raise Conflict(f"run {run_id} was not replayed: {reason}")
+        row = await runs.get(conn, new_id)
     assert row is not None
     return row
 
@@ -145,7 +167,11 @@ async def replay_run(conn: Conn, run_id: str) -> dict[str, Any]:
 async def replay_range(
     conn: Conn, function_ref: str, *, after: datetime, before: datetime, statuses: list[str], limit: int = 1000
 ) -> list[str]:
+    """Replay the ended runs of a function in a time range; runs the start path refuses (a singleton
+    already running, a paused function) are left out."""
     fn = await function(conn, function_ref)
+    if fn["archived_at"] is not None:
+        raise Conflict(f"function {fn['slug']} is archived (its app no longer serves it)")
     wanted = [s.lower() for s in statuses] or ["failed", "cancelled"]
     if any(s not in ("completed", "failed", "cancelled") for s in wanted):
         raise InvalidInput("statuses may only be Completed, Failed or Cancelled")
@@ -153,14 +179,16 @@ async def replay_range(
         originals = await store.ended_runs_in_range(conn, fn["id"], after, before, wanted, limit)
         created = []
         for original in originals:
-            new = await store.replay(conn, original["id"], ids.new_ulid())
-            if new is not None:
-                created.append(new["id"])
+            new_id, _ = await _replay(conn, fn, original)
+            if new_id is not None:
+                created.append(new_id)
     return created
 
 
-async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, str]:
-    """POST /invoke/{slug}: start the function with an inngest/function.invoked event."""
+async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """POST /invoke/{slug}: an inngest/function.invoked event that starts the function through the
+    one start path, so every flow-control setting of the function applies. Returns the event id, the
+    run that holds it (None if none was started) and why none was started."""
     fn = await function(conn, ref)
     if fn["archived_at"] is not None:
         raise Conflict(f"function {fn['slug']} is archived")
@@ -174,12 +202,10 @@ async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, st
     if problem:
         raise InvalidInput(f"the payload {problem}")
     async with conn.transaction():
-        event = await events.insert_direct(conn, "inngest/function.invoked", {**data, "_inngest": {"fn_id": fn["slug"]}},
-                                           user=user)
-        run_id = ids.new_ulid()
-        await runs.create_many(conn, [{"id": run_id, "function_id": fn["id"], "event_id": event["id"],
-                                       "event_ids": [event["id"]], "max_attempts": fn["retries"] + 1}])
-    return event["id"], run_id
+        data = {**data, "_inngest": {"fn_id": fn["slug"]}}
+        event = await events.insert_direct(conn, "inngest/function.invoked", data, user=user)
+        run_id, reason = await starting.start_one(conn, _startable(fn), event["id"], event_object(event))
+    return event["id"], run_id, reason
 
 
 async def prune(conn: Conn) -> int:

@@ -110,8 +110,8 @@ async def invoke_function(function_slug: str, request: Request) -> JSONResponse:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object like {\"data\": {...}}")
     async with deps.pool(request).connection() as conn:
-        event_id, run_id = await control.invoke(conn, function_slug, body)
+        event_id, run_id, skipped = await control.invoke(conn, function_slug, body)
     services = getattr(request.app.state, "services", None)
     if services is not None:
         services.queue_wakeup.set()
-    return JSONResponse({"id": event_id, "run_id": run_id, "status": 200})
+    return JSONResponse({"id": event_id, "run_id": run_id, "status": 200, "skip_reason": skipped})

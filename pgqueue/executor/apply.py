@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgqueue import ids, pausing, storable, transitions
+from pgqueue import pausing, storable, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration, parse_instant
 from pgqueue.errors import ExpressionError, InvalidInput
 from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
 from pgqueue.queue import backoff
-from pgqueue.runner import timeouts
+from pgqueue.runner import starting, timeouts
 from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, pauses, queue, runs, steps
 
@@ -354,24 +354,30 @@ class Applier:
         return True
 
     async def _invoke(self, conn: Conn, item: QueueItem, run: dict[str, Any], op: Op) -> bool:
-        """Start the target function's run directly and wait for its inngest/function.finished."""
+        """Park the run on the target's inngest/function.finished, then start the target's run the
+        way every run starts (its own flow control applies). The pause is the step's marker: an SDK
+        that reports the same invoke again finds it and starts nothing twice."""
         slug = op.opts.get("function_id")
         target = await apps.function_by_slug(conn, slug) if isinstance(slug, str) else None
         if target is None or target["archived_at"] is not None:
-            error = {"name": "Error", "message": f"could not invoke {slug!r}: no such function is synced"}
-            stored = await steps.record(conn, item.run_id, op.id, op="StepFailed", memo={"error": error},
-                                        name=op.label, attempt=item.attempt)
-            return stored is not None
+            return await self._invoke_failed(conn, item, op,
+                                             f"could not invoke {slug!r}: no such function is synced")
         timeout_raw = op.opts.get("timeout")
         timeout_s = None if timeout_raw in (None, "") else parse_duration(timeout_raw)
+        correlation_id = f"{item.run_id}.{op.id}"
+        created = await pauses.create(
+            conn, run_id=item.run_id, kind="invoke", step_id=op.id, step_name=op.label,
+            event_name="inngest/function.finished", expression=None, trigger_event=None,
+            match_path="data.correlation_id", match_value=correlation_id, timeout_s=timeout_s,
+        )
+        if created is None:
+            return False  # already invoked
         payload = op.opts.get("payload") if isinstance(op.opts.get("payload"), dict) else {}
         data = dict(payload.get("data") or {}) if isinstance(payload.get("data") or {}, dict) else {}
-        correlation_id = f"{item.run_id}.{op.id}"
-        source = await apps.function_slug(conn, item.function_id)
         data["_inngest"] = {
             "fn_id": target["slug"],
             "correlation_id": correlation_id,
-            "source_fn_id": source,
+            "source_fn_id": await apps.function_slug(conn, item.function_id),
             "source_run_id": item.run_id,
         }
         if timeout_s is not None:
@@ -379,20 +385,25 @@ class Applier:
         user = payload.get("user") if isinstance(payload.get("user"), dict) else None
         event = await events.insert_direct(conn, INVOKED_EVENT, data, user=user,
                                            v=payload.get("v") if isinstance(payload.get("v"), str) else None)
-        child_id = ids.new_ulid()
-        await runs.create_many(conn, [{"id": child_id, "function_id": target["id"], "event_id": event["id"],
-                                       "event_ids": [event["id"]], "max_attempts": target["retries"] + 1}])
-        await runs.set_correlation(conn, child_id, correlation_id)
-        created = await pauses.create(
-            conn, run_id=item.run_id, kind="invoke", step_id=op.id, step_name=op.label,
-            event_name="inngest/function.finished", expression=None, trigger_event=None,
-            match_path="data.correlation_id", match_value=correlation_id, timeout_s=timeout_s,
-        )
-        if created is not None and timeout_s is not None:
+        origin = starting.Origin(correlation_id=correlation_id)
+        _, reason = await starting.start_one(conn, {**target, "function_id": target["id"]}, event["id"],
+                                             event_object(event), origin=origin)
+        if reason is not None:
+            await pauses.consume_step(conn, item.run_id, op.id)
+            message = f"the invoked function {target['slug']!r} did not start: {reason}"
+            return await self._invoke_failed(conn, item, op, message)
+        if timeout_s is not None:
             await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="timeout",
                                 step_id=op.id, step_name=op.label, max_attempts=run["max_attempts"],
                                 delay_s=timeout_s)
-        return created is not None
+        return True
+
+    async def _invoke_failed(self, conn: Conn, item: QueueItem, op: Op, message: str) -> bool:
+        """The invoke step fails without retries (as in Inngest, so chains of invokes don't multiply)."""
+        stored = await steps.record(conn, item.run_id, op.id, op="StepFailed",
+                                    memo={"error": {"name": "Error", "message": message}},
+                                    name=op.label, attempt=item.attempt)
+        return stored is not None
 
     async def _continue(self, conn: Conn, item: QueueItem, run: dict[str, Any]) -> ApplyResult:
         await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"])

@@ -37,10 +37,12 @@ def needs_admission(config: dict[str, Any]) -> bool:
 
 
 async def admit(
-    conn: Conn, function_id: UUID, config: dict[str, Any], run_id: str, event: dict[str, Any]
+    conn: Conn, function_id: UUID, config: dict[str, Any], run_id: str, event: dict[str, Any], *,
+    idempotency: bool = True,
 ) -> str | None:
-    """None when the run may start, else the reason it does not."""
-    idem = config.get("idempotency")
+    """None when the run may start, else the reason it does not. `idempotency=False` (replays)
+    applies the singleton only."""
+    idem = config.get("idempotency") if idempotency else None
     if idem:
         try:
             key = ids.compact_key(key_value(idem, event))

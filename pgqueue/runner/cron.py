@@ -193,10 +193,9 @@ class CronScheduler(LoopService):
             SCHEDULED_EVENT,
             {"cron": row["cron"], "fn_id": row["slug"], "scheduled_at": slot.isoformat()},
         )
-        starter = starting.RunStarter(conn)
         fn = {"function_id": row["function_id"], "config": row["config"], "retries": row["retries"]}
-        reason = await starter.start(fn, event_row["id"], triggers.event_object(event_row), run_id=run_id)
-        await starter.close()
+        _, reason = await starting.start_one(conn, fn, event_row["id"], triggers.event_object(event_row),
+                                             run_id=run_id)
         return reason
 
     # -- service loop ---------------------------------------------------------------------------

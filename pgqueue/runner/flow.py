@@ -1,5 +1,5 @@
 """Flow control decided when a run is created: concurrency keys, priority, throttle parameters
-(enforced at claim time by pgqueue.claim_v1), rate limit (skips the event), debounce and batching
+(enforced at claim time by the claim function), rate limit (skips the event), debounce and batching
 (one waiting run per key that later events update)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MAX_PRIORITY_S = 43_200
 
 @dataclass(frozen=True, slots=True)
 class RunShape:
-    """What a new run carries into run_create_v1."""
+    """What a new run carries into run_create_v2."""
 
     ckeys: list[str] = field(default_factory=list)
     climits: list[int] = field(default_factory=list)
@@ -119,8 +119,10 @@ class Deferred:
 
 
 async def debounce(
-    conn: Conn, function_id: UUID, config: dict[str, Any], event_id: str, event: dict[str, Any]
+    conn: Conn, function_id: UUID, config: dict[str, Any], event_id: str, event: dict[str, Any], run: RunShape
 ) -> Deferred | None:
+    """A waiting run of the key takes the event and everything computed from it (`run`: keys,
+    priority, throttle); otherwise a new waiting run must be created."""
     cfg = config.get("debounce")
     if not cfg:
         return None
@@ -131,7 +133,7 @@ async def debounce(
         log.warning("debounce of %s is invalid: %s", function_id, exc.message)
         return None
     key = _key(cfg.get("key"), event, "debounce", function_id)
-    updated = await flow.debounce_push(conn, function_id, key, event_id, period, timeout)
+    updated = await flow.debounce_push(conn, function_id, key, event_id, period, timeout, run.fields())
     if updated is not None:
         return Deferred(absorbed_by=updated["run_id"], superseded_event=updated["previous_event_id"])
     return Deferred(absorbed_by=None, delay_s=period, debounce_key=key)

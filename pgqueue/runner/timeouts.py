@@ -30,8 +30,14 @@ def _seconds(config: dict[str, Any], which: str) -> float | None:
         return None
 
 
-async def schedule_start(conn: Conn, run_id: str, trig: dict[str, Any]) -> None:
+async def schedule_start(
+    conn: Conn, run_id: str, trig: dict[str, Any], *, released_in_s: float = 0.0
+) -> None:
+    """`timeouts.start` counts from the run's release to the queue: now, or when its debounce or
+    batch window ends (released_in_s; when a window moves, pgqueue.flow_shift_start_timeout_v1
+    moves the timeout with it)."""
     seconds = _seconds(trig["config"], "start")
     if seconds is not None:
-        await queue.enqueue(conn, run_id=run_id, function_id=trig["function_id"], kind="timeout", step_id=START,
-                            step_name="timeouts.start", max_attempts=1, delay_s=seconds)
+        await queue.enqueue(conn, run_id=run_id, function_id=trig["function_id"], kind="timeout",
+                            step_id=START, step_name="timeouts.start", max_attempts=1,
+                            delay_s=released_in_s + seconds)

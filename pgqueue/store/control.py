@@ -62,18 +62,6 @@ async def delete_cancellation(conn: Conn, cancellation_id: str) -> bool:
     return await cur.fetchone() is not None
 
 
-async def replay(conn: Conn, run_id: str, new_id: str) -> dict[str, Any] | None:
-    cur = await conn.execute(q("run_replay"), {"run_id": run_id, "new_id": new_id})
-    row = await cur.fetchone()
-    if row is not None:
-        await conn.execute(
-            q("queue_enqueue_first_call"),
-            {"run_id": row["id"], "function_id": row["function_id"], "max_attempts": row["max_attempts"]},
-        )
-        await conn.execute(q("notify_queue"))
-    return row
-
-
 async def prune_expired_keys(conn: Conn, limit: int = 1000) -> int:
     cur = await conn.execute(q("prune_expired_keys"), {"limit": limit})
     row = await cur.fetchone()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from psycopg.types.json import Jsonb
+
 from pgqueue.db.pool import Conn
 from pgqueue.db.queries import q
 
@@ -16,11 +18,14 @@ async def rate_limit_admit(conn: Conn, key: str, limit: int, period_ms: int) -> 
 
 
 async def debounce_push(
-    conn: Conn, function_id: UUID, key: str, event_id: str, period_s: float, timeout_s: float | None
+    conn: Conn, function_id: UUID, key: str, event_id: str, period_s: float, timeout_s: float | None,
+    shape: dict[str, Any],
 ) -> dict[str, Any] | None:
+    """The waiting run that took this event (with `shape`: its keys now come from this event)."""
     cur = await conn.execute(
         q("flow_debounce_push"),
-        {"function_id": function_id, "key": key, "event_id": event_id, "period_s": period_s, "timeout_s": timeout_s},
+        {"function_id": function_id, "key": key, "event_id": event_id, "period_s": period_s,
+         "timeout_s": timeout_s, "shape": Jsonb(shape)},
     )
     return await cur.fetchone()
 

@@ -94,6 +94,10 @@ async def delete_for_run(conn: Conn, run_id: str) -> None:
     await conn.execute(q("pause_delete_for_run"), {"run_id": run_id})
 
 
+async def delete_cancel_listeners(conn: Conn, run_id: str) -> None:
+    await conn.execute(q("pause_delete_cancel_listeners"), {"run_id": run_id})
+
+
 async def expire_cancel_listeners(conn: Conn) -> None:
     await conn.execute(q("pause_expire_cancel_listeners"))
 

@@ -107,3 +107,47 @@ BEGIN
     RETURN created;
 END
 $$;
+
+-- pgqueue.run_create_v2: as run_create_v1, plus correlation_id (a run started by step.invoke) and
+-- replay_of (a replay) on each run. Every way of starting a run goes through this function, after
+-- pgqueue/runner/starting.py has taken the target function's flow-control decisions.
+CREATE OR REPLACE FUNCTION pgqueue.run_create_v2(p_runs jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    created integer;
+BEGIN
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset(p_runs)
+            AS x(id text, function_id uuid, event_id text, event_ids text[], max_attempts integer,
+                 ckeys text[], climits integer[], priority_s integer, throttle_key text, throttle jsonb,
+                 delay_s double precision, correlation_id text, replay_of text)
+    ),
+    r AS (
+        INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, max_attempts, ckeys, climits, priority_s,
+                                  correlation_id, replay_of)
+        SELECT id, function_id, event_id, event_ids, max_attempts, coalesce(ckeys, '{}'), coalesce(climits, '{}'),
+               coalesce(priority_s, 0), correlation_id, replay_of
+        FROM input
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    ),
+    items AS (
+        INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits,
+                                         priority_s, throttle_key, throttle, run_at)
+        SELECT i.id, i.function_id, 'call', 'step', i.max_attempts, coalesce(i.ckeys, '{}'), coalesce(i.climits, '{}'),
+               coalesce(i.priority_s, 0), i.throttle_key, i.throttle,
+               now() + make_interval(secs => coalesce(i.delay_s, 0))
+        FROM input i JOIN r USING (id)
+        RETURNING 1
+    )
+    SELECT count(*) INTO created FROM items;
+
+    IF created > 0 THEN
+        PERFORM pg_notify('pgqueue_queue', '');
+    END IF;
+    RETURN created;
+END
+$$;

@@ -211,3 +211,118 @@ AS $$
     INSERT INTO pgqueue.batches (function_id, key, run_id, size, first_at) VALUES (p_function_id, p_key, p_run_id, 1, now())
     ON CONFLICT (function_id, key) DO UPDATE SET run_id = excluded.run_id, size = 1, first_at = excluded.first_at
 $$;
+
+-- pgqueue.flow_window_lock_v1: serialise the opening of a debounce or batch window per
+-- (function, key) until the transaction ends. A `SELECT ... FOR UPDATE` of a window row that does
+-- not exist yet locks nothing, so without this two runners could both open a window and both runs
+-- would execute. Transaction-scoped advisory locks are safe behind transaction-mode poolers.
+CREATE OR REPLACE FUNCTION pgqueue.flow_window_lock_v1(p_kind text, p_function_id uuid, p_key text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended(p_kind || ':' || p_function_id::text || ':' || p_key, 0))
+$$;
+
+-- pgqueue.flow_shift_start_timeout_v1: `timeouts.start` counts from the moment a run is released
+-- to the queue. When a debounce or a full batch moves a waiting run's first call, its
+-- $start-timeout moves by the same amount.
+CREATE OR REPLACE FUNCTION pgqueue.flow_shift_start_timeout_v1(p_run_id text, p_shift interval)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE pgqueue.queue_items q SET run_at = q.run_at + p_shift
+    WHERE q.run_id = p_run_id AND q.step_id = '$start-timeout' AND q.state = 'available'
+$$;
+
+-- pgqueue.debounce_push_v2: as debounce_push_v1, under the window lock, and the waiting run takes
+-- everything from the event it will now run with: its concurrency keys, priority and throttle key
+-- (p_shape: {ckeys, climits, priority_s, throttle_key, throttle}, as run_create_v2 takes them).
+-- Its $start-timeout moves with its release time. The caller re-registers cancelOn listeners.
+CREATE OR REPLACE FUNCTION pgqueue.debounce_push_v2(
+    p_function_id uuid, p_key text, p_event_id text, p_period_s double precision,
+    p_timeout_s double precision, p_shape jsonb, p_now timestamptz DEFAULT NULL)
+RETURNS TABLE (run_id text, previous_event_id text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now    timestamptz := coalesce(p_now, now());
+    d        record;
+    item     record;
+    prev     text;
+    v_ckeys  text[] := coalesce(ARRAY(SELECT jsonb_array_elements_text(p_shape -> 'ckeys')), '{}');
+    v_limits integer[] := coalesce(ARRAY(SELECT (jsonb_array_elements_text(p_shape -> 'climits'))::integer), '{}');
+    v_prio   integer := coalesce((p_shape ->> 'priority_s')::integer, 0);
+    v_run_at timestamptz;
+BEGIN
+    PERFORM pgqueue.flow_window_lock_v1('debounce', p_function_id, p_key);
+    SELECT * INTO d FROM pgqueue.debounces x WHERE x.function_id = p_function_id AND x.key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT q.id, q.run_at INTO item
+    FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
+    WHERE q.run_id = d.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
+    FOR UPDATE OF q;
+    IF NOT FOUND THEN
+        DELETE FROM pgqueue.debounces x WHERE x.function_id = p_function_id AND x.key = p_key;
+        RETURN;
+    END IF;
+    SELECT r.event_id INTO prev FROM pgqueue.runs r WHERE r.id = d.run_id;
+    v_run_at := least(v_now + make_interval(secs => p_period_s),
+                      CASE WHEN p_timeout_s IS NULL THEN 'infinity'::timestamptz
+                           ELSE d.first_at + make_interval(secs => p_timeout_s) END);
+    UPDATE pgqueue.runs r
+    SET event_id = p_event_id, event_ids = ARRAY[p_event_id], ckeys = v_ckeys, climits = v_limits,
+        priority_s = v_prio
+    WHERE r.id = d.run_id;
+    UPDATE pgqueue.queue_items q
+    SET run_at = v_run_at, ckeys = v_ckeys, climits = v_limits, priority_s = v_prio,
+        throttle_key = p_shape ->> 'throttle_key', throttle = p_shape -> 'throttle',
+        blocked = false, blocked_key = NULL
+    WHERE q.id = item.id;
+    PERFORM pgqueue.flow_shift_start_timeout_v1(d.run_id, v_run_at - item.run_at);
+    UPDATE pgqueue.events e SET skip_reason = 'superseded by a later event (debounce)' WHERE e.id = prev;
+    RETURN QUERY SELECT d.run_id, prev;
+END
+$$;
+
+-- pgqueue.batch_append_v2: as batch_append_v1, under the window lock; a batch that fills up
+-- releases its run now and moves its $start-timeout with it.
+CREATE OR REPLACE FUNCTION pgqueue.batch_append_v2(
+    p_function_id uuid, p_key text, p_event_id text, p_max_size integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b    record;
+    item record;
+BEGIN
+    PERFORM pgqueue.flow_window_lock_v1('batch', p_function_id, p_key);
+    SELECT * INTO b FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT q.id, q.run_at INTO item
+    FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
+    WHERE q.run_id = b.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
+    FOR UPDATE OF q;
+    IF NOT FOUND OR b.size >= p_max_size THEN
+        DELETE FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key;
+        RETURN NULL;
+    END IF;
+    UPDATE pgqueue.runs r SET event_ids = r.event_ids || p_event_id WHERE r.id = b.run_id;
+    IF b.size + 1 >= p_max_size THEN
+        UPDATE pgqueue.queue_items q SET run_at = now() WHERE q.id = item.id;
+        PERFORM pgqueue.flow_shift_start_timeout_v1(b.run_id, least(now() - item.run_at, interval '0'));
+        DELETE FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key;
+        PERFORM pg_notify('pgqueue_queue', '');
+    ELSE
+        UPDATE pgqueue.batches x SET size = b.size + 1 WHERE x.function_id = p_function_id AND x.key = p_key;
+    END IF;
+    RETURN b.run_id;
+END
+$$;

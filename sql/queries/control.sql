@@ -1,5 +1,5 @@
 -- name: function_resolve
-SELECT f.id, f.slug, f.app_id, f.retries, f.paused_at, f.archived_at
+SELECT f.id, f.slug, f.app_id, f.retries, f.config, f.paused_at, f.archived_at
 FROM pgqueue.functions f
 WHERE f.id::text = %(ref)s OR f.slug = %(ref)s
 ORDER BY (f.id::text = %(ref)s) DESC LIMIT 1
@@ -43,13 +43,6 @@ FROM pgqueue.cancellations ORDER BY created_at DESC, id DESC LIMIT %(limit)s
 
 -- name: cancellation_delete
 DELETE FROM pgqueue.cancellations WHERE id = %(id)s RETURNING id
-
--- name: run_replay
-INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, max_attempts, replay_of)
-SELECT %(new_id)s, r.function_id, r.event_id, r.event_ids, f.retries + 1, r.id
-FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
-WHERE r.id = %(run_id)s
-RETURNING id, function_id, max_attempts
 
 -- name: prune_expired_keys
 -- Expired dedupe and idempotency windows, a small batch at a time.

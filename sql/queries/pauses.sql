@@ -25,6 +25,9 @@ DELETE FROM pgqueue.pauses WHERE run_id = %(run_id)s AND step_id = %(step_id)s R
 -- name: pause_delete_for_run
 DELETE FROM pgqueue.pauses WHERE run_id = %(run_id)s
 
+-- name: pause_delete_cancel_listeners
+DELETE FROM pgqueue.pauses WHERE run_id = %(run_id)s AND kind = 'cancel'
+
 -- name: pause_expire_cancel_listeners
 DELETE FROM pgqueue.pauses WHERE kind = 'cancel' AND expires_at < now()
 

@@ -39,9 +39,12 @@ ON CONFLICT (run_id, step_id) DO NOTHING
 RETURNING id, run_at
 
 -- name: queue_open_count
--- Run-level timers ($start-timeout, $finish-timeout) do not hold a run back.
-SELECT count(*) AS n FROM pgqueue.queue_items
-WHERE run_id = %(run_id)s AND NOT (kind = 'timeout' AND starts_with(step_id, '$'))
+-- What the run still waits for: queue items and step pauses (waitForEvent, invoke; an invoke
+-- without a timeout has no item). Run-level timers ($start-timeout, $finish-timeout) do not hold
+-- a run back, nor do cancelOn listeners.
+SELECT (SELECT count(*) FROM pgqueue.queue_items
+        WHERE run_id = %(run_id)s AND NOT (kind = 'timeout' AND starts_with(step_id, '$')))
+     + (SELECT count(*) FROM pgqueue.pauses WHERE run_id = %(run_id)s AND step_id IS NOT NULL) AS n
 
 -- name: queue_delete_for_run
 DELETE FROM pgqueue.queue_items WHERE run_id = %(run_id)s
@@ -70,12 +73,6 @@ SELECT min(run_at) - now() AS wait FROM pgqueue.queue_items WHERE state = 'avail
 
 -- name: notify_queue
 SELECT pg_notify('pgqueue_queue', '')
-
--- name: queue_enqueue_first_call
-INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
-SELECT r.id, r.function_id, 'call', 'step', %(max_attempts)s, r.ckeys, r.climits, r.priority_s
-FROM pgqueue.runs r WHERE r.id = %(run_id)s
-ON CONFLICT (run_id, step_id) DO NOTHING
 
 -- name: queue_interrupt
 -- The engine hands leased items back without applying an answer (engine error, deadline): counted

@@ -1,5 +1,5 @@
 -- name: run_create
-SELECT pgqueue.run_create_v1(%(runs)s::jsonb) AS created
+SELECT pgqueue.run_create_v2(%(runs)s::jsonb) AS created
 
 -- name: run_context
 -- Everything one call needs, in one round trip; marks a queued run as running (when its claim

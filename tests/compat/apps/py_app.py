@@ -325,6 +325,30 @@ async def unstorable(ctx: inngest.Context) -> Any:
     return await ctx.step.run("produce", produce)
 
 
+@client.create_function(
+    fn_id="limited-child", trigger=inngest.TriggerEvent(event="compat/limited-child-direct"),
+    concurrency=[inngest.Concurrency(limit=1)],
+)
+async def limited_child(ctx: inngest.Context) -> Any:
+    async def work() -> dict[str, Any]:
+        started = time.time()
+        record(ctx.run_id, "work")
+        await asyncio.sleep(float(ctx.event.data.get("seconds", 0.3)))
+        return {"tag": ctx.event.data.get("tag"), "started": started, "ended": time.time()}
+
+    return await ctx.step.run("work", work)
+
+
+@client.create_function(fn_id="fan-invoker", trigger=inngest.TriggerEvent(event="compat/fan-invoke"))
+async def fan_invoker(ctx: inngest.Context) -> Any:
+    record(ctx.run_id, "parent")
+    result = await ctx.step.invoke(
+        "call-limited", function=limited_child, data={"tag": ctx.event.data.get("tag"),
+                                                      "seconds": ctx.event.data.get("seconds", 0.3)},
+    )
+    return {"child": result, "resumed": time.time()}
+
+
 app = fastapi.FastAPI()
 
 
@@ -338,6 +362,7 @@ inngest.fast_api.serve(
     app,
     client,
     [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
-     idempotent, singleton_skip, singleton_cancel, finish_timeout, unstorable],
+     idempotent, singleton_skip, singleton_cancel, finish_timeout, unstorable,
+     limited_child, fan_invoker],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )
