@@ -209,8 +209,9 @@ BEGIN
     SET status = 'running', ended_at = NULL, output = NULL, error = NULL,
         step_count = greatest(step_count - cleared, 0), state_bytes = greatest(state_bytes - freed, 0)
     WHERE id = p_run_id;
-    INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts)
-    VALUES (p_run_id, r.function_id, 'call', 'step', r.max_attempts)
+    -- The call holds the run's concurrency keys and priority, like every call of the run.
+    INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
+    VALUES (p_run_id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s)
     ON CONFLICT DO NOTHING;
     PERFORM pg_notify('pgqueue_queue', '');
     RETURN QUERY SELECT p_run_id, 'running'::text, cleared;

@@ -140,3 +140,51 @@ def test_invoke_starts_one_child_each_under_its_concurrency_limit(py_stack: tupl
         assert app.count(parent["run_id"], "parent") == 2  # the invoke, then the resume
         resumed_after = parent["output"]["resumed"] - ended[parent["output"]["child"]["tag"]]
         assert 0 < resumed_after < 1.0, parent["output"]
+
+
+def _wait_run(server: Server, run_id: str) -> dict:
+    def ended() -> dict | None:
+        run = server.get(f"/v1/runs/{run_id}")["data"]
+        return run if run["status"] not in ("Queued", "Running") else None
+
+    return wait_until(ended, timeout=60, message=f"run {run_id} to end")
+
+
+def test_direct_invoke_and_replay_obey_the_concurrency_limit(py_stack: tuple[Server, App]) -> None:
+    """POST /invoke and replays start runs the way events do: `concurrency limit 1` holds."""
+    server, _ = py_stack
+    tag = "".join(random.Random().choice(string.ascii_lowercase) for _ in range(8))
+    with server.client() as c:
+        invoked = []
+        for i in range(3):
+            body = {"data": {"tag": f"{tag}-{i}", "seconds": 0.4}}
+            r = c.post("/invoke/py-compat-limited-child", json=body)
+            assert r.status_code == 200 and r.json()["run_id"] and r.json()["skip_reason"] is None, r.text
+            invoked.append(r.json()["run_id"])
+        firsts = [_wait_run(server, run_id) for run_id in invoked]
+        replays = []
+        for run_id in invoked:
+            r = c.post(f"/v1/runs/{run_id}/replay")
+            assert r.status_code in (200, 201), r.text
+            replays.append(r.json()["data"]["run_id"])
+    seconds = [_wait_run(server, run_id) for run_id in replays]
+    assert all(r["status"] == "Completed" for r in firsts + seconds), firsts + seconds
+    spans = sorted((r["output"]["started"], r["output"]["ended"]) for r in seconds)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+    spans = sorted((r["output"]["started"], r["output"]["ended"]) for r in firsts)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_invoke_of_a_function_that_does_not_start_fails_the_step(py_stack: tuple[Server, App]) -> None:
+    """A paused target starts no run: the invoke step fails at once with the reason (as Inngest
+    fails it for a rate-limited target), instead of the caller waiting for ever."""
+    server, _ = py_stack
+    with server.client() as c:
+        assert c.post("/v1/functions/py-compat-child/pause").status_code == 200
+        try:
+            event_id = server.send("compat/invoke", {"n": 2, "timeout": 600})
+            [run] = server.wait_runs(event_id, timeout=30)
+        finally:
+            assert c.post("/v1/functions/py-compat-child/resume").status_code == 200
+    assert run["status"] == "Completed", run
+    assert "did not start" in run["output"]["message"] and "paused" in run["output"]["message"], run

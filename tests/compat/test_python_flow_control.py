@@ -14,7 +14,7 @@ from tests.compat.conftest import App, Server, start_server, sync_via_put
 from tests.helpers.procs import free_port, start_process, wait_http, wait_until
 
 pytestmark = pytest.mark.compat
-FLOW_FUNCTIONS = 7
+FLOW_FUNCTIONS = 8
 
 
 def start_flow_app(server: Server) -> App:
@@ -95,6 +95,19 @@ def test_debounce_runs_once_with_the_last_event(flow_stack: tuple[Server, App]) 
     for superseded in ids[:-1]:
         assert server.runs_for(superseded) == []
         assert "superseded" in server.get(f"/v1/events/{superseded}")["data"]["skip_reason"]
+
+
+def test_start_timeout_counts_from_the_end_of_the_debounce(flow_stack: tuple[Server, App]) -> None:
+    """debounce 2 s, timeouts.start 1 s: the run is released after 2 s (3 s after the first of two
+    events) and starts at once, so it must run, not be cancelled for waiting in its window."""
+    server, app = flow_stack
+    first = server.send("flow/debounce-start-timeout", {"key": "st", "n": 1})
+    time.sleep(1.2)
+    last = server.send("flow/debounce-start-timeout", {"key": "st", "n": 2})
+    [run] = server.wait_runs(last, timeout=30)
+    assert run["status"] == "Completed" and run["output"] == 2, run
+    assert server.runs_for(first) == []
+    assert [s["n"] for s in spans(app, "debounced-start-timeout")] == [2]
 
 
 def test_rate_limit_skips_events_over_the_limit(flow_stack: tuple[Server, App]) -> None:

@@ -377,6 +377,16 @@ def test_retry_run_resumes_a_failed_run_from_its_failed_step(db: Db, seeded: dic
     assert items == [{"kind": "call", "step_id": "step", "state": "available", "attempt": 0}]
 
 
+def test_retry_run_keeps_the_runs_concurrency_keys_and_priority(db: Db, seeded: dict[str, Any]) -> None:
+    run_id = seeded["failed"]
+    db.run("UPDATE pgqueue.runs SET ckeys = '{fn:k}', climits = '{1}', priority_s = 7 WHERE id = %s", (run_id,))
+
+    db.one("SELECT * FROM pgqueue.retry_run(%s)", (run_id,))
+
+    item = db.one("SELECT ckeys, climits, priority_s FROM pgqueue.queue_items WHERE run_id = %s", (run_id,))
+    assert item == {"ckeys": ["fn:k"], "climits": [1], "priority_s": 7}
+
+
 def test_retry_run_refuses_runs_that_did_not_fail(db: Db, seeded: dict[str, Any]) -> None:
     for key in ("completed", "cancelled", "due"):
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="only failed runs"):

@@ -114,6 +114,18 @@ async def start_timeout(ctx: inngest.Context) -> Any:
     return await ctx.step.run("work", work)
 
 
+@client.create_function(
+    fn_id="debounced-start-timeout",
+    trigger=inngest.TriggerEvent(event="flow/debounce-start-timeout"),
+    debounce=inngest.Debounce(period=datetime.timedelta(seconds=2), key="event.data.key"),
+    timeouts=inngest.Timeouts(start=datetime.timedelta(seconds=1)),
+)
+async def debounced_start_timeout(ctx: inngest.Context) -> Any:
+    now = time.time()
+    _span("debounced-start-timeout", ctx, now, now)
+    return ctx.event.data.get("n")
+
+
 app = fastapi.FastAPI()
 
 
@@ -123,4 +135,5 @@ async def ledger() -> dict[str, Any]:
         return {"spans": list(SPANS)}
 
 
-inngest.fast_api.serve(app, client, [conc_key, throttled, debounced, rate_limited, batched, prioritized, start_timeout])
+inngest.fast_api.serve(app, client, [conc_key, throttled, debounced, rate_limited, batched, prioritized, start_timeout,
+                                         debounced_start_timeout])
