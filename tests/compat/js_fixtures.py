@@ -21,7 +21,7 @@ JS_APP_DIR = Path(__file__).resolve().parent / "js_app"
 
 # Fourteen functions in server.js plus the `always-fails-failure` function the SDK registers for the
 # onFailure handler.
-JS_FUNCTION_COUNT = 15
+JS_FUNCTION_COUNT = 17
 
 _installed = False
 

@@ -6,8 +6,9 @@ same `compat/*` events, so every event sent here starts runs in the apps the tes
 `compat/cross-invoke` exists only in the JS app, while `compat/invoke` and `compat/wait` start one
 run in each app and check that the two never cross.
 
-Only JS -> Python is exercised: Python -> JS would need a function calling
-`step.invoke_by_id(..., app_id="js-compat", function_id="child")` in py_app.py.
+Both directions are exercised: `compat/cross-invoke` (JS invokes Python's `child`) and
+`compat/py-cross-invoke` (Python's `cross-invoker` calls `step.invoke_by_id(app_id="js-compat",
+function_id="child")`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ def test_js_invokes_the_python_child(both: Stack) -> None:
     assert invoked["data"]["n"] == 7
     assert invoked["data"]["_inngest"]["fn_id"] == "py-compat-child"
     assert invoked["data"]["_inngest"]["correlation_id"].startswith(run["run_id"] + ".")
+
+
+def test_python_invokes_the_js_child(both: Stack) -> None:
+    js_before = {r["run_id"] for r in both.runs_of("js-compat-child")}
+    py_before = {r["run_id"] for r in both.runs_of("py-compat-child")}
+    event_id = both.server.send("compat/py-cross-invoke", {"n": 4})
+    [run] = both.server.wait_runs(event_id, timeout=30)
+    assert run["function_slug"] == "py-compat-cross-invoker"
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"result": {"doubled": 8, "invoked_by": "inngest/function.invoked"}}
+    [child] = [r for r in both.runs_of("js-compat-child") if r["run_id"] not in js_before]
+    assert child["status"] == "Completed", child
+    assert {r["run_id"] for r in both.runs_of("py-compat-child")} == py_before
 
 
 def test_python_child_failure_reaches_js_as_an_error(both: Stack) -> None:

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests.compat.conftest import App, Server
+from tests.compat.invoke_checks import fan_invoke_under_a_limit
 from tests.compat.js_fixtures import js_stack  # a fixture, used by name
 from tests.helpers.procs import wait_until
 
@@ -125,6 +126,10 @@ def test_invoke_returns_the_child_result(js_stack: tuple[Server, App]) -> None:
     [run] = server.wait_runs(event_id, timeout=30)
     assert run["status"] == "Completed", run
     assert run["output"] == {"result": {"doubled": 42, "invoked_by": "inngest/function.invoked"}}
+
+
+def test_invoke_starts_one_child_each_under_its_concurrency_limit(js_stack: tuple[Server, App]) -> None:
+    fan_invoke_under_a_limit(*js_stack, child_slug="js-compat-limited-child")
 
 
 def test_invoke_child_failure_propagates(js_stack: tuple[Server, App]) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 import string
 import time
-from datetime import datetime
 
 import pytest
 
 from tests.compat.conftest import App, Server
+from tests.compat.invoke_checks import fan_invoke_under_a_limit
 from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.compat
@@ -123,23 +123,7 @@ def test_rest_cancel_while_a_step_is_in_flight_discards_its_result(py_stack: tup
 
 
 def test_invoke_starts_one_child_each_under_its_concurrency_limit(py_stack: tuple[Server, App]) -> None:
-    """Five parents invoke a child with `concurrency limit 1` (no invoke timeout): exactly five child
-    runs, never two at once, each parent called twice (start, resume) and resumed promptly."""
-    server, app = py_stack
-    tag = "".join(random.Random().choice(string.ascii_lowercase) for _ in range(8))
-    sent = [server.send("compat/fan-invoke", {"tag": f"{tag}-{i}", "seconds": 0.3}) for i in range(5)]
-    parents = [server.wait_runs(event_id, timeout=60)[0] for event_id in sent]
-    assert all(p["status"] == "Completed" for p in parents), parents
-    children = [r for r in server.get("/v1/runs?function_id=py-compat-limited-child&limit=500")["data"]
-                if (r["output"] or {}).get("tag", "").startswith(tag)]
-    assert sorted(c["output"]["tag"] for c in children) == sorted(f"{tag}-{i}" for i in range(5))
-    spans = sorted((c["output"]["started"], c["output"]["ended"]) for c in children)
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
-    ended = {c["output"]["tag"]: datetime.fromisoformat(c["ended_at"]).timestamp() for c in children}
-    for parent in parents:
-        assert app.count(parent["run_id"], "parent") == 2  # the invoke, then the resume
-        resumed_after = parent["output"]["resumed"] - ended[parent["output"]["child"]["tag"]]
-        assert 0 < resumed_after < 1.0, parent["output"]
+    fan_invoke_under_a_limit(*py_stack, child_slug="py-compat-limited-child")
 
 
 def _wait_run(server: Server, run_id: str) -> dict:

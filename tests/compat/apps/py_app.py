@@ -349,6 +349,20 @@ async def fan_invoker(ctx: inngest.Context) -> Any:
     return {"child": result, "resumed": time.time()}
 
 
+@client.create_function(fn_id="cross-invoker", trigger=inngest.TriggerEvent(event="compat/py-cross-invoke"))
+async def cross_invoker(ctx: inngest.Context) -> Any:
+    """Invokes the JS app's `child` (app id js-compat) by id; used when both apps are synced."""
+    try:
+        result = await ctx.step.invoke_by_id(
+            "call-js-child", app_id="js-compat", function_id="child",
+            data={"n": ctx.event.data.get("n", 1), "mode": ctx.event.data.get("mode")},
+            timeout=datetime.timedelta(seconds=float(ctx.event.data.get("timeout", 30))),
+        )
+    except inngest.StepError as err:
+        return {"error": err.name, "message": err.message}
+    return {"result": result}
+
+
 app = fastapi.FastAPI()
 
 
@@ -363,6 +377,6 @@ inngest.fast_api.serve(
     client,
     [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
      idempotent, singleton_skip, singleton_cancel, finish_timeout, unstorable,
-     limited_child, fan_invoker],
+     limited_child, fan_invoker, cross_invoker],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )

@@ -232,6 +232,30 @@ const crossInvoker = inngest.createFunction(
     invokeAndReport(step, pyChild, { n: event.data?.n ?? 1, mode: event.data?.mode ?? null }, event.data?.timeout),
 );
 
+// Invoke under the child's own flow control: five parents, a child with `concurrency limit 1`.
+const limitedChild = inngest.createFunction(
+  { id: "limited-child", triggers: [{ event: "compat/limited-child-direct" }], concurrency: [{ limit: 1 }] },
+  async ({ event, step, runId }) =>
+    step.run("work", async () => {
+      const started = Date.now() / 1000;
+      record(runId, "work");
+      await new Promise((resolve) => setTimeout(resolve, Number(event.data?.seconds ?? 0.3) * 1000));
+      return { tag: event.data?.tag ?? null, started, ended: Date.now() / 1000 };
+    }),
+);
+
+const fanInvoker = inngest.createFunction(
+  { id: "fan-invoker", triggers: [{ event: "compat/fan-invoke" }] },
+  async ({ event, step, runId }) => {
+    record(runId, "parent");
+    const child = await step.invoke("call-limited", {
+      function: limitedChild,
+      data: { tag: event.data?.tag ?? null, seconds: event.data?.seconds ?? 0.3 },
+    });
+    return { child, resumed: Date.now() / 1000 };
+  },
+);
+
 const app = express();
 // The SDK reads the parsed JSON body; the default 100 kB limit is too small for real step state.
 app.use(express.json({ limit: "10mb" }));
@@ -255,7 +279,7 @@ app.use(
     client: inngest,
     functions: [
       threeSteps, parallel, sleeper, flaky, nonRetriable, alwaysFails, proOnly, wildcard,
-      waiter, waiterIf, cancellable, child, invoker, crossInvoker,
+      waiter, waiterIf, cancellable, child, invoker, crossInvoker, limitedChild, fanInvoker,
     ],
   }),
 );
