@@ -1,0 +1,57 @@
+"""Send events from the application's own transaction: `pgqueue.send_event(conn, name, data)`.
+
+A thin wrapper over the SQL API (`pgqueue.send_event`, `pgqueue.send_events`, see docs/sql.md)
+that runs on the caller's psycopg connection, so the event commits or rolls back with the
+caller's own writes. Works with sync and async psycopg 3 connections (and cursors), behind
+PgBouncer in transaction mode too: one statement, no session state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor
+from psycopg.types.json import Jsonb
+
+_ONE = "SELECT pgqueue.send_event(%s, %s, %s, %s)"
+_MANY = "SELECT pgqueue.send_events(%s)"
+
+
+def _one_args(name: str, data: dict[str, Any] | None, id: str | None, ts: datetime | None) -> tuple[Any, ...]:
+    return (name, Jsonb(data if data is not None else {}), id, ts)
+
+
+def send_event(
+    conn: Connection[Any] | Cursor[Any], name: str, data: dict[str, Any] | None = None, *,
+    id: str | None = None, ts: datetime | None = None,
+) -> str:
+    """Store one event in the caller's transaction; returns its id. Raises psycopg's
+    InvalidParameterValue / ProgramLimitExceeded with a message naming the problem."""
+    row = conn.execute(_ONE, _one_args(name, data, id, ts)).fetchone()
+    assert row is not None
+    return str(row[0] if not isinstance(row, dict) else next(iter(row.values())))
+
+
+def send_events(conn: Connection[Any] | Cursor[Any], events: Sequence[dict[str, Any]]) -> list[str]:
+    """Store several events ({name, data, id, ts (ms), user, v}) in the caller's transaction."""
+    rows = conn.execute(_MANY, (Jsonb(list(events)),)).fetchall()
+    return [str(r[0] if not isinstance(r, dict) else next(iter(r.values()))) for r in rows]
+
+
+async def send_event_async(
+    conn: AsyncConnection[Any] | AsyncCursor[Any], name: str, data: dict[str, Any] | None = None, *,
+    id: str | None = None, ts: datetime | None = None,
+) -> str:
+    cur = await conn.execute(_ONE, _one_args(name, data, id, ts))
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0] if not isinstance(row, dict) else next(iter(row.values())))
+
+
+async def send_events_async(
+    conn: AsyncConnection[Any] | AsyncCursor[Any], events: Sequence[dict[str, Any]]
+) -> list[str]:
+    cur = await conn.execute(_MANY, (Jsonb(list(events)),))
+    return [str(r[0] if not isinstance(r, dict) else next(iter(r.values()))) for r in await cur.fetchall()]
