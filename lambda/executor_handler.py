@@ -4,24 +4,30 @@ Events it takes:
 - the EventBridge schedule (Scheduler with input {"action": "tick"}, or a classic rule's
   "Scheduled Event" from source aws.events): run one tick;
 - a kick from the API ({"action": "kick"}, asynchronous invoke): the same tick, sooner;
+- a hand-over from an executor whose budget ended with work due now or within a minute
+  ({"action": "kick", "hop": n}): the same tick; chains stop after PGQUEUE_WAKE_MAX_HOPS hops;
 - {"action": "migrate"}: apply the schema migrations (the Terraform stack invokes it on apply).
 
 A tick does all due work (cron, rescue, queue) within the invocation's remaining time minus a
 safety margin, then releases every lease it still holds before returning, so an invocation that
-runs out of time never strands work: the next tick or kick continues it. The pool and event loop
-live at module level and are reused by warm invocations.
+runs out of time never strands work: its successor (invoked before it returns), the next tick or a
+kick continues it. While work comes due within PGQUEUE_TICK_LINGER_S (60 s on Lambda), one
+executor stays up for it, so sleeps, retries and wait timeouts are not rounded up to the schedule.
+The pool and event loop live at module level and are reused by warm invocations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import time
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import aws, tick
+from pgqueue import aws, kick, tick
 from pgqueue.db import migrate
 from pgqueue.db.pool import open_pool
 
@@ -30,10 +36,12 @@ SAFETY_MARGIN_S = 5.0
 DEFAULT_BUDGET_S = 60.0  # when the context does not say (local calls)
 SCHEDULE_SOURCES = ("aws.events", "aws.scheduler")
 
+log = logging.getLogger("pgqueue.executor")
 settings = aws.lambda_settings()
 pool_opens = 0
 _pool: AsyncConnectionPool | None = None
 _loop = asyncio.new_event_loop()
+_invoke: kick.Invoke | None = None
 
 
 def action_of(event: Any) -> str:
@@ -84,6 +92,29 @@ async def _tick(deadline: float) -> tick.TickResult:
     )
 
 
+def hop_of(event: dict[str, Any]) -> int:
+    hop = event.get("hop", 0)
+    return hop if isinstance(hop, int) and not isinstance(hop, bool) and hop >= 0 else 0
+
+
+def hand_over(outcome: tick.TickResult, hop: int) -> bool:
+    """Invoke the next executor when this one's budget ended with work due soon. Never raises."""
+    global _invoke
+    if not outcome.successor_needed(settings.tick_linger_s) or hop >= settings.wake_max_hops:
+        return False
+    target = settings.kick_function or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    if _invoke is None:
+        _invoke = kick.boto3_invoke()
+    if not target or _invoke is None:
+        return False
+    try:
+        _invoke(target, json.dumps({"action": "kick", "hop": hop + 1}).encode())
+    except Exception as exc:
+        log.warning("invoking the next executor failed (the schedule will pick the work up): %s", exc)
+        return False
+    return True
+
+
 def handler(event: Any, context: Any) -> dict[str, Any]:
     action = action_of(event)
     if action == "migrate":
@@ -92,4 +123,5 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         return {"action": action, "version": result.version, "applied": list(result.applied)}
     deadline = time.monotonic() + budget_s(context)
     outcome = _loop.run_until_complete(_tick(deadline))
-    return {"action": action, **outcome.to_dict()}
+    hop = hop_of(event)
+    return {"action": action, **outcome.to_dict(), "hop": hop, "handed_over": hand_over(outcome, hop)}

@@ -19,6 +19,9 @@ from pgqueue.errors import ConfigError
 from pgqueue.settings import Settings
 
 SECRET_ARN = "PGQUEUE_SECRET_ARN"
+# On Lambda an executor stays up for work due within a minute (the schedule's period), so sleeps,
+# retries and timeouts do not wait for the next scheduled tick; see pgqueue/tick.py.
+LAMBDA_DEFAULTS = {"PGQUEUE_TICK_LINGER_S": "60"}
 SSM_PARAMETER = "PGQUEUE_SSM_PARAMETER"
 
 
@@ -61,7 +64,7 @@ def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Production-mode settings behind a pooler (RDS Proxy / PgBouncer): the Lambda path always
     polls and never prepares statements on the server."""
     env = dict(os.environ if environ is None else environ)
-    merged = {**secret_environment(env), **{k: v for k, v in env.items() if v != ""}}
+    merged = {**LAMBDA_DEFAULTS, **secret_environment(env), **{k: v for k, v in env.items() if v != ""}}
     settings = Settings.from_env(merged, mode="serve", pooler=True)
     if not settings.database_url:
         raise ConfigError(f"no database configured: set DATABASE_URL, {SECRET_ARN} or {SSM_PARAMETER}")

@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     tick.add_argument("--signing-key", help="hex signing key (default $PGQUEUE_SIGNING_KEY)")
     tick.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
                       help="stop claiming work after this long (default 60)")
-    tick.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
-                      help="keep going while work comes due within this long (default 0: stop when idle)")
+    tick.add_argument("--linger", type=float, default=None, metavar="SECONDS",
+                      help="keep going while work comes due within this long "
+                           "(default $PGQUEUE_TICK_LINGER_S or 0: stop when idle)")
     tick.add_argument("--metrics", metavar="NAME",
                       help="print a CloudWatch EMF line with dimension FunctionName=NAME")
     return parser

@@ -48,6 +48,8 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_ALLOW_LINK_LOCAL": ("allow_link_local", bool),
     "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
+    "PGQUEUE_TICK_LINGER_S": ("tick_linger_s", float),
+    "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
 }
 
 
@@ -94,6 +96,12 @@ class Settings:
     # Serverless: the executor Lambda the API kicks (async invoke) after accepting events.
     kick_function: str | None = None
     kick_debounce_ms: int = 1000
+    # Serverless: a tick keeps going while work comes due within this many seconds (one executor
+    # at a time lingers), and an executor whose budget ends first invokes its successor, at most
+    # wake_max_hops times in a row; the schedule starts a new chain. 0: stop when nothing is due
+    # (timers then wait for the next scheduled tick). The Lambda handlers default it to 60.
+    tick_linger_s: float = 0.0
+    wake_max_hops: int = 100
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TextIO
@@ -54,6 +55,7 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 _POLL_S = 0.2
+_LINGER_POLL_S = 1.0  # how often a lingering executor looks for new events
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,12 @@ class TickResult:
     oldest_due_age_s: float
     idle: bool  # stopped because nothing was due (False: the budget ran out first)
     duration_s: float
+    next_wake_in_s: float | None = None  # the next queue item or cron slot (negative: overdue)
+
+    def successor_needed(self, linger_s: float) -> bool:
+        """The budget ran out with work due now or within linger_s: a serverless executor should
+        invoke its successor rather than leave the work to the next scheduled tick."""
+        return not self.idle and self.next_wake_in_s is not None and self.next_wake_in_s <= linger_s
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +93,7 @@ async def run_tick(
     settings: Settings | None = None,
     now: datetime | None = None,
     grace_s: float | None = None,
-    linger_s: float = 0.0,
+    linger_s: float | None = None,
     metrics_name: str | None = None,
     metrics_stream: TextIO | None = None,
 ) -> TickResult:
@@ -96,7 +104,9 @@ async def run_tick(
     now: the cron clock (tests inject it); queue times are the database's.
     grace_s: the tail of the budget in which nothing new is claimed, so calls in flight can end
     (default: a quarter of the budget, at most 10 s).
-    linger_s: keep going while an item comes due within this many seconds (0: stop when idle).
+    linger_s: keep going while an item or cron slot comes due within this many seconds (default
+    settings.tick_linger_s; 0: stop when idle). One executor at a time lingers, looking for new
+    events every second.
     metrics_name: when set, print one CloudWatch EMF line with the queue metrics, dimension
     FunctionName=<metrics_name>.
     """
@@ -109,8 +119,9 @@ async def run_tick(
     else:
         pool = target
     services = Services(cfg, pool)
+    linger = cfg.tick_linger_s if linger_s is None else linger_s
     try:
-        result = await _tick(services, started, budget_s, now=now, grace_s=grace_s, linger_s=linger_s)
+        result = await _tick(services, started, budget_s, now=now, grace_s=grace_s, linger_s=linger)
     finally:
         await services.client.aclose()
         if own_pool:
@@ -142,6 +153,9 @@ async def _tick(
     events_seen = runs_created = claimed = 0
     idle = False
     fruitless = 0  # rounds in a row where items were due but none could be claimed (flow control)
+    announced = False  # told kickers this executor stopped looking (executor_kicks.scan_ended_at)
+    me = uuid.uuid4()  # this tick's claim on lingering
+    lingered = False
     try:
         while time.monotonic() < claim_until:
             drained = await services.runner.drain()
@@ -149,6 +163,8 @@ async def _tick(
             runs_created += drained.runs_created
             got = (await worker.run_once()).claimed
             claimed += got
+            if got or drained.events_seen:
+                announced = False
             if got:
                 fruitless = 0
                 continue
@@ -161,17 +177,36 @@ async def _tick(
                 continue
             if drained.events_seen:
                 continue
+            if not announced:
+                # From here on kicks go out again; then look once more, because events committed
+                # before this mark had their kicks skipped on the understanding that we would.
+                async with services.pool.connection() as conn:
+                    await store.scan_ended(conn)
+                announced = True
+                continue
             async with services.pool.connection() as conn:
-                due_in = await queue.next_due_in(conn)
-            if due_in is None or due_in > min(linger_s, left):
+                wake_in = await store.next_wake_in(conn)
+            left = claim_until - time.monotonic()
+            if wake_in is None or wake_in > max(linger_s, 0.0):
                 idle = True
                 break
-            if due_in <= 0:
+            if wake_in > left:
+                break  # due soon, but after this budget: not idle, the successor takes it
+            if wake_in <= 0:
                 fruitless += 1
                 if fruitless >= 3:  # due but not claimable now (concurrency, throttle): not our work
                     idle = True
                     break
-            await asyncio.sleep(min(max(due_in, _POLL_S if due_in <= 0 else 0.01), max(left, 0)))
+                await services.cron.run_once(now)  # a cron slot may be what is due
+                await asyncio.sleep(min(_POLL_S, max(left, 0)))
+                continue
+            # Work comes due within linger_s: one executor stays up for it, polling for new events.
+            async with services.pool.connection() as conn:
+                if not await store.claim_linger(conn, me, wake_in + _LINGER_POLL_S * 2):
+                    idle = True  # another executor is lingering for it
+                    break
+            lingered = True
+            await asyncio.sleep(min(wake_in, _LINGER_POLL_S, max(left, 0)))
         # Stage two: no new claims; calls in flight get the rest of the budget.
         tasks = [task for _, task in worker.inflight.values()]
         if tasks:
@@ -184,6 +219,10 @@ async def _tick(
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
+    async with services.pool.connection() as conn:
+        if lingered:
+            await store.release_linger(conn, me)
+        next_wake = await store.next_wake_in(conn)
     async with services.pool.connection() as conn:
         m = await store.queue_metrics(conn)
     return TickResult(
@@ -201,6 +240,7 @@ async def _tick(
         oldest_due_age_s=round(float(m["oldest_due_age_s"]), 3),
         idle=idle,
         duration_s=round(time.monotonic() - started, 3),
+        next_wake_in_s=None if next_wake is None else round(next_wake, 3),
     )
 
 

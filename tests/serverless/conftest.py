@@ -168,3 +168,29 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def slow_app() -> Iterator[str]:
+    """An SDK endpoint that never answers within a short invocation."""
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            release.wait(30)
+            self.send_response(500)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="slow-app", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/inngest"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

@@ -5,12 +5,8 @@ kicks only when configured, secrets from Secrets Manager, and the executor's act
 from __future__ import annotations
 
 import base64
-import copy
 import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -350,32 +346,6 @@ def test_the_tick_publishes_emf_metrics(
 
 
 # -- leases are handed back when the invocation runs out of time -----------------------------------
-
-
-@pytest.fixture
-def slow_app() -> Iterator[str]:
-    """An SDK endpoint that never answers within a short invocation."""
-    release = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            release.wait(30)
-            self.send_response(500)
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="slow-app", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api/inngest"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
 
 
 def test_leases_held_at_the_deadline_are_released(

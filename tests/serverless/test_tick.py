@@ -41,6 +41,7 @@ def test_a_sleeping_function_completes_through_executor_invocations_only(
             "PGQUEUE_EVENT_KEYS": EVENT_KEY,
             "PGQUEUE_BACKOFF_SCALE": "0.002",
             "PGQUEUE_ALLOW_LOOPBACK": "1",
+            "PGQUEUE_TICK_LINGER_S": "0",  # each invocation stops when idle: the sleep spans two
         }.items():
             monkeypatch.setenv(key, value)
         executor = handlers("executor_handler")
