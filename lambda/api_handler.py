@@ -10,6 +10,7 @@ event loop is kept at module level too, since the pool belongs to the loop that 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from mangum import Mangum
@@ -41,7 +42,27 @@ app = create_app(settings, run_services=False, open_pool_lazily=_open_pool)
 _mangum = Mangum(app, lifespan="off")
 
 
+def fit(event: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """A response too large for Lambda (6 MB as serialized JSON) becomes a 413 that says so,
+    instead of the gateway's opaque 502."""
+    limit = settings.max_api_response_bytes
+    size = len(json.dumps(response))
+    if limit is None or size <= limit:
+        return response
+    body = json.dumps({
+        "error": "ResponseTooLarge",
+        "message": f"the answer is {size} bytes and AWS Lambda returns at most {limit} "
+                   "(PGQUEUE_MAX_API_RESPONSE_BYTES): ask for less (a smaller `limit`), or run the API "
+                   "in a container",
+    })
+    fitted: dict[str, Any] = {"statusCode": 413, "headers": {"content-type": "application/json"},
+                              "body": body, "isBase64Encoded": False}
+    if "elb" in (event.get("requestContext") or {}):
+        fitted["statusDescription"] = "413 Payload Too Large"
+    return fitted
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # Mangum runs the request on asyncio.get_event_loop(): make that this container's loop.
     asyncio.set_event_loop(_loop)
-    return _mangum(event, context)
+    return fit(event, _mangum(event, context))

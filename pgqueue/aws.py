@@ -21,7 +21,10 @@ from pgqueue.settings import Settings
 SECRET_ARN = "PGQUEUE_SECRET_ARN"
 # On Lambda an executor stays up for work due within a minute (the schedule's period), so sleeps,
 # retries and timeouts do not wait for the next scheduled tick; see pgqueue/tick.py.
-LAMBDA_DEFAULTS = {"PGQUEUE_TICK_LINGER_S": "60"}
+# A synchronous Lambda response is at most 6 MB (6,291,456 bytes) as serialized JSON.
+LAMBDA_RESPONSE_LIMIT = 6_291_456
+LAMBDA_DEFAULTS = {"PGQUEUE_TICK_LINGER_S": "60",
+                   "PGQUEUE_MAX_API_RESPONSE_BYTES": str(LAMBDA_RESPONSE_LIMIT - 4096)}
 SSM_PARAMETER = "PGQUEUE_SSM_PARAMETER"
 
 

@@ -49,6 +49,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
     "PGQUEUE_TICK_LINGER_S": ("tick_linger_s", float),
+    "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
 }
 
@@ -102,6 +103,10 @@ class Settings:
     # (timers then wait for the next scheduled tick). The Lambda handlers default it to 60.
     tick_linger_s: float = 0.0
     wake_max_hops: int = 100
+    # The largest HTTP response the API can return, serialized (AWS Lambda: 6 MB including the
+    # JSON envelope; the Lambda handlers set it). Larger answers become a 413 with a message, and
+    # the executor fails a run whose state the SDK could no longer fetch (StateTooLarge).
+    max_api_response_bytes: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

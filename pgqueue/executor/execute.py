@@ -28,6 +28,7 @@ class Executor:
         backoff_scale: float = 1.0,
         max_response_bytes: int = 16 * 1024 * 1024,
         call_timeout_s: float = 7200.0,
+        max_api_response_bytes: int | None = None,
     ) -> None:
         self.pool = pool
         self.client = client
@@ -36,6 +37,7 @@ class Executor:
         self.signing_keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
         self.max_response_bytes = max_response_bytes
         self.call_timeout_s = call_timeout_s
+        self.max_api_response_bytes = max_api_response_bytes
         self.applier = Applier(backoff_scale=backoff_scale)
         self.completions = completion.CompletionBatcher(pool)
 
@@ -55,7 +57,11 @@ class Executor:
                 )
 
         try:
-            request = invoke.build(item, ctx, signing_key=self.signing_key)
+            request = invoke.build(item, ctx, signing_key=self.signing_key,
+                                   max_api_response_bytes=self.max_api_response_bytes)
+        except invoke.StateTooLarge as exc:  # it only grows: no retry can fix that
+            error = {"name": "StateTooLarge", "message": str(exc)}
+            return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)
         except ValueError as exc:  # the synced URL cannot be parsed: no retry can fix that
             error = {"name": "AppUnreachable", "message": f"the app URL {ctx['url']!r} is not valid: {exc}"}
             return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)

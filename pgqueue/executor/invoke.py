@@ -7,6 +7,7 @@ executor never raises past this module for anything the app does.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,19 @@ def with_step_id(url: str, step_id: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def build(item: QueueItem, ctx: dict[str, Any], *, signing_key: str | None, env: str = "dev") -> CallRequest:
+class StateTooLarge(Exception):
+    """The run's state no longer fits what the SDK can fetch from this deployment's API."""
+
+
+def _embedded_size(value: Any) -> int:
+    """The size of `value`'s JSON as the body string of a Lambda response (quotes escaped)."""
+    return len(json.dumps(canonical.canonical_bytes(value).decode()))
+
+
+def build(
+    item: QueueItem, ctx: dict[str, Any], *, signing_key: str | None, env: str = "dev",
+    max_api_response_bytes: int | None = None,
+) -> CallRequest:
     events: list[dict[str, Any]] = list(ctx["events"])
     step_pairs: list[list[Any]] = list(ctx["steps"])
     steps = {step_id: memo for step_id, memo in step_pairs}
@@ -75,6 +88,15 @@ def build(item: QueueItem, ctx: dict[str, Any], *, signing_key: str | None, env:
     if len(body) > MAX_REQUEST_BODY:
         use_api = True
         body_ctx["use_api"] = True
+        if max_api_response_bytes is not None:
+            for what, part in (("step outputs", steps), ("events", events)):
+                size = _embedded_size(part)
+                if size > max_api_response_bytes:
+                    raise StateTooLarge(
+                        f"the run's {what} take {size} bytes as an API response, and this deployment's API "
+                        f"answers at most {max_api_response_bytes} bytes (PGQUEUE_MAX_API_RESPONSE_BYTES; "
+                        "AWS Lambda's response limit is 6 MB): keep step outputs small (store large data "
+                        "elsewhere and return a reference), or run the API in a container")
         payload.update(events=[], steps={}, use_api=True)
         body = canonical.canonical_bytes(payload)
         log.info("run %s: state too large for the request body; the SDK fetches it (use_api)", ctx["id"])

@@ -7,12 +7,14 @@ app, or a scripted one); only the Lambda Invoke API is a loopback stand-in (`fak
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from pgqueue.executor import signing
 from tests.compat.conftest import (
     EVENT_KEY,
     PY_APP_FUNCTIONS,
@@ -28,6 +30,7 @@ from tests.serverless.test_handlers import (
     CTX,
     app_body,
     function,
+    http_v2,
     register_event,
     rows,
 )
@@ -134,3 +137,29 @@ def test_a_step_longer_than_the_invocation_fails_with_a_named_error(
     assert sum(r["items_released"] for r in results) == 5
     attempts = rows(lambda_env["DATABASE_URL"], "SELECT max(attempt) AS a FROM pgqueue.queue_items")
     assert attempts == [{"a": None}]  # the run ended: its items are gone
+
+
+def test_state_too_large_for_a_lambda_response_fails_the_run_with_a_clear_error(
+    sdk_stack: tuple[Server, App], handlers: Any
+) -> None:
+    """Two 3.5 MB step outputs: the next call's state (7 MB) no longer fits a request, so the SDK
+    would fetch it from /v0/runs/{id}/actions — an answer AWS Lambda cannot return (6 MB). The
+    run fails with StateTooLarge naming the limit, instead of the SDK failing on a 502 each try;
+    the API answers the oversized route with a 413 that says why."""
+    server, app = sdk_stack
+    executor = handlers("executor_handler")
+    api = handlers("api_handler")
+    event_id = server.send("compat/big", {"size": 3_500_000})
+    for _ in range(5):
+        executor.handler(fixture("kick"), LambdaContext(remaining_ms=30_000))
+        [run] = server.runs_for(event_id)
+        if run["status"] not in ("Queued", "Running"):
+            break
+    assert run["status"] == "Failed", run
+    assert run["error"]["name"] == "StateTooLarge" and "6 MB" in run["error"]["message"], run["error"]
+    assert app.count(run["run_id"], "last") == 0
+    headers = {"authorization": f"Bearer {signing.hashed_key(SIGNING_KEY)}"}
+    response = api.handler(http_v2("GET", f"/v0/runs/{run['run_id']}/actions", headers=headers), CTX)
+    assert response["statusCode"] == 413, response["statusCode"]
+    assert "PGQUEUE_MAX_API_RESPONSE_BYTES" in json.loads(response["body"])["message"]
+    assert len(json.dumps(response)) < 6_291_456
