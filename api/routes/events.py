@@ -61,3 +61,10 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
         # Serverless: start the executor now rather than at its next scheduled tick (debounced).
         await kicker.maybe_kick(deps.pool(request))
     return JSONResponse({"ids": [e.id for e in parsed], "status": 200})
+
+
+@router.post("/e/", include_in_schema=False)
+async def send_events_without_a_key(request: Request) -> JSONResponse:
+    """An SDK with INNGEST_EVENT_KEY set to "" posts to /e/ (the Python SDK's step.send_event and
+    client.send do): accepted in dev mode like any key, refused in production like a wrong key."""
+    return await send_events("", request)

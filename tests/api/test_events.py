@@ -194,6 +194,17 @@ async def test_serve_mode_refuses_an_unknown_event_key(serve_api: Api) -> None:
     assert await serve_api.counts() == {"events": 1, "event_inbox": 1, "event_dedupe": 0}
 
 
+async def test_an_empty_event_key_is_any_key_in_dev_and_a_wrong_one_in_production(
+    api: Api, serve_api: Api
+) -> None:
+    """The Python SDK with INNGEST_EVENT_KEY="" posts to /e/ (step.send_event, client.send)."""
+    resp = await post(api, {"name": "shop/order.created"}, key="")
+    assert resp.status_code == 200 and len(resp.json()["ids"]) == 1, resp.text
+    resp = await post(serve_api, {"name": "shop/order.created"}, key="")
+    assert resp.status_code == 401 and resp.json() == {"error": "Event key not found", "status": 401}
+    assert (await serve_api.counts())["events"] == 1  # the dev server's only (one database)
+
+
 async def test_valid_events_are_stored_in_order_with_their_ids(api: Api) -> None:
     sent = [
         {

@@ -363,6 +363,44 @@ async def cross_invoker(ctx: inngest.Context) -> Any:
     return {"result": result}
 
 
+@client.create_function(fn_id="sender", trigger=inngest.TriggerEvent(event="compat/send"), retries=2)
+async def sender(ctx: inngest.Context) -> Any:
+    """step.send_event, then a failure on the first attempt: the retry must not send again."""
+    tag = ctx.event.data.get("tag")
+    ids = await ctx.step.send_event("emit", [inngest.Event(name="compat/three", data={"echo": tag})])
+    if ctx.attempt == 0:
+        record(ctx.run_id, "fail-once")
+        raise RuntimeError("fail after sending, once")
+    return {"ids": ids}
+
+
+@client.create_function(fn_id="sleep-until", trigger=inngest.TriggerEvent(event="compat/sleep-until"))
+async def sleep_until(ctx: inngest.Context) -> Any:
+    until = datetime.datetime.fromisoformat(ctx.event.data["until"])
+    await ctx.step.sleep_until("nap", until)
+
+    async def after() -> float:
+        record(ctx.run_id, "after")
+        return time.time()
+
+    return {"woke": await ctx.step.run("after", after)}
+
+
+@client.create_function(fn_id="retry-after", trigger=inngest.TriggerEvent(event="compat/retry-after"), retries=2)
+async def retry_after(ctx: inngest.Context) -> Any:
+    async def flaky_call() -> str:
+        if record(ctx.run_id, "call") == 1:
+            raise inngest.RetryAfterError("rate limited upstream", datetime.timedelta(seconds=2))
+        return "ok"
+
+    return await ctx.step.run("call", flaky_call)
+
+
+@client.create_function(fn_id="cron-tz", trigger=inngest.TriggerCron(cron="TZ=Asia/Kolkata 30 9 * * *"))
+async def cron_tz(ctx: inngest.Context) -> str:
+    return "namaste"
+
+
 app = fastapi.FastAPI()
 
 
@@ -377,6 +415,6 @@ inngest.fast_api.serve(
     client,
     [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
      idempotent, singleton_skip, singleton_cancel, finish_timeout, unstorable,
-     limited_child, fan_invoker, cross_invoker],
+     limited_child, fan_invoker, cross_invoker, sender, sleep_until, retry_after, cron_tz],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )
