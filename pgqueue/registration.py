@@ -35,6 +35,7 @@ MAX_RETRIES = 20
 MAX_ID_LENGTH = 256
 MAX_EVENT_NAME_LENGTH = 512
 MAX_CRON_LENGTH = 256
+MAX_CRON_JITTER_S = 300.0  # Inngest accepts a cron `jitter` of 1s..5m
 DEFAULT_RETRIES = 4
 
 # Flow-control bounds. Limits are stored as integers; these keep every derived quantity (GCRA
@@ -128,6 +129,8 @@ def _trigger(raw: Any, where: str) -> Trigger:
     if (event is None) == (cron is None):
         raise InvalidInput(f"{where} needs exactly one of `event` or `cron`")
     if event is not None:
+        if raw.get("jitter") is not None:
+            raise InvalidInput(f"{where}: `jitter` applies to cron triggers only")
         if not event or len(event) > MAX_EVENT_NAME_LENGTH:
             raise InvalidInput(f"{where}: event name must be 1..{MAX_EVENT_NAME_LENGTH} characters")
         if "*" in event and not (event.endswith("/*") or event.endswith(".*") or event == "*"):
@@ -146,7 +149,10 @@ def _trigger(raw: Any, where: str) -> Trigger:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise InvalidInput(f"{where}: unknown time zone {tz!r} in cron {cron!r}") from None
-    return Trigger(cron=cron)
+    jitter = _duration(raw.get("jitter"), f"{where} jitter")
+    if jitter is not None and not SECOND <= parse_duration(jitter) <= MAX_CRON_JITTER_S:
+        raise InvalidInput(f"{where} jitter: {raw['jitter']!r} must be between 1s and 5m")
+    return Trigger(cron=cron, jitter=jitter)
 
 
 _CONCURRENCY_FIELDS = ("limit", "key", "scope")
@@ -376,7 +382,7 @@ def _section(section: dict[str, Any], fields: dict[str, _Field], where: str) -> 
 
 def _trigger_dict(t: Trigger) -> dict[str, Any]:
     if t.cron:
-        return {"cron": t.cron}
+        return {"cron": t.cron, "jitter": t.jitter} if t.jitter else {"cron": t.cron}
     out: dict[str, Any] = {"event": t.event}
     if t.expression:
         out["expression"] = t.expression

@@ -84,6 +84,15 @@ BAD_REGISTRATIONS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("bad-cron-range", with_triggers({"cron": "61 * * * *"}), ("invalid cron '61 * * * *'",)),
     ("bad-cron-six-fields", with_triggers({"cron": "0 * * * * *"}), ("invalid cron",)),
     ("bad-cron-time-zone", with_triggers({"cron": "TZ=Mars/Olympus 0 9 * * *"}), ("unknown time zone",)),
+    ("cron-jitter-too-long", with_triggers({"cron": "* * * * *", "jitter": "10m"}), ("between 1s and 5m",)),
+    ("cron-jitter-zero", with_triggers({"cron": "* * * * *", "jitter": "0s"}), ("between 1s and 5m",)),
+    ("cron-jitter-bad", with_triggers({"cron": "* * * * *", "jitter": "soon"}), ("jitter", "'soon'")),
+    ("event-trigger-jitter", with_triggers({"event": "shop/a", "jitter": "5s"}), ("cron triggers only",)),
+    (
+        "duplicate-cron-other-jitter",
+        with_triggers({"cron": "0 * * * *", "jitter": "5s"}, {"cron": "0 * * * *", "jitter": "9s"}),
+        ("duplicate trigger",),
+    ),
     (
         "eleven-triggers",
         with_triggers(*({"event": f"shop/e{i}"} for i in range(11))),
@@ -320,6 +329,14 @@ async def test_flow_control_settings_within_bounds_are_stored_as_given(api: Api)
     for name in ("throttle", "rateLimit", "debounce", "priority", "timeouts"):
         assert fns["shop-flow"][name] == settings[name], name
     assert fns["shop-batch"]["batchEvents"] == batched["batchEvents"]
+
+
+async def test_cron_jitter_is_stored_with_its_trigger(api: Api) -> None:
+    triggers = [{"cron": "TZ=Europe/Paris 0 * * * *", "jitter": "30s"}, {"cron": "*/5 * * * *"}]
+    resp = await register(api, register_body(function("shop-hourly", *triggers)))
+    assert resp.status_code == 200, resp.text
+    [config] = [r["config"] for r in await api.rows("SELECT config FROM pgqueue.functions")]
+    assert config["triggers"] == triggers
 
 
 async def test_valid_registration_is_stored_with_triggers(api: Api) -> None:
