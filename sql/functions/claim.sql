@@ -9,8 +9,8 @@
 -- Default bound: a function's items are admitted while fewer than p_fn_default_limit of its
 -- items are leased (counted once per claim; not serialised, so concurrent claims may overshoot it by
 -- at most their batch sizes: it is a guard against runaway fan-out, not an exact limit).
--- Throttle: the first call of a run with a throttle key must pass GCRA (throttle_admit_v2);
--- otherwise its run_at moves to when it may start (delayed, never dropped).
+-- Throttle: the first call of a run with a throttle key must pass GCRA; otherwise its run_at
+-- moves to when it may start (delayed, never dropped).
 -- Each lease (token + expiry from the database clock) is committed before any work starts.
 DROP FUNCTION IF EXISTS pgqueue.claim_v1(text, integer, integer);
 CREATE OR REPLACE FUNCTION pgqueue.claim_v1(
