@@ -101,6 +101,7 @@ class Trigger:
     event: str | None = None
     expression: str | None = None
     cron: str | None = None
+    jitter: str | None = None  # cron only: each tick's run starts up to this long after its slot
 
     @property
     def name_prefix(self) -> str | None:

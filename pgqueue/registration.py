@@ -3,6 +3,11 @@
 Both official SDKs are accommodated: JSON keys match case-insensitively (Python sends `appname`),
 null and missing fields are the same, durations carry s/m/h/d/w units, and `concurrency` may be a
 number, an object or a list. Every problem is reported with the function and field it concerns.
+
+Flow-control settings are checked here, once, rather than warned about at run time: a setting
+pgqueue does not understand (an unknown field, the `{fn, step}` concurrency form, a zero limit or
+period) is refused with a 400 instead of silently running the function without that limit.
+Bounds follow Inngest's where it has them (docs/flow-control.md lists them).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from croniter import croniter
@@ -29,7 +35,17 @@ MAX_RETRIES = 20
 MAX_ID_LENGTH = 256
 MAX_EVENT_NAME_LENGTH = 512
 MAX_CRON_LENGTH = 256
+MAX_CRON_JITTER_S = 300.0  # Inngest accepts a cron `jitter` of 1s..5m
 DEFAULT_RETRIES = 4
+
+# Flow-control bounds. Limits are stored as integers; these keep every derived quantity (GCRA
+# emission and tolerance in microseconds, batch sizes) far inside its column's range.
+MAX_CONCURRENCY_LIMIT = 100_000
+MAX_RATE_LIMIT = 1_000_000  # throttle and rateLimit `limit`
+MAX_THROTTLE_BURST = 10_000
+MAX_BATCH_SIZE = 10_000
+SECOND = 1.0
+DAY = 86_400.0
 
 
 def lower_keys(value: Any) -> Any:
@@ -113,6 +129,8 @@ def _trigger(raw: Any, where: str) -> Trigger:
     if (event is None) == (cron is None):
         raise InvalidInput(f"{where} needs exactly one of `event` or `cron`")
     if event is not None:
+        if raw.get("jitter") is not None:
+            raise InvalidInput(f"{where}: `jitter` applies to cron triggers only")
         if not event or len(event) > MAX_EVENT_NAME_LENGTH:
             raise InvalidInput(f"{where}: event name must be 1..{MAX_EVENT_NAME_LENGTH} characters")
         if "*" in event and not (event.endswith("/*") or event.endswith(".*") or event == "*"):
@@ -131,7 +149,14 @@ def _trigger(raw: Any, where: str) -> Trigger:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise InvalidInput(f"{where}: unknown time zone {tz!r} in cron {cron!r}") from None
-    return Trigger(cron=cron)
+    jitter = _duration(raw.get("jitter"), f"{where} jitter")
+    if jitter is not None and not SECOND <= parse_duration(jitter) <= MAX_CRON_JITTER_S:
+        raise InvalidInput(f"{where} jitter: {raw['jitter']!r} must be between 1s and 5m")
+    return Trigger(cron=cron, jitter=jitter)
+
+
+_CONCURRENCY_FIELDS = ("limit", "key", "scope")
+_CONCURRENCY_SHAPES = "a number, an object {limit, key?, scope?} or a list of at most 2 such objects"
 
 
 def _concurrency(raw: Any, where: str) -> list[dict[str, Any]]:
@@ -140,25 +165,43 @@ def _concurrency(raw: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         raw = [{"limit": raw}]
     elif isinstance(raw, dict):
+        if "fn" in raw or "step" in raw:
+            raise InvalidInput(
+                f"{where}: concurrency {{fn, step}} (separate run- and step-level limits) is not supported "
+                f"by pgqueue; concurrency must be {_CONCURRENCY_SHAPES}")
         raw = [raw]
     if not isinstance(raw, list):
-        raise InvalidInput(f"{where}: concurrency must be a number, an object or a list")
+        raise InvalidInput(f"{where}: concurrency must be {_CONCURRENCY_SHAPES}")
     if len(raw) > MAX_CONCURRENCY:
         raise InvalidInput(f"{where}: at most {MAX_CONCURRENCY} concurrency limits are allowed")
     out = []
     for i, entry in enumerate(raw):
         w = f"{where} concurrency[{i}]"
         if not isinstance(entry, dict):
-            raise InvalidInput(f"{w} must be an object")
+            raise InvalidInput(f"{w} must be an object {{limit, key?, scope?}}")
+        _known_fields(entry, _CONCURRENCY_FIELDS, w)
+        if entry.get("limit") is None:
+            raise InvalidInput(f"{w}: `limit` is required")
+        limit = _int(entry["limit"], f"{w} limit", minimum=1, maximum=MAX_CONCURRENCY_LIMIT)
         scope = entry.get("scope", "fn")
         if scope not in ("fn", "env", "account"):
-            raise InvalidInput(f"{w}: scope must be 'fn', 'env' or 'account'")
-        item: dict[str, Any] = {"limit": _int(entry.get("limit", 0), f"{w} limit", minimum=0), "scope": scope}
+            raise InvalidInput(f"{w}: scope must be 'fn', 'env' or 'account', got {scope!r}")
+        item: dict[str, Any] = {"limit": limit, "scope": scope}
         key = _expr(entry.get("key"), f"{w} key")
         if key:
             item["key"] = key
+        elif scope != "fn":
+            raise InvalidInput(f"{w}: a `key` is required for a limit of scope {scope!r} (as in Inngest)")
         out.append(item)
     return out
+
+
+def _known_fields(obj: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(obj) - set(known))
+    if unknown:
+        names = ", ".join(f"`{_CANONICAL.get(n, n)}`" for n in known)
+        raise InvalidInput(f"{where}: unknown field {', '.join(repr(u) for u in unknown)}; "
+                           f"pgqueue understands {names}")
 
 
 def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
@@ -208,15 +251,7 @@ def _function(raw: Any, index: int, app_url: str) -> FunctionSpec:
     concurrency = _concurrency(raw.get("concurrency"), where)
     if concurrency:
         config["concurrency"] = concurrency
-    for key, fields in (
-        ("throttle", {"limit": "int", "period": "duration!", "burst": "int", "key": "expr"}),
-        ("ratelimit", {"limit": "int", "period": "duration!", "key": "expr"}),
-        ("debounce", {"period": "duration!", "key": "expr", "timeout": "duration"}),
-        ("priority", {"run": "expr"}),
-        ("batchevents", {"maxsize": "int", "timeout": "duration!", "key": "expr", "if": "expr"}),
-        ("timeouts", {"start": "duration", "finish": "duration"}),
-        ("singleton", {"mode": "str", "key": "expr"}),
-    ):
+    for key, fields in _SECTIONS.items():
         section = raw.get(key)
         if section is None:
             continue
@@ -266,30 +301,88 @@ _CANONICAL = {
 }
 
 
-def _section(section: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Field:
+    kind: str  # "int", "duration", "expr" or "str"
+    required: bool = False
+    minimum: float | None = None  # ints: the value; durations: seconds
+    maximum: float | None = None
+
+
+_SECTIONS: dict[str, dict[str, _Field]] = {
+    "throttle": {
+        "limit": _Field("int", required=True, minimum=1, maximum=MAX_RATE_LIMIT),
+        "period": _Field("duration", required=True, minimum=SECOND, maximum=7 * DAY),
+        "burst": _Field("int", minimum=0, maximum=MAX_THROTTLE_BURST),  # 0 = the default, 1
+        "key": _Field("expr"),
+    },
+    "ratelimit": {
+        "limit": _Field("int", required=True, minimum=1, maximum=MAX_RATE_LIMIT),
+        "period": _Field("duration", required=True, minimum=SECOND, maximum=DAY),
+        "key": _Field("expr"),
+    },
+    "debounce": {
+        "period": _Field("duration", required=True, minimum=SECOND, maximum=7 * DAY),
+        "key": _Field("expr"),
+        "timeout": _Field("duration"),
+    },
+    "priority": {"run": _Field("expr")},
+    "batchevents": {
+        "maxsize": _Field("int", required=True, minimum=2, maximum=MAX_BATCH_SIZE),
+        "timeout": _Field("duration", required=True, minimum=SECOND),
+        "key": _Field("expr"),
+        "if": _Field("expr"),
+    },
+    "timeouts": {"start": _Field("duration"), "finish": _Field("duration")},
+    "singleton": {"mode": _Field("str"), "key": _Field("expr")},
+}
+
+
+def _seconds_text(seconds: float) -> str:
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _section(section: dict[str, Any], fields: dict[str, _Field], where: str) -> dict[str, Any]:
+    _known_fields(section, tuple(fields), where)
     out: dict[str, Any] = {}
-    for name, kind in fields.items():
+    for name, spec in fields.items():
         value = section.get(name)
         label = _CANONICAL.get(name, name)
-        if kind == "int":
-            if value is not None:
-                out[label] = _int(value, f"{where} {label}", minimum=0)
-        elif kind.startswith("duration"):
-            parsed = _duration(value, f"{where} {label}", required=kind.endswith("!"))
-            if parsed is not None:
-                out[label] = parsed
-        elif kind == "expr":
-            expr = _expr(value, f"{where} {label}")
+        w = f"{where} {label}"
+        if value is None:
+            if spec.required:
+                raise InvalidInput(f"{w} is required")
+            continue
+        if spec.kind == "int":
+            out[label] = _int(value, w, minimum=None if spec.minimum is None else int(spec.minimum),
+                              maximum=None if spec.maximum is None else int(spec.maximum))
+        elif spec.kind == "duration":
+            parsed = _duration(value, w, required=spec.required)
+            if parsed is None:
+                continue
+            seconds = parse_duration(parsed)
+            if spec.minimum is not None and seconds < spec.minimum:
+                raise InvalidInput(f"{w}: {value!r} is below the minimum of {_seconds_text(spec.minimum)}")
+            if spec.maximum is not None and seconds > spec.maximum:
+                raise InvalidInput(f"{w}: {value!r} is above the maximum of {_seconds_text(spec.maximum)}")
+            out[label] = parsed
+        elif spec.kind == "expr":
+            expr = _expr(value, w)
             if expr is not None:
                 out[label] = expr
-        elif value is not None:
+        else:
+            if not isinstance(value, str):
+                raise InvalidInput(f"{w} must be a string")
             out[label] = value
     return out
 
 
 def _trigger_dict(t: Trigger) -> dict[str, Any]:
     if t.cron:
-        return {"cron": t.cron}
+        return {"cron": t.cron, "jitter": t.jitter} if t.jitter else {"cron": t.cron}
     out: dict[str, Any] = {"event": t.event}
     if t.expression:
         out["expression"] = t.expression

@@ -10,6 +10,11 @@ several schedulers ticking at once never start the same slot twice.
 Time zones: a `TZ=Area/City ` or `CRON_TZ=Area/City ` prefix evaluates the fields in that zone
 (default UTC), so `TZ=Asia/Kolkata 30 9 * * *` fires at 04:00 UTC.
 
+Jitter: a cron trigger's `jitter` (1s..5m) delays each tick's run: the slot still fires (its
+event and run are created on time), and the run's first call is due `jitter_delay_s()` after the
+slot, a delay in [0, jitter] derived from the function and the slot, so every scheduler picks the
+same one. A tick fired late waits only what is left of its delay.
+
 Catch-up policy after downtime: when a tick finds that several slots of a schedule passed since it
 last fired (the scheduler, or every container and the executor schedule, were down), it fires the
 most recent missed slot once, as soon as it runs, and skips the older ones. A schedule never
@@ -21,6 +26,7 @@ first slot is the first one after the function was synced. Paused functions skip
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -33,9 +39,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import ids
 from pgqueue.db.notify import Wakeup
-from pgqueue.service import LoopService
+from pgqueue.durations import parse_duration
 from pgqueue.registration import split_cron
 from pgqueue.runner import starting, triggers
+from pgqueue.service import LoopService
 from pgqueue.store import cron as store
 from pgqueue.store import events
 
@@ -84,6 +91,21 @@ def latest_at_or_before(spec: str, now: datetime) -> datetime:
     base = now.astimezone(zone).replace(second=0, microsecond=0) + timedelta(seconds=1)
     prev: datetime = croniter(fields, base).get_prev(datetime)
     return prev.astimezone(UTC)
+
+
+def jitter_delay_s(function_id: Any, slot: datetime, jitter_s: float) -> float:
+    """The delay in [0, jitter_s] of one slot's run: uniform over slots, the same for every scheduler
+    (sha256 of function and slot, not Python's per-process hash()), whole milliseconds."""
+    digest = hashlib.sha256(f"{function_id}:{slot.astimezone(UTC).isoformat()}".encode()).digest()
+    return round(int.from_bytes(digest[:8], "big") / 2**64 * jitter_s, 3)
+
+
+def trigger_jitter_s(config: dict[str, Any], spec: str) -> float:
+    """The synced `jitter` of the cron trigger `spec`, in seconds (0 when it has none)."""
+    for trigger in config.get("triggers") or []:
+        if trigger.get("cron") == spec and trigger.get("jitter"):
+            return parse_duration(trigger["jitter"])
+    return 0.0
 
 
 def _after_or_never(spec: str, now: datetime) -> datetime:
@@ -179,23 +201,30 @@ class CronScheduler(LoopService):
         run_id = ids.new_ulid()
         if not await store.claim_tick(conn, row["function_id"], slot, spec, run_id=run_id):
             return 0, 0, caught_up  # another scheduler fired this slot
-        reason = await self._start_run(conn, row, slot, run_id)
+        reason = await self._start_run(conn, row, slot, run_id, now)
         if reason is not None:
             await store.skip_tick(conn, row["function_id"], slot, reason)
             return 0, 1, caught_up
         return 1, 0, caught_up
 
-    async def _start_run(self, conn: Any, row: dict[str, Any], slot: datetime, run_id: str) -> str | None:
-        """Create the slot's event and run, the way the runner starts event-triggered runs.
-        Returns why no run started, or None."""
+    async def _start_run(
+        self, conn: Any, row: dict[str, Any], slot: datetime, run_id: str, now: datetime
+    ) -> str | None:
+        """Create the slot's event and run, the way the runner starts event-triggered runs, its first
+        call delayed by the trigger's jitter. Returns why no run started, or None."""
         event_row = await events.insert_direct(
             conn,
             SCHEDULED_EVENT,
             {"cron": row["cron"], "fn_id": row["slug"], "scheduled_at": slot.isoformat()},
         )
         fn = {"function_id": row["function_id"], "config": row["config"], "retries": row["retries"]}
+        jitter_s = trigger_jitter_s(row["config"], row["cron"])
+        origin = starting.EVENT
+        if jitter_s > 0:
+            starts_at = slot + timedelta(seconds=jitter_delay_s(row["function_id"], slot, jitter_s))
+            origin = starting.Origin(delay_s=max((starts_at - now).total_seconds(), 0.0))
         _, reason = await starting.start_one(conn, fn, event_row["id"], triggers.event_object(event_row),
-                                             run_id=run_id)
+                                             run_id=run_id, origin=origin)
         return reason
 
     # -- service loop ---------------------------------------------------------------------------

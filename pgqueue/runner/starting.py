@@ -38,6 +38,8 @@ class Origin:
     correlation_id: str | None = None  # step.invoke: `<parent run>.<step>`
     replay_of: str | None = None
     event_ids: list[str] | None = None  # a replay of a batch keeps all of its events
+    # cron `jitter`: the run's first call waits this long (a debounce or batch window keeps its own time)
+    delay_s: float = 0.0
 
     @property
     def folds(self) -> bool:
@@ -86,6 +88,7 @@ class RunStarter:
             "max_attempts": fn["retries"] + 1,
             "correlation_id": origin.correlation_id,
             "replay_of": origin.replay_of,
+            "delay_s": origin.delay_s,
             **shape.fields(),
         }
         if origin.folds and (config.get("batchEvents") or config.get("debounce")):
@@ -110,7 +113,7 @@ class RunStarter:
                 return None
         self._buffer.append(run)
         self.last_run_id = run_id
-        self._follow_up(run_id, fn, event, 0.0)
+        self._follow_up(run_id, fn, event, origin.delay_s)
         return None
 
     async def _gate(

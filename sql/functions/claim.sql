@@ -115,7 +115,7 @@ BEGIN
             CONTINUE;
         END IF;
         IF cand.throttle_key IS NOT NULL THEN
-            wait_s := pgqueue.throttle_admit_v1(
+            wait_s := pgqueue.throttle_admit_v2(
                 cand.throttle_key, (cand.throttle ->> 'limit')::integer, (cand.throttle ->> 'period_ms')::bigint,
                 coalesce((cand.throttle ->> 'burst')::integer, 1), v_now);
             IF wait_s > 0 THEN

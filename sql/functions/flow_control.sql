@@ -34,7 +34,8 @@ BEGIN
 END
 $$;
 
--- pgqueue.throttle_admit_v1: GCRA on run starts. `burst` extra starts may happen at once.
+-- pgqueue.throttle_admit_v1: GCRA on run starts; `burst` starts at once. Superseded by
+-- throttle_admit_v2 (Inngest's limit + burst at once); kept for code from before it.
 CREATE OR REPLACE FUNCTION pgqueue.throttle_admit_v1(
     p_key text, p_limit integer, p_period_ms bigint, p_burst integer, p_now timestamptz DEFAULT NULL)
 RETURNS double precision
@@ -44,8 +45,9 @@ AS $$
     SELECT pgqueue.gcra_v1(p_key, p_limit, p_period_ms, greatest(p_burst, 1), coalesce(p_now, now()))
 $$;
 
--- pgqueue.rate_limit_admit_v1: GCRA on run creation: at most `limit` runs in any `period`;
--- false means the event is skipped (lossy by design).
+-- pgqueue.rate_limit_admit_v1: GCRA on run creation with a burst of `limit`, so it admits up to
+-- 2 * limit - 1 runs in a period (not the "at most limit" it was meant to); false means the event
+-- is skipped. Superseded by rate_limit_admit_v2; kept for code from before it.
 CREATE OR REPLACE FUNCTION pgqueue.rate_limit_admit_v1(
     p_key text, p_limit integer, p_period_ms bigint, p_now timestamptz DEFAULT NULL)
 RETURNS boolean
@@ -53,6 +55,75 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pgqueue.gcra_v1(p_key, p_limit, p_period_ms, p_limit, coalesce(p_now, now())) = 0
+$$;
+
+-- pgqueue.gcra_v2: GCRA on one key, in whole microseconds so decisions are exact. With emission
+-- interval T = p_emission_us and tolerance tau = p_tolerance_us, an arrival at `now` conforms iff
+-- max(tat, now) - tau <= now, and then sets tat := max(tat, now) + T. Returns 0 when admitted (and
+-- records it), otherwise the seconds until the key admits, max(tat, now) - tau - now > 0 (nothing is
+-- recorded). On an idle key, floor(tau / T) + 1 arrivals conform at once, then one per T.
+-- (gcra_v1 took period/limit/burst and rounded T to the nearest microsecond; see the _v2 callers.)
+CREATE OR REPLACE FUNCTION pgqueue.gcra_v2(
+    p_key text, p_emission_us bigint, p_tolerance_us bigint, p_now timestamptz)
+RETURNS double precision
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- integer microseconds times a one-microsecond interval: no rounding, no day/month fields
+    emission interval := p_emission_us * interval '1 microsecond';
+    tau      interval := p_tolerance_us * interval '1 microsecond';
+    v_tat    timestamptz;
+BEGIN
+    -- The admitted path is one statement; a concurrent caller on the same key waits for the row
+    -- lock and re-checks the condition against the row it then sees.
+    INSERT INTO pgqueue.gcra_state AS g (key, tat, updated_at) VALUES (p_key, p_now + emission, p_now)
+    ON CONFLICT (key) DO UPDATE
+        SET tat = greatest(g.tat, p_now) + emission, updated_at = p_now
+        WHERE greatest(g.tat, p_now) - tau <= p_now
+    RETURNING g.tat INTO v_tat;
+    IF FOUND THEN
+        RETURN 0;
+    END IF;
+    SELECT g.tat INTO v_tat FROM pgqueue.gcra_state g WHERE g.key = p_key;
+    RETURN extract(epoch FROM greatest(v_tat, p_now) - tau - p_now);
+END
+$$;
+
+-- pgqueue.rate_limit_admit_v2: at most `limit` runs created in ANY window of length `period`
+-- (Inngest documents rateLimit.limit as "the maximum number of functions to run in the given time
+-- period"). GCRA with T = ceil(period / limit) microseconds and no tolerance: an event is admitted
+-- iff at least T has passed since the last admitted one. Rounding T up makes limit * T >= period,
+-- so limit + 1 admissions always span more than a period. false = skip the event (lossy).
+-- rate_limit_admit_v1 allowed a burst of `limit` on top of the rate: up to 2 * limit - 1 per period.
+CREATE OR REPLACE FUNCTION pgqueue.rate_limit_admit_v2(
+    p_key text, p_limit integer, p_period_ms bigint, p_now timestamptz DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- limit < 1 cannot be synced; a configuration stored before that check keeps v1's "no limit"
+    SELECT CASE WHEN p_limit < 1 THEN true
+                ELSE pgqueue.gcra_v2(p_key, (p_period_ms * 1000 + p_limit - 1) / p_limit, 0,
+                                     coalesce(p_now, now())) = 0 END
+$$;
+
+-- pgqueue.throttle_admit_v2: Inngest's queue GCRA on run starts. T = ceil(period / limit)
+-- microseconds, tolerance tau = T * (limit + burst - 1): an idle key starts limit + burst runs at
+-- once, then one per T; a burst below 1 means the default, 1. Returns 0 when the start is admitted,
+-- else the seconds to wait. throttle_admit_v1 started only `burst` at once.
+CREATE OR REPLACE FUNCTION pgqueue.throttle_admit_v2(
+    p_key text, p_limit integer, p_period_ms bigint, p_burst integer, p_now timestamptz DEFAULT NULL)
+RETURNS double precision
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- limit < 1 cannot be synced; a configuration stored before that check keeps v1's "no limit"
+    SELECT CASE WHEN p_limit < 1 THEN 0::double precision
+                ELSE pgqueue.gcra_v2(p_key, t.emission_us,
+                                     t.emission_us * (p_limit + greatest(coalesce(p_burst, 1), 1) - 1),
+                                     coalesce(p_now, now())) END
+    FROM (SELECT (p_period_ms * 1000 + greatest(p_limit, 1) - 1) / greatest(p_limit, 1) AS emission_us) t
 $$;
 
 -- pgqueue.queue_items_unblock_v1: when a leased item ends, unpark one item waiting on each of its

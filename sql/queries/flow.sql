@@ -1,5 +1,5 @@
 -- name: flow_rate_limit_admit
-SELECT pgqueue.rate_limit_admit_v1(%(key)s, %(limit)s, %(period_ms)s) AS admitted
+SELECT pgqueue.rate_limit_admit_v2(%(key)s, %(limit)s, %(period_ms)s) AS admitted
 
 -- name: flow_debounce_push
 SELECT * FROM pgqueue.debounce_push_v2(%(function_id)s, %(key)s, %(event_id)s, %(period_s)s, %(timeout_s)s,

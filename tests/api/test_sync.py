@@ -84,6 +84,15 @@ BAD_REGISTRATIONS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("bad-cron-range", with_triggers({"cron": "61 * * * *"}), ("invalid cron '61 * * * *'",)),
     ("bad-cron-six-fields", with_triggers({"cron": "0 * * * * *"}), ("invalid cron",)),
     ("bad-cron-time-zone", with_triggers({"cron": "TZ=Mars/Olympus 0 9 * * *"}), ("unknown time zone",)),
+    ("cron-jitter-too-long", with_triggers({"cron": "* * * * *", "jitter": "10m"}), ("between 1s and 5m",)),
+    ("cron-jitter-zero", with_triggers({"cron": "* * * * *", "jitter": "0s"}), ("between 1s and 5m",)),
+    ("cron-jitter-bad", with_triggers({"cron": "* * * * *", "jitter": "soon"}), ("jitter", "'soon'")),
+    ("event-trigger-jitter", with_triggers({"event": "shop/a", "jitter": "5s"}), ("cron triggers only",)),
+    (
+        "duplicate-cron-other-jitter",
+        with_triggers({"cron": "0 * * * *", "jitter": "5s"}, {"cron": "0 * * * *", "jitter": "9s"}),
+        ("duplicate trigger",),
+    ),
     (
         "eleven-triggers",
         with_triggers(*({"event": f"shop/e{i}"} for i in range(11))),
@@ -95,7 +104,30 @@ BAD_REGISTRATIONS: list[tuple[str, Any, tuple[str, ...]]] = [
         ("function 'shop-fn'", "at most 2 concurrency"),
     ),
     ("concurrency-not-number", with_fn(concurrency="5"), ("concurrency must be",)),
-    ("concurrency-negative", with_fn(concurrency={"limit": -1}), ("limit must be at least 0",)),
+    ("concurrency-negative", with_fn(concurrency={"limit": -1}), ("limit must be at least 1",)),
+    # never silently unlimited: a zero, missing or unreadable limit is refused, not skipped
+    ("concurrency-zero", with_fn(concurrency={"limit": 0}), ("concurrency[0] limit must be at least 1",)),
+    ("concurrency-number-zero", with_fn(concurrency=0), ("concurrency[0] limit must be at least 1",)),
+    ("concurrency-missing-limit", with_fn(concurrency={"key": "event.data.id"}), ("`limit` is required",)),
+    ("concurrency-fraction", with_fn(concurrency=[{"limit": 1.5}]), ("limit must be an integer",)),
+    ("concurrency-huge", with_fn(concurrency=10**12), ("limit must be at most 100000",)),
+    (
+        "concurrency-fn-step",
+        with_fn(concurrency={"fn": [{"limit": 1}], "step": [{"limit": 5, "key": "event.data.id"}]}),
+        ("function 'shop-fn'", "concurrency {fn, step}", "not supported"),
+    ),
+    ("concurrency-step-only", with_fn(concurrency={"step": [{"limit": 5}]}), ("concurrency {fn, step}",)),
+    (
+        "concurrency-unknown-field",
+        with_fn(concurrency=[{"limit": 2, "keys": "event.data.id"}]),
+        ("concurrency[0]", "unknown field 'keys'", "`limit`, `key`, `scope`"),
+    ),
+    ("concurrency-list-of-numbers", with_fn(concurrency=[5]), ("concurrency[0] must be an object",)),
+    (
+        "concurrency-env-without-key",
+        with_fn(concurrency={"limit": 5, "scope": "env"}),
+        ("concurrency[0]", "`key` is required", "'env'"),
+    ),
     ("concurrency-bad-scope", with_fn(concurrency={"limit": 1, "scope": "galaxy"}), ("scope",)),
     (
         "concurrency-bad-key",
@@ -123,6 +155,58 @@ BAD_REGISTRATIONS: list[tuple[str, Any, tuple[str, ...]]] = [
         ("function 'shop-fn' throttle period", "invalid duration 'abc'"),
     ),
     ("throttle-missing-period", with_fn(throttle={"limit": 1}), ("throttle period is required",)),
+    ("throttle-missing-limit", with_fn(throttle={"period": "1s"}), ("throttle limit is required",)),
+    (
+        "throttle-zero-limit",
+        with_fn(throttle={"limit": 0, "period": "1s"}),
+        ("throttle limit must be at least 1",),
+    ),
+    (
+        "throttle-zero-period",
+        with_fn(throttle={"limit": 1, "period": "0s"}),
+        ("throttle period", "minimum of 1s"),
+    ),
+    (
+        "throttle-long-period",
+        with_fn(throttle={"limit": 1, "period": "8d"}),
+        ("throttle period", "maximum of 7d"),
+    ),
+    (
+        "throttle-negative-burst",
+        with_fn(throttle={"limit": 1, "period": "1s", "burst": -1}),
+        ("throttle burst must be at least 0",),
+    ),
+    (
+        "throttle-unknown-field",
+        with_fn(throttle={"limit": 1, "period": "1s", "burts": 3}),
+        ("function 'shop-fn' throttle", "unknown field 'burts'", "`burst`"),
+    ),
+    (
+        "ratelimit-zero-limit",
+        with_fn(rateLimit={"limit": 0, "period": "1h"}),
+        ("rateLimit limit must be at least 1",),
+    ),
+    ("ratelimit-missing-limit", with_fn(rateLimit={"period": "1h"}), ("rateLimit limit is required",)),
+    ("ratelimit-short-period", with_fn(rateLimit={"limit": 1, "period": "500ms"}), ("minimum of 1s",)),
+    (
+        "ratelimit-long-period",
+        with_fn(rateLimit={"limit": 1, "period": "25h"}),
+        ("rateLimit period", "maximum of 1d"),
+    ),
+    ("debounce-short-period", with_fn(debounce={"period": "0s"}), ("debounce period", "minimum of 1s")),
+    ("debounce-long-period", with_fn(debounce={"period": "8d"}), ("debounce period", "maximum of 7d")),
+    ("debounce-unknown-field", with_fn(debounce={"period": "5s", "max": "1m"}), ("unknown field 'max'",)),
+    ("batch-missing-size", with_fn(batchEvents={"timeout": "5s"}), ("batchEvents maxSize is required",)),
+    ("batch-size-one", with_fn(batchEvents={"maxSize": 1, "timeout": "5s"}), ("maxSize must be at least 2",)),
+    (
+        "batch-size-fraction",
+        with_fn(batchEvents={"maxSize": 2.5, "timeout": "5s"}),
+        ("maxSize must be an integer",),
+    ),
+    ("batch-short-timeout", with_fn(batchEvents={"maxSize": 5, "timeout": "500ms"}), ("minimum of 1s",)),
+    ("priority-unknown-field", with_fn(priority={"run": "1", "fn": "2"}), ("priority", "unknown field 'fn'")),
+    ("timeouts-unknown-field", with_fn(timeouts={"starts": "1m"}), ("timeouts", "unknown field 'starts'")),
+    ("singleton-mode-not-string", with_fn(singleton={"mode": 1}), ("singleton mode must be a string",)),
     ("ratelimit-bad-period", with_fn(rateLimit={"limit": 1, "period": "1 hour"}), ("rateLimit period",)),
     ("debounce-negative", with_fn(debounce={"period": "-5s"}), ("debounce period", "negative")),
     ("batch-bad-timeout", with_fn(batchEvents={"maxSize": 10, "timeout": "1x"}), ("timeout", "'1x'")),
@@ -219,6 +303,40 @@ async def test_keys_match_case_insensitively(api: Api, app_key: str) -> None:
     assert fn["slug"] == "shop-fn"
     assert fn["config"]["batchEvents"] == {"maxSize": 5, "timeout": "2s"}
     assert fn["config"]["concurrency"] == [{"limit": 3, "scope": "fn"}]
+
+
+async def test_flow_control_settings_within_bounds_are_stored_as_given(api: Api) -> None:
+    settings = {
+        "concurrency": [
+            {"limit": 100_000, "key": "event.data.user"},
+            {"limit": 5, "scope": "env", "key": "'db'"},
+        ],
+        "throttle": {"limit": 10, "period": "7d", "burst": 0, "key": "event.data.user"},  # 0: default 1
+        "rateLimit": {"limit": 1, "period": "24h", "key": "event.data.user"},
+        "debounce": {"period": "1s", "timeout": "1m"},
+        "priority": {"run": "event.data.vip ? 60 : 0"},
+        "timeouts": {"start": "10s", "finish": "1h"},
+    }
+    batched = {"batchEvents": {"maxSize": 2, "timeout": "1s", "key": "event.data.user"}}
+    body = register_body(function("shop-flow", **settings), function("shop-batch", **batched))
+    resp = await register(api, body)
+    assert resp.status_code == 200, resp.text
+    fns = {r["slug"]: r["config"] for r in await api.rows("SELECT slug, config FROM pgqueue.functions")}
+    assert fns["shop-flow"]["concurrency"] == [
+        {"limit": 100_000, "key": "event.data.user", "scope": "fn"},
+        {"limit": 5, "key": "'db'", "scope": "env"},
+    ]
+    for name in ("throttle", "rateLimit", "debounce", "priority", "timeouts"):
+        assert fns["shop-flow"][name] == settings[name], name
+    assert fns["shop-batch"]["batchEvents"] == batched["batchEvents"]
+
+
+async def test_cron_jitter_is_stored_with_its_trigger(api: Api) -> None:
+    triggers = [{"cron": "TZ=Europe/Paris 0 * * * *", "jitter": "30s"}, {"cron": "*/5 * * * *"}]
+    resp = await register(api, register_body(function("shop-hourly", *triggers)))
+    assert resp.status_code == 200, resp.text
+    [config] = [r["config"] for r in await api.rows("SELECT config FROM pgqueue.functions")]
+    assert config["triggers"] == triggers
 
 
 async def test_valid_registration_is_stored_with_triggers(api: Api) -> None:

@@ -74,11 +74,13 @@ def test_concurrency_key_limit_two(flow_stack: tuple[Server, App]) -> None:
 
 
 def test_throttle_delays_starts(flow_stack: tuple[Server, App]) -> None:
+    """limit 1 per second, burst 1: limit + burst = 2 start at once, then one per second."""
     server, app = flow_stack
-    ids = send_many(server, [{"name": "flow/throttle", "data": {"n": i}} for i in range(3)])
-    wait_until(lambda: len(spans(app, "throttled")) == 3, timeout=30, message="3 throttled runs")
+    ids = send_many(server, [{"name": "flow/throttle", "data": {"n": i}} for i in range(4)])
+    wait_until(lambda: len(spans(app, "throttled")) == 4, timeout=30, message="4 throttled runs")
     starts = sorted(s["start"] for s in spans(app, "throttled"))
-    assert starts[1] - starts[0] >= 0.9 and starts[2] - starts[1] >= 0.9
+    assert starts[1] - starts[0] < 0.9  # the burst: not spaced
+    assert starts[2] - starts[0] >= 0.9 and starts[3] - starts[2] >= 0.9
     assert all(server.runs_for(i)[0]["status"] == "Completed" for i in ids)  # delayed, not dropped
 
 
@@ -111,14 +113,15 @@ def test_start_timeout_counts_from_the_end_of_the_debounce(flow_stack: tuple[Ser
 
 
 def test_rate_limit_skips_events_over_the_limit(flow_stack: tuple[Server, App]) -> None:
+    """limit 2 per 60 s: one run per 30 s bucket, so of five events sent at once only the first runs."""
     server, app = flow_stack
     ids = [server.send("flow/rate", {"key": "r1", "n": n}) for n in range(5)]
     other = server.send("flow/rate", {"key": "r2", "n": 9})
-    server.wait_runs(ids[1], timeout=30)
+    server.wait_runs(ids[0], timeout=30)
     server.wait_runs(other, timeout=30)
     time.sleep(1)
-    assert sorted(s["n"] for s in spans(app, "rate-limited") if s["key"] == "r1") == [0, 1]
-    for skipped in ids[2:]:
+    assert sorted(s["n"] for s in spans(app, "rate-limited") if s["key"] == "r1") == [0]
+    for skipped in ids[1:]:
         assert server.runs_for(skipped) == []
         assert "rate limit" in server.get(f"/v1/events/{skipped}")["data"]["skip_reason"]
 

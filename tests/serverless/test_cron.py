@@ -285,3 +285,84 @@ async def test_singleton_cron_functions_skip_a_slot_while_a_run_is_active(pool: 
     assert [(t.fired, t.skipped) for t in ticks] == [(1, 0), (0, 1), (0, 1)]  # the first run never ends here
     reasons = await fetch(pool, "SELECT skip_reason FROM pgqueue.cron_ticks WHERE run_id IS NULL")
     assert len(reasons) == 2 and all("singleton" in r["skip_reason"] for r in reasons)
+
+
+# -- jitter -----------------------------------------------------------------------------------------
+
+
+async def first_calls(pool: AsyncConnectionPool, slug: str) -> list[dict[str, Any]]:
+    """Per run of `slug`, oldest first: its slot, and how long after its creation its call is due."""
+    return await fetch(
+        pool,
+        "SELECT t.scheduled_at, q.run_at - r.created_at AS waits, r.function_id"
+        " FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id"
+        " JOIN pgqueue.cron_ticks t ON t.run_id = r.id"
+        " JOIN pgqueue.queue_items q ON q.run_id = r.id AND q.step_id = 'step'"
+        " WHERE f.slug = %s ORDER BY t.scheduled_at",
+        (slug,),
+    )
+
+
+async def test_jitter_delays_each_ticks_first_call_by_its_own_delay(pool: AsyncConnectionPool) -> None:
+    await sync(pool, fn("cron-app-jitter", {"cron": "* * * * *", "jitter": "30s"}),
+               fn("cron-app-plain", {"cron": "* * * * *"}))
+    t0 = next_minute(datetime.now(UTC))
+    scheduler = CronScheduler(pool)
+    for m in range(40):  # each tick exactly on its slot
+        await scheduler.run_once(now=t0 + m * MINUTE)
+
+    calls = await first_calls(pool, "cron-app-jitter")
+    assert [c["scheduled_at"] for c in calls] == [t0 + m * MINUTE for m in range(40)]
+    waits = [c["waits"].total_seconds() for c in calls]
+    # the run is created at its slot; its first call is due jitter_delay_s(function, slot) later
+    expected = [cron.jitter_delay_s(c["function_id"], c["scheduled_at"], 30.0) for c in calls]
+    assert waits == pytest.approx(expected, abs=1e-6)
+    assert all(0 <= w <= 30 for w in waits)
+    assert min(waits) < 5 and max(waits) > 25  # spread over the whole range, not one fixed offset
+    assert len(set(waits)) > 30
+    # without jitter the call is due at once
+    assert {c["waits"] for c in await first_calls(pool, "cron-app-plain")} == {timedelta(0)}
+
+
+async def test_a_late_tick_waits_only_what_is_left_of_its_delay(pool: AsyncConnectionPool) -> None:
+    await sync(pool, fn("cron-app-late", {"cron": "*/10 * * * *", "jitter": "5m"}))
+    t0 = cron.next_after("*/10 * * * *", datetime.now(UTC))
+    t1 = t0 + 10 * MINUTE
+    scheduler = CronScheduler(pool)
+    [row] = await fetch(pool, "SELECT id FROM pgqueue.functions WHERE slug = 'cron-app-late'")
+    delay = cron.jitter_delay_s(row["id"], t0, 300.0)
+
+    await scheduler.run_once(now=t0 + timedelta(seconds=20))
+    await scheduler.run_once(now=t1 + timedelta(seconds=301))  # after the longest delay it could have
+
+    first, second = await first_calls(pool, "cron-app-late")
+    assert (first["scheduled_at"], second["scheduled_at"]) == (t0, t1)
+    assert first["waits"].total_seconds() == pytest.approx(max(delay - 20, 0), abs=1e-6)
+    assert second["waits"] == timedelta(0)
+
+
+async def test_start_timeout_counts_from_the_jittered_start(pool: AsyncConnectionPool) -> None:
+    await sync(pool, fn("cron-app-jitter-timeout", {"cron": "* * * * *", "jitter": "1m"},
+                        timeouts={"start": "10s"}))
+    t0 = next_minute(datetime.now(UTC))
+    await CronScheduler(pool).run_once(now=t0)
+    [call] = await first_calls(pool, "cron-app-jitter-timeout")
+    [timeout] = await fetch(
+        pool,
+        "SELECT q.run_at - r.created_at AS waits FROM pgqueue.queue_items q"
+        " JOIN pgqueue.runs r ON r.id = q.run_id WHERE q.step_id = '$start-timeout'",
+    )
+    assert timeout["waits"] - call["waits"] == timedelta(seconds=10)
+
+
+def test_jitter_delay_is_deterministic_and_within_range() -> None:
+    slot = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    same = {cron.jitter_delay_s("f1", slot, 30.0) for _ in range(3)}
+    assert len(same) == 1 and 0 <= same.pop() <= 30
+    # the same instant given in another zone is the same slot
+    assert cron.jitter_delay_s("f1", slot, 30.0) == cron.jitter_delay_s(
+        "f1", slot.astimezone(ZoneInfo("Asia/Kolkata")), 30.0)
+    delays = [cron.jitter_delay_s("f1", slot + m * MINUTE, 30.0) for m in range(2000)]
+    assert all(0 <= d <= 30 for d in delays)
+    assert 13 < sum(delays) / len(delays) < 17  # uniform: mean near 15 s
+    assert cron.jitter_delay_s("f2", slot, 30.0) != cron.jitter_delay_s("f1", slot, 30.0)

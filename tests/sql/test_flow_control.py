@@ -24,37 +24,42 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def throttle(conn: psycopg.Connection, t: float, *, limit: int = 2, period_ms: int = 1000, burst: int = 1) -> float:
-    row = conn.execute("SELECT pgqueue.throttle_admit_v1('throttle:k', %s, %s, %s, %s)",
+def throttle(
+    conn: psycopg.Connection, t: float, *, limit: int = 2, period_ms: int = 1000, burst: int = 1
+) -> float:
+    row = conn.execute("SELECT pgqueue.throttle_admit_v2('throttle:k', %s, %s, %s, %s)",
                        (limit, period_ms, burst, at(t))).fetchone()
     assert row is not None
     return float(row[0])
 
 
 def test_throttle_spaces_starts_by_the_emission_interval(conn: psycopg.Connection) -> None:
-    # 2 per second, burst 1: one start every 0.5 s.
-    assert throttle(conn, 0) == 0
+    # 2 per second, burst 1: limit + burst = 3 starts at once, then one every 0.5 s.
+    assert [throttle(conn, 0) for _ in range(3)] == [0, 0, 0]
     assert throttle(conn, 0) == pytest.approx(0.5)
     assert throttle(conn, 0.25) == pytest.approx(0.25)
     assert throttle(conn, 0.5) == 0
     assert throttle(conn, 0.5) == pytest.approx(0.5)
-    assert throttle(conn, 10) == 0  # idle time does not bank more than the burst
+    # idle time does not bank more than limit + burst
+    assert [throttle(conn, 10) for _ in range(4)] == [0, 0, 0, pytest.approx(0.5)]
 
 
 def test_throttle_burst_allows_extra_starts_at_once(conn: psycopg.Connection) -> None:
-    assert [throttle(conn, 0, limit=1, period_ms=1000, burst=3) for _ in range(3)] == [0, 0, 0]
+    assert [throttle(conn, 0, limit=1, period_ms=1000, burst=3) for _ in range(4)] == [0, 0, 0, 0]
     assert throttle(conn, 0, limit=1, period_ms=1000, burst=3) == pytest.approx(1.0)
 
 
 def test_rate_limit_allows_limit_per_period_then_skips(conn: psycopg.Connection) -> None:
     def admit(t: float) -> bool:
-        row = conn.execute("SELECT pgqueue.rate_limit_admit_v1('rl:k', 3, 60000, %s)", (at(t),)).fetchone()
+        row = conn.execute("SELECT pgqueue.rate_limit_admit_v2('rl:k', 3, 60000, %s)", (at(t),)).fetchone()
         return bool(row and row[0])
 
-    assert [admit(0), admit(1), admit(2), admit(3)] == [True, True, True, False]
+    # 3 per minute: one per 20 s bucket, so never more than 3 in any minute
+    assert [admit(0), admit(1), admit(2), admit(3)] == [True, False, False, False]
     assert admit(19.9) is False
     assert admit(20) is True  # one emission interval (60 s / 3) after the first
     assert admit(20.1) is False
+    assert [admit(40), admit(59.9), admit(60)] == [True, False, True]
 
 
 def _function(conn: psycopg.Connection, slug: str, config: dict | None = None) -> uuid.UUID:
@@ -117,11 +122,11 @@ def test_throttled_first_call_is_delayed_not_dropped(conn: psycopg.Connection) -
     fn = _function(conn, "thr")
     throttle_cfg = {"limit": 1, "period_ms": 60000, "burst": 1}
     ids = _runs(conn, fn, 3, throttle_key="throttle:thr:", throttle=throttle_cfg)
-    assert len(_claim(conn, 50)) == 1
+    assert len(_claim(conn, 50)) == 2  # limit + burst at once
     delayed = conn.execute(
         "SELECT count(*) FROM pgqueue.queue_items WHERE run_id = ANY(%s) AND state = 'available' "
         "AND run_at > now() + interval '50 seconds'", (ids,)).fetchone()
-    assert delayed == (2,)
+    assert delayed == (1,)
 
 
 def test_priority_orders_within_a_function(conn: psycopg.Connection) -> None:
@@ -175,7 +180,7 @@ def test_flow_control_views_show_usage_parking_and_buckets(conn: psycopg.Connect
     assert usage == [("viewed", "fn:v:a", 1, 1, 0, 2)]
     queue = conn.execute("SELECT due, parked, leased FROM pgqueue.flow_queue WHERE function_slug = 'viewed'").fetchone()
     assert queue == (0, 2, 1)
-    conn.execute("SELECT pgqueue.throttle_admit_v1(%s, 1, 60000, 1, now())", (f"throttle:{fn}:user-1",))
+    conn.execute("SELECT pgqueue.throttle_admit_v2(%s, 1, 60000, 1, now())", (f"throttle:{fn}:user-1",))
     bucket = conn.execute("SELECT kind, function_slug, key FROM pgqueue.throttle_state").fetchone()
     assert bucket == ("throttle", "viewed", "user-1")
     [run] = _runs(conn, fn, 1, delay_s=30)
