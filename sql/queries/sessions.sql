@@ -1,0 +1,26 @@
+-- Dashboard sessions (api/sessions.py; table from 0010).
+
+-- name: session_create
+-- A new session; the same statement deletes a batch of expired ones, so the table never holds
+-- more than the live sessions plus a little.
+WITH pruned AS (
+    DELETE FROM pgqueue.sessions WHERE token_hash IN (
+        SELECT token_hash FROM pgqueue.sessions WHERE expires_at < now()
+        ORDER BY expires_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+)
+INSERT INTO pgqueue.sessions (token_hash, credential, credential_mac, expires_at, created_from)
+VALUES (%(token_hash)s, %(credential)s, %(credential_mac)s, now() + make_interval(secs => %(ttl_s)s),
+        %(created_from)s)
+RETURNING expires_at
+
+-- name: session_get
+-- The one lookup a signed-in request costs: the primary key.
+SELECT credential, credential_mac, expires_at FROM pgqueue.sessions
+WHERE token_hash = %(token_hash)s AND expires_at > now()
+
+-- name: session_end
+DELETE FROM pgqueue.sessions WHERE token_hash = %(token_hash)s
+
+-- name: session_end_all
+WITH ended AS (DELETE FROM pgqueue.sessions RETURNING 1)
+SELECT count(*)::integer AS ended FROM ended
