@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from api import auth, deps, schemas, sessions
+from api import auth, deps, schemas, sessions, throttle
 from pgqueue import __version__, appsync, control, ingest
 from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
 from pgqueue.models import DISCOVERY_STEP
@@ -404,13 +404,21 @@ async def login(request: Request) -> Response:
     nonce = request.cookies.get(auth.LOGIN_COOKIE)
     if not nonce or not auth.check_token(form.get("login_token"), auth.login_token(request, nonce)):
         return _login_form(request, nxt, "Your login form expired; please try again.", status_code=403)
-    address = request.client.host if request.client else "?"
+    attempt = await throttle.admit(request)
+    if attempt.retry_after_s:
+        seconds = attempt.retry_after_s
+        wait = f"{seconds} s" if seconds < 120 else f"{-(-seconds // 60)} min"
+        response = _login_form(request, nxt, f"Too many failed sign-ins: try again in {wait}.",
+                               status_code=429)
+        response.headers["retry-after"] = str(attempt.retry_after_s)
+        return response
     credential = auth.login_credential(cfg, form.get("secret", ""))
     if credential is None:
-        log.warning("dashboard login refused from %s", address)
+        throttle.failed(attempt)
         return _login_form(request, nxt, "That password or token is not accepted.", status_code=401)
+    await throttle.succeeded(request, attempt)
     response = RedirectResponse(nxt, status_code=303)
-    session = await sessions.open_session(request, credential, address)
+    session = await sessions.open_session(request, credential, attempt.address)
     auth.set_session_cookie(response, request, session)
     response.delete_cookie(auth.LOGIN_COOKIE, path="/")
     return response
@@ -432,7 +440,7 @@ async def logout_everywhere(request: Request) -> Response:
     """Sign out everywhere: every dashboard session ends, this one included."""
     await _action(request)
     if deps.settings(request).production:
-        await sessions.end_all(request, by="the dashboard")
+        await sessions.end_all(request, by=f"the dashboard, from {throttle.client_address(request)}")
     response = RedirectResponse("/login" if deps.settings(request).production else "/", status_code=303)
     auth.clear_session_cookie(response, request)
     return response

@@ -1,4 +1,4 @@
--- Dashboard sessions (api/sessions.py; table from 0010).
+-- Dashboard sessions and login throttling (api/sessions.py, api/throttle.py; tables from 0010).
 
 -- name: session_create
 -- A new session; the same statement deletes a batch of expired ones, so the table never holds
@@ -24,3 +24,16 @@ DELETE FROM pgqueue.sessions WHERE token_hash = %(token_hash)s
 -- name: session_end_all
 WITH ended AS (DELETE FROM pgqueue.sessions RETURNING 1)
 SELECT count(*)::integer AS ended FROM ended
+
+-- name: login_admit
+SELECT key, failures, wait_ms, lock_ms
+FROM pgqueue.login_admit_v1(%(keys)s, %(limits)s, %(lockout_ms)s, %(max_lockout_ms)s, %(forget_ms)s, now())
+
+-- name: login_forget
+-- A successful login: its address starts afresh, and the account gets back the attempt that
+-- login_admit counted before the password was checked.
+WITH cleared AS (
+    DELETE FROM pgqueue.login_failures WHERE key = %(address_key)s
+)
+UPDATE pgqueue.login_failures SET failures = greatest(failures - 1, 0)
+WHERE key = %(account_key)s

@@ -1,6 +1,8 @@
-"""Dashboard sessions through the Lambda API handler, with two containers (two fresh imports of
-lambda/api_handler.py) and recorded API Gateway event shapes: a session opened in one container works
-in the other and a logout in one ends it in both."""
+"""Dashboard sessions and login throttling through the Lambda API handler, with two containers (two
+fresh imports of lambda/api_handler.py) and recorded API Gateway / ALB event shapes: a session opened
+in one container works in the other and a logout in one ends it in both; failed logins counted in
+one container make the client wait in the other; the client address is the source address API
+Gateway saw, or the entry an ALB appended to X-Forwarded-For (not what the client put before it)."""
 
 from __future__ import annotations
 
@@ -60,6 +62,19 @@ def api_gateway(method: str, path: str, *, source_ip: str, cookies: dict[str, st
     return event
 
 
+def alb(method: str, path: str, *, forwarded_for: str, cookies: dict[str, str] | None = None,
+        form: dict[str, str] | None = None) -> dict[str, Any]:
+    event = copy.deepcopy(fixture("alb_health"))
+    event.update(httpMethod=method, path=path)
+    event["headers"]["x-forwarded-for"] = forwarded_for
+    if cookies:
+        event["headers"]["cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    if form is not None:
+        event["body"] = urlencode(form)
+        event["headers"]["content-type"] = "application/x-www-form-urlencoded"
+    return event
+
+
 def login_form(container: Any, make: Any, **where: str) -> dict[str, str]:
     """GET /login: the nonce cookie and the form's token, as a browser would keep them."""
     page = container.handler(make("GET", "/login", **where), CTX)
@@ -91,3 +106,30 @@ def test_a_session_opened_in_one_container_works_and_ends_in_the_other(container
 
     again = a.handler(api_gateway("GET", "/runs", cookies=session, **where), CTX)
     assert again["statusCode"] == 303 and _headers(again)["location"].startswith("/login")
+
+
+def test_failures_in_one_container_make_the_client_wait_in_the_other(containers: tuple[Any, Any]) -> None:
+    a, b = containers
+    where = {"source_ip": "198.51.100.20"}
+    form = login_form(a, api_gateway, **where)
+    for container in (a, b, a, b, a):
+        assert attempt(container, api_gateway, form, "wrong password!", **where)["statusCode"] == 401
+    locked = attempt(b, api_gateway, form, PASSWORD, **where)
+    assert locked["statusCode"] == 429
+    assert 1 <= int(_headers(locked)["retry-after"]) <= 15
+    # another client, as API Gateway saw it, is not locked by the first one's failures
+    other = {"source_ip": "198.51.100.21"}
+    fresh = login_form(a, api_gateway, **other)
+    assert attempt(a, api_gateway, fresh, PASSWORD, **other)["statusCode"] == 303
+
+
+def test_behind_an_alb_only_the_address_it_appended_counts(containers: tuple[Any, Any]) -> None:
+    a, _ = containers
+    form = login_form(a, alb, forwarded_for="192.0.2.50")
+    for i in range(5):  # the client varies what it sends; the ALB appends the same real address
+        resp = attempt(a, alb, form, "wrong password!", forwarded_for=f"10.9.9.{i}, 192.0.2.50")
+        assert resp["statusCode"] == 401
+    resp = attempt(a, alb, form, PASSWORD, forwarded_for="10.9.9.99, 192.0.2.50")
+    assert resp["statusCode"] == 429
+    resp = attempt(a, alb, form, PASSWORD, forwarded_for="192.0.2.50, 192.0.2.51")
+    assert resp["statusCode"] == 303
