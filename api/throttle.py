@@ -38,7 +38,9 @@ from pgqueue.store import sessions as store
 log = logging.getLogger("pgqueue.api")
 
 ACCOUNT_KEY = "account:dashboard"
-FORGET_MIN_S = 3600  # a count starts afresh after this long without a failure (or 2x the longest wait)
+# A count starts afresh only after a day without failures (or twice the longest wait): a patient
+# guesser cannot earn a fresh allowance every hour.
+FORGET_MIN_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,11 @@ def failed(attempt: Attempt) -> None:
 
 
 async def succeeded(request: Request, attempt: Attempt) -> None:
-    """A right password: the address starts afresh and the account gets its counted attempt back."""
+    """A right password: the address starts afresh; the account gets its counted attempt back and
+    stops waiting, but keeps one failure short of its limit (a guesser gains one try per real login,
+    not a whole new allowance)."""
+    cfg = deps.settings(request)
     account = ACCOUNT_KEY if any(k.key == ACCOUNT_KEY for k in attempt.keys) else None
     async with deps.pool(request).connection() as conn:
-        await store.login_forget(conn, address_key=attempt.address_key, account_key=account)
+        await store.login_forget(conn, address_key=attempt.address_key, account_key=account,
+                                 account_limit=cfg.login_account_max_failures)

@@ -71,5 +71,7 @@ async def login_admit(
     return [KeyAttempt(r["key"], r["failures"], r["wait_ms"], r["lock_ms"]) for r in await cur.fetchall()]
 
 
-async def login_forget(conn: Conn, *, address_key: str, account_key: str | None) -> None:
-    await conn.execute(q("login_forget"), {"address_key": address_key, "account_key": account_key})
+async def login_forget(conn: Conn, *, address_key: str, account_key: str | None, account_limit: int) -> None:
+    await conn.execute(q("login_forget"), {
+        "address_key": address_key, "account_key": account_key, "account_limit": account_limit,
+    })

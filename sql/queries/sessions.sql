@@ -30,10 +30,12 @@ SELECT key, failures, wait_ms, lock_ms
 FROM pgqueue.login_admit_v1(%(keys)s, %(limits)s, %(lockout_ms)s, %(max_lockout_ms)s, %(forget_ms)s, now())
 
 -- name: login_forget
--- A successful login: its address starts afresh, and the account gets back the attempt that
--- login_admit counted before the password was checked.
+-- A successful login: its address starts afresh; the account gets back the attempt login_admit
+-- counted before the password was checked, and at most limit - 1 failures stay (no wait, but the
+-- next failure starts one again).
 WITH cleared AS (
     DELETE FROM pgqueue.login_failures WHERE key = %(address_key)s
 )
-UPDATE pgqueue.login_failures SET failures = greatest(failures - 1, 0)
+UPDATE pgqueue.login_failures
+SET failures = greatest(least(failures - 1, %(account_limit)s - 1), 0)
 WHERE key = %(account_key)s
