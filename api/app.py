@@ -27,6 +27,7 @@ from api.routes import events as events_routes
 from api.routes import functions as functions_routes
 from api.routes import inspect as inspect_routes
 from api.routes import runs as runs_routes
+from api.routes import sessions as sessions_routes
 from api.routes import sync as sync_routes
 from pgqueue import __version__, appsync, kick
 from pgqueue.db import migrate
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(control_routes.router)
     app.include_router(functions_routes.router)
     app.include_router(inspect_routes.router)
+    app.include_router(sessions_routes.router)
     dashboard.install(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and schema check")

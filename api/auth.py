@@ -1,17 +1,20 @@
-"""Dashboard authentication: the login check, signed session cookies and CSRF tokens; and the API
-token check the REST API accepts besides the signing key.
+"""Dashboard authentication: the login check, session cookies and CSRF tokens; and the API token
+check the REST API accepts besides the signing key.
 
-A session is a cookie `pgqueue_session = v1.<payload>.<mac>`: the payload (base64url JSON: subject,
-session id, expiry) is authenticated with HMAC-SHA256 under a key derived from the signing key,
-so no session table is needed, and rotating the signing key signs everyone out. The cookie is
-HttpOnly, SameSite=Strict, and Secure when the request came over HTTPS. Every dashboard action
-(a POST) must carry the session's CSRF token, an HMAC of the session id that only pages of this
-origin can read. In dev mode (no keys, loopback) a session is issued on first visit, so actions
-still carry CSRF tokens; serve mode requires a login first.
+In serve mode a session lives in the database (api/sessions.py): the cookie `pgqueue_session =
+s1.<random token>` names a row by the token's SHA-256, so logout and "sign out everywhere" end it at
+once on every process. In dev mode (no keys, loopback, no login) a session only anchors CSRF tokens
+and needs no row: the cookie is `v1.<payload>.<mac>`, a payload (base64url JSON: subject, session id,
+expiry) authenticated with HMAC-SHA256 under a key derived from the signing key, or a random key of
+the process. Cookies are HttpOnly, SameSite=Strict, and Secure when the request came over HTTPS.
+Every dashboard action (a POST) must carry the session's CSRF token, an HMAC of the session id that
+only pages of this origin can read.
 
 What the login accepts in serve mode: PGQUEUE_ADMIN_PASSWORD and any PGQUEUE_API_TOKENS entry;
 when neither is configured, the signing key (raw or hashed, current or fallback). Every
-comparison is constant time and checks every candidate.
+comparison is constant time and checks every candidate. The credential that opened a session is
+remembered as an HMAC (`Credential.mac`), so a session ends when that credential is no longer
+accepted.
 """
 
 from __future__ import annotations
@@ -45,9 +48,20 @@ class Session:
     sid: str
     expires_at: int
     fresh: bool = False  # issued by this request: the response must set the cookie
+    cookie: str | None = None  # serve mode, when fresh: the cookie value (it holds the token)
 
     def csrf(self, key: bytes) -> str:
         return _mac(key, b"csrf:" + self.sid.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What opened a session: its kind ('password', 'api_token', 'signing_key') and an HMAC of the
+    secret under a key derived from the signing key (a reader of the sessions table cannot test
+    guesses of the password against it without that key)."""
+
+    kind: str
+    mac: bytes
 
 
 def _b64(data: bytes) -> str:
@@ -99,19 +113,52 @@ def verify_api_token(authorization: str | None, tokens: tuple[str, ...]) -> bool
     return ok
 
 
-def login_accepts(cfg: Settings, secret: str) -> bool:
-    """The dashboard login: admin password or API token; the signing key only when neither is set."""
+def _credential_key(cfg: Settings) -> bytes:
+    secret = signing.normalize_key(cfg.signing_key or "").encode("utf-8")
+    return hmac.new(secret, b"pgqueue login credential v1", hashlib.sha256).digest()
+
+
+def _credential(key: bytes, kind: str, secret: str) -> Credential:
+    message = kind.encode() + b"\0" + secret.encode("utf-8", "surrogatepass")
+    return Credential(kind, hmac.new(key, message, hashlib.sha256).digest())
+
+
+def login_credentials(cfg: Settings) -> list[Credential]:
+    """Every credential the login accepts now: admin password and API tokens; the signing keys (as
+    their raw form, whichever form was typed) only when neither is configured."""
+    key = _credential_key(cfg)
+    found = [_credential(key, "password", cfg.admin_password)] if cfg.admin_password else []
+    found += [_credential(key, "api_token", token) for token in cfg.api_tokens]
+    if not found:
+        found = [_credential(key, "signing_key", signing.normalize_key(k)) for k in cfg.signing_keys]
+    return found
+
+
+def login_credential(cfg: Settings, secret: str) -> Credential | None:
+    """The dashboard login: the credential `secret` is (admin password, API token, or the signing key
+    when neither is set), or None. Every candidate is compared, in constant time."""
     secret = secret.strip()
     if not secret:
-        return False
+        return None
     presented = _digest(secret)
-    ok = False
-    if cfg.admin_password:
-        ok |= hmac.compare_digest(presented, _digest(cfg.admin_password))
+    kind, matched = "", ""
+    if cfg.admin_password and hmac.compare_digest(presented, _digest(cfg.admin_password)):
+        kind, matched = "password", cfg.admin_password
     for token in cfg.api_tokens:
-        ok |= hmac.compare_digest(presented, _digest(token))
+        if hmac.compare_digest(presented, _digest(token)) and not kind:
+            kind, matched = "api_token", token
     if not cfg.admin_password and not cfg.api_tokens:
-        ok |= signing.verify_bearer(f"Bearer {secret}", cfg.signing_keys)
+        for key in cfg.signing_keys:
+            if signing.verify_bearer(f"Bearer {secret}", (key,)) and not kind:
+                kind, matched = "signing_key", signing.normalize_key(key)
+    return _credential(_credential_key(cfg), kind, matched) if kind else None
+
+
+def still_accepted(cfg: Settings, mac: bytes) -> bool:
+    """Whether a session's credential (its HMAC) is one the login accepts now (constant time)."""
+    ok = False
+    for credential in login_credentials(cfg):
+        ok |= hmac.compare_digest(mac, credential.mac)
     return ok
 
 
@@ -129,6 +176,7 @@ def login_hint(cfg: Settings) -> str:
 
 
 def issue(subject: str) -> Session:
+    """A dev-mode session (a signed cookie, no row); serve-mode sessions come from sessions.open."""
     return Session(subject, secrets.token_urlsafe(18), int(time.time()) + SESSION_TTL_S, fresh=True)
 
 
@@ -166,22 +214,15 @@ def decode(cookie: str | None, key: bytes, *, now: float | None = None) -> Sessi
     return Session(sub, sid, exp)
 
 
-def current(request: Request) -> Session | None:
-    session = decode(request.cookies.get(SESSION_COOKIE), session_key(request))
-    cfg: Settings = request.app.state.settings
-    if session is not None and cfg.production and session.subject != "admin":
-        return None  # a dev-mode session never opens a serve-mode dashboard
-    return session
-
-
 def _secure(request: Request) -> bool:
     proto = request.headers.get("x-forwarded-proto", request.url.scheme)
     return proto.split(",")[0].strip().lower() == "https"
 
 
 def set_session_cookie(response: Response, request: Request, session: Session) -> None:
+    value = session.cookie or encode(session, session_key(request))
     response.set_cookie(
-        SESSION_COOKIE, encode(session, session_key(request)), max_age=SESSION_TTL_S, path="/",
+        SESSION_COOKIE, value, max_age=SESSION_TTL_S, path="/",
         httponly=True, samesite="strict", secure=_secure(request),
     )
 

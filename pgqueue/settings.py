@@ -41,6 +41,10 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_PG_BIN": ("pg_bin", str),
     "PGQUEUE_ADMIN_PASSWORD": ("admin_password", str),
     "PGQUEUE_API_TOKENS": ("api_tokens", list),
+    "PGQUEUE_LOGIN_MAX_FAILURES": ("login_max_failures", int),
+    "PGQUEUE_LOGIN_ACCOUNT_MAX_FAILURES": ("login_account_max_failures", int),
+    "PGQUEUE_LOGIN_LOCKOUT_S": ("login_lockout_s", float),
+    "PGQUEUE_LOGIN_MAX_LOCKOUT_S": ("login_max_lockout_s", float),
     "PGQUEUE_RETENTION_DAYS": ("retention_days", float),
     "PGQUEUE_LOG_FORMAT": ("log_format", str),
     "PGQUEUE_POOLER": ("pooler", bool),
@@ -84,6 +88,13 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     # Bearer tokens accepted by the REST API (and the dashboard login) besides the signing key.
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Login throttling (docs/security-sessions.md): failures allowed per client address, and for the
+    # dashboard account from anywhere (0: no account-wide limit), before a wait of login_lockout_s
+    # that doubles with each further failure up to login_max_lockout_s.
+    login_max_failures: int = 5
+    login_account_max_failures: int = 20
+    login_lockout_s: float = 15.0
+    login_max_lockout_s: float = 900.0
     # Finished runs and old events are deleted after this many days; 0 keeps everything.
     retention_days: float = 7.0
     log_format: str = "text"
@@ -162,8 +173,28 @@ class Settings:
             raise ConfigError(
                 f"PGQUEUE_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, got {self.log_format!r}"
             )
-        if self.admin_password is not None and len(self.admin_password) < 8:
-            raise ConfigError("PGQUEUE_ADMIN_PASSWORD must be at least 8 characters long")
+        if self.admin_password is not None and len(self.admin_password) < MIN_ADMIN_PASSWORD:
+            # Raised from 8: an existing shorter password stops the server here, loudly, rather than
+            # being accepted and guessed (see docs/security-sessions.md).
+            raise ConfigError(
+                f"PGQUEUE_ADMIN_PASSWORD must be at least {MIN_ADMIN_PASSWORD} characters long, it has"
+                f" {len(self.admin_password)} (the minimum used to be 8): set a longer one, e.g. from"
+                " `openssl rand -base64 18`"
+            )
+        if self.login_account_max_failures < 0:
+            raise ConfigError(
+                "PGQUEUE_LOGIN_ACCOUNT_MAX_FAILURES must be >= 0 (0 turns the account-wide limit off),"
+                f" got {self.login_account_max_failures}"
+            )
+        if self.login_max_lockout_s < self.login_lockout_s:
+            raise ConfigError(
+                f"PGQUEUE_LOGIN_MAX_LOCKOUT_S ({self.login_max_lockout_s:g}) must be at least"
+                f" PGQUEUE_LOGIN_LOCKOUT_S ({self.login_lockout_s:g})"
+            )
+        if self.login_max_lockout_s > 86_400:
+            raise ConfigError(
+                f"PGQUEUE_LOGIN_MAX_LOCKOUT_S must be at most 86400 (a day), got {self.login_max_lockout_s:g}"
+            )
         if any(len(token) < 16 for token in self.api_tokens):
             raise ConfigError(
                 "every PGQUEUE_API_TOKENS entry must be at least 16 characters long"
@@ -221,8 +252,11 @@ _POSITIVE = (
     "connect_timeout_s",
     "max_response_bytes",
     "kick_debounce_ms",
+    "login_max_failures",
+    "login_lockout_s",
 )
 _LOG_FORMATS = ("text", "json")
+MIN_ADMIN_PASSWORD = 12
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from api import auth, deps, schemas
+from api import auth, deps, schemas, sessions, throttle
 from pgqueue import __version__, appsync, control, ingest
 from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
 from pgqueue.models import DISCOVERY_STEP
@@ -130,8 +130,8 @@ def _mode(request: Request) -> dict[str, Any]:
     return {"production": cfg.production, "host": cfg.host, "port": cfg.port, "loopback": loopback}
 
 
-def _page_session(request: Request) -> auth.Session:
-    session = auth.current(request)
+async def _page_session(request: Request) -> auth.Session:
+    session = await sessions.current(request)
     if session is not None:
         return session
     if deps.settings(request).production:
@@ -168,7 +168,7 @@ def render(
 
 async def _action(request: Request) -> dict[str, str]:
     """A dashboard POST: a valid session and its CSRF token, or nothing happens."""
-    session = auth.current(request)
+    session = await sessions.current(request)
     if session is None:
         raise Unauthorized("sign in to the dashboard first (POST /login)")
     form = await auth.read_form(request)
@@ -189,7 +189,7 @@ def _done(form: dict[str, str], default: str, kind: str, text: str) -> RedirectR
 
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request) -> HTMLResponse:
-    session = _page_session(request)
+    session = await _page_session(request)
     async with deps.pool(request).connection() as conn:
         metrics = await inspect.metrics(conn)
         app_rows = await apps.list_apps(conn)
@@ -203,7 +203,7 @@ async def overview(request: Request) -> HTMLResponse:
 
 @router.get("/apps", response_class=HTMLResponse)
 async def apps_page(request: Request) -> HTMLResponse:
-    session = _page_session(request)
+    session = await _page_session(request)
     async with deps.pool(request).connection() as conn:
         app_rows = await apps.list_apps(conn)
         functions = await inspect.functions(conn)
@@ -216,7 +216,7 @@ async def apps_page(request: Request) -> HTMLResponse:
 
 @router.get("/functions/{ref}", response_class=HTMLResponse)
 async def function_page(ref: str, request: Request) -> HTMLResponse:
-    session = _page_session(request)
+    session = await _page_session(request)
     async with deps.pool(request).connection() as conn:
         fn = await inspect.function(conn, ref)
         if fn is None:
@@ -252,7 +252,7 @@ def _time_filter(params: dict[str, str]) -> tuple[datetime | None, datetime | No
 
 @router.get("/runs", response_class=HTMLResponse)
 async def runs_page(request: Request) -> HTMLResponse:
-    session = _page_session(request)
+    session = await _page_session(request)
     params = {k: v for k, v in request.query_params.items() if v}
     status = params.get("status", "").lower() or None
     error = None
@@ -278,7 +278,7 @@ async def runs_page(request: Request) -> HTMLResponse:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(run_id: str, request: Request) -> HTMLResponse:
-    session = _page_session(request)
+    session = await _page_session(request)
     async with deps.pool(request).connection() as conn:
         run = await runs.get(conn, run_id)
         if run is None:
@@ -295,7 +295,7 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
 
 @router.get("/events", response_class=HTMLResponse)
 async def events_page(request: Request) -> HTMLResponse:
-    session = _page_session(request)
+    session = await _page_session(request)
     name = request.query_params.get("name") or None
     cursor = request.query_params.get("cursor") or None
     async with deps.pool(request).connection() as conn:
@@ -310,7 +310,7 @@ async def events_page(request: Request) -> HTMLResponse:
 
 @router.get("/events/{event_id}", response_class=HTMLResponse)
 async def event_page(event_id: str, request: Request) -> HTMLResponse:
-    session = _page_session(request)
+    session = await _page_session(request)
     async with deps.pool(request).connection() as conn:
         event = await events.get(conn, event_id)
         if event is None:
@@ -374,7 +374,7 @@ def build_timeline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def login_page(request: Request) -> HTMLResponse:
     cfg = deps.settings(request)
     nxt = _local_path(request.query_params.get("next"), "/")
-    if not cfg.production or auth.current(request) is not None:
+    if not cfg.production or await sessions.current(request) is not None:
         return RedirectResponse(nxt, status_code=303)  # type: ignore[return-value]
     return _login_form(request, nxt, None)
 
@@ -404,11 +404,22 @@ async def login(request: Request) -> Response:
     nonce = request.cookies.get(auth.LOGIN_COOKIE)
     if not nonce or not auth.check_token(form.get("login_token"), auth.login_token(request, nonce)):
         return _login_form(request, nxt, "Your login form expired; please try again.", status_code=403)
-    if not auth.login_accepts(cfg, form.get("secret", "")):
-        log.warning("dashboard login refused from %s", request.client.host if request.client else "?")
+    attempt = await throttle.admit(request)
+    if attempt.retry_after_s:
+        seconds = attempt.retry_after_s
+        wait = f"{seconds} s" if seconds < 120 else f"{-(-seconds // 60)} min"
+        response = _login_form(request, nxt, f"Too many failed sign-ins: try again in {wait}.",
+                               status_code=429)
+        response.headers["retry-after"] = str(attempt.retry_after_s)
+        return response
+    credential = auth.login_credential(cfg, form.get("secret", ""))
+    if credential is None:
+        throttle.failed(attempt)
         return _login_form(request, nxt, "That password or token is not accepted.", status_code=401)
+    await throttle.succeeded(request, attempt)
     response = RedirectResponse(nxt, status_code=303)
-    auth.set_session_cookie(response, request, auth.issue("admin"))
+    session = await sessions.open_session(request, credential, attempt.address)
+    auth.set_session_cookie(response, request, session)
     response.delete_cookie(auth.LOGIN_COOKIE, path="/")
     return response
 
@@ -416,6 +427,20 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await _action(request)
+    session = await sessions.current(request)
+    if session is not None:
+        await sessions.end(request, session)
+    response = RedirectResponse("/login" if deps.settings(request).production else "/", status_code=303)
+    auth.clear_session_cookie(response, request)
+    return response
+
+
+@router.post("/logout/everywhere")
+async def logout_everywhere(request: Request) -> Response:
+    """Sign out everywhere: every dashboard session ends, this one included."""
+    await _action(request)
+    if deps.settings(request).production:
+        await sessions.end_all(request, by=f"the dashboard, from {throttle.client_address(request)}")
     response = RedirectResponse("/login" if deps.settings(request).production else "/", status_code=303)
     auth.clear_session_cookie(response, request)
     return response

@@ -175,6 +175,11 @@ def test_test_harness_variables_are_not_settings_but_not_refused() -> None:
         ({"PGQUEUE_SHUTDOWN_GRACE_S": "-5"}, "PGQUEUE_SHUTDOWN_GRACE_S must be >= 0"),
         ({"PGQUEUE_PORT": "70000"}, "PGQUEUE_PORT (or --port) must be between 1 and 65535"),
         ({"PGQUEUE_LOG_LEVEL": "loud"}, "PGQUEUE_LOG_LEVEL (or --log-level) must be one of"),
+        ({"PGQUEUE_LOGIN_MAX_FAILURES": "0"}, "PGQUEUE_LOGIN_MAX_FAILURES must be positive"),
+        ({"PGQUEUE_LOGIN_ACCOUNT_MAX_FAILURES": "-1"}, "0 turns the account-wide limit off"),
+        ({"PGQUEUE_LOGIN_LOCKOUT_S": "0"}, "PGQUEUE_LOGIN_LOCKOUT_S must be positive"),
+        ({"PGQUEUE_LOGIN_MAX_LOCKOUT_S": "10"}, "PGQUEUE_LOGIN_MAX_LOCKOUT_S (10) must be at least"),
+        ({"PGQUEUE_LOGIN_MAX_LOCKOUT_S": "100000"}, "PGQUEUE_LOGIN_MAX_LOCKOUT_S must be at most 86400"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], expected: str) -> None:
@@ -188,3 +193,20 @@ def test_overrides_are_validated_too() -> None:
         settings.with_overrides(signing_key="nothex")
     assert settings.with_overrides(port=None, host="0.0.0.0").host == "0.0.0.0"
     assert settings.with_overrides(port=None).port == 8288, "None means: keep"
+
+
+def test_login_throttling_defaults_and_overrides() -> None:
+    default = Settings.from_env({})
+    assert (default.login_max_failures, default.login_account_max_failures) == (5, 20)
+    assert (default.login_lockout_s, default.login_max_lockout_s) == (15.0, 900.0)
+    tuned = Settings.from_env({"PGQUEUE_LOGIN_MAX_FAILURES": "3", "PGQUEUE_LOGIN_ACCOUNT_MAX_FAILURES": "0",
+                               "PGQUEUE_LOGIN_LOCKOUT_S": "2.5", "PGQUEUE_LOGIN_MAX_LOCKOUT_S": "60"})
+    assert (tuned.login_max_failures, tuned.login_account_max_failures) == (3, 0)
+    assert (tuned.login_lockout_s, tuned.login_max_lockout_s) == (2.5, 60.0)
+
+
+def test_the_admin_password_needs_12_characters_and_the_error_does_not_show_it() -> None:
+    message = _error({**SERVE, "PGQUEUE_ADMIN_PASSWORD": "hunter2hunte"[:11]})
+    assert message.startswith("PGQUEUE_ADMIN_PASSWORD must be at least 12 characters long, it has 11")
+    assert "openssl rand" in message and "hunter2hunt" not in message
+    assert Settings.from_env({**SERVE, "PGQUEUE_ADMIN_PASSWORD": "x" * 12}).admin_password == "x" * 12
