@@ -1,4 +1,4 @@
--- 0010_sessions: server-side dashboard sessions and login throttling (issue 13, items 4 and 5).
+-- 0011_sessions: server-side dashboard sessions and login throttling (issue 13, items 4 and 5).
 --
 -- Why: a session was a signed cookie whose key derived from the signing key alone, so logout only
 -- cleared the cookie (a copy kept working for 12 h) and changing the admin password or removing the
