@@ -1,4 +1,5 @@
-"""Send events from the application's own transaction: `pgqueue.send_event(conn, name, data)`.
+"""Send events from the application's own transaction: `pgqueue.send_event(conn, name, data)`
+(re-exported by the package).
 
 A thin wrapper over the SQL API (`pgqueue.send_event`, `pgqueue.send_events`, see docs/sql.md)
 that runs on the caller's psycopg connection, so the event commits or rolls back with the
@@ -15,8 +16,10 @@ from typing import Any
 from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor
 from psycopg.types.json import Jsonb
 
-_ONE = "SELECT pgqueue.send_event(%s, %s, %s, %s)"
-_MANY = "SELECT pgqueue.send_events(%s)"
+from pgqueue.db.queries import q
+
+_ONE = q("outbox_send_event")
+_MANY = q("outbox_send_events")
 
 
 def _one_args(name: str, data: dict[str, Any] | None, id: str | None, ts: datetime | None) -> tuple[Any, ...]:
