@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import errors
+from api import errors, limits
 from api.dashboard import routes as dashboard
 from api.routes import control as control_routes
 from api.routes import events as events_routes
@@ -81,6 +81,8 @@ def create_app(
     app.state.kicker = kick.Kicker.from_settings(settings)
     if open_pool_lazily is not None:
         app.add_middleware(_OpenOnFirstRequest, open_pool=open_pool_lazily, settings=settings)
+    # Every request body is counted against its route's limit before anything reads it.
+    app.add_middleware(limits.BodyLimitMiddleware, settings=settings)
     errors.install(app)
     app.include_router(events_routes.router)
     app.include_router(sync_routes.router)
