@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import errors, limits
+from api import errors, limits, security
 from api.dashboard import routes as dashboard
 from api.routes import control as control_routes
 from api.routes import events as events_routes
@@ -81,6 +81,9 @@ def create_app(
     app.state.kicker = kick.Kicker.from_settings(settings)
     if open_pool_lazily is not None:
         app.add_middleware(_OpenOnFirstRequest, open_pool=open_pool_lazily, settings=settings)
+    # Outermost last: the cross-site guard answers before any route runs, and its refusals (a body
+    # left unread) close the connection through the body limit's send.
+    app.add_middleware(security.CrossSiteGuard, settings=settings)
     # Every request body is counted against its route's limit before anything reads it.
     app.add_middleware(limits.BodyLimitMiddleware, settings=settings)
     errors.install(app)

@@ -30,7 +30,7 @@ async def client(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, st
     app = create_app(Settings(database_url=database_url, poll_interval_ms=200), run_services=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             assert (await c.post("/fn/register", json=REGISTER)).status_code == 200
             c.app = app  # type: ignore[attr-defined]
             yield c, database_url

@@ -30,7 +30,7 @@ def register_body(*fns: str, cancel: bool = False) -> dict:
 async def client(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str, Runner]]:
     app = create_app(Settings(database_url=database_url), run_services=False)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
             yield c, database_url, Runner(app.state.pool, wakeup=Wakeup())
 
 

@@ -175,6 +175,9 @@ def test_test_harness_variables_are_not_settings_but_not_refused() -> None:
         ({"PGQUEUE_SHUTDOWN_GRACE_S": "-5"}, "PGQUEUE_SHUTDOWN_GRACE_S must be >= 0"),
         ({"PGQUEUE_PORT": "70000"}, "PGQUEUE_PORT (or --port) must be between 1 and 65535"),
         ({"PGQUEUE_LOG_LEVEL": "loud"}, "PGQUEUE_LOG_LEVEL (or --log-level) must be one of"),
+        ({"PGQUEUE_ALLOWED_HOSTS": "https://pgqueue.example"}, "PGQUEUE_ALLOWED_HOSTS takes comma-separated"),
+        ({"PGQUEUE_ALLOWED_HOSTS": "pgqueue.example:8288"}, "without scheme, port or path"),
+        ({"PGQUEUE_ALLOWED_HOSTS": "ok.example,a/b"}, "got 'a/b'"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], expected: str) -> None:
@@ -188,3 +191,11 @@ def test_overrides_are_validated_too() -> None:
         settings.with_overrides(signing_key="nothex")
     assert settings.with_overrides(port=None, host="0.0.0.0").host == "0.0.0.0"
     assert settings.with_overrides(port=None).port == 8288, "None means: keep"
+
+
+def test_allowed_hosts_are_a_list_of_names_addresses_and_patterns() -> None:
+    environ = {"PGQUEUE_ALLOWED_HOSTS": "pgqueue.internal, .dev.example,10.0.0.5,[fd00::1],*"}
+    settings = Settings.from_env(environ)
+    assert settings.allowed_hosts == ("pgqueue.internal", ".dev.example", "10.0.0.5", "[fd00::1]", "*")
+    assert Settings.from_env({}).allowed_hosts == ()
+    assert "did you mean PGQUEUE_ALLOWED_HOSTS" in _error({"PGQUEUE_ALLOWED_HOST": "x"})
