@@ -155,3 +155,34 @@ async def test_serve_mode_checks_the_host_only_when_allowed_hosts_is_set(make_ap
     refused = await pinned.client.get("/v1/runs", headers={**BEARER, "host": "rebind.example"})
     assert_api_error(refused, 421, "PGQUEUE_ALLOWED_HOSTS")
     assert (await pinned.client.get("/health", headers={"host": "127.0.0.1:8288"})).status_code == 200
+
+
+def test_every_state_changing_route_is_covered_by_the_json_rule_or_is_a_dashboard_form() -> None:
+    """A new POST/PUT/PATCH/DELETE route must sit under the API prefixes the dev server's
+    Content-Type rule covers, or be a dashboard form action (session + CSRF token)."""
+    from fastapi.routing import APIRoute
+
+    from api import security
+    from api.app import create_app
+    from pgqueue.settings import Settings
+
+    app = create_app(Settings(database_url="postgresql://unused/x").validated(), run_services=False)
+
+    def routes(items: list[Any]) -> Iterator[APIRoute]:
+        for route in items:
+            if isinstance(route, APIRoute):
+                yield route
+            elif hasattr(route, "original_router"):
+                yield from routes(route.original_router.routes)
+
+    dashboard_forms = {"/login", "/logout"}
+    checked = 0
+    for route in routes(app.routes):
+        if route.methods <= security.SAFE_METHODS:
+            continue
+        checked += 1
+        if route.path.startswith(security.API_PREFIXES):
+            continue
+        assert route.path in dashboard_forms or route.path.startswith("/ui/"), route.path
+        assert not route.include_in_schema, f"{route.path} looks like an API route outside the JSON rule"
+    assert checked >= 15
