@@ -2,12 +2,13 @@
 itself reads a byte, and the route class that runs authentication before a body is read.
 
 Each request gets the limit of its route (`body_limit`): events keep theirs (`PGQUEUE_MAX_EVENT_BYTES`
-per event, a request of up to 4 x that or 16 MiB), SDK endpoints 16 MiB, everything else (REST,
-dashboard forms) 1 MiB. The body is counted as it streams: a declared Content-Length over the limit
-is refused when the app first asks for the body, without reading it; a chunked body as soon as the
-count passes the limit. Either way the answer is 413 with the usual JSON error. The check is lazy on
-purpose: an app that answers without reading the body (a 401 from an authentication check) keeps
-its answer, so a caller without credentials learns nothing about sizes.
+per event, checked when the body is parsed; the request at most the larger of 4 x that and 16 MiB),
+SDK endpoints 16 MiB, everything else (REST, dashboard forms) 1 MiB. The body is counted as it
+streams: a declared Content-Length over the limit is refused when the app first asks for the body,
+without reading it; a chunked body as soon as the count passes the limit. Either way the answer is
+413 with the usual JSON error. The check is lazy on purpose: an app that answers without reading the
+body (a 401 from an authentication check) keeps its answer, so a caller without credentials learns
+nothing about sizes.
 
 A response sent before the whole body was read gets `Connection: close`, so the server does not
 keep draining what the client still sends.
