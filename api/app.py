@@ -19,8 +19,9 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp
 
-from api import errors
+from api import docs, errors, limits, security
 from api.dashboard import routes as dashboard
 from api.routes import control as control_routes
 from api.routes import events as events_routes
@@ -70,11 +71,14 @@ def create_app(
             await app.state.http.aclose()
             await app.state.pool.close()
 
-    app = FastAPI(
+    app = _App(
         title="pgqueue",
         version=__version__,
         description="Durable functions on PostgreSQL alone: an Inngest-compatible server.",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN; api/docs.py serves /docs itself.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.pool = None
@@ -82,6 +86,11 @@ def create_app(
     app.state.kicker = kick.Kicker.from_settings(settings)
     if open_pool_lazily is not None:
         app.add_middleware(_OpenOnFirstRequest, open_pool=open_pool_lazily, settings=settings)
+    # Outermost last: the cross-site guard answers before any route runs, and its refusals (a body
+    # left unread) close the connection through the body limit's send.
+    app.add_middleware(security.CrossSiteGuard, settings=settings)
+    # Every request body is counted against its route's limit before anything reads it.
+    app.add_middleware(limits.BodyLimitMiddleware, settings=settings)
     errors.install(app)
     app.include_router(events_routes.router)
     app.include_router(sync_routes.router)
@@ -90,6 +99,7 @@ def create_app(
     app.include_router(functions_routes.router)
     app.include_router(inspect_routes.router)
     app.include_router(sessions_routes.router)
+    app.include_router(docs.router)
     dashboard.install(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness and schema check")
@@ -111,6 +121,14 @@ def create_app(
         return JSONResponse({"version": f"pgqueue-{__version__}", "mode": "dev", "features": {}})
 
     return app
+
+
+class _App(FastAPI):
+    """FastAPI with the security headers outside its whole middleware stack, so the 500 answer of
+    its ServerErrorMiddleware carries them too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return security.SecurityHeaders(super().build_middleware_stack())
 
 
 class _OpenOnFirstRequest:

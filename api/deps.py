@@ -10,6 +10,7 @@ from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
 from api import auth
+from api.limits import runs_before_body
 from pgqueue.db.pool import Conn
 from pgqueue.errors import SchemaNotReady, Unauthorized
 from pgqueue.executor import signing
@@ -45,6 +46,7 @@ def require_event_key(request: Request, event_key: str) -> None:
         raise Unauthorized("Event key not found")
 
 
+@runs_before_body
 def require_signing_key(request: Request) -> None:
     """REST endpoints: `Authorization: Bearer <signing key or its hash, or an API token>` in production.
 
@@ -63,6 +65,7 @@ def require_signing_key(request: Request) -> None:
         raise Unauthorized("missing or invalid Authorization bearer token: use the signing key or its hash")
 
 
+@runs_before_body
 def require_sdk_key(request: Request) -> None:
     """SDK endpoints (registration): the signing key only, raw or hashed; API tokens are for people."""
     cfg = settings(request)

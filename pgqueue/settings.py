@@ -7,7 +7,9 @@ did-you-mean hint, because a typo in a deployment should fail loudly rather than
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -55,6 +57,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_TICK_LINGER_S": ("tick_linger_s", float),
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
+    "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
 }
 
 
@@ -118,6 +121,10 @@ class Settings:
     # JSON envelope; the Lambda handlers set it). Larger answers become a 413 with a message, and
     # the executor fails a run whose state the SDK could no longer fetch (StateTooLarge).
     max_api_response_bytes: int | None = None
+    # Host names the server answers to besides loopback and its bind address (DNS-rebinding guard):
+    # always checked in dev mode, in serve mode only when set. ".example.com" matches subdomains
+    # too, "*" any host.
+    allowed_hosts: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -200,6 +207,12 @@ class Settings:
                 "every PGQUEUE_API_TOKENS entry must be at least 16 characters long"
                 " (generate one with `openssl rand -hex 32`)"
             )
+        for entry in self.allowed_hosts:
+            if not _valid_allowed_host(entry):
+                raise ConfigError(
+                    "PGQUEUE_ALLOWED_HOSTS takes comma-separated host names like pgqueue.internal,"
+                    f" .example.com (subdomains too) or * (any), without scheme, port or path; got {entry!r}"
+                )
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
@@ -258,6 +271,20 @@ _POSITIVE = (
 _LOG_FORMATS = ("text", "json")
 MIN_ADMIN_PASSWORD = 12
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+_HOST_NAME = re.compile(r"\.?[a-z0-9_]([a-z0-9_-]*)(\.[a-z0-9_]([a-z0-9_-]*))*\.?")
+
+
+def _valid_allowed_host(entry: str) -> bool:
+    if entry == "*":
+        return True
+    bare = entry.lower().removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(bare)
+        return True
+    except ValueError:
+        return _HOST_NAME.fullmatch(bare) is not None
 
 
 def _env_name(field_name: str) -> str:

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api import deps, schemas
+from api import deps, limits, schemas
 from api.routes.events import read_body
 from pgqueue import control, ingest
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.store import control as control_store
 
-router = APIRouter(dependencies=[Depends(deps.require_signing_key)])
+router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
 
 def _cancellation_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +57,8 @@ async def list_cancellations(request: Request, limit: int = Query(50, ge=1, le=5
     return JSONResponse({"data": [_cancellation_json(r) for r in rows]})
 
 
-@router.delete("/v1/cancellations/{cancellation_id}", tags=["runs"], summary="Delete a bulk cancellation record")
+@router.delete("/v1/cancellations/{cancellation_id}", tags=["runs"],
+               summary="Delete a bulk cancellation record")
 async def delete_cancellation(cancellation_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         if not await control_store.delete_cancellation(conn, cancellation_id):
@@ -78,7 +79,8 @@ class ReplayRequest(BaseModel):
     statuses: list[str] = Field(default_factory=lambda: ["Failed", "Cancelled"])
 
 
-@router.post("/v1/functions/{function_id}/replay", tags=["functions"], summary="Replay ended runs in a time range")
+@router.post("/v1/functions/{function_id}/replay", tags=["functions"],
+             summary="Replay ended runs in a time range")
 async def replay_range(function_id: str, body: ReplayRequest, request: Request) -> JSONResponse:
     before = body.started_before or datetime.now(UTC)
     if body.started_after >= before:
@@ -105,7 +107,7 @@ async def resume_function(function_id: str, request: Request) -> JSONResponse:
 
 @router.post("/invoke/{function_slug}", tags=["functions"], summary="Invoke a function directly")
 async def invoke_function(function_slug: str, request: Request) -> JSONResponse:
-    raw = await read_body(request, 16 * 1024 * 1024)
+    raw = await read_body(request, limits.SDK_BODY_BYTES)
     body = ingest.parse_body(raw) if raw.strip() else {}
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object like {\"data\": {...}}")

@@ -7,12 +7,12 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api import deps
+from api import deps, limits
 from pgqueue import ingest
 from pgqueue.errors import PayloadTooLarge
 from pgqueue.store import events
 
-router = APIRouter()
+router = APIRouter(route_class=limits.AuthFirstRoute)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -30,8 +30,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def max_request_bytes(request: Request) -> int:
-    cfg = deps.settings(request)
-    return max(cfg.max_event_bytes * 4, 16 * 1024 * 1024)
+    return limits.event_request_bytes(deps.settings(request))
 
 
 @router.post("/e/{event_key}", tags=["events"], summary="Send events")

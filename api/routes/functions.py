@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from api import deps, schemas
+from api import deps, limits, schemas
 from pgqueue.errors import NotFound
 from pgqueue.store import inspect, runs
 
-router = APIRouter(dependencies=[Depends(deps.require_signing_key)])
+router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
 
 def _function_detail_json(row: dict[str, Any]) -> dict[str, Any]:

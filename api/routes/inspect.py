@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api import deps, schemas
+from api import deps, limits, schemas
 from pgqueue.errors import NotFound
 from pgqueue.store import inspect, runs
 
-router = APIRouter(dependencies=[Depends(deps.require_signing_key)])
+router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -8,13 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from api import deps, schemas
+from api import deps, limits, schemas
 from pgqueue import control
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, runs, steps
 
-router = APIRouter(dependencies=[Depends(deps.require_signing_key)])
+router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
 
 def _utc(value: datetime | None) -> datetime | None:

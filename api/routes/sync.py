@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api import deps
+from api import deps, limits
 from api.routes.events import read_body
 from pgqueue import appsync, control, registration
 from pgqueue.errors import InvalidInput
 from pgqueue.store import apps
 
-router = APIRouter()
-MAX_REGISTER_BYTES = 16 * 1024 * 1024
+router = APIRouter(route_class=limits.AuthFirstRoute)
+MAX_REGISTER_BYTES = limits.SDK_BODY_BYTES
 log = logging.getLogger(__name__)
 
 

@@ -76,7 +76,7 @@ async def make_api(database_url: str) -> AsyncIterator[ApiFactory]:
             app = create_app(settings, run_services=False)
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pgqueue.test")
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
             )
             return Api(client, url, settings, app)
 
@@ -94,7 +94,7 @@ async def module_api(pg_admin_url: str, template_db: str, **overrides: Any) -> A
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://pgqueue.test"
+                transport=httpx.ASGITransport(app=app), base_url="http://localhost"
             ) as client,
         ):
             yield Api(client, url, settings, app)

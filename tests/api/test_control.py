@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from api.app import create_app
-from pgqueue.runner.loop import Runner
 from pgqueue.db.notify import Wakeup
+from pgqueue.runner.loop import Runner
 from pgqueue.settings import Settings
 
 REGISTER = {
@@ -30,7 +30,7 @@ async def client(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, st
     app = create_app(Settings(database_url=database_url, poll_interval_ms=200), run_services=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             assert (await c.post("/fn/register", json=REGISTER)).status_code == 200
             c.app = app  # type: ignore[attr-defined]
             yield c, database_url
@@ -49,7 +49,8 @@ async def _runs_for(c: httpx.AsyncClient, app, events: list[dict]) -> list[str]:
 async def test_bulk_cancel_with_if_expression(client: tuple[httpx.AsyncClient, str]) -> None:
     c, _ = client
     app = c.app  # type: ignore[attr-defined]
-    run_ids = await _runs_for(c, app, [{"name": "ctl/work", "data": {"tier": t}} for t in ("free", "pro", "free")])
+    work = [{"name": "ctl/work", "data": {"tier": t}} for t in ("free", "pro", "free")]
+    run_ids = await _runs_for(c, app, work)
     other = await _runs_for(c, app, [{"name": "ctl/other", "data": {"tier": "free"}}])
     r = await c.post("/v1/cancellations", json={
         "app_id": "ctl", "function_id": "ctl-work",
@@ -65,7 +66,8 @@ async def test_bulk_cancel_with_if_expression(client: tuple[httpx.AsyncClient, s
     assert listed[0]["cancelled"] == 2 and listed[0]["if"] == "event.data.tier == 'free'"
     assert (await c.delete(f"/v1/cancellations/{listed[0]['id']}")).status_code == 200
     assert (await c.delete(f"/v1/cancellations/{listed[0]['id']}")).status_code == 404
-    bad = await c.post("/v1/cancellations", json={"app_id": "ctl", "function_id": "ctl-work", "if": "event.data =="})
+    bad = await c.post("/v1/cancellations",
+                       json={"app_id": "ctl", "function_id": "ctl-work", "if": "event.data =="})
     assert bad.status_code == 400 and "invalid `if` expression" in bad.json()["error"]
     missing = await c.post("/v1/cancellations", json={"app_id": "nope", "function_id": "ctl-work"})
     assert missing.status_code == 404
@@ -91,7 +93,9 @@ async def test_replay_creates_a_new_run_from_the_same_event(client: tuple[httpx.
     assert r.status_code == 201 and len(r.json()["data"]["run_ids"]) == 1
 
 
-async def test_paused_function_stores_events_but_starts_nothing(client: tuple[httpx.AsyncClient, str]) -> None:
+async def test_paused_function_stores_events_but_starts_nothing(
+    client: tuple[httpx.AsyncClient, str],
+) -> None:
     c, _ = client
     app = c.app  # type: ignore[attr-defined]
     assert (await c.post("/v1/functions/ctl-work/pause")).json()["data"]["paused"] is True

@@ -30,7 +30,8 @@ def register_body(*fns: str, cancel: bool = False) -> dict:
 async def client(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str, Runner]]:
     app = create_app(Settings(database_url=database_url), run_services=False)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             yield c, database_url, Runner(app.state.pool, wakeup=Wakeup())
 
 
@@ -45,7 +46,8 @@ async def test_resync_archives_removed_functions_and_cancels_their_runs(
     [keep] = (await c.get(f"/v1/events/{ids[0]}/runs")).json()["data"]
     [drop] = (await c.get(f"/v1/events/{ids[1]}/runs")).json()["data"]
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT count(*) FROM pgqueue.pauses WHERE run_id = %s", (drop["run_id"],)).fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM pgqueue.pauses WHERE run_id = %s",
+                            (drop["run_id"],)).fetchone() == (1,)
 
     r = await c.post("/fn/register", json=register_body("keep", cancel=True))
     assert r.status_code == 200 and r.json()["modified"] is True
@@ -54,11 +56,13 @@ async def test_resync_archives_removed_functions_and_cancels_their_runs(
     assert drop_now["status"] == "Cancelled" and "removed" in drop_now["error"]["message"]
     assert (await c.get(f"/v1/runs/{keep['run_id']}")).json()["data"]["status"] == "Queued"
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT count(*) FROM pgqueue.pauses WHERE run_id = %s", (drop["run_id"],)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pgqueue.pauses WHERE run_id = %s",
+                            (drop["run_id"],)).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM pgqueue.queue_items WHERE run_id = %s",
                             (drop["run_id"],)).fetchone() == (0,)
         names = [r[0] for r in conn.execute(
-            "SELECT name FROM pgqueue.events WHERE data->>'run_id' = %s ORDER BY name", (drop["run_id"],)).fetchall()]
+            "SELECT name FROM pgqueue.events WHERE data->>'run_id' = %s ORDER BY name",
+            (drop["run_id"],)).fetchall()]
     assert names == ["inngest/function.cancelled", "inngest/function.finished"]
     # The archived function starts nothing; listing shows it only on request.
     new = (await c.post("/e/k", json={"name": "rs/drop"})).json()["ids"][0]

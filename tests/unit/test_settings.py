@@ -180,6 +180,9 @@ def test_test_harness_variables_are_not_settings_but_not_refused() -> None:
         ({"PGQUEUE_LOGIN_LOCKOUT_S": "0"}, "PGQUEUE_LOGIN_LOCKOUT_S must be positive"),
         ({"PGQUEUE_LOGIN_MAX_LOCKOUT_S": "10"}, "PGQUEUE_LOGIN_MAX_LOCKOUT_S (10) must be at least"),
         ({"PGQUEUE_LOGIN_MAX_LOCKOUT_S": "100000"}, "PGQUEUE_LOGIN_MAX_LOCKOUT_S must be at most 86400"),
+        ({"PGQUEUE_ALLOWED_HOSTS": "https://pgqueue.example"}, "PGQUEUE_ALLOWED_HOSTS takes comma-separated"),
+        ({"PGQUEUE_ALLOWED_HOSTS": "pgqueue.example:8288"}, "without scheme, port or path"),
+        ({"PGQUEUE_ALLOWED_HOSTS": "ok.example,a/b"}, "got 'a/b'"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], expected: str) -> None:
@@ -210,3 +213,11 @@ def test_the_admin_password_needs_12_characters_and_the_error_does_not_show_it()
     assert message.startswith("PGQUEUE_ADMIN_PASSWORD must be at least 12 characters long, it has 11")
     assert "openssl rand" in message and "hunter2hunt" not in message
     assert Settings.from_env({**SERVE, "PGQUEUE_ADMIN_PASSWORD": "x" * 12}).admin_password == "x" * 12
+
+
+def test_allowed_hosts_are_a_list_of_names_addresses_and_patterns() -> None:
+    environ = {"PGQUEUE_ALLOWED_HOSTS": "pgqueue.internal, .dev.example,10.0.0.5,[fd00::1],*"}
+    settings = Settings.from_env(environ)
+    assert settings.allowed_hosts == ("pgqueue.internal", ".dev.example", "10.0.0.5", "[fd00::1]", "*")
+    assert Settings.from_env({}).allowed_hosts == ()
+    assert "did you mean PGQUEUE_ALLOWED_HOSTS" in _error({"PGQUEUE_ALLOWED_HOST": "x"})
