@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from api import deps, sessions, throttle
+from api import deps, limits, sessions, throttle
 
-router = APIRouter(dependencies=[Depends(deps.require_signing_key)])
+router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
 
 @router.delete("/v1/sessions", tags=["auth"], summary="End every dashboard session (sign out everywhere)")

@@ -36,7 +36,7 @@ BEARER = {"authorization": f"Bearer {SIGNING_KEY}"}
 # Routes that are public on purpose: liveness, the login itself, the API description, and the SDK
 # endpoints that check their own keys (event key in the path, signing key on registration).
 PUBLIC = {"/health", "/login", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/dev"}
-OWN_KEYS = {"/e/{event_key}", "/fn/register"}
+OWN_KEYS = {"/e/{event_key}", "/e/", "/fn/register"}
 
 
 def _api_routes(routes: list[Any]) -> list[APIRoute]:

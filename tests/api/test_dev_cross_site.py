@@ -175,7 +175,7 @@ def test_every_state_changing_route_is_covered_by_the_json_rule_or_is_a_dashboar
             elif hasattr(route, "original_router"):
                 yield from routes(route.original_router.routes)
 
-    dashboard_forms = {"/login", "/logout"}
+    dashboard_forms = {"/login", "/logout", "/logout/everywhere"}
     checked = 0
     for route in routes(app.routes):
         if route.methods <= security.SAFE_METHODS:
