@@ -91,7 +91,7 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     # Bearer tokens accepted by the REST API (and the dashboard login) besides the signing key.
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
-    # Login throttling (docs/security-sessions.md): failures allowed per client address, and for the
+    # Login throttling (docs/security.md#sessions-and-login): failures allowed per client address, and for the
     # dashboard account from anywhere (0: no account-wide limit), before a wait of login_lockout_s
     # that doubles with each further failure up to login_max_lockout_s.
     login_max_failures: int = 5
@@ -182,7 +182,7 @@ class Settings:
             )
         if self.admin_password is not None and len(self.admin_password) < MIN_ADMIN_PASSWORD:
             # Raised from 8: an existing shorter password stops the server here, loudly, rather than
-            # being accepted and guessed (see docs/security-sessions.md).
+            # being accepted and guessed (see docs/security.md#sessions-and-login).
             raise ConfigError(
                 f"PGQUEUE_ADMIN_PASSWORD must be at least {MIN_ADMIN_PASSWORD} characters long, it has"
                 f" {len(self.admin_password)} (the minimum used to be 8): set a longer one, e.g. from"
