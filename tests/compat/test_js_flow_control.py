@@ -125,7 +125,8 @@ def test_debounce_timeout_caps_the_wait(js_flow: tuple[Server, App]) -> None:
 def test_batch_with_a_key_and_an_if(js_flow: tuple[Server, App]) -> None:
     server, app = js_flow
     t = _tag()
-    send_many(server, [{"name": "js-flow/batch", "data": {"key": t, "n": n, "batch": True}} for n in range(3)])
+    send_many(server, [{"name": "js-flow/batch", "data": {"key": t, "n": n, "batch": True}}
+                       for n in range(3)])
     send_many(server, [{"name": "js-flow/batch", "data": {"key": f"{t}-b", "n": 7, "batch": True}},
                        {"name": "js-flow/batch", "data": {"key": t, "n": 9, "batch": False}}])
     wait_until(lambda: len(spans(app, "batched", t)) == 3, timeout=30, message="three batch runs")
@@ -186,7 +187,8 @@ def test_send_event_is_memoised_across_a_retry(js_flow: tuple[Server, App]) -> N
     [run] = server.wait_runs(event_id, timeout=30)
     assert run["status"] == "Completed", run
     assert ledger(app)["calls"][f"{run['run_id']}:fail-once"] == 1
-    sent = [e for e in server.get("/v1/events?name=js-flow/echo&limit=500")["data"] if e["data"].get("tag") == t]
+    sent = [e for e in server.get("/v1/events?name=js-flow/echo&limit=500")["data"]
+            if e["data"].get("tag") == t]
     assert len(sent) == 1 and run["output"]["ids"] == [sent[0]["id"]]
     [echo] = server.wait_runs(sent[0]["internal_id"], timeout=30)
     assert echo["status"] == "Completed" and echo["output"] == {"tag": t}
