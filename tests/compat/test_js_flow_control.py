@@ -2,7 +2,7 @@
 in dev, production and PgBouncer stacks, judged from the app's own records: concurrency with a key,
 two limits, env scope; throttle and rate limit with keys; debounce with a timeout; batching with a
 key and `if`; priority; idempotency; singleton; timeouts; step.sendEvent (memoised across a retry),
-step.sleepUntil and RetryAfterError."""
+step.sleepUntil and RetryAfterError; a cron trigger with a TZ= prefix."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+import psycopg
 import pytest
 
 from tests.compat.conftest import STACK_MODES, App, Server, server_for_mode, sync_via_put
@@ -23,7 +25,7 @@ from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.compat
 
-FLOW_JS_FUNCTIONS = 16
+FLOW_JS_FUNCTIONS = 17
 
 
 @pytest.fixture(scope="module", params=STACK_MODES)
@@ -206,3 +208,18 @@ def test_sleep_until_and_retry_after(js_flow: tuple[Server, App]) -> None:
     assert retried["status"] == "Completed" and retried["output"] == "ok", retried
     times = ledger(app)["calls"][f"{retried['run_id']}:times"]
     assert len(times) == 2 and times[1] - times[0] >= 1.9, times  # backoff is ms here; 2 s was asked
+
+
+def test_cron_trigger_with_a_time_zone(js_flow: tuple[Server, App]) -> None:
+    """`TZ=Europe/Paris 0 9 * * *` from the JS SDK: the next slot is 09:00 in Paris."""
+    server, _ = js_flow
+    with psycopg.connect(server.database_url, prepare_threshold=None) as conn:
+        row = conn.execute(
+            "SELECT s.cron, s.next_at FROM pgqueue.cron_schedules s JOIN pgqueue.functions f"
+            " ON f.id = s.function_id WHERE f.slug = 'js-flow-cron-paris'").fetchone()
+    assert row is not None
+    cron, next_at = row
+    assert cron == "TZ=Europe/Paris 0 9 * * *"
+    local = next_at.astimezone(ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute, local.second) == (9, 0, 0)
+    assert timedelta(0) < next_at - datetime.now(UTC) <= timedelta(days=1)

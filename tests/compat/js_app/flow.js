@@ -186,9 +186,14 @@ const retryAfter = inngest.createFunction(
     }),
 );
 
+const cronParis = inngest.createFunction(
+  { id: "cron-paris", triggers: [{ cron: "TZ=Europe/Paris 0 9 * * *" }] },
+  async () => "bonjour",
+);
+
 export const FUNCTIONS = [
   concKey, twoLimits, envScoped, throttled, rateLimited, debounced, batched, prioritized, idempotent,
-  singleton, startTimeout, finishTimeout, sender, echo, sleepUntil, retryAfter,
+  singleton, startTimeout, finishTimeout, sender, echo, sleepUntil, retryAfter, cronParis,
 ];
 
 const app = express();
