@@ -17,7 +17,7 @@ from mangum import Mangum
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from pgqueue import aws
+from pgqueue import aws, telemetry
 from pgqueue.db.pool import open_pool
 
 # One request at a time per container: a small pool; total connections = concurrency x this.
@@ -65,4 +65,7 @@ def fit(event: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # Mangum runs the request on asyncio.get_event_loop(): make that this container's loop.
     asyncio.set_event_loop(_loop)
-    return fit(event, _mangum(event, context))
+    try:
+        return fit(event, _mangum(event, context))
+    finally:
+        telemetry.flush()  # traces (optional): a frozen container exports nothing until it thaws

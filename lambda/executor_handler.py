@@ -27,7 +27,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import aws, kick, tick
+from pgqueue import aws, kick, telemetry, tick
 from pgqueue.db import migrate
 from pgqueue.db.pool import open_pool
 
@@ -122,6 +122,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         result = migrate.migrate(settings.database_url)
         return {"action": action, "version": result.version, "applied": list(result.applied)}
     deadline = time.monotonic() + budget_s(context)
-    outcome = _loop.run_until_complete(_tick(deadline))
+    try:
+        outcome = _loop.run_until_complete(_tick(deadline))
+    finally:
+        telemetry.flush()  # traces (optional): a frozen container exports nothing until it thaws
     hop = hop_of(event)
     return {"action": action, **outcome.to_dict(), "hop": hop, "handed_over": hand_over(outcome, hop)}

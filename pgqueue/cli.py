@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import uvicorn
 
-from pgqueue import __version__
+from pgqueue import __version__, telemetry
 from pgqueue.errors import PgQueueError
 from pgqueue.settings import Settings
 
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve" and args.host is None and not os.environ.get("PGQUEUE_HOST"):
             settings = settings.with_overrides(host="0.0.0.0")
         _setup_logging(settings.log_level, settings.log_format)
+        telemetry.configure()  # traces on or off from the OTEL_* variables, said once at start-up
         with signals.held():
             settings, pg = _resolve_database(settings, args)
         from pgqueue.db import migrate

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import logging_setup
+from pgqueue import logging_setup, telemetry
 from pgqueue.db import notify
 from pgqueue.executor import invoke
 from pgqueue.executor.execute import Executor
@@ -75,7 +75,8 @@ class Services:
 
     async def _execute(self, item: QueueItem) -> Any:
         # every log line of this item's execution names its run and function
-        with logging_setup.bind(run_id=item.run_id, function_id=item.function_id):
+        # and, when tracing is on, runs in the call's span (pgqueue.telemetry)
+        with logging_setup.bind(run_id=item.run_id, function_id=item.function_id), telemetry.call(item):
             return await self.executor.execute(item)
 
     def wake_runner(self) -> None:

@@ -3,12 +3,14 @@ transaction per request."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api import deps, limits
-from pgqueue import ingest
+from pgqueue import ingest, telemetry
 from pgqueue.errors import PayloadTooLarge
 from pgqueue.store import events
 
@@ -35,6 +37,7 @@ def max_request_bytes(request: Request) -> int:
 
 @router.post("/e/{event_key}", tags=["events"], summary="Send events")
 async def send_events(event_key: str, request: Request) -> JSONResponse:
+    started_ns = time.time_ns()
     deps.require_event_key(request, event_key)
     cfg = deps.settings(request)
     body = await read_body(request, max_request_bytes(request))
@@ -52,6 +55,7 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
         # committed, and the ids are fixed already, so one retry on a fresh connection is safe.
         async with deps.pool(request).connection() as conn, conn.transaction():
             queued = await events.ingest(conn, parsed)
+    telemetry.ingested(request.headers, parsed, started_ns)  # traces (optional): a span per stored event
     services = getattr(request.app.state, "services", None)
     if queued and services is not None:
         services.wake_runner()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
+from pgqueue import telemetry
 from pgqueue.executor import completion, invoke, outcome, signing
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
@@ -65,6 +66,7 @@ class Executor:
         except ValueError as exc:  # the synced URL cannot be parsed: no retry can fix that
             error = {"name": "AppUnreachable", "message": f"the app URL {ctx['url']!r} is not valid: {exc}"}
             return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)
+        telemetry.sending(request.headers, ctx)  # traces (optional): the app gets the call span's traceparent
         response = await self._send(request)
         if (isinstance(response, outcome.Response) and response.status == 401 and self.signing_key_fallback
                 and self.signing_key):
@@ -115,6 +117,7 @@ class Executor:
         The app call already happened: losing its result to a dropped database connection would
         mean running the step again. Every apply is one transaction fenced by the lease token, so
         retrying it on a fresh connection is safe."""
+        telemetry.called(result)  # traces (optional): the call's outcome and its steps
         elem = completion.element(item, result, started_at=started_at, body_size=body_size)
         if elem is not None:
             status = await self.completions.submit(elem)

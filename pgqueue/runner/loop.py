@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import errors
+from pgqueue import errors, telemetry
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import Conn
 from pgqueue.runner import matching, starting, triggers
@@ -96,15 +96,20 @@ class Runner(LoopService):
             async def resume(part: Sequence[int]) -> int:
                 return await matching.match_events(conn, [incoming[i] for i in part])
 
+            handled: list[tuple[dict[str, Any], list[str]]] = []  # (event, its runs), for traces
+
             async def start(part: Sequence[int]) -> int:
                 starter = starting.RunStarter(conn)
-                for i in part:
-                    await _start_for_event(starter, batch[i]["id"], incoming[i].event, candidates)
-                return await starter.close()
+                started = [(batch[i], await _start_for_event(starter, batch[i]["id"], incoming[i].event,
+                                                             candidates)) for i in part]
+                created = await starter.close()
+                handled.extend(started)  # only what this (sub)transaction really did
+                return created
 
             # Waiting runs first (all of the batch in one lookup), then new runs.
             resumed = await self._isolated(conn, batch, "could not resume waiting runs", resume)
             created = await self._isolated(conn, batch, "could not start runs", start)
+        telemetry.events_handled(handled)  # committed: each event's span, linked to the runs it started
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
         return RunnerTick(len(event_ids), created)
@@ -162,7 +167,10 @@ class Runner(LoopService):
 
 async def _start_for_event(
     starter: starting.RunStarter, event_id: str, event: dict[str, Any], candidates: Sequence[dict[str, Any]]
-) -> None:
+) -> list[str]:
+    """Start the event's runs; returns the ids of the runs that took it (new, or a waiting batch or
+    debounce run)."""
+    run_ids: list[str] = []
     matched = triggers.matching_functions(event, candidates)
     paused = [m for m in matched if m["paused_at"] is not None]
     if paused and len(paused) == len(matched):
@@ -170,3 +178,6 @@ async def _start_for_event(
     for trig in matched:
         if trig["paused_at"] is None:
             await starter.start(trig, event_id, event)
+            if starter.last_run_id is not None:
+                run_ids.append(starter.last_run_id)
+    return run_ids
