@@ -46,6 +46,9 @@ from pgqueue.telemetry import derived_ids
 SCOPE = "pgqueue"
 MAX_LINKS = 32  # a batch run links to at most this many of its events (pgqueue.event.count says how many)
 MAX_LISTED_RUNS = 100
+# Ingest spans per request: the first events of a large batch get one (every event still gets its own
+# `event` span from the runner); a span per event of a 5,000-event request would add to its latency.
+MAX_INGEST_SPANS = 100
 STEP_OUTCOMES = {
     "StepRun": "completed", "Step": "completed", "StepFailed": "failed", "StepPlanned": "planned",
     "Sleep": "sleeping", "WaitForEvent": "waiting", "InvokeFunction": "invoking", "StepNotFound": "not found",
@@ -299,7 +302,7 @@ class Tracing:
         if not sender.is_valid:
             sender = trace.get_current_span(_PROPAGATOR.extract(dict(request_headers))).get_span_context()
         links = [Link(sender)] if sender.is_valid else []
-        for event in events:
+        for event in events[:MAX_INGEST_SPANS]:
             parent = trace.set_span_in_context(trace.NonRecordingSpan(self._derived("event", event.id)))
             attributes = {"pgqueue.event.id": event.id, "pgqueue.event.name": event.name,
                           "pgqueue.ingest.events": len(events)}

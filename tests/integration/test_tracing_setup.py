@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -16,7 +17,7 @@ from uuid import uuid4
 import pytest
 
 from pgqueue import ids, telemetry
-from pgqueue.models import QueueItem
+from pgqueue.models import Event, QueueItem
 from tests.helpers.otlp import Receiver, otlp_receiver
 from tests.helpers.procs import ROOT
 
@@ -29,7 +30,7 @@ import dataclasses, sys
 from datetime import UTC, datetime
 from uuid import uuid4
 from pgqueue import telemetry
-from pgqueue.models import QueueItem
+from pgqueue.models import Event, QueueItem
 import api.app, pgqueue.services  # the API and the executor, with their hooks
 from pgqueue.executor.outcome import RunDone
 item = QueueItem(1, "01JRUN0000000000000000000A", uuid4(), "call", "step", None, 0, 1, uuid4(),
@@ -113,3 +114,25 @@ def test_a_call_that_raises_ends_its_span_with_the_exception_type_only(receiver:
     assert span.parent_span_id == f"{telemetry.derived_ids('run', ITEM.run_id)[1]:016x}"
     assert span.attributes["pgqueue.attempt"] == 2 and span.attributes["pgqueue.queue.wait_ms"] >= 1000
     assert span.resource["service.name"] == "pgqueue"  # OTEL_SERVICE_NAME unset
+
+
+def test_large_batches_and_the_engines_own_events_stay_cheap(receiver: Receiver) -> None:
+    batch = [Event(id=ids.new_ulid(), name="shop/order", data={"n": n}, ts=0) for n in range(150)]
+    received = datetime.now(UTC)
+
+    telemetry.ingested({}, batch, time.time_ns())
+    telemetry.events_handled([
+        ({"id": ids.new_ulid(), "name": "inngest/function.finished", "received_at": received}, []),
+        ({"id": batch[0].id, "name": "shop/order", "received_at": received},
+         ["01JRUN1", "01JRUN1", "01JRUN2"]),  # a run listed twice is linked once
+    ])
+    telemetry.flush()
+
+    spans = receiver.wait_for(lambda got: len(got) == 101, timeout=10)
+    ingests = [s for s in spans if s.name == "ingest shop/order"]
+    [event] = [s for s in spans if s.name.startswith("event ")]
+    assert len(ingests) == 100 and {s.attributes["pgqueue.ingest.events"] for s in ingests} == {150}
+    assert [s.attributes["pgqueue.event.id"] for s in ingests] == [e.id for e in batch[:100]]
+    assert event.name == "event shop/order" and event.attributes["pgqueue.run.ids"] == ["01JRUN1", "01JRUN2"]
+    assert event.links == [(telemetry.run_trace_id(r), f"{telemetry.derived_ids('run', r)[1]:016x}")
+                           for r in ("01JRUN1", "01JRUN2")]
