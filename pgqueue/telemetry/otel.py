@@ -24,7 +24,7 @@ import contextvars
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,6 +102,12 @@ def _exporter(name: str) -> SpanExporter:
     raise Unsupported(f"OTLP protocol {protocol!r} is not supported: use http/protobuf (or grpc)")
 
 
+def _short(value: object, limit: int = 200) -> str:
+    """Names the app chooses (steps, errors) as they go into a span: text, bounded."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _ns(value: datetime) -> int:
     return int(value.timestamp() * 1e9)
 
@@ -119,7 +125,6 @@ class CallState:
     span: trace.Span
     started_ns: int
     sent_ns: int | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 _current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("pgqueue_call", default=None)
@@ -196,7 +201,7 @@ class Tracing:
         name = "call" if item.kind == "call" else f"pgqueue.{item.kind}"
         span = self.tracer.start_span(name, context=trace.set_span_in_context(trace.NonRecordingSpan(run)),
                                       kind=kind, attributes=attributes, start_time=now)
-        state = CallState(item, span, now, attributes=attributes)
+        state = CallState(item, span, now)
         token = _current_call.set(state)
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=False,
@@ -224,7 +229,6 @@ class Tracing:
         if url.port:
             details["server.port"] = url.port
         span.set_attributes(details)
-        state.attributes.update(details)
         span.update_name(f"call {slug}")
         span_context = span.get_span_context()
         if span_context.is_valid:
@@ -256,7 +260,7 @@ class Tracing:
         if isinstance(result, RunDone):
             span.set_attribute("pgqueue.outcome", "done")
         elif isinstance(result, CallError):
-            name = str(result.error.get("name") or "Error")
+            name = _short(result.error.get("name") or "Error")
             span.set_attributes({"pgqueue.outcome": "error", "error.type": name,
                                  "pgqueue.error.retriable": result.retriable})
             if result.status_code is not None:
@@ -277,7 +281,8 @@ class Tracing:
             outcome = STEP_OUTCOMES.get(op.op, "unsupported")
             attributes: dict[str, Any] = {
                 "pgqueue.run.id": item.run_id, "pgqueue.function.id": str(item.function_id),
-                "pgqueue.step.id": op.id, "pgqueue.step.name": op.label, "pgqueue.step.op": op.op,
+                "pgqueue.step.id": _short(op.id), "pgqueue.step.name": _short(op.label),
+                "pgqueue.step.op": _short(op.op),
                 "pgqueue.attempt": item.attempt,
             }
             error_name = None
@@ -285,10 +290,11 @@ class Tracing:
                 retried = not result.no_retry and item.attempt + 1 < item.max_attempts
                 outcome = "retrying" if retried else "failed"
             if op.op in ("StepError", "StepFailed"):
-                error_name = str(op.error.get("name") or "Error") if isinstance(op.error, dict) else "Error"
+                error = op.error if isinstance(op.error, dict) else {}
+                error_name = _short(error.get("name") or "Error")
                 attributes["error.type"] = error_name
             attributes["pgqueue.step.outcome"] = outcome
-            span = self.tracer.start_span(f"step {op.label}", context=parent, attributes=attributes,
+            span = self.tracer.start_span(f"step {_short(op.label)}", context=parent, attributes=attributes,
                                           start_time=state.sent_ns or state.started_ns)
             if error_name is not None:
                 span.set_status(Status(StatusCode.ERROR, error_name))
