@@ -195,8 +195,6 @@ class Tracing:
         }
         if item.step_name:
             attributes["pgqueue.step.name"] = item.step_name
-        if item.run_started:
-            attributes["pgqueue.run.first_call"] = True
         kind = SpanKind.CLIENT if item.kind == "call" else SpanKind.INTERNAL
         name = "call" if item.kind == "call" else f"pgqueue.{item.kind}"
         span = self.tracer.start_span(name, context=trace.set_span_in_context(trace.NonRecordingSpan(run)),
@@ -234,11 +232,12 @@ class Tracing:
         if span_context.is_valid:
             headers["traceparent"] = (f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
                                       f"{int(span_context.trace_flags) & 0x01:02x}")
-        if item.run_started:
+        if item.run_started or ctx.get("started_now"):  # the claim started the run, or run_context did
+            span.set_attribute("pgqueue.run.first_call", True)
             self._run_root(item, ctx, slug, end_ns=state.started_ns)
 
     def _run_root(self, item: QueueItem, ctx: Mapping[str, Any], slug: str, *, end_ns: int) -> None:
-        """The run's root span, sent once: by the claim that starts the run (its first call)."""
+        """The run's root span, sent once: by the call that starts the run (its first)."""
         try:
             start_ns = ids.ulid_time_ms(item.run_id) * 1_000_000  # run ids are ULIDs: their creation time
         except ValueError:

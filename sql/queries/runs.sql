@@ -13,6 +13,7 @@ WITH started AS (
 )
 SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.max_attempts, r.event_ids,
        r.function_id, f.slug, f.url, f.app_id, f.config, a.name AS app_name,
+       EXISTS (SELECT 1 FROM started) AS started_now,  -- this call starts the run (its claim could not)
        (SELECT coalesce(jsonb_agg(
                    jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
                                       'ts', e.ts)
