@@ -1,0 +1,77 @@
+"""Which call starts a run: the claim (run_started), or the run_context query when the claim could not
+lock the run row (started_now). Exactly one of them says so, which is what a run's single root span
+(pgqueue.telemetry) relies on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from pgqueue import ids
+from pgqueue.db.pool import open_pool
+from pgqueue.store import queue, runs
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    pool = await open_pool(database_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+async def queued_run(pool: AsyncConnectionPool) -> str:
+    event_id, run_id = ids.new_ulid(), ids.new_ulid()
+    async with pool.connection() as conn:
+        app = await (await conn.execute(
+            "INSERT INTO pgqueue.apps (name, url) VALUES (%s, 'http://127.0.0.1:9') RETURNING id",
+            (f"app-{run_id}",))).fetchone()
+        fn = await (await conn.execute(
+            "INSERT INTO pgqueue.functions (app_id, slug, name, url, config) VALUES "
+            "(%s, %s, 'f', 'http://127.0.0.1:9', '{}') RETURNING id", (app["id"], f"fn-{run_id}"))).fetchone()
+        await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'ctx/go', %s, %s)",
+                           (event_id, Jsonb({}), ids.ulid_time_ms(event_id)))
+        await conn.execute(
+            "INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts)"
+            " VALUES (%s, %s, %s, ARRAY[%s], 'queued', 1)", (run_id, fn["id"], event_id, event_id))
+        await conn.execute("INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id,"
+                           " max_attempts) VALUES (%s, %s, 'call', 'step', 1)", (run_id, fn["id"]))
+    return run_id
+
+
+async def context(pool: AsyncConnectionPool, run_id: str) -> dict[str, Any]:
+    async with pool.connection() as conn:
+        ctx = await runs.context(conn, run_id)
+    assert ctx is not None
+    return ctx
+
+
+async def test_the_claim_starts_the_run_and_the_context_does_not_say_it_again(
+    pool: AsyncConnectionPool,
+) -> None:
+    run_id = await queued_run(pool)
+    async with pool.connection() as conn:
+        [item] = await queue.claim(conn, "w", 10, 60_000)
+
+    ctx = await context(pool, run_id)
+
+    assert item.run_started is True
+    assert (ctx["status"], ctx["started_now"]) == ("running", False)
+
+
+async def test_a_run_row_locked_at_claim_time_is_started_by_the_context(pool: AsyncConnectionPool) -> None:
+    run_id = await queued_run(pool)
+    async with pool.connection() as holder, holder.transaction():
+        # a foreign-key check elsewhere (an insert referencing the run) holds this lock for a moment
+        await holder.execute("SELECT 1 FROM pgqueue.runs WHERE id = %s FOR KEY SHARE", (run_id,))
+        async with pool.connection() as conn:
+            [item] = await queue.claim(conn, "w", 10, 60_000)
+
+    first, second = await context(pool, run_id), await context(pool, run_id)
+
+    assert item.run_started is False
+    assert first["started_now"] is True  # (its status still reads as before its own update: queued)
+    assert (second["status"], second["started_now"]) == ("running", False)
