@@ -55,8 +55,11 @@ async def cancel(conn: Conn, run_id: str, *, reason: str) -> bool:
 
 
 async def emit_finished(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> None:
-    """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one.
+    """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one
+    or nothing listens for them.
     `run` needs id, function_id, event_ids and correlation_id."""
+    if not await events.finish_heard(conn, run.get("correlation_id")):
+        return  # nothing listens: no event, no inbox row, no runner round (pgqueue.finish_heard_v1)
     rows = await events.get_many(conn, run["event_ids"])
     by_id = {r["id"]: r for r in rows}
     ordered = [event_object(by_id[i]) for i in run["event_ids"] if i in by_id]

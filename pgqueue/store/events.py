@@ -66,6 +66,13 @@ async def set_skip_reason(conn: Conn, event_id: str, reason: str) -> None:
     await conn.execute(q("event_set_skip_reason"), {"id": event_id, "reason": reason})
 
 
+async def finish_heard(conn: Conn, correlation_id: str | None) -> bool:
+    """Does anything listen for a run's inngest/function.finished? (pgqueue.finish_heard_v1)"""
+    cur = await conn.execute(q("event_finish_heard"), {"correlation_id": correlation_id})
+    row = await cur.fetchone()
+    return bool(row and row["heard"])
+
+
 async def insert_internal(conn: Conn, name: str, data: dict[str, Any]) -> str:
     """Emit an internal event (inngest/function.finished, ...) into the runner's inbox."""
     event_id = ids.new_ulid()

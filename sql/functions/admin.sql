@@ -136,8 +136,9 @@ BEGIN
     INTO all_events
     FROM pgqueue.events e WHERE e.id = ANY (r.event_ids);
     trigger_event := all_events -> 0;
-    IF trigger_event IS NULL OR trigger_event ->> 'name' NOT IN
-            ('inngest/function.finished', 'inngest/function.failed', 'inngest/function.cancelled') THEN
+    IF (trigger_event IS NULL OR trigger_event ->> 'name' NOT IN
+            ('inngest/function.finished', 'inngest/function.failed', 'inngest/function.cancelled'))
+       AND pgqueue.finish_heard_v1(r.correlation_id) THEN
         SELECT f.slug INTO slug FROM pgqueue.functions f WHERE f.id = r.function_id;
         payload := jsonb_build_object(
             'function_id', coalesce(slug, r.function_id::text),

@@ -47,3 +47,6 @@ SELECT pg_notify('pgqueue_events', '') FROM i
 INSERT INTO pgqueue.events (id, name, data, "user", ts, v)
 VALUES (%(id)s, %(name)s, %(data)s::jsonb, %(user)s::jsonb, %(ts)s, %(v)s)
 RETURNING id, name, data, "user", ts, v, external_id, received_at, skip_reason
+
+-- name: event_finish_heard
+SELECT pgqueue.finish_heard_v1(%(correlation_id)s) AS heard

@@ -32,6 +32,9 @@ async def test_a_call_that_keeps_outliving_its_lease_fails_with_lease_expired(da
     with psycopg.connect(database_url, autocommit=True) as conn:
         fn = _function(conn, "outlives")
         [run_id] = _runs(conn, fn, 1, max_attempts=3)
+        # Something listens for failures (as an onFailure handler would), so the failure is emitted.
+        conn.execute("INSERT INTO pgqueue.pause_paths (event_name, match_path)"
+                     " VALUES ('inngest/function.failed', '*')")
     pool = await open_pool(database_url, max_size=4)
     rescuer = Rescuer(pool, backoff_scale=0)
     try:
