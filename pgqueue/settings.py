@@ -55,6 +55,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
     "PGQUEUE_TICK_LINGER_S": ("tick_linger_s", float),
+    "PGQUEUE_INLINE_START": ("inline_start", bool),
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
@@ -116,6 +117,9 @@ class Settings:
     # wake_max_hops times in a row; the schedule starts a new chain. 0: stop when nothing is due
     # (timers then wait for the next scheduled tick). The Lambda handlers default it to 60.
     tick_linger_s: float = 0.0
+    # POST /e starts the events' runs in its own transaction (pgqueue/runner/inline.py) unless a
+    # function they trigger debounces, batches or rate limits; off: the runner starts every run.
+    inline_start: bool = True
     wake_max_hops: int = 100
     # The largest HTTP response the API can return, serialized (AWS Lambda: 6 MB including the
     # JSON envelope; the Lambda handlers set it). Larger answers become a 413 with a message, and

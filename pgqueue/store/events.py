@@ -25,6 +25,12 @@ async def ingest(conn: Conn, events: Sequence[Event]) -> int:
     return int(row["queued"]) if row else 0
 
 
+async def take_from_inbox(conn: Conn, event_ids: Sequence[str]) -> list[str]:
+    """Remove these events from the inbox (the caller handles them); returns them in inbox order."""
+    cur = await conn.execute(q("event_inbox_take"), {"ids": list(event_ids)})
+    return [r["event_id"] for r in await cur.fetchall()]
+
+
 async def claim_inbox(conn: Conn, limit: int) -> list[str]:
     cur = await conn.execute(q("event_inbox_claim"), {"limit": limit})
     return [r["event_id"] for r in await cur.fetchall()]

@@ -349,8 +349,9 @@ def test_the_tick_publishes_emf_metrics(
 
 
 def test_leases_held_at_the_deadline_are_released(
-    lambda_env: dict[str, str], handlers: Any, slow_app: str
+    lambda_env: dict[str, str], handlers: Any, slow_app: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PGQUEUE_INLINE_START", "0")  # the executor's runner starts the run
     api = handlers("api_handler")
     executor = handlers("executor_handler")
     raw = app_body(slow_app, function("lambda-shop-slow", slow_app))

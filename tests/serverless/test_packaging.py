@@ -93,6 +93,7 @@ print(json.dumps({{"health": health, "sent": sent, "tick": tick}}))
         "DATABASE_URL": database_url,
         "PGQUEUE_SIGNING_KEY": SIGNING_KEY,
         "PGQUEUE_EVENT_KEYS": EVENT_KEY,
+        "PGQUEUE_INLINE_START": "0",  # the event waits in the inbox for the executor's runner
         "HOME": str(folder),
     }
     # -S: no site-packages, so every import is served by the zip (or the standard library)
