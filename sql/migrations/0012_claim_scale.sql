@@ -1,0 +1,7 @@
+-- 0012_claim_scale: the claim reads a bounded number of functions, and housekeeping has indexes.
+--
+-- claim_rotation: when more functions have due work than a claim takes, each claim starts its
+-- round-robin at the next stride of the function list (pgqueue.claim_lease_v1), so consecutive
+-- claims serve every function in turn while each reads only about as many functions as items it
+-- takes. A sequence: no row is written or locked per claim (nextval is not transactional).
+CREATE SEQUENCE pgqueue.claim_rotation AS bigint;
