@@ -1,5 +1,9 @@
 """The Rescuer service: expired leases go back to the queue as counted interruptions; an item
-interrupted too often fails its run with LeaseExpired (see pgqueue.queue.interrupts)."""
+interrupted too often fails its run with LeaseExpired (see pgqueue.queue.interrupts).
+
+Each round also keeps the queue tidy: items parked on a concurrency key with a free slot are
+unparked (a lost wake-up), and work that paused functions queued since their pause is parked
+with the rest of their held work."""
 
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class Rescuer(LoopService):
             rescued = await queue.rescue_expired(conn, max_interrupts=interrupts.MAX_INTERRUPTS,
                                                  backoff_scale=self.backoff_scale)
             n = len(rescued) + await queue.unblock_sweep(conn)
+            await queue.hold_paused(conn)
             # Housekeeping that must not grow without bound: expired dedupe/idempotency windows.
             await control.prune_expired_keys(conn)
         await interrupts.fail_exhausted(self.pool, rescued, interrupts.LEASE_EXPIRED_ERROR)

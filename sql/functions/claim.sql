@@ -1,5 +1,5 @@
 -- pgqueue.claim_lease_v1: lease up to p_limit due queue items for one worker, with flow control.
--- What every claim version does (claim_v1, and through it claim_v2 and claim_v3).
+-- What every claim version does (claim_v1, and through it claim_v2 and claim_v3; claim_v4).
 --
 -- Cost: the claim locks only the rows it takes (leases, parks or delays), and reads about
 -- p_limit items however many functions have work. Candidates are read first, without locks, in
@@ -17,8 +17,8 @@
 -- previous claim's stride ended: every function with due work is served within
 -- ceil(functions / p_limit) claims, and a claim reads about p_limit functions instead of all. Within a function, items go by sort_at
 -- (run_at - priority); at most p_limit items of one function are read per claim.
--- Paused functions (p_hold_paused): not read at all, so their queued work stays where it is;
--- the flag is read once per function, never per item.
+-- Paused functions (p_hold_paused, claim_v4): not read at all, so their queued work stays where
+-- it is; the flag is read once per function, never per item (see function_pause_v1).
 -- Concurrency: for each of an item's keys, the key is locked with pg_try_advisory_xact_lock (a
 -- key busy in another claim is skipped this round) and the leased items holding it are counted
 -- once per claim; an item over a limit is parked (blocked) on that key.
@@ -233,7 +233,8 @@ BEGIN
 END
 $$;
 
--- pgqueue.claim_v1: claim_lease_v1 over every function, paused ones included.
+-- pgqueue.claim_v1: claim_lease_v1 over every function, paused ones included (their parked work is
+-- held all the same). Kept, with claim_v2 and claim_v3 on it, for workers of earlier releases.
 DROP FUNCTION IF EXISTS pgqueue.claim_v1(text, integer, integer);
 CREATE OR REPLACE FUNCTION pgqueue.claim_v1(
     p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer DEFAULT 1000)
@@ -319,5 +320,38 @@ AS $$
     )
     SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
            c.lease_token, c.run_at, c.run_started
+    FROM claimed c CROSS JOIN timed
+$$;
+
+-- pgqueue.claim_v4: claim_v3 that holds the work of paused functions: claim_lease_v1 reads no
+-- paused function (checked once per function), so none of its queued items is leased until it is
+-- resumed (see function_pause_v1). In one statement, as claim_v3: the runs whose first call it
+-- leased are marked running (run_started) and their timeouts.finish scheduled.
+CREATE OR REPLACE FUNCTION pgqueue.claim_v4(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer DEFAULT 1000)
+RETURNS TABLE (
+    id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
+    attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz, run_started boolean
+)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    WITH claimed AS MATERIALIZED (
+        SELECT * FROM pgqueue.claim_lease_v1(p_worker, p_limit, p_lease_ms, p_fn_default_limit, true)
+    ), starting AS (
+        SELECT r.id FROM pgqueue.runs r
+        WHERE r.id = ANY (ARRAY(SELECT c.run_id FROM claimed c WHERE c.kind = 'call')) AND r.status = 'queued'
+        ORDER BY r.id
+        FOR UPDATE SKIP LOCKED
+    ), started AS (
+        UPDATE pgqueue.runs r SET status = 'running', started_at = now()
+        FROM starting s WHERE r.id = s.id
+        RETURNING r.id
+    ), timed AS MATERIALIZED (
+        SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
+    )
+    SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
+           c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
     FROM claimed c CROSS JOIN timed
 $$;

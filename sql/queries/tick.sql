@@ -31,10 +31,12 @@ SELECT extract(epoch FROM least(
 
 -- name: queue_metrics
 -- What the tick publishes: work due now, leases held, and how long the oldest due item waited.
-SELECT count(*) FILTER (WHERE q.state = 'available' AND q.run_at <= now()) AS due,
+-- Work a paused function holds is not due (it would keep the age alarm firing for a deliberate pause).
+SELECT count(*) FILTER (WHERE q.state = 'available' AND q.run_at <= now() AND NOT q.held) AS due,
        count(*) FILTER (WHERE q.state = 'available' AND q.run_at > now()) AS scheduled,
        count(*) FILTER (WHERE q.state = 'leased') AS leased,
        coalesce(extract(epoch FROM now() - min(q.run_at) FILTER (
-           WHERE q.state = 'available' AND q.run_at <= now())), 0)::float8 AS oldest_due_age_s,
+           WHERE q.state = 'available' AND q.run_at <= now() AND NOT q.held)), 0)::float8 AS oldest_due_age_s,
        (SELECT count(*) FROM pgqueue.event_inbox) AS inbox
-FROM pgqueue.queue_items q
+FROM (SELECT q0.state, q0.run_at, coalesce(q0.blocked AND starts_with(q0.blocked_key, '$paused:'), false) AS held
+      FROM pgqueue.queue_items q0) q

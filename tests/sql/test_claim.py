@@ -41,7 +41,7 @@ def claim_cost(conn: psycopg.Connection, function: str, limit: int) -> tuple[int
     return result
 
 
-@pytest.mark.parametrize("function", ["claim_v1", "claim_v3"])
+@pytest.mark.parametrize("function", ["claim_v1", "claim_v3", "claim_v4"])
 def test_a_claim_locks_only_the_items_it_takes(conn: psycopg.Connection, function: str) -> None:
     # 60 functions with 20 due items each: a claim of 10 takes the oldest item of 10 functions.
     for i in range(60):
@@ -56,7 +56,7 @@ def test_a_claim_locks_only_the_items_it_takes(conn: psycopg.Connection, functio
     assert wal < 20_000, wal
 
 
-def test_with_more_functions_than_a_claim_takes_each_claim_serves_distinct_heads(conn: psycopg.Connection) -> None:
+def test_with_more_functions_than_a_claim_takes_claims_go_round(conn: psycopg.Connection) -> None:
     fns = [_function(conn, f"many-{i}") for i in range(30)]
     heads = {fn: _runs(conn, fn, 3)[0] for fn in fns}
     served: list[str] = []
