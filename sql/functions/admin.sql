@@ -214,7 +214,9 @@ BEGIN
     INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
     VALUES (p_run_id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s)
     ON CONFLICT DO NOTHING;
-    PERFORM pg_notify('pgqueue_queue', '');
+    IF FOUND THEN
+        PERFORM pg_notify('pgqueue_queue', '');
+    END IF;
     RETURN QUERY SELECT p_run_id, 'running'::text, cleared;
 END
 $$;
