@@ -9,3 +9,7 @@ CREATE SEQUENCE pgqueue.claim_rotation AS bigint;
 -- event_dedupe is pruned by expires_at every rescuer round (prune_expired_keys): without an
 -- index that was a sequential scan of a day of dedupe windows (135 ms at 1,000,000 rows).
 CREATE INDEX event_dedupe_expires ON pgqueue.event_dedupe (expires_at);
+
+-- Expired cancelOn listeners are pruned by the rescuer (pause_expire_cancel_listeners); without an
+-- index each round would read every pause, waits included.
+CREATE INDEX pauses_cancel_expires ON pgqueue.pauses (expires_at) WHERE kind = 'cancel' AND expires_at IS NOT NULL;
