@@ -15,8 +15,9 @@
 -- one function with a deep backlog cannot delay another's work by more than one claim round.
 -- With more, a claim takes the oldest item of p_limit of them, in function order from where the
 -- previous claim's stride ended: every function with due work is served within
--- ceil(functions / p_limit) claims, and a claim reads about p_limit functions instead of all. Within a function, items go by sort_at
--- (run_at - priority); at most p_limit items of one function are read per claim.
+-- ceil(functions / p_limit) claims, and a claim reads about p_limit functions instead of all.
+-- Within a function, items go by sort_at (run_at - priority); at most p_limit items of one
+-- function are read per claim.
 -- Paused functions (p_hold_paused, claim_v4): not read at all, so their queued work stays where
 -- it is; the flag is read once per function, never per item (see function_pause_v1).
 -- Concurrency: for each of an item's keys, the key is locked with pg_try_advisory_xact_lock (a
@@ -24,7 +25,8 @@
 -- once per claim; an item over a limit is parked (blocked) on that key.
 -- Default bound: a function's items are admitted while fewer than p_fn_default_limit of its
 -- items are leased (counted once per claim; not serialised, so concurrent claims may overshoot it by
--- at most their batch sizes: it is a guard against runaway fan-out, not an exact limit).
+-- at most their batch sizes: it is a guard against runaway fan-out, not an exact limit). While
+-- fewer than p_fn_default_limit - p_limit items are leased in all, no function is counted.
 -- Throttle: the first call of a run with a throttle key must pass GCRA (throttle_admit_v2);
 -- otherwise its run_at moves to when it may start (delayed, never dropped).
 -- Each lease (token + expiry from the database clock) is committed before any work starts.
@@ -66,12 +68,18 @@ DECLARE
     v_keys     text[];
     start      integer;
     row_limit  integer;        -- the first round's limit on items read when it cannot read them all
+    bounded    boolean;        -- some function may reach p_fn_default_limit in this claim
 BEGIN
     SELECT coalesce(array_agg(f.id ORDER BY f.id), '{}') INTO fns
     FROM pgqueue.functions f
     WHERE NOT (p_hold_paused AND f.paused_at IS NOT NULL);
     after_sort := array_fill('-infinity'::timestamptz, ARRAY[cardinality(fns)]);
     after_id := array_fill(0::bigint, ARRAY[cardinality(fns)]);
+    -- No function can reach the default bound while fewer than p_fn_default_limit - p_limit items
+    -- are leased in all (the common case): then no function's leased items need counting.
+    SELECT count(*) >= p_fn_default_limit - p_limit INTO bounded
+    FROM (SELECT 1 FROM pgqueue.queue_items l WHERE l.state = 'leased'
+          LIMIT greatest(p_fn_default_limit - p_limit, 0)) x;
     IF cardinality(fns) >= p_limit THEN
         -- At least as many functions as items wanted: the first round reads the oldest due item
         -- of each function in turn until it has p_limit of them, starting where the previous
@@ -125,13 +133,16 @@ BEGIN
             -- The batch's default bounds, counted in one query; its concurrency keys locked in
             -- bulk, then their leased items counted in one indexed query (locks first, so the
             -- counts are current). A key missed here is locked and counted on its own below.
-            SELECT counts || coalesce(jsonb_object_agg('fn-default:' || x.fid::text, x.n), '{}'::jsonb) INTO counts
-            FROM (
-                SELECT u.fid, (SELECT count(*) FROM pgqueue.queue_items l
-                               WHERE l.function_id = u.fid AND l.state = 'leased') AS n
-                FROM (SELECT DISTINCT c.fid FROM unnest(cand_fns[pos : pos + cardinality(batch) - 1]) AS c(fid)) u
-                WHERE NOT counts ? ('fn-default:' || u.fid::text)
-            ) x;
+            IF bounded THEN
+                SELECT counts || coalesce(jsonb_object_agg('fn-default:' || x.fid::text, x.n), '{}'::jsonb)
+                INTO counts
+                FROM (
+                    SELECT u.fid, (SELECT count(*) FROM pgqueue.queue_items l
+                                   WHERE l.function_id = u.fid AND l.state = 'leased') AS n
+                    FROM (SELECT DISTINCT c.fid FROM unnest(cand_fns[pos : pos + cardinality(batch) - 1]) AS c(fid)) u
+                    WHERE NOT counts ? ('fn-default:' || u.fid::text)
+                ) x;
+            END IF;
             pos := pos + cardinality(batch);
             IF keyed THEN
                 SELECT coalesce(array_agg(DISTINCT x.key), '{}') INTO v_keys
@@ -162,12 +173,14 @@ BEGIN
                 over_key := NULL;
                 busy := false;
                 k := 'fn-default:' || cand.function_id::text;
-                IF NOT counts ? k THEN
-                    SELECT count(*) INTO n FROM pgqueue.queue_items l
-                    WHERE l.function_id = cand.function_id AND l.state = 'leased';
-                    counts := counts || jsonb_build_object(k, n);
+                IF bounded THEN
+                    IF NOT counts ? k THEN
+                        SELECT count(*) INTO n FROM pgqueue.queue_items l
+                        WHERE l.function_id = cand.function_id AND l.state = 'leased';
+                        counts := counts || jsonb_build_object(k, n);
+                    END IF;
+                    CONTINUE WHEN (counts ->> k)::integer >= p_fn_default_limit;
                 END IF;
-                CONTINUE WHEN (counts ->> k)::integer >= p_fn_default_limit;
                 IF cardinality(cand.ckeys) > 0 THEN
                     FOR i IN 1 .. cardinality(cand.ckeys) LOOP
                         k := cand.ckeys[i];
@@ -204,8 +217,10 @@ BEGIN
                         CONTINUE;
                     END IF;
                 END IF;
-                k := 'fn-default:' || cand.function_id::text;
-                counts := jsonb_set(counts, ARRAY[k], to_jsonb((counts ->> k)::integer + 1));
+                IF bounded THEN
+                    k := 'fn-default:' || cand.function_id::text;
+                    counts := jsonb_set(counts, ARRAY[k], to_jsonb((counts ->> k)::integer + 1));
+                END IF;
                 IF cardinality(cand.ckeys) > 0 THEN
                     FOR i IN 1 .. cardinality(cand.ckeys) LOOP
                         k := cand.ckeys[i];

@@ -67,3 +67,18 @@ def test_with_more_functions_than_a_claim_takes_claims_go_round(conn: psycopg.Co
         assert all(run == heads[fn] for fn, run in rows)  # each the function's oldest
         served += [run for _, run in rows]
     assert sorted(served) == sorted(heads.values())  # three claims: every function once
+
+
+def test_the_default_bound_caps_a_functions_leased_items(conn: psycopg.Connection) -> None:
+    def claim(n: int, bound: int) -> list[str]:
+        rows = conn.execute("SELECT function_id FROM pgqueue.claim_v4('w', %s, 30000, %s)", (n, bound))
+        return [str(r[0]) for r in rows.fetchall()]
+
+    busy, other = _function(conn, "bounded"), _function(conn, "unbounded")
+    _runs(conn, busy, 20)
+    # 8 of 12 leased: few enough in all that the claim need not count them
+    assert claim(8, 12) == [str(busy)] * 8
+    _runs(conn, other, 2)
+    # now counted: 4 more of the busy function reach its bound; the other function is not held back
+    assert sorted(claim(10, 12)) == sorted([str(busy)] * 4 + [str(other)] * 2)
+    assert claim(10, 12) == []
