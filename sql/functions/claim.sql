@@ -43,10 +43,8 @@ AS $$
 DECLARE
     v_now      timestamptz := now();
     v_lease    interval := make_interval(secs => p_lease_ms / 1000.0);
-    -- The functions a round reads from, each after the last item read from it (keyset sort_at, id).
-    fns        uuid[];
-    after_sort timestamptz[];
-    after_id   bigint[];
+    fns        uuid[];         -- the functions a round reads from
+    considered bigint[] := '{}';  -- every item read so far (a later round reads past them)
     depth      integer;        -- items read per function in this round
     total      integer := 0;   -- items read per function so far (at most p_limit)
     cands      bigint[];       -- the round's candidates in claim order (read, not locked)
@@ -73,8 +71,6 @@ BEGIN
     SELECT coalesce(array_agg(f.id ORDER BY f.id), '{}') INTO fns
     FROM pgqueue.functions f
     WHERE NOT (p_hold_paused AND f.paused_at IS NOT NULL);
-    after_sort := array_fill('-infinity'::timestamptz, ARRAY[cardinality(fns)]);
-    after_id := array_fill(0::bigint, ARRAY[cardinality(fns)]);
     -- No function can reach the default bound while fewer than p_fn_default_limit - p_limit items
     -- are leased in all (the common case): then no function's leased items need counting.
     SELECT count(*) >= p_fn_default_limit - p_limit INTO bounded
@@ -94,28 +90,26 @@ BEGIN
     END IF;
 
     WHILE admitted < p_limit AND cardinality(fns) > 0 AND depth > 0 LOOP
-        -- One round: up to `depth` due items of each function after its keyset, in claim order
-        -- (the 1st of every function by age, then the 2nd, ...), and the functions whose read
-        -- came back full, which may have more (the aggregates without ORDER BY see the rows in
-        -- the same order, so these three arrays stay aligned).
+        -- One round: up to `depth` due items of each function not read yet, in claim order (the
+        -- 1st of every function by age, then the 2nd, ...), and the functions whose read came back
+        -- full, which may have more. (Read past `considered` rather than after a keyset: a row
+        -- comparison's generic selectivity makes plpgsql's cached plan a bitmap scan and sort of
+        -- all of a function's due items.)
         SELECT coalesce(array_agg(c.id ORDER BY c.ord, c.sort_at, c.id), '{}'),
                coalesce(array_agg(c.function_id ORDER BY c.ord, c.sort_at, c.id), '{}'),
                coalesce(bool_or(cardinality(c.ckeys) > 0), false),
-               coalesce(array_agg(c.function_id) FILTER (WHERE c.ord = depth), '{}'),
-               coalesce(array_agg(c.sort_at) FILTER (WHERE c.ord = depth), '{}'),
-               coalesce(array_agg(c.id) FILTER (WHERE c.ord = depth), '{}')
-        INTO cands, cand_fns, keyed, fns, after_sort, after_id
+               coalesce(array_agg(c.function_id) FILTER (WHERE c.ord = depth), '{}')
+        INTO cands, cand_fns, keyed, fns
         FROM (
             -- a nested loop over the functions in array order, so row_limit ends the probing
-            SELECT h.* FROM unnest(fns, after_sort, after_id) AS f(fid, s, i)
+            SELECT h.* FROM unnest(fns) AS f(fid)
             CROSS JOIN LATERAL (
                 SELECT q.*, row_number() OVER (ORDER BY q.sort_at, q.id) AS ord
                 FROM (
                     SELECT q1.id, q1.function_id, q1.ckeys, q1.sort_at
                     FROM pgqueue.queue_items q1
                     WHERE q1.function_id = f.fid AND q1.state = 'available' AND NOT q1.blocked
-                      AND (q1.sort_at, q1.id) > (f.s, f.i)
-                      AND q1.sort_at <= v_now AND q1.run_at <= v_now
+                      AND q1.sort_at <= v_now AND q1.run_at <= v_now AND q1.id <> ALL (considered)
                     ORDER BY q1.sort_at, q1.id
                     LIMIT depth
                 ) q
@@ -123,6 +117,7 @@ BEGIN
             LIMIT row_limit
         ) c;
         row_limit := NULL;
+        considered := considered || cands;
         total := total + depth;
 
         pos := 1;
