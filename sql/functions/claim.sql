@@ -16,8 +16,11 @@
 -- With more, a claim takes the oldest item of p_limit of them, in function order from where the
 -- previous claim's stride ended: every function with due work is served within
 -- ceil(functions / p_limit) claims, and a claim reads about p_limit functions instead of all.
--- Within a function, items go by sort_at (run_at - priority); at most p_limit items of one
--- function are read per claim.
+-- Within a function, items go by sort_at (run_at - priority).
+-- Bounds: after its first round (about p_limit items), a claim reads at most 4 * p_limit more
+-- items, so up to three concurrent claims that read the same oldest items and find them locked by
+-- an earlier one still fill their batch, and a backlog that flow control holds back is parked a
+-- few batches at a time.
 -- Paused functions (p_hold_paused, claim_v4): not read at all, so their queued work stays where
 -- it is; the flag is read once per function, never per item (see function_pause_v1).
 -- Concurrency: for each of an item's keys, the key is locked with pg_try_advisory_xact_lock (a
@@ -46,7 +49,7 @@ DECLARE
     fns        uuid[];         -- the functions a round reads from
     considered bigint[] := '{}';  -- every item read so far (a later round reads past them)
     depth      integer;        -- items read per function in this round
-    total      integer := 0;   -- items read per function so far (at most p_limit)
+    budget     integer := 4 * p_limit;  -- items a claim reads at most after its first round
     cands      bigint[];       -- the round's candidates in claim order (read, not locked)
     cand_fns   uuid[];         -- their functions
     keyed      boolean;        -- some candidate has concurrency keys
@@ -89,7 +92,7 @@ BEGIN
         depth := ceil(p_limit::numeric / greatest(cardinality(fns), 1));
     END IF;
 
-    WHILE admitted < p_limit AND cardinality(fns) > 0 AND depth > 0 LOOP
+    WHILE admitted < p_limit AND cardinality(fns) > 0 AND depth > 0 AND budget > 0 LOOP
         -- One round: up to `depth` due items of each function not read yet, in claim order (the
         -- 1st of every function by age, then the 2nd, ...), and the functions whose read came back
         -- full, which may have more. (Read past `considered` rather than after a keyset: a row
@@ -116,9 +119,11 @@ BEGIN
             ) h
             LIMIT row_limit
         ) c;
+        IF cardinality(considered) > 0 THEN  -- a later round
+            budget := budget - cardinality(cands);
+        END IF;
         row_limit := NULL;
         considered := considered || cands;
-        total := total + depth;
 
         pos := 1;
         WHILE admitted < p_limit AND pos <= cardinality(cands) LOOP
@@ -226,7 +231,8 @@ BEGIN
                 admitted := admitted + 1;
             END LOOP;
         END LOOP;
-        depth := least(ceil((p_limit - admitted)::numeric / greatest(cardinality(fns), 1)), p_limit - total);
+        depth := least(ceil((p_limit - admitted)::numeric / greatest(cardinality(fns), 1)),
+                       ceil(budget::numeric / greatest(cardinality(fns), 1)));
     END LOOP;
 
     RETURN QUERY

@@ -82,3 +82,19 @@ def test_the_default_bound_caps_a_functions_leased_items(conn: psycopg.Connectio
     # now counted: 4 more of the busy function reach its bound; the other function is not held back
     assert sorted(claim(10, 12)) == sorted([str(busy)] * 4 + [str(other)] * 2)
     assert claim(10, 12) == []
+
+
+def test_concurrent_claims_each_take_a_batch(database_url: str, conn: psycopg.Connection) -> None:
+    fn = _function(conn, "contended")
+    _runs(conn, fn, 40)
+    # three claims in flight at once: each reads the same oldest items, and the later ones skip
+    # the rows the earlier ones hold and read on
+    claimers = [psycopg.connect(database_url) for _ in range(3)]
+    try:
+        batches = [{r[0] for r in c.execute("SELECT id FROM pgqueue.claim_v4('w', 10, 30000)").fetchall()}
+                   for c in claimers]
+        assert [len(b) for b in batches] == [10, 10, 10]
+        assert len(set().union(*batches)) == 30
+    finally:
+        for c in claimers:
+            c.close()
