@@ -114,9 +114,12 @@ def test_unused_pause_paths_are_pruned(conn: psycopg.Connection) -> None:
     wait(conn, run, "order/shipped", None)
     for stale in (("order/paid", "data.user"), ("order/paid", "*"), ("order/old", "data.id")):
         conn.execute(q("pause_path_remember"), {"event_name": stale[0], "match_path": stale[1]})
+    # kept whatever pauses exist: they say whether finished runs write inngest/function.* events
+    conn.execute(q("pause_path_remember"), {"event_name": "inngest/function.failed", "match_path": "*"})
 
     assert conn.execute(q("pause_paths_prune")).fetchone() == (3,)
-    assert paths(conn) == {("order/paid", "data.id"), ("order/shipped", "*")}
+    assert paths(conn) == {("order/paid", "data.id"), ("order/shipped", "*"),
+                           ("inngest/function.failed", "*")}
 
 
 async def test_a_path_being_remembered_is_never_pruned(database_url: str, conn: psycopg.Connection) -> None:
