@@ -18,12 +18,19 @@ NO_FINISH_EVENT_TRIGGERS = frozenset(
 )
 
 
-async def continue_run(conn: Conn, run_id: str, function_id: UUID, max_attempts: int) -> None:
-    """After a step: call the SDK again once nothing else of the run is pending."""
+async def continue_run(
+    conn: Conn, run_id: str, function_id: UUID, max_attempts: int, *, queued: bool = False
+) -> None:
+    """After a step: call the SDK again once nothing else of the run is pending.
+
+    Workers are woken (NOTIFY) only for new work: the call queued here, or work the caller queued
+    or rescheduled in this transaction (`queued`). Every commit that sends a NOTIFY takes a
+    cluster-wide lock, so a step that finishes while its siblings still run sends none."""
     if await queue.open_count(conn, run_id) == 0:
-        await queue.enqueue(conn, run_id=run_id, function_id=function_id, kind="call",
-                            step_id=DISCOVERY_STEP, max_attempts=max_attempts)
-    await queue.notify(conn)
+        queued = await queue.enqueue(conn, run_id=run_id, function_id=function_id, kind="call",
+                                     step_id=DISCOVERY_STEP, max_attempts=max_attempts) or queued
+    if queued:
+        await queue.notify(conn)
 
 
 async def finish(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> bool:
