@@ -54,6 +54,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_ALLOW_LINK_LOCAL": ("allow_link_local", bool),
     "PGQUEUE_ALLOWED_APP_NETWORKS": ("allowed_app_networks", list),
     "PGQUEUE_ALLOWED_APP_HOSTS": ("allowed_app_hosts", list),
+    "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE": ("require_response_signature", bool),
     "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
     "PGQUEUE_TICK_LINGER_S": ("tick_linger_s", float),
@@ -114,6 +115,8 @@ class Settings:
     allow_link_local: bool = False
     allowed_app_networks: tuple[str, ...] = ()
     allowed_app_hosts: tuple[str, ...] = ()
+    # Production requires a valid X-Inngest-Signature on every answer of an app (None: production).
+    require_response_signature: bool | None = None
     # The rules for calls to apps when they differ from `mode`: `pgqueue worker` and `pgqueue tick`
     # serve a production deployment when they hold a signing key (a dev-mode SDK needs none).
     calls_mode: Mode | None = None
@@ -149,6 +152,11 @@ class Settings:
     def loopback_allowed(self) -> bool:
         return (not self.production_calls) if self.allow_loopback is None else self.allow_loopback
 
+    @property
+    def response_signature_required(self) -> bool:
+        if self.require_response_signature is None:
+            return self.production_calls and bool(self.signing_key)
+        return self.require_response_signature
 
     @property
     def production(self) -> bool:
@@ -196,6 +204,11 @@ class Settings:
                 f"PGQUEUE_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, got {self.log_format!r}"
             )
         _validate_egress(self)
+        if self.require_response_signature and not self.signing_key:
+            raise ConfigError(
+                "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE needs a signing key to check answers with:"
+                " set PGQUEUE_SIGNING_KEY, or leave the setting unset"
+            )
         if self.admin_password is not None and len(self.admin_password) < MIN_ADMIN_PASSWORD:
             # Raised from 8: an existing shorter password stops the server here, loudly, rather than
             # being accepted and guessed (see docs/security.md#sessions-and-login).
