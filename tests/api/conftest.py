@@ -109,6 +109,8 @@ SERVE_SETTINGS: dict[str, Any] = {
     "signing_key": SIGNING_KEY,
     "signing_key_fallback": FALLBACK_KEY,
     "event_keys": (EVENT_KEY,),
+    # The registered test URLs are on loopback, which production refuses at sync unless allowed.
+    "allow_loopback": True,
 }
 
 
