@@ -42,9 +42,14 @@ variable "architecture" {
 }
 
 variable "runtime" {
-  description = "Lambda runtime; must match the --python-version the zip was built for"
+  description = "Lambda runtime; must match the --python-version the zip was built for (python3.12 or python3.13: the locked wheels need Amazon Linux 2023's glibc)"
   type        = string
   default     = "python3.12"
+
+  validation {
+    condition     = contains(["python3.12", "python3.13"], var.runtime)
+    error_message = "runtime must be python3.12 or python3.13 (scripts/build_lambda.py builds for those; python3.11 runs on Amazon Linux 2, whose glibc cannot load the locked psycopg-binary and google-re2 wheels)."
+  }
 }
 
 variable "api_frontend" {

@@ -372,16 +372,17 @@ run "a_40_character_name_and_reserved_concurrency" {
   }
 }
 
-run "a_41_character_name_and_zero_reserved_concurrency_are_refused" {
+run "a_41_character_name_zero_reserved_concurrency_and_python311_are_refused" {
   command = plan
 
   variables {
     name                          = "acme-payments-production-eu-west-queue-12"
     executor_reserved_concurrency = 0
     api_reserved_concurrency      = 0
+    runtime                       = "python3.11"
   }
 
-  expect_failures = [var.name, var.executor_reserved_concurrency, var.api_reserved_concurrency]
+  expect_failures = [var.name, var.executor_reserved_concurrency, var.api_reserved_concurrency, var.runtime]
 }
 
 # -- a created database (what examples/vpc deploys) -------------------------------------------------
