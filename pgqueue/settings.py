@@ -62,6 +62,8 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
+    "PGQUEUE_SCHEDULE_GROUP": ("schedule_group", str),
+    "PGQUEUE_SCHEDULER_ROLE_ARN": ("scheduler_role_arn", str),
 }
 
 
@@ -121,7 +123,8 @@ class Settings:
     # The rules for calls to apps when they differ from `mode`: `pgqueue worker` and `pgqueue tick`
     # serve a production deployment when they hold a signing key (a dev-mode SDK needs none).
     calls_mode: Mode | None = None
-    # Serverless: the executor Lambda the API kicks (async invoke) after accepting events.
+    # Serverless: the executor Lambda (`name:alias`) the API kicks (async invoke) after accepting
+    # events, and the executor re-invokes to continue its own work.
     kick_function: str | None = None
     kick_debounce_ms: int = 1000
     # Serverless: a tick keeps going while work comes due within this many seconds (one executor
@@ -141,6 +144,10 @@ class Settings:
     # always checked in dev mode, in serve mode only when set. ".example.com" matches subdomains
     # too, "*" any host.
     allowed_hosts: tuple[str, ...] = ()
+    # Serverless: the EventBridge Scheduler group the executor creates one-time `at()` schedules in
+    # (wake-ups between ticks), and the role those schedules invoke the executor with.
+    schedule_group: str | None = None
+    scheduler_role_arn: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -12,7 +12,7 @@ resource "aws_scheduler_schedule" "tick" {
   }
 
   target {
-    arn      = aws_lambda_function.executor.arn
+    arn      = aws_lambda_alias.executor.arn
     role_arn = aws_iam_role.scheduler.arn
     input    = jsonencode({ action = "tick" })
 
@@ -22,4 +22,15 @@ resource "aws_scheduler_schedule" "tick" {
       maximum_event_age_in_seconds = 60
     }
   }
+}
+
+################################################################################
+# One-time wake-ups: the executor creates `at(...)` schedules in this group for timers that fall
+# between ticks (PGQUEUE_SCHEDULE_GROUP), run with the scheduler role (PGQUEUE_SCHEDULER_ROLE_ARN)
+# and may create or delete schedules only in this group (iam.tf)
+################################################################################
+
+resource "aws_scheduler_schedule_group" "this" {
+  name = var.name
+  tags = local.tags
 }
