@@ -51,7 +51,10 @@ locals {
     # one-time EventBridge schedules for timers shorter than the tick (scheduler.tf)
     PGQUEUE_SCHEDULE_GROUP     = aws_scheduler_schedule_group.this.name
     PGQUEUE_SCHEDULER_ROLE_ARN = aws_iam_role.scheduler.arn
-  })
+    # the egress policy refuses private and special-purpose addresses unless listed here
+    PGQUEUE_ALLOWED_APP_NETWORKS = join(",", var.allowed_app_networks)
+    PGQUEUE_ALLOWED_APP_HOSTS    = join(",", var.allowed_app_hosts)
+  }, var.extra_environment)
 
   tags = merge(var.tags, { "pgqueue:stack" = var.name })
 }

@@ -319,3 +319,21 @@ variable "oldest_due_age_alarm_threshold" {
   type        = number
   default     = 300
 }
+
+variable "allowed_app_networks" {
+  description = "CIDRs of apps the executor may call although they are private or special-purpose addresses (e.g. your VPC's 10.0.0.0/16); PGQUEUE_ALLOWED_APP_NETWORKS"
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_app_hosts" {
+  description = "Host names (exact or *.suffix) the executor may call whatever they resolve to; PGQUEUE_ALLOWED_APP_HOSTS"
+  type        = list(string)
+  default     = []
+}
+
+variable "extra_environment" {
+  description = "More PGQUEUE_* settings for the executor (see the README's settings table)"
+  type        = map(string)
+  default     = {}
+}
