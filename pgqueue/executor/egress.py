@@ -4,7 +4,7 @@ An app URL is attacker-reachable input (whoever syncs an app chooses it), so eve
 on the *resolved* address at connect time, inside httpcore's network backend: a name that resolves
 to a forbidden address, or re-resolves to one later (DNS rebinding), is refused, and the connection
 goes to the address that was checked. Sync checks the same policy up front so a forbidden URL is a
-400 naming the setting instead of a run failing later. docs/security-egress.md has the full table.
+400 naming the setting instead of a run failing later. docs/security.md#egress-to-apps has the full table.
 
 - Never: unspecified (0.0.0.0/8, ::), multicast, limited broadcast.
 - Link-local (169.254/16, fe80::/10) and cloud metadata addresses: only with PGQUEUE_ALLOW_LINK_LOCAL.

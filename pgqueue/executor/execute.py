@@ -113,7 +113,7 @@ class Executor:
         Streamed (201) answers: the JS SDK signs the answer inside the envelope; the Python SDK
         signs only the outer headers, over the body it had when the stream began (`null`). That
         shows the app holds the key, not that the streamed content is the app's (see
-        docs/security-egress.md); it is accepted so that Python apps with streaming keep working."""
+        docs/security.md#egress-to-apps); it is accepted so that Python apps with streaming keep working."""
         if not self.signing_keys:
             return None
         candidates = [(response.headers.get("x-inngest-signature"), response.body)]
