@@ -62,8 +62,6 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
-    "PGQUEUE_SCHEDULE_GROUP": ("schedule_group", str),
-    "PGQUEUE_SCHEDULER_ROLE_ARN": ("scheduler_role_arn", str),
 }
 
 
@@ -144,10 +142,6 @@ class Settings:
     # always checked in dev mode, in serve mode only when set. ".example.com" matches subdomains
     # too, "*" any host.
     allowed_hosts: tuple[str, ...] = ()
-    # Serverless: the EventBridge Scheduler group the executor creates one-time `at()` schedules in
-    # (wake-ups between ticks), and the role those schedules invoke the executor with.
-    schedule_group: str | None = None
-    scheduler_role_arn: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -124,31 +124,12 @@ resource "aws_iam_role_policy" "executor" {
 }
 
 # A separate policy, so the function does not wait for its own alias: re-invoking itself through
-# the alias (PGQUEUE_KICK_FUNCTION), and one-time schedules in its group that invoke the alias
-# with the scheduler role.
+# the alias (PGQUEUE_KICK_FUNCTION) when its budget ends with work due (pgqueue/tick.py).
 data "aws_iam_policy_document" "executor_wakeups" {
   statement {
     sid       = "InvokeItself"
     actions   = ["lambda:InvokeFunction"]
     resources = [aws_lambda_alias.executor.arn]
-  }
-
-  statement {
-    sid       = "ManageOneTimeSchedules"
-    actions   = ["scheduler:CreateSchedule", "scheduler:DeleteSchedule", "scheduler:GetSchedule"]
-    resources = ["${replace(aws_scheduler_schedule_group.this.arn, ":schedule-group/", ":schedule/")}/*"]
-  }
-
-  statement {
-    sid       = "PassTheSchedulerRole"
-    actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.scheduler.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PassedToService"
-      values   = ["scheduler.amazonaws.com"]
-    }
   }
 }
 

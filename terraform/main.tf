@@ -48,9 +48,6 @@ locals {
   executor_environment = merge(local.common_environment, {
     PGQUEUE_POOL_SIZE          = tostring(var.executor_pool_size)
     PGQUEUE_WORKER_CONCURRENCY = tostring(var.worker_concurrency)
-    # one-time EventBridge schedules for timers shorter than the tick (scheduler.tf)
-    PGQUEUE_SCHEDULE_GROUP     = aws_scheduler_schedule_group.this.name
-    PGQUEUE_SCHEDULER_ROLE_ARN = aws_iam_role.scheduler.arn
     # the egress policy refuses private and special-purpose addresses unless listed here
     PGQUEUE_ALLOWED_APP_NETWORKS = join(",", var.allowed_app_networks)
     PGQUEUE_ALLOWED_APP_HOSTS    = join(",", var.allowed_app_hosts)

@@ -38,11 +38,6 @@ output "executor_version" {
   value       = aws_lambda_alias.executor.function_version
 }
 
-output "schedule_group_name" {
-  description = "EventBridge Scheduler group of the executor's one-time wake-ups"
-  value       = aws_scheduler_schedule_group.this.name
-}
-
 output "schedule_arn" {
   description = "ARN of the EventBridge schedule that ticks the executor"
   value       = aws_scheduler_schedule.tick.arn

@@ -23,14 +23,3 @@ resource "aws_scheduler_schedule" "tick" {
     }
   }
 }
-
-################################################################################
-# One-time wake-ups: the executor creates `at(...)` schedules in this group for timers that fall
-# between ticks (PGQUEUE_SCHEDULE_GROUP), run with the scheduler role (PGQUEUE_SCHEDULER_ROLE_ARN)
-# and may create or delete schedules only in this group (iam.tf)
-################################################################################
-
-resource "aws_scheduler_schedule_group" "this" {
-  name = var.name
-  tags = local.tags
-}

@@ -34,11 +34,6 @@ mock_provider "aws" {
       id  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgqueue-settings-AbCdEf"
     }
   }
-  mock_resource "aws_scheduler_schedule_group" {
-    defaults = {
-      arn = "arn:aws:scheduler:eu-west-1:123456789012:schedule-group/pgqueue"
-    }
-  }
   mock_resource "aws_apigatewayv2_api" {
     defaults = {
       execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:abcdef1234"

@@ -34,11 +34,6 @@ mock_provider "aws" {
       id  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgqueue-settings-AbCdEf"
     }
   }
-  mock_resource "aws_scheduler_schedule_group" {
-    defaults = {
-      arn = "arn:aws:scheduler:eu-west-1:123456789012:schedule-group/pgqueue"
-    }
-  }
   mock_resource "aws_apigatewayv2_api" {
     defaults = {
       execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:abcdef1234"
@@ -170,16 +165,8 @@ run "defaults" {
     error_message = "kicks and the executor's own wake-ups go to the executor's alias"
   }
   assert {
-    condition     = aws_lambda_function.executor.environment[0].variables["PGQUEUE_SCHEDULE_GROUP"] == aws_scheduler_schedule_group.this.name && aws_lambda_function.executor.environment[0].variables["PGQUEUE_SCHEDULER_ROLE_ARN"] == aws_iam_role.scheduler.arn
-    error_message = "the executor needs the group and role of its one-time schedules"
-  }
-  assert {
     condition     = aws_lambda_function.executor.environment[0].variables["PGQUEUE_SECRET_ARN"] == aws_secretsmanager_secret.settings.arn && aws_lambda_function.api.environment[0].variables["PGQUEUE_POOLER"] == "1"
     error_message = "both functions read the module's settings secret and run in pooler mode"
-  }
-  assert {
-    condition     = !contains(keys(aws_lambda_function.api.environment[0].variables), "PGQUEUE_SCHEDULER_ROLE_ARN")
-    error_message = "only the executor creates schedules"
   }
   assert {
     condition = (
@@ -194,12 +181,8 @@ run "defaults" {
     error_message = "the executor may invoke its own alias"
   }
   assert {
-    condition     = one(data.aws_iam_policy_document.executor_wakeups.statement[2].resources) == aws_iam_role.scheduler.arn
-    error_message = "the executor may pass the scheduler role"
-  }
-  assert {
-    condition     = one(data.aws_iam_policy_document.executor_wakeups.statement[2].condition).values == tolist(["scheduler.amazonaws.com"])
-    error_message = "the executor may pass the scheduler role, to EventBridge Scheduler only"
+    condition     = length(data.aws_iam_policy_document.executor_wakeups.statement) == 1
+    error_message = "invoking its own alias is all the executor's wake-up policy allows"
   }
 
   # alarms

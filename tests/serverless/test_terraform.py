@@ -291,18 +291,9 @@ def test_every_environment_variable_is_a_known_setting() -> None:
     assert "local.common_environment" in locals_["api_environment"]
     assert 'PGQUEUE_POOLER = "1"' in locals_["common_environment"]  # RDS Proxy / PgBouncer safe
     assert "local.common_environment" in locals_["executor_environment"]
-    for var in ("PGQUEUE_SCHEDULE_GROUP", "PGQUEUE_SCHEDULER_ROLE_ARN"):
-        assert var in locals_["executor_environment"] and var not in locals_["api_environment"], var
-    engine = settings.Settings.from_env(
-        {
-            "PGQUEUE_POOLER": "1",
-            "PGQUEUE_KICK_FUNCTION": "pgqueue-executor:live",
-            "PGQUEUE_SCHEDULE_GROUP": "pgqueue",
-            "PGQUEUE_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/pgqueue-tick-x",
-        }
-    )
+    engine = settings.Settings.from_env({"PGQUEUE_POOLER": "1",
+                                         "PGQUEUE_KICK_FUNCTION": "pgqueue-executor:live"})
     assert engine.pooler is True and engine.kick_function == "pgqueue-executor:live"
-    assert engine.schedule_group == "pgqueue" and engine.scheduler_role_arn.endswith("pgqueue-tick-x")
 
 
 def _policy_statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -356,17 +347,9 @@ def test_iam_is_least_privilege() -> None:
     assert invoke_targets("scheduler") == [["${aws_lambda_alias.executor.arn}"]]
     assert invoke_targets("executor_wakeups") == [["${aws_lambda_alias.executor.arn}"]]
     assert invoke_targets("executor") == []
-    # one-time schedules only in the module's group, and the scheduler role passed to Scheduler only
+    # the executor may invoke its own alias and nothing else besides its base policy
     _, wakeups = actions_by_doc["executor_wakeups"]
-    [schedules] = [s for s in wakeups if any("scheduler:" in a for a in s["actions"])]
-    assert [unquote(r) for r in schedules["resources"]] == [
-        '${replace(aws_scheduler_schedule_group.this.arn, ":schedule-group/", ":schedule/")}/*'
-    ]
-    [pass_role] = [s for s in wakeups if '"iam:PassRole"' in s["actions"] or "iam:PassRole" in s["actions"]]
-    assert pass_role["resources"] == ["${aws_iam_role.scheduler.arn}"]
-    [condition] = pass_role["condition"]
-    assert unquote(condition["variable"]) == "iam:PassedToService"
-    assert [unquote(v) for v in condition["values"]] == ["scheduler.amazonaws.com"]
+    assert len(wakeups) == 1 and "lambda:InvokeFunction" in str(wakeups[0]["actions"])
     # the functions' own policies must not wait for the alias (a dependency cycle otherwise)
     assert "aws_lambda_alias" not in json.dumps(docs["executor"])
     # each function writes only its own log group
