@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from api import deps, limits
 from pgqueue import ingest, telemetry
 from pgqueue.errors import PayloadTooLarge
+from pgqueue.runner import inline, loop
 from pgqueue.store import events
 
 router = APIRouter(route_class=limits.AuthFirstRoute)
@@ -47,17 +48,26 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
         max_event_bytes=cfg.max_event_bytes,
         max_events=cfg.max_events_per_request,
     )
+    handled = False
+    traced: loop.Traced = []  # events whose runs start here, for traces
     try:
         async with deps.pool(request).connection() as conn, conn.transaction():
             queued = await events.ingest(conn, parsed)
+            if queued and cfg.inline_start:
+                # One hop: the events' runs start in this transaction (the runner takes what this
+                # leaves in the inbox).
+                handled = await inline.start(conn, [e.id for e in parsed], [e.name for e in parsed],
+                                             traced=traced)
     except psycopg.OperationalError:
         # A pooled connection that died (database restart, terminated backend): nothing was
         # committed, and the ids are fixed already, so one retry on a fresh connection is safe.
+        traced.clear()
         async with deps.pool(request).connection() as conn, conn.transaction():
             queued = await events.ingest(conn, parsed)
     telemetry.ingested(request.headers, parsed, started_ns)  # traces (optional): a span per stored event
+    telemetry.events_handled(traced)  # and, for events started here, the event's span linked to its runs
     services = getattr(request.app.state, "services", None)
-    if queued and services is not None:
+    if queued and not handled and services is not None:
         services.wake_runner()
     kicker = getattr(request.app.state, "kicker", None)
     if queued and kicker is not None:

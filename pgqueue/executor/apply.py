@@ -62,6 +62,9 @@ class ApplyResult:
 
 LOST = ApplyResult(applied=False)
 INVOKED_EVENT = "inngest/function.invoked"
+# Opcodes that queue work of their own (a call, a sleep, a wait or invoke timeout): an answer
+# carrying one wakes the workers.
+QUEUEING_OPS = frozenset({"StepPlanned", "Sleep", "WaitForEvent", "InvokeFunction"})
 
 
 def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any]:
@@ -317,7 +320,8 @@ class Applier:
         )
         if len(outcome.ops) > 1:
             await runs.force_step_plan(conn, item.run_id)
-        return await self._continue(conn, item, run)
+        queued = retry_error is not None or any(op.op in QUEUEING_OPS for op in outcome.ops)
+        return await self._continue(conn, item, run, queued=queued)
 
     async def _trigger_event(self, conn: Conn, run: dict[str, Any]) -> dict[str, Any]:
         row = await events.get(conn, run["event_id"])
@@ -405,8 +409,12 @@ class Applier:
                                     name=op.label, attempt=item.attempt)
         return stored is not None
 
-    async def _continue(self, conn: Conn, item: QueueItem, run: dict[str, Any]) -> ApplyResult:
-        await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"])
+    async def _continue(
+        self, conn: Conn, item: QueueItem, run: dict[str, Any], *, queued: bool = False
+    ) -> ApplyResult:
+        """`queued`: this apply queued or rescheduled items of its own (see continue_run)."""
+        await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"],
+                                       queued=queued)
         return ApplyResult(applied=True, enqueued=True)
 
     async def _finish(

@@ -22,8 +22,8 @@ _ONE = q("outbox_send_event")
 _MANY = q("outbox_send_events")
 
 
-def _one_args(name: str, data: dict[str, Any] | None, id: str | None, ts: datetime | None) -> tuple[Any, ...]:
-    return (name, Jsonb(data if data is not None else {}), id, ts)
+def _one_args(name: str, data: dict[str, Any] | None, id: str | None, ts: datetime | None) -> dict[str, Any]:
+    return {"name": name, "data": Jsonb(data if data is not None else {}), "id": id, "ts": ts}
 
 
 def send_event(
@@ -39,7 +39,7 @@ def send_event(
 
 def send_events(conn: Connection[Any] | Cursor[Any], events: Sequence[dict[str, Any]]) -> list[str]:
     """Store several events ({name, data, id, ts (ms), user, v}) in the caller's transaction."""
-    rows = conn.execute(_MANY, (Jsonb(list(events)),)).fetchall()
+    rows = conn.execute(_MANY, {"events": Jsonb(list(events))}).fetchall()
     return [str(r[0] if not isinstance(r, dict) else next(iter(r.values()))) for r in rows]
 
 
@@ -56,5 +56,5 @@ async def send_event_async(
 async def send_events_async(
     conn: AsyncConnection[Any] | AsyncCursor[Any], events: Sequence[dict[str, Any]]
 ) -> list[str]:
-    cur = await conn.execute(_MANY, (Jsonb(list(events)),))
+    cur = await conn.execute(_MANY, {"events": Jsonb(list(events))})
     return [str(r[0] if not isinstance(r, dict) else next(iter(r.values()))) for r in await cur.fetchall()]

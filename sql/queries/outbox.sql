@@ -1,6 +1,6 @@
 -- name: outbox_send_event
 -- The caller's own transaction: see sql/functions/outbox.sql.
-SELECT pgqueue.send_event(%s, %s, %s, %s)
+SELECT pgqueue.send_event(%(name)s, %(data)s::jsonb, %(id)s, %(ts)s::timestamptz)
 
 -- name: outbox_send_events
-SELECT pgqueue.send_events(%s)
+SELECT pgqueue.send_events(%(events)s::jsonb)

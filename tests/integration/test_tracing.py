@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from pgqueue.executor import signing
 from tests.compat.conftest import FAST_ENV, SIGNING_KEY, Server, start_server
 from tests.helpers.otlp import ReceivedSpan, Receiver, otlp_receiver
 from tests.helpers.procs import Proc, pgqueue_argv, start_process
@@ -51,7 +52,8 @@ SEEN: dict[str, list[Seen]] = defaultdict(list)  # run id -> the calls the app g
 
 
 class TracedApp(BaseHTTPRequestHandler):
-    """A scripted SDK: `steps` runs a step, sleeps 1 s, returns; `flaky` fails its first attempt."""
+    """A scripted SDK: `steps` runs a step, sleeps 1 s, returns; `flaky` fails its first attempt;
+    `debounced` returns (its events wait a second, and are started by the runner, not at ingest)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -63,6 +65,7 @@ class TracedApp(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in SDK.items():
             self.send_header(k, v)
+        self.send_header("X-Inngest-Signature", signing.sign(raw, SIGNING_KEY))  # as an SDK signs its answers
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
@@ -81,7 +84,7 @@ class TracedApp(BaseHTTPRequestHandler):
                 self._send(206, [{"op": "Sleep", "id": "nap", "name": "nap", "opts": {"duration": "1s"}}])
             else:
                 self._send(200, "done")
-        elif ctx["attempt"] == 0:
+        elif fn == "flaky" and ctx["attempt"] == 0:
             self._send(500, {"name": "Error", "message": SECRET_ERROR})
         else:
             self._send(200, "ok")
@@ -114,8 +117,9 @@ def stack(module_database_url: str) -> Iterator[Stack]:
                 {"id": f"trace-{name}", "name": name, "triggers": [{"event": f"trace/{name}"}],
                  "steps": {"step": {"id": "step", "name": "step", "retries": {"attempts": 1},
                                     "runtime": {"type": "http", "url": f"{base}?fnId=trace-{name}"}}}}
-                for name in ("steps", "flaky")
+                for name in ("steps", "flaky", "debounced")
             ]
+            functions[2]["debounce"] = {"period": "1s"}
             body = {"appName": "tracer", "url": base, "sdk": "py:v0.5.19", "functions": functions}
             r = httpx.post(f"{api.url}/fn/register", json=body, headers=api.headers)
             assert r.status_code == 200, r.text
@@ -201,19 +205,23 @@ def test_a_run_is_one_trace_with_spans_per_call_and_step_and_the_app_gets_their_
     assert sleep.start_ns - calls[1].end_ns >= 900_000_000  # it slept its second
 
 
-def test_an_event_links_to_its_sender_and_to_the_runs_it_started(stack: Stack) -> None:
-    event_id, run = run_of(stack, "steps", traceparent=f"00-{SENDER_TRACE}-{SENDER_SPAN}-01")
+@pytest.mark.parametrize(("name", "starter"), [("steps", "api"), ("debounced", "worker")])
+def test_an_event_links_to_its_sender_and_to_the_runs_it_started(
+    stack: Stack, name: str, starter: str,
+) -> None:
+    event_id, run = run_of(stack, name, traceparent=f"00-{SENDER_TRACE}-{SENDER_SPAN}-01")
     event_trace, event_span = derived("event", event_id)
     spans = stack.receiver.wait_for(lambda got: len(in_trace(got, event_trace)) == 2)
 
-    # The event's root span comes from the runner (worker), the ingest span from the API: one trace.
+    # The event's root span comes from whoever started its runs: the API at ingest (PGQUEUE_INLINE_START)
+    # or, for a debounced function, the runner in the worker; the ingest span from the API. One trace.
     [event] = named(in_trace(spans, event_trace), "event ")
     [ingest] = named(in_trace(spans, event_trace), "ingest ")
-    assert (event.name, event.span_id, event.parent_span_id) == ("event trace/steps", event_span, "")
-    assert event.resource["service.instance.id"] == "worker" and event.kind == "CONSUMER"
+    assert (event.name, event.span_id, event.parent_span_id) == (f"event trace/{name}", event_span, "")
+    assert event.resource["service.instance.id"] == starter and event.kind == "CONSUMER"
     assert event.links == [derived("run", run["run_id"])]
     assert event.attributes["pgqueue.run.ids"] == [run["run_id"]]
-    assert (ingest.name, ingest.parent_span_id, ingest.kind) == ("ingest trace/steps", event_span, "SERVER")
+    assert (ingest.name, ingest.parent_span_id, ingest.kind) == (f"ingest trace/{name}", event_span, "SERVER")
     assert ingest.resource["service.instance.id"] == "api"
     assert ingest.links == [(SENDER_TRACE, SENDER_SPAN)]
     assert ingest.attributes["pgqueue.event.id"] == event_id
