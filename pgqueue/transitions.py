@@ -18,15 +18,21 @@ NO_FINISH_EVENT_TRIGGERS = frozenset(
 )
 
 
-async def continue_run(conn: Conn, run_id: str, function_id: UUID, max_attempts: int) -> None:
-    """After a step: call the SDK again once nothing else of the run is pending."""
-    if await queue.open_count(conn, run_id) == 0:
+async def continue_run(
+    conn: Conn, run_id: str, function_id: UUID, max_attempts: int, *, race: bool = False
+) -> None:
+    """After a step: call the SDK again once nothing else of the run is pending, or at once when
+    the step that ended was in a parallelMode "race" group (`race`): user code awaiting the race
+    continues with the first step to finish while its siblings still run, as in Inngest."""
+    if race or await queue.open_count(conn, run_id) == 0:
         await queue.enqueue(conn, run_id=run_id, function_id=function_id, kind="call",
                             step_id=DISCOVERY_STEP, max_attempts=max_attempts)
     await queue.notify(conn)
 
 
-async def finish(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> bool:
+async def finish(
+    conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
+) -> bool:
     """Completed or failed: state-guarded; False when the run had already ended."""
     problem = storable.problem(output) if output is not None else None
     if problem:
@@ -54,7 +60,9 @@ async def cancel(conn: Conn, run_id: str, *, reason: str) -> bool:
     return True
 
 
-async def emit_finished(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> None:
+async def emit_finished(
+    conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
+) -> None:
     """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one.
     `run` needs id, function_id, event_ids and correlation_id."""
     rows = await events.get_many(conn, run["event_ids"])
