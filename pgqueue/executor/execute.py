@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue.executor import completion, invoke, outcome, signing
+from pgqueue.executor import completion, gateway, invoke, outcome, signing
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
 from pgqueue.store import runs
@@ -69,9 +69,9 @@ class Executor:
         if (isinstance(response, outcome.Response) and response.status == 401 and self.signing_key_fallback
                 and self.signing_key):
             # Key rotation: an app still on the previous key refuses the new key's signature.
-            request = dataclasses.replace(
-                request, headers={**request.headers,
-                                  "x-inngest-signature": signing.sign(request.body, self.signing_key_fallback)})
+            signature = signing.sign(request.body, self.signing_key_fallback)
+            headers = {**request.headers, "x-inngest-signature": signature}
+            request = dataclasses.replace(request, headers=headers)
             response = await self._send(request)
         if isinstance(response, outcome.CallError):
             result: outcome.Outcome = response
@@ -86,6 +86,12 @@ class Executor:
         else:
             result = outcome.parse(response)
             body_size = len(response.body)
+        if isinstance(result, outcome.Ops) and gateway.has_requests(result):
+            # step.fetch / step.ai.infer: pgqueue makes the request, within what is left of the
+            # call's deadline (the item's lease is bounded by it).
+            elapsed = (datetime.now(UTC) - started_at).total_seconds()
+            performed = await gateway.perform(self.client, result, deadline_s=self.call_timeout_s - elapsed)
+            result, body_size = performed.outcome, body_size + performed.response_bytes
         if isinstance(result, outcome.CallError):
             log.info(
                 "run %s step %s attempt %d: %s (retriable=%s)",
@@ -125,6 +131,7 @@ class Executor:
 
         async def apply() -> ApplyResult:
             async with self.pool.connection() as conn:
-                return await self.applier.apply(conn, item, result, started_at=started_at, body_size=body_size)
+                return await self.applier.apply(conn, item, result, started_at=started_at,
+                                                body_size=body_size)
 
         return await completion.with_db_retries(f"storing the result of item {item.id}", apply)

@@ -47,7 +47,7 @@ class RogueHandler(BaseHTTPRequestHandler):
             case "garbage":
                 self._send(200, b"not json{", SDK)
             case "unknown-op":
-                self._send(206, json.dumps([{"op": "AIGateway", "id": "abc", "opts": {}}]).encode(), SDK)
+                self._send(206, json.dumps([{"op": "TeleportStep", "id": "abc", "opts": {}}]).encode(), SDK)
             case "js-nonretry":
                 self._send(400, b'{"name":"NonRetriableError","message":"nope"}', {**SDK, "X-Inngest-No-Retry": "true"})
             case "retry-after":
@@ -132,7 +132,7 @@ def test_garbage_body_is_retried_then_fails_clearly(rogue: tuple[Server, str]) -
 def test_unknown_opcode_fails_without_retrying(rogue: tuple[Server, str]) -> None:
     run = run_of(rogue[0], "unknown-op")
     assert run["status"] == "Failed"
-    assert run["error"]["message"] == "unsupported: AIGateway"
+    assert run["error"] == {"name": "UnsupportedOpcode", "message": "unsupported: TeleportStep"}
     assert len(CALLS["unknown-op"]) == 1
 
 
