@@ -24,7 +24,10 @@ def test_sync_lists_every_function(js_stack: tuple[Server, App]) -> None:
     fns = {f["slug"]: f for f in server.functions(app.app_id)}
     local_ids = ("three-steps", "parallel", "sleeper", "flaky", "non-retriable", "always-fails",
                  "pro-only", "wildcard", "always-fails-failure", "waiter", "waiter-if", "cancellable",
-                 "child", "invoker", "cross-invoker", "limited-child", "fan-invoker")
+                 "child", "invoker", "cross-invoker", "limited-child", "fan-invoker",
+                 # operations (test_js_ops.py)
+                 "signal-waiter", "signal-sender", "fetcher", "ai-infer", "racer", "race-timer", "deferred",
+                 "deferrer")
     assert {f"js-compat-{fn}" for fn in local_ids} == set(fns)
     failure_fn = fns["js-compat-always-fails-failure"]
     assert failure_fn["triggers"][0]["event"] == "inngest/function.failed"
