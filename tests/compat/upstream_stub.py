@@ -5,7 +5,8 @@ It records every request (method, path, headers, body) so tests can check what p
 scripts failures by path or prompt:
 - `GET /fetch/hello` 200 text with an `X-Stub` header; `/fetch/echo` (any method) 201 with what it
   received; `/fetch/status/<code>` that status; `/fetch/flaky/<key>` drops the connection without
-  an answer the first time a key is asked for, then answers 200.
+  an answer the first time a key is asked for, then answers 200; `/fetch/redirect` 302 to
+  `/fetch/hello`; `/fetch/big` 5 MB; `/fetch/multi` two `X-Multi` header lines.
 - `POST /v1/chat/completions`: a completion echoing the last user message and the model, with the
   number of times this prompt was asked (`attempt`); prompt `fail-once:<key>` answers 500 the
   first time, `always-500` always, `not-json` a 200 with a body that is not JSON.
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -32,8 +34,9 @@ class Upstream:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def requests_to(self, path: str) -> list[dict[str, Any]]:
+        """Requests to `path` (the query string left out)."""
         with self.lock:
-            return [r for r in self.requests if r["path"] == path]
+            return [r for r in self.requests if urlsplit(r["path"]).path == path]
 
 
 def _handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
@@ -61,8 +64,20 @@ def _handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
                 upstream.requests.append(record)
                 upstream.seen[self.path] += 1
                 nth = upstream.seen[self.path]
-            if self.path == "/v1/chat/completions":
+            route = urlsplit(self.path).path
+            if route == "/v1/chat/completions":
                 self._chat(record, raw)
+            elif self.path == "/fetch/redirect":
+                self._answer(302, b"", {"Location": "/fetch/hello"})
+            elif self.path == "/fetch/big":
+                self._answer(200, b"x" * (5 * 1024 * 1024))
+            elif self.path == "/fetch/multi":
+                self.send_response(200)
+                self.send_header("X-Multi", "one")
+                self.send_header("X-Multi", "two")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
             elif self.path == "/fetch/hello":
                 self._answer(200, b"hello from upstream", {"Content-Type": "text/plain", "X-Stub": "yes"})
             elif self.path == "/fetch/echo":
