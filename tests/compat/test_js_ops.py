@@ -167,6 +167,10 @@ def test_replace_takes_the_signal_over_and_the_replaced_wait_times_out(js_stack:
     first = _start_waiter(server, app, signal, timeout=4)
     second = _start_waiter(server, app, signal, conflict="replace")
     assert [p["run_id"] for p in _signal_pauses(server, signal)] == [second]
+    if server.mode != "serve":  # the dev server's dashboard needs no login
+        with server.client() as c:
+            assert f"waiting for signal <code>{signal}</code>" in c.get(f"/runs/{second}").text
+            assert "replaced by a later wait for its signal" in c.get(f"/runs/{first}").text
     r = _post_signal(server, {"signal": signal, "data": {"to": "second"}})
     assert r.json()["data"] == {"run_id": second}
     assert _run(server, second)["output"] == {"got": {"signal": signal, "data": {"to": "second"}}}
