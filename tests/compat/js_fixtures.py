@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import STACK_MODES, App, Server, sdk_env, server_for_mode, start_server, sync_via_put
+from tests.compat.conftest import STACK_MODES, App, Server, sdk_env, server_for_mode, sync_via_put
 from tests.helpers.procs import free_port, start_process, wait_http
 
 JS_APP_DIR = Path(__file__).resolve().parent / "js_app"

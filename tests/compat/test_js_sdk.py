@@ -12,11 +12,12 @@ import httpx
 import pytest
 
 from pgqueue.executor import signing
+from tests.compat import js_fixtures
 from tests.compat.conftest import EVENT_KEY, SIGNING_KEY, App, Server
-from tests.compat.js_fixtures import js_stack  # a fixture, used by name
 from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.compat
+js_stack = js_fixtures.js_stack  # the fixture, by name
 
 
 def test_sync_lists_every_function(js_stack: tuple[Server, App]) -> None:
