@@ -26,5 +26,10 @@ ENV PGQUEUE_HOST=0.0.0.0 \
     PGQUEUE_PORT=8288
 EXPOSE 8288
 
+# `pgqueue serve` answers /health with 200 once the database is reachable and migrated (503 else).
+# Only serve listens: docker-compose.yml turns the check off for the worker and migrate containers.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PGQUEUE_PORT', '8288'), timeout=2)"]
+
 ENTRYPOINT ["pgqueue"]
 CMD ["serve"]

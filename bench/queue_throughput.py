@@ -2,14 +2,17 @@
 
   * enqueue: pgqueue.run_create_v1 (what the runner calls to queue runs), batches of 1,000 and one
     run per call;
-  * drain: the production Worker (claim_v1 batches, leases, heartbeats) completing every item
+  * drain: the production Worker (claim_v4 batches, leases, heartbeats) completing every item
     through the production Executor.record (the group commit, pgqueue.complete_v1); only the job
     body, the HTTP call to the app, is replaced by an immediate `the function returned null`;
   * flow control: the same drain with a concurrency limit of 1 over 1,000 keys, and a throttle;
+  * many functions: the same drain with the runs spread over 200 functions, and the claim's own
+    cost per item claimed (the production claim function alone, timed inside the server) with the
+    runs of one function and of 200 functions, and the ratio of the two;
   * scale: the same drain with 1,000,000 other items queued, and with 100,000 pending waits.
 
-Usage: python bench/queue_throughput.py [--items 10000] [--workers 2] [--batch 100] [--scale]
-       [--database-url URL]
+Usage: python bench/queue_throughput.py [--items 10000] [--workers 2] [--batch 100] [--functions 200]
+       [--scale] [--database-url URL]
 Without a URL it starts pgqueue's embedded PostgreSQL (fsync on). Prints one table.
 """
 
@@ -20,6 +23,7 @@ import asyncio
 import json
 import statistics
 import os
+import re
 import sys
 import time
 import uuid
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +43,7 @@ from bench import peers  # noqa: E402
 from bench.peers import raw as raw_peer  # noqa: E402
 from pgqueue.db.notify import QUEUE_CHANNEL, Listener, Wakeup  # noqa: E402
 from pgqueue.db.pool import open_pool  # noqa: E402
+from pgqueue.db.queries import q  # noqa: E402
 from pgqueue.executor.execute import Executor  # noqa: E402
 from pgqueue.executor.outcome import RunDone  # noqa: E402
 from pgqueue.models import QueueItem  # noqa: E402
@@ -57,19 +63,23 @@ def _bench_function(conn: psycopg.Connection) -> uuid.UUID:
 
 def reset(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE pgqueue.queue_items, pgqueue.runs, pgqueue.gcra_state, pgqueue.events, "
-                     "pgqueue.event_inbox, pgqueue.pauses CASCADE")
+        # functions too: a case with one function must not find the many of an earlier case
+        conn.execute("TRUNCATE pgqueue.functions, pgqueue.queue_items, pgqueue.runs, pgqueue.gcra_state, "
+                     "pgqueue.events, pgqueue.event_inbox, pgqueue.pauses CASCADE")
 
 
-def seed(url: str, items: int, *, keys: int = 0, throttle: bool = False, per_call: int = 1000) -> float:
-    """Queue `items` runs through run_create_v1, `per_call` per call; returns runs queued per second."""
+def seed(url: str, items: int, *, keys: int = 0, throttle: bool = False, per_call: int = 1000,
+         functions: int = 1) -> float:
+    """Queue `items` runs through run_create_v1, `per_call` per call, taking turns over `functions`
+    functions; returns runs queued per second."""
     with psycopg.connect(url, autocommit=True) as conn:
-        fn = _bench_function(conn)
+        fns = [_bench_function(conn) for _ in range(functions)]
         prefix = uuid.uuid4().hex[:6]
         start = time.perf_counter()
         for first in range(0, items, per_call):
             runs = []
             for i in range(first, min(items, first + per_call)):
+                fn = fns[i % functions]
                 run = {"id": f"r{prefix}{i:08d}", "function_id": str(fn), "event_id": "bench-ev",
                        "event_ids": ["bench-ev"], "max_attempts": 1}
                 if keys:
@@ -125,7 +135,7 @@ def seed_waits(url: str, waits: int) -> None:
 
 
 async def drain(pool: AsyncConnectionPool, items: int, workers: int, batch: int) -> float:
-    """The production worker (claim_v1 batches, leases, heartbeats) and the production completion
+    """The production worker (claim_v4 batches, leases, heartbeats) and the production completion
     (Executor.record: the group commit through complete_v1); only the job body, the HTTP call to
     the app, is replaced by an immediate `the function returned null`."""
     executor = Executor(pool, httpx.AsyncClient(), signing_key=None)
@@ -152,6 +162,45 @@ async def drain(pool: AsyncConnectionPool, items: int, workers: int, batch: int)
             await w.stop(5)
         await executor.client.aclose()
     return items / elapsed
+
+
+# Drains the queue with committed claims inside the server, timing only the claim statements:
+# the claim's own cost, without the client's round trips and scheduling (noisy on a busy machine).
+_CLAIM_DRAIN = """
+DO $$
+DECLARE t0 timestamptz; spent interval := '0'; ids bigint[]; n bigint := 0;
+BEGIN
+    LOOP
+        t0 := clock_timestamp();
+        SELECT coalesce(array_agg(c.id), '{{}}') INTO ids
+        FROM {claim}('bench-claim', {limit}, 30000, 1000000) c;
+        spent := spent + (clock_timestamp() - t0);
+        EXIT WHEN cardinality(ids) = 0;
+        n := n + cardinality(ids);
+        COMMIT;
+        DELETE FROM pgqueue.queue_items WHERE id = ANY (ids);  -- as the items' completions would
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE '% %', n, extract(epoch FROM spent) * 1e6 / greatest(n, 1);
+END $$
+"""
+
+
+def claim_cost(url: str, items: int, batch: int, functions: int) -> float:
+    """Microseconds per item claimed by the production claim (the function the queue_claim query
+    calls), draining `items` runs spread over `functions` functions in claims of `batch`."""
+    reset(url)
+    seed(url, items, functions=functions)
+    match = re.search(r"pgqueue\.(claim_v\d+)", q("queue_claim"))
+    assert match is not None
+    notes: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notes.append(diag.message_primary or ""))
+        conn.execute(sql.SQL(_CLAIM_DRAIN).format(claim=sql.Identifier("pgqueue", match.group(1)),
+                                                  limit=sql.Literal(batch)))
+    claimed, per_item_us = notes[-1].split()
+    assert int(claimed) == items, (claimed, items)
+    return float(per_item_us)
 
 
 async def start_latency(pool: AsyncConnectionPool, url: str, samples: int) -> list[float]:
@@ -195,7 +244,7 @@ def _function_for_latency(url: str) -> uuid.UUID:
 
 
 async def measure(url: str, items: int, workers: int, batch: int, *, scale: bool = False,
-                  samples: int = 100) -> dict[str, float]:
+                  samples: int = 100, functions: int = 200) -> dict[str, float]:
     """Every figure of this benchmark, measured in one go on one database."""
     pool = await open_pool(url, max_size=workers * 3 + 2)
     out: dict[str, float] = {}
@@ -210,10 +259,19 @@ async def measure(url: str, items: int, workers: int, batch: int, *, scale: bool
         latencies = await start_latency(pool, url, samples)
         out["start p50 ms"], out["start p99 ms"] = statistics.median(latencies), pct(latencies, 99)
         for label, kwargs in (("drain, concurrency limit 1 over 1,000 keys", {"keys": 1000}),
-                              ("drain, throttle on every start", {"throttle": True})):
+                              ("drain, throttle on every start", {"throttle": True}),
+                              (f"drain, runs of {functions} functions", {"functions": functions})):
             reset(url)
             seed(url, items, **kwargs)  # type: ignore[arg-type]
             out[label] = await drain(pool, items, workers, batch)
+        # The claim alone, one function vs many: three interleaved rounds, the median of each.
+        one, many = [], []
+        for _ in range(3):
+            one.append(claim_cost(url, items, batch, 1))
+            many.append(claim_cost(url, items, batch, functions))
+        out["claim us/item, 1 function"] = statistics.median(one)
+        out[f"claim us/item, {functions} functions"] = statistics.median(many)
+        reset(url)
         if scale:
             reset(url)
             seed_waits(url, 100_000)
@@ -231,8 +289,10 @@ async def measure(url: str, items: int, workers: int, batch: int, *, scale: bool
     return out
 
 
-async def run(url: str, items: int, workers: int, batch: int, scale: bool) -> None:
-    out = await measure(url, items, workers, batch, scale=scale)
+async def run(url: str, items: int, workers: int, batch: int, scale: bool, functions: int) -> None:
+    out = await measure(url, items, workers, batch, scale=scale, functions=functions)
+    claim_one = out.pop("claim us/item, 1 function")
+    claim_many = out.pop(f"claim us/item, {functions} functions")
     # the same ceiling bench/run.py prints beside the peers (its own database on this server)
     try:
         ceiling = await asyncio.to_thread(raw_peer.drain, url, items)  # it runs its own event loop
@@ -249,6 +309,8 @@ async def run(url: str, items: int, workers: int, batch: int, scale: bool) -> No
             print(f"{'queued -> body start, ' + label.removeprefix('start '):<46}{rate:>10.1f}")
         else:
             print(f"{label:<46}{rate:>10.0f}{rate / base:>10.2f}")
+    print(f"claim cost per item claimed (claims of {batch}): 1 function {claim_one:.1f} us, "
+          f"{functions} functions {claim_many:.1f} us, ratio {claim_many / claim_one:.2f} (target <= 1.5)")
 
 
 
@@ -257,11 +319,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--functions", type=int, default=200,
+                        help="functions of the many-functions drain and claim cost")
     parser.add_argument("--scale", action="store_true", help="also measure with 1,000,000 queued and 100,000 waits")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     with database(args.database_url) as url:
-        asyncio.run(run(url, args.items, args.workers, args.batch, args.scale))
+        asyncio.run(run(url, args.items, args.workers, args.batch, args.scale, args.functions))
 
 
 if __name__ == "__main__":

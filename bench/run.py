@@ -107,6 +107,14 @@ def main() -> None:
     for label in ("drain, concurrency limit 1 over 1,000 keys", "drain, throttle on every start"):
         print(f"  {label:<46}{fmt(queue[label]):>10}/s  {ratio(queue[label], queue['drain'])} of unlimited")
     print()
+    print("Many functions (pgqueue)")
+    many = next(k for k in queue if k.startswith("drain, runs of "))
+    one_us = queue["claim us/item, 1 function"]
+    many_us = queue[many.replace("drain, runs of", "claim us/item,")]
+    print(f"  {many:<46}{fmt(queue[many]):>10}/s  {ratio(queue[many], queue['drain'])} of one function")
+    print(f"  claim cost per item: one function {one_us:.1f} us, {many.removeprefix('drain, runs of ')} "
+          f"{many_us:.1f} us: {ratio(many_us, one_us)} (target ≤ 1.50)")
+    print()
     print("Durable 3-step workflows")
     dbos = peers.get("dbos", {}).get("workflow_3step_per_s")
     print(f"  {'SDK app ceiling, 4 in flight (no pgqueue)':<46}{fmt(durable['ceiling_4'], 1):>10}/s")

@@ -5,6 +5,11 @@ and ALB target-group events through Mangum, with the same FastAPI app as `pgqueu
 Mangum runs with lifespan="off" (it would run the lifespan on every invocation): the connection
 pool is opened by the first request and reused by every warm invocation of this container. The
 event loop is kept at module level too, since the pool belongs to the loop that opened it.
+
+Settings come from the environment and the secrets (pgqueue.aws) and are re-read at most once a
+minute, so a rotated or removed event key or signing key takes effect in warm containers too; a
+changed DATABASE_URL makes the next request open a new pool. Logging follows PGQUEUE_LOG_LEVEL and
+PGQUEUE_LOG_FORMAT (JSON lines in CloudWatch) instead of the runtime's default.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pgqueue.db.pool import open_pool
 # One request at a time per container: a small pool; total connections = concurrency x this.
 API_POOL_MAX = 2
 
-settings = aws.lambda_settings()
+source = aws.LambdaSettings()
+settings = source.current
+aws.configure_logging(settings)
 pool_opens = 0  # how many times this container opened its pool (1 after a cold start)
 _loop = asyncio.new_event_loop()
 
@@ -62,7 +69,21 @@ def fit(event: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
     return fitted
 
 
+def _refresh_settings() -> None:
+    """Use the settings as the secrets hold them now (re-read at most every aws.SETTINGS_TTL_S)."""
+    global settings
+    fresh = source.get()
+    if fresh is settings:
+        return
+    if fresh.database_url != settings.database_url and app.state.pool is not None:
+        stale, app.state.pool = app.state.pool, None  # the next request opens one on the new URL
+        _loop.run_until_complete(stale.close())
+    settings = fresh
+    app.state.settings = fresh  # what the authentication dependencies read on every request
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # Mangum runs the request on asyncio.get_event_loop(): make that this container's loop.
     asyncio.set_event_loop(_loop)
+    _refresh_settings()
     return fit(event, _mangum(event, context))

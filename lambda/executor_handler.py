@@ -37,7 +37,9 @@ DEFAULT_BUDGET_S = 60.0  # when the context does not say (local calls)
 SCHEDULE_SOURCES = ("aws.events", "aws.scheduler")
 
 log = logging.getLogger("pgqueue.executor")
-settings = aws.lambda_settings()
+source = aws.LambdaSettings()  # re-read from the secrets at most every aws.SETTINGS_TTL_S
+settings = source.current
+aws.configure_logging(settings)
 pool_opens = 0
 _pool: AsyncConnectionPool | None = None
 _loop = asyncio.new_event_loop()
@@ -72,6 +74,9 @@ def budget_s(context: Any) -> float:
 
 async def _pool_once() -> AsyncConnectionPool:
     global _pool, pool_opens
+    if _pool is not None and getattr(_pool, "_pgqueue_url", None) != settings.database_url:
+        await _pool.close()  # the secret now names another database
+        _pool = None
     if _pool is None:
         assert settings.database_url
         pool_opens += 1
@@ -79,6 +84,7 @@ async def _pool_once() -> AsyncConnectionPool:
             settings.database_url, min_size=1, max_size=settings.pool_size, name="pgqueue-executor",
             pooler=True,
         )
+        _pool._pgqueue_url = settings.database_url  # type: ignore[attr-defined]
     return _pool
 
 
@@ -116,6 +122,8 @@ def hand_over(outcome: tick.TickResult, hop: int) -> bool:
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
+    global settings
+    settings = source.get()
     action = action_of(event)
     if action == "migrate":
         assert settings.database_url

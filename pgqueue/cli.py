@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         # serve listens on all interfaces unless told otherwise (flag or PGQUEUE_HOST); dev on loopback
         if args.command == "serve" and args.host is None and not os.environ.get("PGQUEUE_HOST"):
             settings = settings.with_overrides(host="0.0.0.0")
+        # A worker or tick holding a signing key calls the apps of a production deployment (the
+        # key exists for cloud-mode SDKs): production egress policy and signed answers.
+        if args.command in ("worker", "tick") and settings.signing_key:
+            settings = settings.with_overrides(calls_mode="serve")
         _setup_logging(settings.log_level, settings.log_format)
         with signals.held():
             settings, pg = _resolve_database(settings, args)

@@ -56,7 +56,8 @@ async def function(conn: Conn, ref: str) -> dict[str, Any]:
 
 
 async def set_paused(conn: Conn, ref: str, paused: bool) -> dict[str, Any]:
-    """Paused functions store their events but start nothing (cron ticks are skipped too)."""
+    """Paused functions store their events but start nothing (cron ticks are skipped too), and
+    their queued work is held, not claimed, until they are resumed; calls in flight finish."""
     fn = await function(conn, ref)
     row = await store.set_paused(conn, fn["id"], paused)
     assert row is not None

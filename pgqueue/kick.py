@@ -31,7 +31,7 @@ Invoke = Callable[[str, bytes], Any]
 def boto3_invoke() -> Invoke | None:
     """An asynchronous Lambda invoke through boto3, or None when boto3 is not importable."""
     try:
-        import boto3  # type: ignore[import-not-found, unused-ignore]
+        import boto3  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
     except ImportError:
         return None
     client = None
@@ -39,7 +39,9 @@ def boto3_invoke() -> Invoke | None:
     def invoke(function_name: str, payload: bytes) -> Any:
         nonlocal client
         if client is None:
-            client = boto3.client("lambda")
+            from pgqueue import aws
+
+            client = aws.client("lambda")  # short timeouts, one retry: never hang a request
         return client.invoke(FunctionName=function_name, InvocationType="Event", Payload=payload)
 
     return invoke

@@ -52,9 +52,13 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_POOLER": ("pooler", bool),
     "PGQUEUE_ALLOW_LOOPBACK": ("allow_loopback", bool),
     "PGQUEUE_ALLOW_LINK_LOCAL": ("allow_link_local", bool),
+    "PGQUEUE_ALLOWED_APP_NETWORKS": ("allowed_app_networks", list),
+    "PGQUEUE_ALLOWED_APP_HOSTS": ("allowed_app_hosts", list),
+    "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE": ("require_response_signature", bool),
     "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
     "PGQUEUE_TICK_LINGER_S": ("tick_linger_s", float),
+    "PGQUEUE_INLINE_START": ("inline_start", bool),
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
@@ -104,11 +108,21 @@ class Settings:
     # Behind PgBouncer (transaction mode) or RDS Proxy: no server-side prepared statements, no
     # LISTEN (services poll). The Lambda handlers always set it.
     pooler: bool = False
-    # Egress guard for app URLs (checked on the resolved IP): loopback is allowed in dev mode and
-    # refused in serve mode unless set; link-local (cloud metadata) is refused unless set.
+    # Egress policy for calls to apps (pgqueue/executor/egress.py, checked on the resolved IP):
+    # loopback and this host's own addresses are allowed in dev mode and refused in production
+    # unless allow_loopback; link-local and cloud metadata are refused unless allow_link_local;
+    # private and special-purpose ranges are refused in production unless listed here.
     allow_loopback: bool | None = None
     allow_link_local: bool = False
-    # Serverless: the executor Lambda the API kicks (async invoke) after accepting events.
+    allowed_app_networks: tuple[str, ...] = ()
+    allowed_app_hosts: tuple[str, ...] = ()
+    # Production requires a valid X-Inngest-Signature on every answer of an app (None: production).
+    require_response_signature: bool | None = None
+    # The rules for calls to apps when they differ from `mode`: `pgqueue worker` and `pgqueue tick`
+    # serve a production deployment when they hold a signing key (a dev-mode SDK needs none).
+    calls_mode: Mode | None = None
+    # Serverless: the executor Lambda (`name:alias`) the API kicks (async invoke) after accepting
+    # events, and the executor re-invokes to continue its own work.
     kick_function: str | None = None
     kick_debounce_ms: int = 1000
     # Serverless: a tick keeps going while work comes due within this many seconds (one executor
@@ -116,6 +130,9 @@ class Settings:
     # wake_max_hops times in a row; the schedule starts a new chain. 0: stop when nothing is due
     # (timers then wait for the next scheduled tick). The Lambda handlers default it to 60.
     tick_linger_s: float = 0.0
+    # POST /e starts the events' runs in its own transaction (pgqueue/runner/inline.py) unless a
+    # function they trigger debounces, batches or rate limits; off: the runner starts every run.
+    inline_start: bool = True
     wake_max_hops: int = 100
     # The largest HTTP response the API can return, serialized (AWS Lambda: 6 MB including the
     # JSON envelope; the Lambda handlers set it). Larger answers become a 413 with a message, and
@@ -132,8 +149,19 @@ class Settings:
         return tuple(k for k in (self.signing_key, self.signing_key_fallback) if k)
 
     @property
+    def production_calls(self) -> bool:
+        """Whether calls to apps follow production rules (egress policy, signed answers)."""
+        return (self.calls_mode or self.mode) == "serve"
+
+    @property
     def loopback_allowed(self) -> bool:
-        return (not self.production) if self.allow_loopback is None else self.allow_loopback
+        return (not self.production_calls) if self.allow_loopback is None else self.allow_loopback
+
+    @property
+    def response_signature_required(self) -> bool:
+        if self.require_response_signature is None:
+            return self.production_calls and bool(self.signing_key)
+        return self.require_response_signature
 
     @property
     def production(self) -> bool:
@@ -179,6 +207,12 @@ class Settings:
         if self.log_format.lower() not in _LOG_FORMATS:
             raise ConfigError(
                 f"PGQUEUE_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}, got {self.log_format!r}"
+            )
+        _validate_egress(self)
+        if self.require_response_signature and not self.signing_key:
+            raise ConfigError(
+                "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE needs a signing key to check answers with:"
+                " set PGQUEUE_SIGNING_KEY, or leave the setting unset"
             )
         if self.admin_password is not None and len(self.admin_password) < MIN_ADMIN_PASSWORD:
             # Raised from 8: an existing shorter password stops the server here, loudly, rather than
@@ -285,6 +319,42 @@ def _valid_allowed_host(entry: str) -> bool:
         return True
     except ValueError:
         return _HOST_NAME.fullmatch(bare) is not None
+
+
+def _validate_egress(settings: Settings) -> None:
+    for entry in settings.allowed_app_networks:
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError as exc:
+            try:
+                hint = f" (did you mean {ipaddress.ip_network(entry, strict=False)}?)"
+            except ValueError:
+                hint = ""
+            raise ConfigError(
+                f"PGQUEUE_ALLOWED_APP_NETWORKS: {entry!r} is not a CIDR network: {exc}{hint};"
+                " use comma-separated networks, e.g. 10.0.0.0/8,fd00::/8"
+            ) from None
+    for entry in settings.allowed_app_hosts:
+        name = entry.lower().rstrip(".")
+        try:
+            address = ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            raise ConfigError(
+                f"PGQUEUE_ALLOWED_APP_HOSTS: {entry!r} is an address, not a host name; list it in"
+                f" PGQUEUE_ALLOWED_APP_NETWORKS as {address}/{address.max_prefixlen}"
+            )
+        if _HOST_PATTERN.fullmatch(name) is None:
+            raise ConfigError(
+                f"PGQUEUE_ALLOWED_APP_HOSTS: {entry!r} is not a host name; use names such as"
+                " app.internal, or *.internal for every name below internal"
+            )
+
+
+# A host name, optionally `*.` followed by a suffix: ASCII labels (IDNs in their xn-- form).
+_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+_HOST_PATTERN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*", re.ASCII)
 
 
 def _env_name(field_name: str) -> str:

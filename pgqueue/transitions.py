@@ -19,15 +19,21 @@ NO_FINISH_EVENT_TRIGGERS = frozenset(
 
 
 async def continue_run(
-    conn: Conn, run_id: str, function_id: UUID, max_attempts: int, *, race: bool = False
+    conn: Conn, run_id: str, function_id: UUID, max_attempts: int, *, queued: bool = False,
+    race: bool = False,
 ) -> None:
     """After a step: call the SDK again once nothing else of the run is pending, or at once when
     the step that ended was in a parallelMode "race" group (`race`): user code awaiting the race
-    continues with the first step to finish while its siblings still run, as in Inngest."""
+    continues with the first step to finish while its siblings still run, as in Inngest.
+
+    Workers are woken (NOTIFY) only for new work: the call queued here, or work the caller queued
+    or rescheduled in this transaction (`queued`). Every commit that sends a NOTIFY takes a
+    cluster-wide lock, so a step that finishes while its siblings still run sends none."""
     if race or await queue.open_count(conn, run_id) == 0:
-        await queue.enqueue(conn, run_id=run_id, function_id=function_id, kind="call",
-                            step_id=DISCOVERY_STEP, max_attempts=max_attempts)
-    await queue.notify(conn)
+        queued = await queue.enqueue(conn, run_id=run_id, function_id=function_id, kind="call",
+                                     step_id=DISCOVERY_STEP, max_attempts=max_attempts) or queued
+    if queued:
+        await queue.notify(conn)
 
 
 async def finish(
@@ -63,8 +69,11 @@ async def cancel(conn: Conn, run_id: str, *, reason: str) -> bool:
 async def emit_finished(
     conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
 ) -> None:
-    """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one.
+    """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one
+    or nothing listens for them.
     `run` needs id, function_id, event_ids and correlation_id."""
+    if not await events.finish_heard(conn, run.get("correlation_id")):
+        return  # nothing listens: no event, no inbox row, no runner round (pgqueue.finish_heard_v1)
     rows = await events.get_many(conn, run["event_ids"])
     by_id = {r["id"]: r for r in rows}
     ordered = [event_object(by_id[i]) for i in run["event_ids"] if i in by_id]

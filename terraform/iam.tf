@@ -40,13 +40,10 @@ data "aws_iam_policy_document" "rds_assume" {
 ################################################################################
 
 data "aws_iam_policy_document" "read_settings" {
-  dynamic "statement" {
-    for_each = var.ssm_parameter_arn == null ? [1] : []
-    content {
-      sid       = "ReadSettingsSecret"
-      actions   = ["secretsmanager:GetSecretValue"]
-      resources = [local.settings_secret_arn]
-    }
+  statement {
+    sid       = "ReadSettingsSecrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = local.settings_secret_arns
   }
 
   dynamic "statement" {
@@ -73,7 +70,7 @@ data "aws_iam_policy_document" "read_settings" {
 ################################################################################
 
 resource "aws_iam_role" "api" {
-  name_prefix        = "${var.name}-api-"
+  name_prefix        = "${local.iam_prefix}-api-"
   assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
   tags               = local.tags
 }
@@ -90,7 +87,7 @@ data "aws_iam_policy_document" "api" {
   statement {
     sid       = "KickTheExecutor"
     actions   = ["lambda:InvokeFunction"]
-    resources = [aws_lambda_function.executor.arn]
+    resources = [aws_lambda_alias.executor.arn]
   }
 }
 
@@ -101,11 +98,11 @@ resource "aws_iam_role_policy" "api" {
 }
 
 ################################################################################
-# Executor function: its logs and the settings
+# Executor function: its logs and the settings; then (once its alias exists) waking itself up
 ################################################################################
 
 resource "aws_iam_role" "executor" {
-  name_prefix        = "${var.name}-executor-"
+  name_prefix        = "${local.iam_prefix}-executor-"
   assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
   tags               = local.tags
 }
@@ -126,6 +123,22 @@ resource "aws_iam_role_policy" "executor" {
   policy = data.aws_iam_policy_document.executor.json
 }
 
+# A separate policy, so the function does not wait for its own alias: re-invoking itself through
+# the alias (PGQUEUE_KICK_FUNCTION) when its budget ends with work due (pgqueue/tick.py).
+data "aws_iam_policy_document" "executor_wakeups" {
+  statement {
+    sid       = "InvokeItself"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [aws_lambda_alias.executor.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "executor_wakeups" {
+  name   = "pgqueue-executor-wakeups"
+  role   = aws_iam_role.executor.id
+  policy = data.aws_iam_policy_document.executor_wakeups.json
+}
+
 # Inside a VPC, Lambda manages network interfaces for the functions (an AWS-managed policy whose
 # EC2 actions cannot be scoped to resources).
 resource "aws_iam_role_policy_attachment" "api_vpc" {
@@ -143,11 +156,12 @@ resource "aws_iam_role_policy_attachment" "executor_vpc" {
 }
 
 ################################################################################
-# EventBridge Scheduler: invoke the executor
+# EventBridge Scheduler: invoke the executor's alias (the tick, and the executor's one-time
+# schedules, which pass this role)
 ################################################################################
 
 resource "aws_iam_role" "scheduler" {
-  name_prefix        = "${var.name}-tick-"
+  name_prefix        = "${local.iam_prefix}-tick-"
   assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
   tags               = local.tags
 }
@@ -156,7 +170,7 @@ data "aws_iam_policy_document" "scheduler" {
   statement {
     sid       = "InvokeTheExecutor"
     actions   = ["lambda:InvokeFunction"]
-    resources = [aws_lambda_function.executor.arn]
+    resources = [aws_lambda_alias.executor.arn]
   }
 }
 
@@ -173,7 +187,7 @@ resource "aws_iam_role_policy" "scheduler" {
 resource "aws_iam_role" "rds_proxy" {
   count = var.create_database && var.create_rds_proxy ? 1 : 0
 
-  name_prefix        = "${var.name}-proxy-"
+  name_prefix        = "${local.iam_prefix}-proxy-"
   assume_role_policy = data.aws_iam_policy_document.rds_assume.json
   tags               = local.tags
 }
@@ -185,6 +199,22 @@ data "aws_iam_policy_document" "rds_proxy" {
     sid       = "ReadDatabaseCredentials"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [aws_secretsmanager_secret.db_credentials[0].arn]
+  }
+
+  # the credentials secret is encrypted with kms_key_arn when one is given
+  dynamic "statement" {
+    for_each = var.kms_key_arn != null ? [1] : []
+    content {
+      sid       = "DecryptDatabaseCredentials"
+      actions   = ["kms:Decrypt"]
+      resources = [var.kms_key_arn]
+
+      condition {
+        test     = "StringLike"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.*.amazonaws.com"]
+      }
+    }
   }
 }
 

@@ -34,6 +34,13 @@ resource "aws_security_group" "lambda" {
   }
 
   tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.vpc_id != null
+      error_message = "subnet_ids puts the functions in a VPC: set vpc_id to the subnets' VPC."
+    }
+  }
 }
 
 ################################################################################
@@ -51,6 +58,10 @@ resource "aws_lambda_function" "api" {
   source_code_hash = filebase64sha256(var.lambda_package_path)
   memory_size      = var.api_memory_size
   timeout          = var.api_timeout
+  # null: unreserved. Each instance holds at most 2 database connections.
+  reserved_concurrent_executions = var.api_reserved_concurrency
+  # Every change publishes a version; callers reach it through the alias once it is migrated.
+  publish = true
 
   environment {
     variables = local.api_environment
@@ -84,6 +95,7 @@ resource "aws_lambda_function" "executor" {
   memory_size                    = var.executor_memory_size
   timeout                        = var.executor_timeout
   reserved_concurrent_executions = var.executor_reserved_concurrency
+  publish                        = true
 
   environment {
     variables = local.executor_environment
@@ -101,27 +113,57 @@ resource "aws_lambda_function" "executor" {
   depends_on = [aws_cloudwatch_log_group.executor, aws_iam_role_policy.executor]
 }
 
-# Kicks are asynchronous invokes; the schedule is their retry, so Lambda must not retry them.
+# Kicks and wake-ups are asynchronous invokes of the alias; the schedule is their retry, so Lambda
+# must not retry them (an invoke config applies to the qualifier it names).
 resource "aws_lambda_function_event_invoke_config" "executor" {
   function_name                = aws_lambda_function.executor.function_name
+  qualifier                    = aws_lambda_alias.executor.name
   maximum_retry_attempts       = 0
   maximum_event_age_in_seconds = 60
 }
 
 ################################################################################
-# Migrations: explicit, through the executor's migrate action, on apply
+# Deploy order: publish a version, migrate with that version, then move the aliases
 ################################################################################
 
+# Migrations are explicit: the executor's migrate action, invoked on the version just published
+# (not on the alias, which still runs the previous code), and again for every new version.
 resource "aws_lambda_invocation" "migrate" {
   count = var.run_migrations ? 1 : 0
 
   function_name = aws_lambda_function.executor.function_name
+  qualifier     = aws_lambda_function.executor.version
   input         = jsonencode({ action = "migrate" })
 
-  # Re-run when a new package (possibly with new migrations) is deployed.
   triggers = {
-    package = aws_lambda_function.executor.source_code_hash
+    version = aws_lambda_function.executor.version
   }
 
-  depends_on = [aws_db_proxy_target.this, aws_db_instance.this, aws_secretsmanager_secret_version.settings]
+  depends_on = [
+    aws_db_proxy_target.this,
+    aws_db_instance.this,
+    aws_secretsmanager_secret_version.settings,
+    aws_iam_role_policy.executor,
+  ]
+}
+
+# The aliases every caller uses follow the new versions only after the migration succeeded (with
+# run_migrations = false, migrate before applying). Until then the previous versions keep serving
+# against the migrated schema, which the versioned SQL functions (claim_v1, ...) allow.
+resource "aws_lambda_alias" "executor" {
+  name             = local.alias_name
+  description      = "What the schedules, kicks and the executor's own wake-ups invoke"
+  function_name    = aws_lambda_function.executor.function_name
+  function_version = aws_lambda_function.executor.version
+
+  depends_on = [aws_lambda_invocation.migrate]
+}
+
+resource "aws_lambda_alias" "api" {
+  name             = local.alias_name
+  description      = "What the HTTP API or the Function URL invokes"
+  function_name    = aws_lambda_function.api.function_name
+  function_version = aws_lambda_function.api.version
+
+  depends_on = [aws_lambda_invocation.migrate]
 }

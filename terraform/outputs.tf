@@ -23,14 +23,29 @@ output "executor_function_arn" {
   value       = aws_lambda_function.executor.arn
 }
 
+output "executor_alias_arn" {
+  description = "ARN of the executor's alias, which every caller invokes (it follows new versions after their migrations)"
+  value       = aws_lambda_alias.executor.arn
+}
+
+output "api_alias_arn" {
+  description = "ARN of the API function's alias, behind the HTTP API or the Function URL"
+  value       = aws_lambda_alias.api.arn
+}
+
+output "executor_version" {
+  description = "Version of the executor the aliases point at"
+  value       = aws_lambda_alias.executor.function_version
+}
+
 output "schedule_arn" {
   description = "ARN of the EventBridge schedule that ticks the executor"
   value       = aws_scheduler_schedule.tick.arn
 }
 
 output "settings_secret_arn" {
-  description = "ARN of the settings secret (created or passed in); null when settings come from SSM"
-  value       = var.ssm_parameter_arn == null ? local.settings_secret_arn : null
+  description = "ARN of the module's settings secret: the signing and event keys for the SDK apps (unless secret_arn / ssm_parameter_arn override them)"
+  value       = aws_secretsmanager_secret.settings.arn
 }
 
 output "db_instance_address" {

@@ -4,11 +4,28 @@
 # multiplexes its connections without pinning.
 ################################################################################
 
-resource "random_password" "db" {
+# The master password: generated once (see secrets.tf for why a terraform_data keeps it), letters
+# and digits only, so it needs no escaping in DATABASE_URL.
+data "aws_secretsmanager_random_password" "db" {
   count = var.create_database ? 1 : 0
 
-  length  = 40
-  special = false
+  password_length     = 40
+  exclude_punctuation = true
+  include_space       = false
+}
+
+resource "terraform_data" "db_password" {
+  count = var.create_database ? 1 : 0
+
+  input = sensitive(data.aws_secretsmanager_random_password.db[0].random_password)
+
+  lifecycle {
+    ignore_changes = [input]
+  }
+}
+
+locals {
+  db_password = var.create_database ? terraform_data.db_password[0].input : null
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -55,7 +72,7 @@ resource "aws_security_group" "database" {
 
   lifecycle {
     precondition {
-      condition     = local.in_vpc
+      condition     = local.in_vpc && var.vpc_id != null
       error_message = "create_database needs vpc_id and subnet_ids (private subnets in at least two availability zones)."
     }
   }
@@ -74,7 +91,7 @@ resource "aws_db_instance" "this" {
   storage_encrypted          = true
   db_name                    = var.db_name
   username                   = var.db_username
-  password                   = random_password.db[0].result
+  password                   = local.db_password
   db_subnet_group_name       = aws_db_subnet_group.this[0].name
   vpc_security_group_ids     = [aws_security_group.database[0].id]
   publicly_accessible        = false
@@ -84,8 +101,14 @@ resource "aws_db_instance" "this" {
   auto_minor_version_upgrade = true
   copy_tags_to_snapshot      = true
   skip_final_snapshot        = false
-  final_snapshot_identifier  = "${var.name}-db-final"
-  tags                       = local.tags
+  # Unique per instance: a fixed name would collide with the snapshot of an earlier instance of
+  # the same stack. Set when the instance is created and kept (ignore_changes) until it is deleted.
+  final_snapshot_identifier = "${var.name}-db-final-${formatdate("YYYYMMDDhhmmss", plantimestamp())}"
+  tags                      = local.tags
+
+  lifecycle {
+    ignore_changes = [final_snapshot_identifier]
+  }
 }
 
 # The proxy authenticates to the instance with these credentials.
@@ -104,7 +127,7 @@ resource "aws_secretsmanager_secret_version" "db_credentials" {
   secret_id = aws_secretsmanager_secret.db_credentials[0].id
   secret_string = jsonencode({
     username = var.db_username
-    password = random_password.db[0].result
+    password = local.db_password
   })
 }
 

@@ -12,7 +12,7 @@ resource "aws_scheduler_schedule" "tick" {
   }
 
   target {
-    arn      = aws_lambda_function.executor.arn
+    arn      = aws_lambda_alias.executor.arn
     role_arn = aws_iam_role.scheduler.arn
     input    = jsonencode({ action = "tick" })
 

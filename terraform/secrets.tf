@@ -1,16 +1,51 @@
 ################################################################################
-# The settings secret both functions read at cold start (unless one is passed in):
-# {"DATABASE_URL": ..., "PGQUEUE_SIGNING_KEY": ..., "PGQUEUE_EVENT_KEYS": ...}
+# The module's settings secret, always created, read by both functions (with your secret_arn or
+# ssm_parameter_arn after it, whose values win; see main.tf):
+# {"PGQUEUE_SIGNING_KEY": ..., "PGQUEUE_EVENT_KEYS": ..., "DATABASE_URL": ... when known here}
 ################################################################################
 
-resource "random_bytes" "signing_key" {
-  count  = local.create_secret && var.signing_key == null ? 1 : 0
-  length = 32
+# Generated keys: Secrets Manager's random password generator (no random provider), restricted
+# to hex, which the SDKs need. A data source answers anew on every plan, so the first answer is
+# kept in a terraform_data whose input changes are ignored: its planned `input` stays the value
+# it was created with (known at plan time, unlike `output` on the first plan).
+data "aws_secretsmanager_random_password" "signing_key" {
+  count = var.signing_key == null ? 1 : 0
+
+  password_length     = 64
+  exclude_uppercase   = true
+  exclude_punctuation = true
+  exclude_characters  = "ghijklmnopqrstuvwxyz"
+  include_space       = false
 }
 
-resource "random_bytes" "event_key" {
-  count  = local.create_secret && length(var.event_keys) == 0 ? 1 : 0
-  length = 16
+data "aws_secretsmanager_random_password" "event_key" {
+  count = length(var.event_keys) == 0 ? 1 : 0
+
+  password_length     = 32
+  exclude_uppercase   = true
+  exclude_punctuation = true
+  exclude_characters  = "ghijklmnopqrstuvwxyz"
+  include_space       = false
+}
+
+resource "terraform_data" "generated_signing_key" {
+  count = var.signing_key == null ? 1 : 0
+
+  input = sensitive(data.aws_secretsmanager_random_password.signing_key[0].random_password)
+
+  lifecycle {
+    ignore_changes = [input]
+  }
+}
+
+resource "terraform_data" "generated_event_key" {
+  count = length(var.event_keys) == 0 ? 1 : 0
+
+  input = sensitive(data.aws_secretsmanager_random_password.event_key[0].random_password)
+
+  lifecycle {
+    ignore_changes = [input]
+  }
 }
 
 locals {
@@ -21,38 +56,49 @@ locals {
 
   database_url = var.create_database ? format(
     "postgresql://%s:%s@%s:5432/%s?sslmode=require",
-    var.db_username, random_password.db[0].result, local.created_database_host, var.db_name,
+    var.db_username, local.db_password, local.created_database_host, var.db_name,
   ) : var.database_url
 
-  signing_key = var.signing_key != null ? var.signing_key : (
-    local.create_secret ? "signkey-prod-${random_bytes.signing_key[0].hex}" : null
-  )
-  event_keys = length(var.event_keys) > 0 ? var.event_keys : random_bytes.event_key[*].hex
+  signing_key = var.signing_key != null ? var.signing_key : "signkey-prod-${terraform_data.generated_signing_key[0].input}"
+  event_keys  = length(var.event_keys) > 0 ? var.event_keys : terraform_data.generated_event_key[*].input
 }
 
 resource "aws_secretsmanager_secret" "settings" {
-  count = local.create_secret ? 1 : 0
-
   name_prefix = "${var.name}-settings-"
-  description = "pgqueue settings: DATABASE_URL, PGQUEUE_SIGNING_KEY, PGQUEUE_EVENT_KEYS"
+  description = "pgqueue settings: PGQUEUE_SIGNING_KEY, PGQUEUE_EVENT_KEYS (and DATABASE_URL unless it comes from secret_arn / ssm_parameter_arn)"
   kms_key_id  = var.kms_key_arn
   tags        = local.tags
 }
 
 resource "aws_secretsmanager_secret_version" "settings" {
-  count = local.create_secret ? 1 : 0
-
-  secret_id = aws_secretsmanager_secret.settings[0].id
-  secret_string = jsonencode({
-    DATABASE_URL        = local.database_url
-    PGQUEUE_SIGNING_KEY = local.signing_key
-    PGQUEUE_EVENT_KEYS  = join(",", local.event_keys)
-  })
+  secret_id = aws_secretsmanager_secret.settings.id
+  secret_string = jsonencode(merge(
+    {
+      PGQUEUE_SIGNING_KEY = local.signing_key
+      PGQUEUE_EVENT_KEYS  = join(",", local.event_keys)
+    },
+    local.database_url == null ? {} : { DATABASE_URL = local.database_url },
+  ))
 
   lifecycle {
     precondition {
-      condition     = var.create_database || var.database_url != null
-      error_message = "Set database_url, or create_database = true, or pass secret_arn / ssm_parameter_arn."
+      condition     = var.create_database || var.database_url != null || var.secret_arn != null || var.ssm_parameter_arn != null
+      error_message = "Set database_url, or create_database = true, or pass secret_arn / ssm_parameter_arn holding DATABASE_URL."
+    }
+    precondition {
+      condition     = var.secret_arn == null || var.ssm_parameter_arn == null
+      error_message = "Pass secret_arn or ssm_parameter_arn, not both."
     }
   }
+}
+
+# Earlier versions created the settings secret only without secret_arn / ssm_parameter_arn.
+moved {
+  from = aws_secretsmanager_secret.settings[0]
+  to   = aws_secretsmanager_secret.settings
+}
+
+moved {
+  from = aws_secretsmanager_secret_version.settings[0]
+  to   = aws_secretsmanager_secret_version.settings
 }

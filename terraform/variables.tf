@@ -3,13 +3,15 @@
 ################################################################################
 
 variable "name" {
-  description = "Name prefix for every resource (functions are <name>-api and <name>-executor)"
+  description = "Name prefix for every resource (functions are <name>-api and <name>-executor); at most 40 characters"
   type        = string
   default     = "pgqueue"
 
+  # The longest names built from it ("<name>-executor", "<name>-db-final-<timestamp>") stay
+  # within AWS limits up to 40 characters; IAM role prefixes are shortened with a hash (main.tf).
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,40}$", var.name))
-    error_message = "name must start with a letter and use only lower-case letters, digits and hyphens (at most 41 characters)."
+    condition     = can(regex("^[a-z][a-z0-9-]{0,39}$", var.name))
+    error_message = "name must start with a letter and use only lower-case letters, digits and hyphens (at most 40 characters)."
   }
 }
 
@@ -40,9 +42,14 @@ variable "architecture" {
 }
 
 variable "runtime" {
-  description = "Lambda runtime; must match the --python-version the zip was built for"
+  description = "Lambda runtime; must match the --python-version the zip was built for (python3.12 or python3.13: the locked wheels need Amazon Linux 2023's glibc)"
   type        = string
   default     = "python3.12"
+
+  validation {
+    condition     = contains(["python3.12", "python3.13"], var.runtime)
+    error_message = "runtime must be python3.12 or python3.13 (scripts/build_lambda.py builds for those; python3.11 runs on Amazon Linux 2, whose glibc cannot load the locked psycopg-binary and google-re2 wheels)."
+  }
 }
 
 variable "api_frontend" {
@@ -60,6 +67,23 @@ variable "api_memory_size" {
   description = "Memory (MB) of the API function"
   type        = number
   default     = 512
+}
+
+variable "api_reserved_concurrency" {
+  description = "Reserved concurrency of the API function, capping its database connections at this x 2. null (default): unreserved (same account-quota caveat as executor_reserved_concurrency)"
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.api_reserved_concurrency == null || try(var.api_reserved_concurrency >= 1, false)
+    error_message = "api_reserved_concurrency must be null (unreserved) or at least 1 (0 would refuse every request)."
+  }
+}
+
+variable "function_url_invoke_permission" {
+  description = "With api_frontend = function_url: also grant lambda:InvokeFunction to everyone, which Function URLs created since October 2025 need besides lambda:InvokeFunctionUrl (without it they answer 403). AWS provider 5.x cannot scope that grant to Function URL calls; with provider >= 6.28 set false and add the scoped grant (invoked_via_function_url = true) yourself (terraform/README.md)"
+  type        = bool
+  default     = true
 }
 
 variable "api_timeout" {
@@ -81,9 +105,14 @@ variable "executor_timeout" {
 }
 
 variable "executor_reserved_concurrency" {
-  description = "Reserved concurrency of the executor: caps parallel ticks (and their database connections)"
+  description = "Reserved concurrency of the executor, capping parallel ticks and their database connections (this x executor_pool_size). null (default): unreserved, sharing the account's pool. Lambda refuses a reservation that leaves fewer than 10 unreserved, so on a new account (quota 10) any value fails: raise the quota first"
   type        = number
-  default     = 5
+  default     = null
+
+  validation {
+    condition     = var.executor_reserved_concurrency == null || try(var.executor_reserved_concurrency >= 1, false)
+    error_message = "executor_reserved_concurrency must be null (unreserved) or at least 1 (0 would stop the executor)."
+  }
 }
 
 variable "executor_pool_size" {
@@ -133,39 +162,39 @@ variable "run_migrations" {
 ################################################################################
 
 variable "secret_arn" {
-  description = "Existing Secrets Manager secret holding the settings: a JSON object with DATABASE_URL, PGQUEUE_SIGNING_KEY and PGQUEUE_EVENT_KEYS (or a bare PostgreSQL URL). Leave null to let the module create one"
+  description = "Existing Secrets Manager secret with settings: a bare PostgreSQL URL, RDS-style credentials (username, password, host, port, dbname) or a JSON object of DATABASE_URL / PGQUEUE_* keys. Its values win over the module's own settings secret, which always holds the signing and event keys (signing_key, event_keys or generated)"
   type        = string
   default     = null
 }
 
 variable "ssm_parameter_arn" {
-  description = "Instead of a secret: an SSM SecureString parameter with the same content"
+  description = "Instead of secret_arn: an SSM SecureString parameter with the same kinds of content"
   type        = string
   default     = null
 }
 
 variable "kms_key_arn" {
-  description = "Customer-managed KMS key that encrypts the secret or parameter (null: the AWS-managed key)"
+  description = "Customer-managed KMS key that encrypts the secrets (the module's and yours) or the parameter; the functions and RDS Proxy may decrypt with it (null: the AWS-managed key)"
   type        = string
   default     = null
 }
 
 variable "database_url" {
-  description = "PostgreSQL URL of an existing database, stored in the secret the module creates (ignored with create_database)"
+  description = "PostgreSQL URL of an existing database, stored in the module's settings secret (ignored with create_database; a DATABASE_URL in secret_arn / ssm_parameter_arn wins)"
   type        = string
   default     = null
   sensitive   = true
 }
 
 variable "signing_key" {
-  description = "Signing key shared with the SDK apps (signkey-prod-<hex>); generated when null"
+  description = "Signing key shared with the SDK apps (signkey-prod-<hex>), stored in the module's settings secret; generated once when null. A PGQUEUE_SIGNING_KEY in secret_arn / ssm_parameter_arn wins"
   type        = string
   default     = null
   sensitive   = true
 }
 
 variable "event_keys" {
-  description = "Event keys accepted by POST /e/{key}; one is generated when empty"
+  description = "Event keys accepted by POST /e/{key}, stored in the module's settings secret; one is generated once when empty. PGQUEUE_EVENT_KEYS in secret_arn / ssm_parameter_arn wins"
   type        = list(string)
   default     = []
   sensitive   = true
@@ -176,13 +205,13 @@ variable "event_keys" {
 ################################################################################
 
 variable "vpc_id" {
-  description = "VPC of the functions (and of the database when created); null runs the functions outside a VPC"
+  description = "VPC of subnet_ids (the functions' security group and the created database live in it)"
   type        = string
   default     = null
 }
 
 variable "subnet_ids" {
-  description = "Private subnets of the functions (and the database); they need a NAT route to reach SDK apps"
+  description = "Private subnets of the functions (and the database); none (the default) runs the functions outside a VPC. They need a NAT route to reach SDK apps on the internet, and a NAT route or interface endpoints (Secrets Manager, Lambda, Scheduler) for the AWS APIs; see examples/vpc"
   type        = list(string)
   default     = []
 }
@@ -279,8 +308,32 @@ variable "queue_depth_alarm_threshold" {
   default     = 1000
 }
 
+variable "api_5xx_alarm_threshold" {
+  description = "Alarm when the API answers more than this many 5xx responses in 5 minutes (HTTP API 5xx or Function URL Url5xxCount)"
+  type        = number
+  default     = 0
+}
+
 variable "oldest_due_age_alarm_threshold" {
   description = "Alarm when the oldest due queue item has waited longer than this many seconds (also when ticks stop reporting)"
   type        = number
   default     = 300
+}
+
+variable "allowed_app_networks" {
+  description = "CIDRs of apps the executor may call although they are private or special-purpose addresses (e.g. your VPC's 10.0.0.0/16); PGQUEUE_ALLOWED_APP_NETWORKS"
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_app_hosts" {
+  description = "Host names (exact or *.suffix) the executor may call whatever they resolve to; PGQUEUE_ALLOWED_APP_HOSTS"
+  type        = list(string)
+  default     = []
+}
+
+variable "extra_environment" {
+  description = "More PGQUEUE_* settings for the executor (see the README's settings table)"
+  type        = map(string)
+  default     = {}
 }

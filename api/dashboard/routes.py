@@ -480,7 +480,8 @@ async def _set_paused(request: Request, ref: str, paused: bool) -> Response:
             row = await control.set_paused(conn, ref, paused)
     except PgQueueError as exc:
         return _done(form, f"/functions/{ref}", "error", exc.message)
-    verb = "paused: its events are stored but start no runs" if paused else "resumed"
+    verb = ("paused: its events are stored but start no runs, and its queued work is held" if paused
+            else "resumed: its held work runs again")
     return _done(form, f"/functions/{row['id']}", "ok", f"Function {row['slug']} {verb}.")
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api import deps, limits
 from pgqueue import ingest
 from pgqueue.errors import PayloadTooLarge
+from pgqueue.runner import inline
 from pgqueue.store import events
 
 router = APIRouter(route_class=limits.AuthFirstRoute)
@@ -44,16 +45,21 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
         max_event_bytes=cfg.max_event_bytes,
         max_events=cfg.max_events_per_request,
     )
+    handled = False
     try:
         async with deps.pool(request).connection() as conn, conn.transaction():
             queued = await events.ingest(conn, parsed)
+            if queued and cfg.inline_start:
+                # One hop: the events' runs start in this transaction (the runner takes what this
+                # leaves in the inbox).
+                handled = await inline.start(conn, [e.id for e in parsed], [e.name for e in parsed])
     except psycopg.OperationalError:
         # A pooled connection that died (database restart, terminated backend): nothing was
         # committed, and the ids are fixed already, so one retry on a fresh connection is safe.
         async with deps.pool(request).connection() as conn, conn.transaction():
             queued = await events.ingest(conn, parsed)
     services = getattr(request.app.state, "services", None)
-    if queued and services is not None:
+    if queued and not handled and services is not None:
         services.wake_runner()
     kicker = getattr(request.app.state, "kicker", None)
     if queued and kicker is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -35,6 +34,7 @@ async def register(request: Request) -> JSONResponse:
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
         raise InvalidInput("registration body is not valid JSON") from None
     spec = registration.parse_register(body)
+    await appsync.check_urls(spec, cfg)
     async with deps.pool(request).connection() as conn:
         result = await control.sync_app(conn, spec)
     log.info(
@@ -62,5 +62,5 @@ async def sync_by_url(payload: SyncRequest, request: Request) -> JSONResponse:
         async with deps.pool(request).connection() as conn:
             await apps.set_sync_error(conn, payload.url, attempt.error)
         raise InvalidInput(f"sync failed: {attempt.error}")
-    body: Any = attempt.body
-    return JSONResponse({"data": body if isinstance(body, dict) else {"response": body}, "status": 200})
+    # Never the app's answer: this endpoint must not read other services for its caller.
+    return JSONResponse({"data": {"url": payload.url, "app_status": attempt.status}, "status": 200})

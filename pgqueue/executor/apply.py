@@ -86,6 +86,9 @@ class ApplyResult:
 LOST = ApplyResult(applied=False)
 TIMEOUT_OPS = {"wait": "WaitForEvent", "invoke": "InvokeFunction", "signal": "WaitForSignal"}
 INVOKED_EVENT = "inngest/function.invoked"
+# Opcodes that queue work of their own (a call, a sleep, a wait, signal or invoke timeout): an
+# answer carrying one wakes the workers.
+QUEUEING_OPS = frozenset({"StepPlanned", "Sleep", "WaitForEvent", "WaitForSignal", "InvokeFunction"})
 
 
 def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any]:
@@ -379,7 +382,8 @@ class Applier:
         )
         if len(outcome.ops) > 1:
             await runs.force_step_plan(conn, item.run_id)
-        return await self._continue(conn, item, run, race=race)
+        queued = retry_error is not None or any(op.op in QUEUEING_OPS for op in outcome.ops)
+        return await self._continue(conn, item, run, queued=queued, race=race)
 
     async def _trigger_event(self, conn: Conn, run: dict[str, Any]) -> dict[str, Any]:
         row = await events.get(conn, run["event_id"])
@@ -499,9 +503,12 @@ class Applier:
         return stored is not None
 
     async def _continue(
-        self, conn: Conn, item: QueueItem, run: dict[str, Any], *, race: bool = False
+        self, conn: Conn, item: QueueItem, run: dict[str, Any], *, queued: bool = False, race: bool = False
     ) -> ApplyResult:
-        await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"], race=race)
+        """`queued`: this apply queued or rescheduled items of its own; `race`: a race-mode step
+        ended (see continue_run)."""
+        await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"],
+                                       queued=queued, race=race)
         return ApplyResult(applied=True, enqueued=True)
 
     async def _finish(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -15,6 +16,12 @@ from pgqueue.models import QueueItem
 from pgqueue.store import runs
 
 log = logging.getLogger(__name__)
+
+# Clock skew allowed between pgqueue and an app when checking the time in an answer's signature
+# (the JS SDK allows the same on requests). A signature must be made during its call, give or take
+# this: an older one is a replay.
+SIGNATURE_SKEW_S = 300
+REQUIRE_SETTING = "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE"
 
 
 class Executor:
@@ -29,6 +36,7 @@ class Executor:
         max_response_bytes: int = 16 * 1024 * 1024,
         call_timeout_s: float = 7200.0,
         max_api_response_bytes: int | None = None,
+        require_response_signature: bool = False,
     ) -> None:
         self.pool = pool
         self.client = client
@@ -38,6 +46,9 @@ class Executor:
         self.max_response_bytes = max_response_bytes
         self.call_timeout_s = call_timeout_s
         self.max_api_response_bytes = max_api_response_bytes
+        # Production: an answer without a signature is refused too, not only a wrong one (else
+        # stripping the header would skip the check).
+        self.require_response_signature = require_response_signature and bool(self.signing_keys)
         self.applier = Applier(backoff_scale=backoff_scale)
         self.completions = completion.CompletionBatcher(pool)
 
@@ -65,6 +76,7 @@ class Executor:
         except ValueError as exc:  # the synced URL cannot be parsed: no retry can fix that
             error = {"name": "AppUnreachable", "message": f"the app URL {ctx['url']!r} is not valid: {exc}"}
             return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)
+        sent = time.monotonic()
         response = await self._send(request)
         if (isinstance(response, outcome.Response) and response.status == 401 and self.signing_key_fallback
                 and self.signing_key):
@@ -76,12 +88,8 @@ class Executor:
         if isinstance(response, outcome.CallError):
             result: outcome.Outcome = response
             body_size = 0
-        elif not self._response_signature_ok(response):
-            result = outcome.CallError(
-                {"name": "InvalidSignature",
-                 "message": "the app's response signature does not match this server's signing key"},
-                retriable=True, status_code=response.status,
-            )
+        elif refused := self._signature_error(response, elapsed_s=time.monotonic() - sent):
+            result = refused
             body_size = 0
         else:
             result = outcome.parse(response)
@@ -103,13 +111,51 @@ class Executor:
         return await invoke.send(self.client, request, max_response_bytes=self.max_response_bytes,
                                  deadline_s=self.call_timeout_s)
 
-    def _response_signature_ok(self, response: outcome.Response) -> bool:
-        """Where an SDK signs its answer (it does when the request was signed), the signature must
-        match one of our keys. Streaming (201) answers carry their signature inside the envelope."""
-        header = response.headers.get("x-inngest-signature")
-        if not self.signing_keys or header is None or response.status == 201:
-            return True
-        return signing.verify(header, response.body, self.signing_keys, max_age_s=3600)
+    def _signature_error(self, response: outcome.Response, *, elapsed_s: float) -> outcome.CallError | None:
+        """Both SDKs sign every answer to a signed request with the key that signed it: the
+        signature must match one of our keys and be made during the call. Without one the answer
+        is refused when signatures are required (production), else taken as it is.
+
+        Streamed (201) answers: the JS SDK signs the answer inside the envelope; the Python SDK
+        signs only the outer headers, over the body it had when the stream began (`null`). That
+        shows the app holds the key, not that the streamed content is the app's (see
+        docs/security.md#egress-to-apps); it is accepted so that Python apps with streaming keep working."""
+        if not self.signing_keys:
+            return None
+        candidates = [(response.headers.get("x-inngest-signature"), response.body)]
+        if outcome.is_stream(response):
+            inner = outcome.stream_envelope(response)
+            if inner is None:
+                return None  # outcome.parse reports the broken envelope
+            if "x-inngest-signature" in inner.headers:
+                candidates = [(inner.headers["x-inngest-signature"], inner.body)]
+            else:
+                candidates.append((candidates[0][0], b"null"))
+        header = candidates[0][0]
+        if header is None:
+            return self._unsigned(response.status) if self.require_response_signature else None
+        max_age_s = elapsed_s + SIGNATURE_SKEW_S
+        if any(signing.verify(h, body, self.signing_keys, max_age_s=max_age_s) for h, body in candidates):
+            return None
+        message = (f"the app's answer (HTTP {response.status}) has an X-Inngest-Signature that does not match"
+                   " this server's signing keys, or was not made during this call (a replayed answer);"
+                   " retried like a failed call")
+        return outcome.CallError({"name": "InvalidSignature", "message": message}, retriable=True,
+                                 status_code=response.status)
+
+    @staticmethod
+    def _unsigned(status: int) -> outcome.CallError:
+        """A proxy stripping headers is the likely cause, so this uses the app's retries like any
+        failed call instead of failing the run at once."""
+        if status == 401:
+            why = ("the app refused this server's request signature (HTTP 401): check that the app's"
+                   " INNGEST_SIGNING_KEY is PGQUEUE_SIGNING_KEY or PGQUEUE_SIGNING_KEY_FALLBACK")
+        else:
+            why = (f"the app's answer (HTTP {status}) has no X-Inngest-Signature, and production requires"
+                   f" signed answers ({REQUIRE_SETTING}): a proxy may strip the header, or the SDK does not"
+                   f" sign (set {REQUIRE_SETTING}=false for SDKs that don't)")
+        error = {"name": "UnsignedResponse", "message": f"{why}; retried like a failed call"}
+        return outcome.CallError(error, retriable=True, status_code=status)
 
     async def record(
         self, item: QueueItem, result: outcome.Outcome, *, started_at: datetime, body_size: int = 0

@@ -236,18 +236,8 @@ async def _send(
     except httpx.TooManyRedirects as exc:
         raise failed(f"too many redirects: {exc}") from None
     except httpx.HTTPError as exc:
-        if refusal := _refusal(exc):
+        if refusal := egress.refusal_of(exc):
             raise _Refused("ForbiddenAddress", refusal) from None
         raise failed(f"{type(exc).__name__}: {exc}") from None
     except (OSError, ValueError) as exc:
         raise failed(f"{type(exc).__name__}: {exc}") from None
-
-
-def _refusal(exc: BaseException) -> str | None:
-    """The egress policy's message when `exc` is its refusal to connect."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, egress.ForbiddenAddress):
-            return str(cause)
-        cause = cause.__cause__ or cause.__context__
-    return None

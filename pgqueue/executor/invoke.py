@@ -128,7 +128,9 @@ async def send(
         )
 
 
-async def _send(client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int) -> Response | CallError:
+async def _send(
+    client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int
+) -> Response | CallError:
     try:
         async with client.stream("POST", req.url, content=req.body, headers=req.headers) as resp:
             chunks: list[bytes] = []
@@ -149,11 +151,11 @@ async def _send(client: httpx.AsyncClient, req: CallRequest, *, max_response_byt
             return Response(resp.status_code, headers, b"".join(chunks))
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         # Retrying cannot fix the URL: the app must be synced again with a valid one.
-        return CallError({"name": "AppUnreachable", "message": f"the app URL {req.url!r} is not valid: {exc}"},
-                         retriable=False)
+        message = f"the app URL {req.url!r} is not valid: {exc}"
+        return CallError({"name": "AppUnreachable", "message": message}, retriable=False)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        if "refusing to call" in str(exc):
-            return CallError({"name": "ForbiddenAddress", "message": str(exc)}, retriable=False)
+        if refusal := egress.refusal_of(exc):
+            return CallError({"name": "ForbiddenAddress", "message": refusal}, retriable=False)
         return transport_error(f"could not connect to the app at {req.url}: {type(exc).__name__}: {exc}",
                                name="AppUnreachable")
     except httpx.TimeoutException as exc:
@@ -177,22 +179,23 @@ CLIENT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=10_
 
 
 def new_client(
-    *, connect_timeout_s: float, call_timeout_s: float, allow_loopback: bool = True, allow_link_local: bool = False
+    *, connect_timeout_s: float, call_timeout_s: float, policy: egress.Policy = egress.DEV_POLICY
 ) -> httpx.AsyncClient:
+    """No redirects (a 3xx could point anywhere) and no proxy from the environment: every
+    connection goes where the egress policy checked it may go."""
     return httpx.AsyncClient(
         follow_redirects=False,
         timeout=httpx.Timeout(call_timeout_s, connect=connect_timeout_s, pool=None),
         limits=CLIENT_LIMITS,
-        transport=egress.guarded_transport(allow_loopback=allow_loopback, allow_link_local=allow_link_local),
+        transport=egress.guarded_transport(policy),
         trust_env=False,
     )
 
 
 def client_for(settings: Settings, *, call_timeout_s: float | None = None) -> httpx.AsyncClient:
-    """The HTTP client for calls to apps, with the egress guard the settings ask for."""
+    """The HTTP client for calls to apps, with the egress policy the settings ask for."""
     return new_client(
         connect_timeout_s=settings.connect_timeout_s,
         call_timeout_s=settings.call_timeout_s if call_timeout_s is None else call_timeout_s,
-        allow_loopback=settings.loopback_allowed,
-        allow_link_local=settings.allow_link_local,
+        policy=egress.Policy.from_settings(settings),
     )

@@ -68,6 +68,12 @@ def transport_error(message: str, *, name: str = "ConnectionError") -> CallError
     return CallError({"name": name, "message": message}, retriable=True)
 
 
+def _invalid(message: str, status: int, version: int | None = None) -> CallError:
+    """An answer that is not the protocol: retried, the SDK may answer properly next time."""
+    return CallError({"name": "InvalidResponse", "message": message}, retriable=True, status_code=status,
+                     request_version=version)
+
+
 def _req_version(headers: dict[str, str]) -> int | None:
     raw = headers.get("x-inngest-req-version")
     if raw is None:
@@ -96,8 +102,13 @@ def _error_object(body: bytes, status: int) -> dict[str, Any]:
     return {"name": "Error", "message": f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"}
 
 
-def _unwrap_stream(resp: Response) -> Response | CallError:
-    """201 = streaming envelope: keep-alive spaces, then {"status", "headers", "body": "<json string>"}."""
+def is_stream(resp: Response) -> bool:
+    return resp.status == 201 and "x-inngest-sdk" in resp.headers
+
+
+def stream_envelope(resp: Response) -> Response | None:
+    """201 = streaming envelope: keep-alive spaces, then {"status", "headers", "body": "<json string>"}.
+    The answer inside it (its own headers only), or None if the envelope is broken."""
     text = resp.body.decode("utf-8", errors="replace").strip()
     try:
         envelope = json.loads(text)
@@ -106,16 +117,18 @@ def _unwrap_stream(resp: Response) -> Response | CallError:
         body = envelope.get("body")
         if not isinstance(body, str):
             body = json.dumps(body)
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return CallError(
-            {"name": "InvalidResponse", "message": "the SDK's streaming response ended without a valid envelope"},
-            retriable=True,
-            status_code=201,
-        )
-    merged = {**resp.headers, **headers}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
     # The inner body is JSON text; a lone surrogate in it stays escaped, so it is caught downstream
     # like one sent directly, instead of failing to encode here.
-    return Response(status, merged, body.encode("utf-8", "backslashreplace"))
+    return Response(status, headers, body.encode("utf-8", "backslashreplace"))
+
+
+def _unwrap_stream(resp: Response) -> Response | CallError:
+    inner = stream_envelope(resp)
+    if inner is None:
+        return _invalid("the SDK's streaming response ended without a valid envelope", 201)
+    return Response(inner.status, {**resp.headers, **inner.headers}, inner.body)
 
 
 def _parse_op(raw: Any) -> Op | None:
@@ -138,7 +151,7 @@ def _parse_op(raw: Any) -> Op | None:
 
 
 def parse(resp: Response) -> Outcome:
-    if resp.status == 201 and "x-inngest-sdk" in resp.headers:
+    if is_stream(resp):
         unwrapped = _unwrap_stream(resp)
         if isinstance(unwrapped, CallError):
             return unwrapped
@@ -154,12 +167,7 @@ def parse(resp: Response) -> Outcome:
         try:
             return RunDone(json.loads(resp.body), version)
         except (ValueError, RecursionError):
-            return CallError(
-                {"name": "InvalidResponse", "message": "the function answered 200 with a body that is not JSON"},
-                retriable=True,
-                status_code=200,
-                request_version=version,
-            )
+            return _invalid("the function answered 200 with a body that is not JSON", 200, version)
 
     if resp.status == 206:
         try:
@@ -168,22 +176,13 @@ def parse(resp: Response) -> Outcome:
             parsed = None
         raw_ops = [parsed] if isinstance(parsed, dict) else parsed
         if not isinstance(raw_ops, list):
-            return CallError(
-                {"name": "InvalidResponse", "message": "the function answered 206 with a body that is not a list of opcodes"},
-                retriable=True,
-                status_code=206,
-                request_version=version,
-            )
+            message = "the function answered 206 with a body that is not a list of opcodes"
+            return _invalid(message, 206, version)
         ops = []
         for raw in raw_ops:
             op = _parse_op(raw)
             if op is None:
-                return CallError(
-                    {"name": "InvalidResponse", "message": f"malformed opcode in 206 response: {str(raw)[:200]}"},
-                    retriable=True,
-                    status_code=206,
-                    request_version=version,
-                )
+                return _invalid(f"malformed opcode in 206 response: {str(raw)[:200]}", 206, version)
             ops.append(op)
         return Ops(tuple(ops), version, no_retry, retry_after)
 
@@ -193,4 +192,5 @@ def parse(resp: Response) -> Outcome:
     else:
         # Not from the SDK (proxy, gateway, crash) or an SDK error without a verdict: retry.
         retriable = True
-    return CallError(error, retriable=retriable, retry_after_s=retry_after, status_code=resp.status, request_version=version)
+    return CallError(error, retriable=retriable, retry_after_s=retry_after, status_code=resp.status,
+                     request_version=version)

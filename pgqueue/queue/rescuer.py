@@ -1,10 +1,17 @@
 """The Rescuer service: expired leases go back to the queue as counted interruptions; an item
-interrupted too often fails its run with LeaseExpired (see pgqueue.queue.interrupts)."""
+interrupted too often fails its run with LeaseExpired (see pgqueue.queue.interrupts).
+
+Each round also keeps the queue tidy: items parked on a concurrency key with a free slot are
+unparked (a lost wake-up), work that paused functions queued since their pause is parked with the
+rest of their held work, and what would otherwise grow without bound is pruned: expired dedupe and
+idempotency windows, cancelOn listeners past their timeout, and (once a minute, as it briefly
+locks out pause creation) the pause paths no pause uses any more."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
@@ -12,14 +19,18 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.db.notify import Wakeup
 from pgqueue.queue import interrupts
 from pgqueue.service import LoopService
-from pgqueue.store import control, queue
+from pgqueue.store import control, pauses, queue
 
 log = logging.getLogger(__name__)
+
+
+PATHS_PRUNE_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class RescueTick:
     rescued: int
+    pruned: int = 0  # housekeeping rows deleted: expired windows and listeners, unused pause paths
 
 
 class Rescuer(LoopService):
@@ -33,6 +44,7 @@ class Rescuer(LoopService):
         self.backoff_scale = backoff_scale
         self.queue_wakeup = queue_wakeup
         self.interval_s = interval_s
+        self._paths_pruned_at: float | None = None
         super().__init__()
 
     async def run_once(self) -> RescueTick:
@@ -40,14 +52,20 @@ class Rescuer(LoopService):
             rescued = await queue.rescue_expired(conn, max_interrupts=interrupts.MAX_INTERRUPTS,
                                                  backoff_scale=self.backoff_scale)
             n = len(rescued) + await queue.unblock_sweep(conn)
-            # Housekeeping that must not grow without bound: expired dedupe/idempotency windows.
-            await control.prune_expired_keys(conn)
+            await queue.hold_paused(conn)
+            pruned = await control.prune_expired_keys(conn) + await pauses.expire_cancel_listeners(conn)
+            now = time.monotonic()
+            if self._paths_pruned_at is None or now - self._paths_pruned_at >= PATHS_PRUNE_INTERVAL_S:
+                paths = await pauses.prune_paths(conn)
+                if paths is not None:  # None: pauses being created kept it busy; next round
+                    self._paths_pruned_at = now
+                    pruned += paths
         await interrupts.fail_exhausted(self.pool, rescued, interrupts.LEASE_EXPIRED_ERROR)
         if n:
             log.warning("rescued %d items whose lease expired", n)
             if self.queue_wakeup:
                 self.queue_wakeup.set()
-        return RescueTick(n)
+        return RescueTick(n, pruned)
 
     async def round(self) -> None:
         await self.run_once()

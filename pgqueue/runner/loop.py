@@ -37,7 +37,7 @@ _TRANSIENT_STATES = frozenset({"55P03"})
 MAX_REASON_LENGTH = 500
 
 
-def _transient(conn: Conn, exc: Exception) -> bool:
+def transient(conn: Conn, exc: Exception) -> bool:
     if conn.closed or conn.broken:
         return True
     if isinstance(exc, psycopg.Error):
@@ -83,66 +83,10 @@ class Runner(LoopService):
             event_ids = await events.claim_inbox(conn, self.batch_size)
             if not event_ids:
                 return RunnerTick(0, 0)
-            rows = {r["id"]: r for r in await events.get_many(conn, event_ids)}
-            batch = [rows[e] for e in event_ids if e in rows]
-            names = sorted({r["name"] for r in batch})
-            candidates = await apps.trigger_candidates(conn, names)
-            pause_paths = await pauses.paths_for(conn, names)
-            incoming = [
-                matching.Incoming(triggers.event_object(r), r["received_at"], pause_paths.get(r["name"], []))
-                for r in batch
-            ]
-
-            async def resume(part: Sequence[int]) -> int:
-                return await matching.match_events(conn, [incoming[i] for i in part])
-
-            async def start(part: Sequence[int]) -> int:
-                starter = starting.RunStarter(conn)
-                for i in part:
-                    await _start_for_event(starter, batch[i]["id"], incoming[i].event, candidates)
-                return await starter.close()
-
-            # Waiting runs first (all of the batch in one lookup), then new runs.
-            resumed = await self._isolated(conn, batch, "could not resume waiting runs", resume)
-            created = await self._isolated(conn, batch, "could not start runs", start)
+            resumed, created = await process(conn, event_ids)
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
         return RunnerTick(len(event_ids), created)
-
-    async def _isolated(
-        self, conn: Conn, batch: Sequence[dict[str, Any]], what: str,
-        step: Callable[[Sequence[int]], Awaitable[int]],
-    ) -> int:
-        """`step` over the whole batch under one savepoint; if that fails, over each event under its
-        own savepoint, recording why on each event that fails alone. Transient errors propagate:
-        the batch rolls back and comes back from the inbox."""
-        try:
-            async with conn.transaction():
-                return await step(range(len(batch)))
-        except Exception as exc:
-            if _transient(conn, exc):
-                raise
-            if len(batch) == 1:
-                await self._give_up(conn, batch[0]["id"], what, exc)
-                return 0
-            # The event at fault is logged, with the exception, when it fails alone below.
-            log.warning("runner: %s for a batch of %d events (%s); retrying one event at a time",
-                        what, len(batch), type(exc).__name__)
-        done = 0
-        for i, row in enumerate(batch):
-            try:
-                async with conn.transaction():
-                    done += await step([i])
-            except Exception as exc:
-                if _transient(conn, exc):
-                    raise
-                await self._give_up(conn, row["id"], what, exc)
-        return done
-
-    async def _give_up(self, conn: Conn, event_id: str, what: str, exc: Exception) -> None:
-        reason = failure_reason(what, exc)
-        log.error("runner: event %s: %s", event_id, reason, exc_info=exc)
-        await events.set_skip_reason(conn, event_id, reason)
 
     async def drain(self) -> RunnerTick:
         seen = created = 0
@@ -158,6 +102,74 @@ class Runner(LoopService):
 
     async def pause(self) -> None:
         await self.wakeup.wait(self.poll_interval_s)
+
+
+async def process(
+    conn: Conn, event_ids: Sequence[str], *, candidates: Sequence[dict[str, Any]] | None = None
+) -> tuple[int, int]:
+    """Resume waiting runs and start new runs for events claimed from the inbox, in the caller's
+    transaction: (runs resumed or cancelled, runs created). `candidates`: the trigger candidates of
+    the events' names, when the caller has them already."""
+    rows = {r["id"]: r for r in await events.get_many(conn, event_ids)}
+    batch = [rows[e] for e in event_ids if e in rows]
+    names = sorted({r["name"] for r in batch})
+    if candidates is None:
+        candidates = await apps.trigger_candidates(conn, names)
+    pause_paths = await pauses.paths_for(conn, names)
+    incoming = [
+        matching.Incoming(triggers.event_object(r), r["received_at"], pause_paths.get(r["name"], []))
+        for r in batch
+    ]
+
+    async def resume(part: Sequence[int]) -> int:
+        return await matching.match_events(conn, [incoming[i] for i in part])
+
+    async def start(part: Sequence[int]) -> int:
+        starter = starting.RunStarter(conn)
+        for i in part:
+            await _start_for_event(starter, batch[i]["id"], incoming[i].event, candidates)
+        return await starter.close()
+
+    # Waiting runs first (all of the batch in one lookup), then new runs.
+    resumed = await _isolated(conn, batch, "could not resume waiting runs", resume)
+    created = await _isolated(conn, batch, "could not start runs", start)
+    return resumed, created
+
+
+async def _isolated(
+    conn: Conn, batch: Sequence[dict[str, Any]], what: str, step: Callable[[Sequence[int]], Awaitable[int]],
+) -> int:
+    """`step` over the whole batch under one savepoint; if that fails, over each event under its
+    own savepoint, recording why on each event that fails alone. Transient errors propagate:
+    the batch rolls back and comes back from the inbox."""
+    try:
+        async with conn.transaction():
+            return await step(range(len(batch)))
+    except Exception as exc:
+        if transient(conn, exc):
+            raise
+        if len(batch) == 1:
+            await _give_up(conn, batch[0]["id"], what, exc)
+            return 0
+        # The event at fault is logged, with the exception, when it fails alone below.
+        log.warning("runner: %s for a batch of %d events (%s); retrying one event at a time",
+                    what, len(batch), type(exc).__name__)
+    done = 0
+    for i, row in enumerate(batch):
+        try:
+            async with conn.transaction():
+                done += await step([i])
+        except Exception as exc:
+            if transient(conn, exc):
+                raise
+            await _give_up(conn, row["id"], what, exc)
+    return done
+
+
+async def _give_up(conn: Conn, event_id: str, what: str, exc: Exception) -> None:
+    reason = failure_reason(what, exc)
+    log.error("runner: event %s: %s", event_id, reason, exc_info=exc)
+    await events.set_skip_reason(conn, event_id, reason)
 
 
 async def _start_for_event(

@@ -16,6 +16,8 @@ async def resolve_function(conn: Conn, ref: str) -> dict[str, Any] | None:
 
 
 async def set_paused(conn: Conn, function_id: UUID, paused: bool) -> dict[str, Any] | None:
+    """Pause (hold the function's queued work) or resume (release it), pgqueue.function_pause_v1:
+    id, slug, paused_at and how many items were held or released; None for an unknown function."""
     cur = await conn.execute(q("function_set_paused"), {"id": function_id, "paused": paused})
     return await cur.fetchone()
 

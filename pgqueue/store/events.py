@@ -25,6 +25,12 @@ async def ingest(conn: Conn, events: Sequence[Event]) -> int:
     return int(row["queued"]) if row else 0
 
 
+async def take_from_inbox(conn: Conn, event_ids: Sequence[str]) -> list[str]:
+    """Remove these events from the inbox (the caller handles them); returns them in inbox order."""
+    cur = await conn.execute(q("event_inbox_take"), {"ids": list(event_ids)})
+    return [r["event_id"] for r in await cur.fetchall()]
+
+
 async def claim_inbox(conn: Conn, limit: int) -> list[str]:
     cur = await conn.execute(q("event_inbox_claim"), {"limit": limit})
     return [r["event_id"] for r in await cur.fetchall()]
@@ -64,6 +70,13 @@ async def list_events(
 
 async def set_skip_reason(conn: Conn, event_id: str, reason: str) -> None:
     await conn.execute(q("event_set_skip_reason"), {"id": event_id, "reason": reason})
+
+
+async def finish_heard(conn: Conn, correlation_id: str | None) -> bool:
+    """Does anything listen for a run's inngest/function.finished? (pgqueue.finish_heard_v1)"""
+    cur = await conn.execute(q("event_finish_heard"), {"correlation_id": correlation_id})
+    row = await cur.fetchone()
+    return bool(row and row["heard"])
 
 
 async def insert_internal(conn: Conn, name: str, data: dict[str, Any]) -> str:

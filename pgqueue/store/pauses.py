@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from pgqueue.db.pool import Conn
@@ -131,8 +132,24 @@ async def delete_cancel_listeners(conn: Conn, run_id: str) -> None:
     await conn.execute(q("pause_delete_cancel_listeners"), {"run_id": run_id})
 
 
-async def expire_cancel_listeners(conn: Conn) -> None:
-    await conn.execute(q("pause_expire_cancel_listeners"))
+async def expire_cancel_listeners(conn: Conn, limit: int = 1000) -> int:
+    """Delete a batch of cancelOn listeners past their timeout that no event waiting for the runner
+    can match any more; returns how many."""
+    cur = await conn.execute(q("pause_expire_cancel_listeners"), {"limit": limit})
+    return len(await cur.fetchall())
+
+
+async def prune_paths(conn: Conn) -> int | None:
+    """Forget the (event name, path) pairs no pause uses any more (pgqueue.pause_paths_prune_v1,
+    which locks out pause creation for its few milliseconds); returns how many, or None when pauses
+    being created kept the table busy past its lock timeout (try again later). Autocommit only:
+    the lock must end with the statement."""
+    try:
+        cur = await conn.execute(q("pause_paths_prune"))
+    except psycopg.errors.LockNotAvailable:
+        return None
+    row = await cur.fetchone()
+    return int(row["pruned"]) if row else 0
 
 
 async def delete_pending_step_item(conn: Conn, run_id: str, step_id: str) -> bool:

@@ -142,6 +142,13 @@ async def unblock_sweep(conn: Conn) -> int:
     return int(row["unblocked"]) if row else 0
 
 
+async def hold_paused(conn: Conn) -> int:
+    """Park what paused functions queued since their pause (pgqueue.function_hold_paused_v1)."""
+    cur = await conn.execute(q("queue_hold_paused"))
+    row = await cur.fetchone()
+    return int(row["held"]) if row else 0
+
+
 async def interrupt(
     conn: Conn, leases: Sequence[tuple[int, UUID]], error: dict[str, Any], *, max_interrupts: int,
     backoff_scale: float = 1.0,

@@ -6,7 +6,8 @@ pruner never waits on a row the queue is using and never holds locks the queue w
 a live window still needs is deleted: runs named by an open idempotency window, events waiting in
 the runner's inbox, events of any remaining run (live, recent or replayed) and events recorded by
 an open dedupe window stay (see sql/queries/retention.sql). Expired dedupe and idempotency rows
-themselves are pruned by the rescuer as their windows close.
+themselves are pruned by the rescuer as their windows close, as are expired cancelOn listeners and
+unused pause paths (pgqueue.queue.rescuer).
 """
 
 from __future__ import annotations

@@ -136,8 +136,9 @@ BEGIN
     INTO all_events
     FROM pgqueue.events e WHERE e.id = ANY (r.event_ids);
     trigger_event := all_events -> 0;
-    IF trigger_event IS NULL OR trigger_event ->> 'name' NOT IN
-            ('inngest/function.finished', 'inngest/function.failed', 'inngest/function.cancelled') THEN
+    IF (trigger_event IS NULL OR trigger_event ->> 'name' NOT IN
+            ('inngest/function.finished', 'inngest/function.failed', 'inngest/function.cancelled'))
+       AND pgqueue.finish_heard_v1(r.correlation_id) THEN
         SELECT f.slug INTO slug FROM pgqueue.functions f WHERE f.id = r.function_id;
         payload := jsonb_build_object(
             'function_id', coalesce(slug, r.function_id::text),
@@ -213,7 +214,9 @@ BEGIN
     INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
     VALUES (p_run_id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s)
     ON CONFLICT DO NOTHING;
-    PERFORM pg_notify('pgqueue_queue', '');
+    IF FOUND THEN
+        PERFORM pg_notify('pgqueue_queue', '');
+    END IF;
     RETURN QUERY SELECT p_run_id, 'running'::text, cleared;
 END
 $$;
@@ -263,13 +266,16 @@ BEGIN
         FROM pgqueue.runs r WHERE r.ended_at >= now() - interval '1 hour'    -- index runs_ended
     ),
     items AS (
-        SELECT count(*) FILTER (WHERE q.state = 'available' AND q.run_at <= now()) AS due,
+        -- work a paused function holds is not due: it waits for the resume, not for a worker
+        SELECT count(*) FILTER (WHERE q.state = 'available' AND q.run_at <= now() AND NOT q.held) AS due,
                count(*) FILTER (WHERE q.state = 'available' AND q.run_at > now()) AS scheduled,
                count(*) FILTER (WHERE q.state = 'leased') AS leased,
                count(*) FILTER (WHERE q.state = 'leased' AND q.lease_expires_at < now()) AS expired,
-               extract(epoch FROM now() - min(q.run_at) FILTER (WHERE q.state = 'available' AND q.run_at <= now()))
-                   AS oldest_due
-        FROM pgqueue.queue_items q
+               extract(epoch FROM now() - min(q.run_at) FILTER (
+                   WHERE q.state = 'available' AND q.run_at <= now() AND NOT q.held)) AS oldest_due
+        FROM (SELECT q0.state, q0.run_at, q0.lease_expires_at,
+                     coalesce(q0.blocked AND starts_with(q0.blocked_key, '$paused:'), false) AS held
+              FROM pgqueue.queue_items q0) q
     ),
     fns AS (
         SELECT count(*) FILTER (WHERE f.archived_at IS NULL) AS active,

@@ -20,6 +20,34 @@
 -- batch, whatever its size; the runs are locked in id order, so two batches never deadlock.
 
 
+-- pgqueue.finish_heard_v1: does anything listen for a run's inngest/function.finished (.failed,
+-- .cancelled)? An invoke waiting for it (the run has a correlation id), a function triggered by
+-- one of those names (exactly or by a wildcard prefix), or a waitForEvent / cancelOn pause on one
+-- of them (pause_paths lists every name pauses were ever created for). Otherwise the event is not
+-- written: a no-op run costs no event, no inbox row and no runner round.
+CREATE OR REPLACE FUNCTION pgqueue.finish_heard_v1(p_correlation_id text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_correlation_id IS NOT NULL
+        OR EXISTS (
+            SELECT 1 FROM pgqueue.function_triggers t JOIN pgqueue.functions f ON f.id = t.function_id
+            WHERE f.archived_at IS NULL
+              AND (t.event_name IN ('inngest/function.finished', 'inngest/function.failed',
+                                    'inngest/function.cancelled')
+                   OR (t.name_prefix IS NOT NULL
+                       AND (starts_with('inngest/function.finished', t.name_prefix)
+                            OR starts_with('inngest/function.failed', t.name_prefix)
+                            OR starts_with('inngest/function.cancelled', t.name_prefix)))))
+        OR EXISTS (
+            SELECT 1 FROM pgqueue.pause_paths p
+            WHERE p.event_name IN ('inngest/function.finished', 'inngest/function.failed',
+                                   'inngest/function.cancelled'))
+$$;
+
+
 CREATE OR REPLACE FUNCTION pgqueue.complete_v1(p_batch jsonb, p_max_steps integer, p_max_state_bytes bigint)
 RETURNS TABLE (item_id bigint, result text)
 LANGUAGE plpgsql
@@ -134,7 +162,8 @@ BEGIN
     WHERE s.run_id = x.run_id AND v_class ->> x.item_id::text = 'done';
 
     -- inngest/function.finished, shaped as pgqueue/transitions.py emit_finished shapes it (the ids
-    -- come from the caller), into the runner's inbox; not for runs triggered by such an event.
+    -- come from the caller), into the runner's inbox; not for runs triggered by such an event, and
+    -- only when something listens (pgqueue.finish_heard_v1).
     WITH finished AS (
         SELECT x.event_id, x.event_ts, ev.all_events,
                jsonb_build_object(
@@ -158,7 +187,7 @@ BEGIN
                        ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb) AS all_events
             FROM pgqueue.events e WHERE e.id = ANY (r.event_ids)
         ) ev
-        WHERE v_class ->> x.item_id::text = 'done'
+        WHERE v_class ->> x.item_id::text = 'done' AND pgqueue.finish_heard_v1(r.correlation_id)
     ), stored AS (
         INSERT INTO pgqueue.events (id, name, data, ts)
         SELECT finished.event_id, 'inngest/function.finished', finished.data, finished.event_ts FROM finished

@@ -70,41 +70,11 @@ $$;
 -- delay_s (debounce and batch runs wait). Wakes the workers once.
 CREATE OR REPLACE FUNCTION pgqueue.run_create_v1(p_runs jsonb)
 RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE plpgsql  -- not sql: v2 is defined further down, and plpgsql resolves it when called
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    created integer;
 BEGIN
-    WITH input AS (
-        SELECT * FROM jsonb_to_recordset(p_runs)
-            AS x(id text, function_id uuid, event_id text, event_ids text[], max_attempts integer,
-                 ckeys text[], climits integer[], priority_s integer, throttle_key text, throttle jsonb,
-                 delay_s double precision)
-    ),
-    r AS (
-        INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, max_attempts, ckeys, climits, priority_s)
-        SELECT id, function_id, event_id, event_ids, max_attempts, coalesce(ckeys, '{}'), coalesce(climits, '{}'),
-               coalesce(priority_s, 0)
-        FROM input
-        ON CONFLICT (id) DO NOTHING
-        RETURNING id
-    ),
-    items AS (
-        INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits,
-                                         priority_s, throttle_key, throttle, run_at)
-        SELECT i.id, i.function_id, 'call', 'step', i.max_attempts, coalesce(i.ckeys, '{}'), coalesce(i.climits, '{}'),
-               coalesce(i.priority_s, 0), i.throttle_key, i.throttle,
-               now() + make_interval(secs => coalesce(i.delay_s, 0))
-        FROM input i JOIN r USING (id)
-        RETURNING 1
-    )
-    SELECT count(*) INTO created FROM items;
-
-    IF created > 0 THEN
-        PERFORM pg_notify('pgqueue_queue', '');
-    END IF;
-    RETURN created;
+    RETURN pgqueue.run_create_v2(p_runs);  -- v2 takes v1's input (its extra fields are optional)
 END
 $$;
 

@@ -194,36 +194,13 @@ CREATE OR REPLACE FUNCTION pgqueue.debounce_push_v1(
     p_function_id uuid, p_key text, p_event_id text, p_period_s double precision,
     p_timeout_s double precision, p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (run_id text, previous_event_id text)
-LANGUAGE plpgsql
+LANGUAGE plpgsql  -- not sql: v2 is defined further down, and plpgsql resolves it when called
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_now   timestamptz := coalesce(p_now, now());
-    d       record;
-    item_id bigint;
-    prev    text;
 BEGIN
-    SELECT * INTO d FROM pgqueue.debounces x WHERE x.function_id = p_function_id AND x.key = p_key FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    SELECT q.id INTO item_id
-    FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
-    WHERE q.run_id = d.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
-    FOR UPDATE OF q;
-    IF NOT FOUND THEN
-        DELETE FROM pgqueue.debounces x WHERE x.function_id = p_function_id AND x.key = p_key;
-        RETURN;
-    END IF;
-    SELECT r.event_id INTO prev FROM pgqueue.runs r WHERE r.id = d.run_id;
-    UPDATE pgqueue.runs r SET event_id = p_event_id, event_ids = ARRAY[p_event_id] WHERE r.id = d.run_id;
-    UPDATE pgqueue.queue_items q
-    SET run_at = least(v_now + make_interval(secs => p_period_s),
-                       CASE WHEN p_timeout_s IS NULL THEN 'infinity'::timestamptz
-                            ELSE d.first_at + make_interval(secs => p_timeout_s) END)
-    WHERE q.id = item_id;
-    UPDATE pgqueue.events e SET skip_reason = 'superseded by a later event (debounce)' WHERE e.id = prev;
-    RETURN QUERY SELECT d.run_id, prev;
+    -- v2 with no shape keeps the run's keys (v1's behaviour), under v2's window lock
+    RETURN QUERY SELECT * FROM pgqueue.debounce_push_v2(p_function_id, p_key, p_event_id, p_period_s,
+                                                         p_timeout_s, NULL, p_now);
 END
 $$;
 
@@ -242,34 +219,11 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue.batch_append_v1(
     p_function_id uuid, p_key text, p_event_id text, p_max_size integer)
 RETURNS text
-LANGUAGE plpgsql
+LANGUAGE plpgsql  -- not sql: v2 is defined further down, and plpgsql resolves it when called
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    b       record;
-    item_id bigint;
 BEGIN
-    SELECT * INTO b FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    SELECT q.id INTO item_id
-    FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
-    WHERE q.run_id = b.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
-    FOR UPDATE OF q;
-    IF NOT FOUND OR b.size >= p_max_size THEN
-        DELETE FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key;
-        RETURN NULL;
-    END IF;
-    UPDATE pgqueue.runs r SET event_ids = r.event_ids || p_event_id WHERE r.id = b.run_id;
-    IF b.size + 1 >= p_max_size THEN
-        UPDATE pgqueue.queue_items q SET run_at = now() WHERE q.id = item_id;
-        DELETE FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key;
-        PERFORM pg_notify('pgqueue_queue', '');
-    ELSE
-        UPDATE pgqueue.batches x SET size = b.size + 1 WHERE x.function_id = p_function_id AND x.key = p_key;
-    END IF;
-    RETURN b.run_id;
+    RETURN pgqueue.batch_append_v2(p_function_id, p_key, p_event_id, p_max_size);
 END
 $$;
 
@@ -345,15 +299,20 @@ BEGIN
     v_run_at := least(v_now + make_interval(secs => p_period_s),
                       CASE WHEN p_timeout_s IS NULL THEN 'infinity'::timestamptz
                            ELSE d.first_at + make_interval(secs => p_timeout_s) END);
-    UPDATE pgqueue.runs r
-    SET event_id = p_event_id, event_ids = ARRAY[p_event_id], ckeys = v_ckeys, climits = v_limits,
-        priority_s = v_prio
-    WHERE r.id = d.run_id;
-    UPDATE pgqueue.queue_items q
-    SET run_at = v_run_at, ckeys = v_ckeys, climits = v_limits, priority_s = v_prio,
-        throttle_key = p_shape ->> 'throttle_key', throttle = p_shape -> 'throttle',
-        blocked = false, blocked_key = NULL
-    WHERE q.id = item.id;
+    IF p_shape IS NULL THEN  -- debounce_push_v1: the run keeps the keys of its first event
+        UPDATE pgqueue.runs r SET event_id = p_event_id, event_ids = ARRAY[p_event_id] WHERE r.id = d.run_id;
+        UPDATE pgqueue.queue_items q SET run_at = v_run_at WHERE q.id = item.id;
+    ELSE
+        UPDATE pgqueue.runs r
+        SET event_id = p_event_id, event_ids = ARRAY[p_event_id], ckeys = v_ckeys, climits = v_limits,
+            priority_s = v_prio
+        WHERE r.id = d.run_id;
+        UPDATE pgqueue.queue_items q
+        SET run_at = v_run_at, ckeys = v_ckeys, climits = v_limits, priority_s = v_prio,
+            throttle_key = p_shape ->> 'throttle_key', throttle = p_shape -> 'throttle',
+            blocked = false, blocked_key = NULL
+        WHERE q.id = item.id;
+    END IF;
     PERFORM pgqueue.flow_shift_start_timeout_v1(d.run_id, v_run_at - item.run_at);
     UPDATE pgqueue.events e SET skip_reason = 'superseded by a later event (debounce)' WHERE e.id = prev;
     RETURN QUERY SELECT d.run_id, prev;

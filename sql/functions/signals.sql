@@ -12,7 +12,8 @@
 -- What a resume does is what pgqueue/runner/matching.py does for an event that resumes a wait:
 -- lock the run, consume the pause (exactly one consumer wins), memoise the step, drop its pending
 -- timeout, queue the run's next discovery call once nothing else of it is pending (at once for a
--- race-mode step), and wake the workers. The step's memo is the shape the JS SDK returns from
+-- race-mode step) and then wake the workers. A paused function's run records the step; its call
+-- is held like any work of a paused function (the claim skips it, the rescuer parks it). The step's memo is the shape the JS SDK returns from
 -- waitForSignal: {"data": {"signal": <name>, "data": <data>}}.
 --
 -- Errors are SQLSTATE 22023 (invalid_parameter_value) or 54000 (program_limit_exceeded).
@@ -86,8 +87,11 @@ BEGIN
             SELECT r.id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s
             FROM pgqueue.runs r WHERE r.id = v_pause.run_id
             ON CONFLICT (run_id, step_id) DO NOTHING;
+            -- Workers are woken only for new work (a NOTIFY takes a cluster-wide lock at commit).
+            IF FOUND THEN
+                PERFORM pg_notify('pgqueue_queue', '');
+            END IF;
         END IF;
-        PERFORM pg_notify('pgqueue_queue', '');
         RETURN v_pause.run_id;
     END LOOP;
     RETURN NULL;

@@ -5,10 +5,8 @@ WHERE f.id::text = %(ref)s OR f.slug = %(ref)s
 ORDER BY (f.id::text = %(ref)s) DESC LIMIT 1
 
 -- name: function_set_paused
-UPDATE pgqueue.functions SET paused_at = CASE WHEN %(paused)s THEN coalesce(paused_at, now()) END,
-       updated_at = now()
-WHERE id = %(id)s
-RETURNING id, slug, paused_at
+-- Pausing holds the function's queued work, resuming releases it (sql/functions/function_pause.sql).
+SELECT id, slug, paused_at, items FROM pgqueue.function_pause_v1(%(id)s, %(paused)s)
 
 -- name: runs_live_in_range
 SELECT r.id, r.event_id, r.event_ids

@@ -9,6 +9,13 @@ WHERE seq IN (
 )
 RETURNING event_id
 
+-- name: event_inbox_take
+-- The events a request just stored, handled in its own transaction (pgqueue/runner/inline.py).
+WITH taken AS (
+    DELETE FROM pgqueue.event_inbox WHERE event_id = ANY(%(ids)s::text[]) RETURNING seq, event_id
+)
+SELECT event_id FROM taken ORDER BY seq
+
 -- name: event_get_many
 SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason
 FROM pgqueue.events WHERE id = ANY(%(ids)s::text[])
@@ -47,3 +54,6 @@ SELECT pg_notify('pgqueue_events', '') FROM i
 INSERT INTO pgqueue.events (id, name, data, "user", ts, v)
 VALUES (%(id)s, %(name)s, %(data)s::jsonb, %(user)s::jsonb, %(ts)s, %(v)s)
 RETURNING id, name, data, "user", ts, v, external_id, received_at, skip_reason
+
+-- name: event_finish_heard
+SELECT pgqueue.finish_heard_v1(%(correlation_id)s) AS heard

@@ -50,7 +50,23 @@ DELETE FROM pgqueue.pauses WHERE run_id = %(run_id)s
 DELETE FROM pgqueue.pauses WHERE run_id = %(run_id)s AND kind = 'cancel'
 
 -- name: pause_expire_cancel_listeners
-DELETE FROM pgqueue.pauses WHERE kind = 'cancel' AND expires_at < now()
+-- cancelOn listeners whose timeout passed, a batch at a time (index pauses_cancel_expires). One is
+-- kept while the runner may still match it: until every event received before it expired has left
+-- the runner's inbox (the inbox is in receipt order; a minute's margin covers ingests in flight).
+DELETE FROM pgqueue.pauses WHERE id IN (
+    SELECT p.id FROM pgqueue.pauses p
+    WHERE p.kind = 'cancel' AND p.expires_at IS NOT NULL
+      AND p.expires_at < least(now(), (SELECT e.received_at FROM pgqueue.event_inbox i
+                                       JOIN pgqueue.events e ON e.id = i.event_id
+                                       ORDER BY i.seq LIMIT 1)) - interval '1 minute'
+    ORDER BY p.expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING id
+
+-- name: pause_paths_prune
+-- Paths no pause uses any more (see pgqueue.pause_paths_prune_v1 for how it stays race-free).
+SELECT pgqueue.pause_paths_prune_v1() AS pruned
 
 -- name: queue_delete_step
 DELETE FROM pgqueue.queue_items WHERE run_id = %(run_id)s AND step_id = %(step_id)s AND state = 'available'

@@ -1,5 +1,5 @@
 -- name: queue_claim
-SELECT * FROM pgqueue.claim_v3(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
+SELECT * FROM pgqueue.claim_v4(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
 
 -- name: queue_unblock_sweep
 SELECT pgqueue.concurrency_unblock_v1() AS unblocked
@@ -69,7 +69,15 @@ WHERE q.id = l.id AND q.lease_token = l.token AND q.state = 'leased'
 RETURNING q.id
 
 -- name: queue_next_due
-SELECT min(run_at) - now() AS wait FROM pgqueue.queue_items WHERE state = 'available' AND NOT blocked
+-- Paused functions' work is held (parked), except what became available since the pause and the
+-- rescuer has not parked yet: passed over here (a few rows at most), so an idle worker never
+-- wakes for an item the claim will not take.
+SELECT min(q.run_at) - now() AS wait FROM pgqueue.queue_items q
+WHERE q.state = 'available' AND NOT q.blocked
+  AND q.function_id <> ALL (ARRAY(SELECT f.id FROM pgqueue.functions f WHERE f.paused_at IS NOT NULL))
+
+-- name: queue_hold_paused
+SELECT pgqueue.function_hold_paused_v1() AS held
 
 -- name: notify_queue
 SELECT pg_notify('pgqueue_queue', '')

@@ -23,18 +23,23 @@ UPDATE pgqueue.executor_kicks SET lingering_until = '-infinity' WHERE id AND lin
 
 -- name: executor_next_wake
 -- Seconds until the next timer or cron slot is due (negative: overdue), NULL when there is none.
+-- Paused functions' work is not due (see queue_next_due).
 SELECT extract(epoch FROM least(
-           (SELECT min(run_at) FROM pgqueue.queue_items WHERE state = 'available' AND NOT blocked),
+           (SELECT min(q.run_at) FROM pgqueue.queue_items q
+            WHERE q.state = 'available' AND NOT q.blocked
+              AND q.function_id <> ALL (ARRAY(SELECT f.id FROM pgqueue.functions f WHERE f.paused_at IS NOT NULL))),
            (SELECT min(s.next_at) FROM pgqueue.cron_schedules s JOIN pgqueue.functions f ON f.id = s.function_id
             WHERE f.archived_at IS NULL AND f.paused_at IS NULL)
        ) - now())::float8 AS wait
 
 -- name: queue_metrics
 -- What the tick publishes: work due now, leases held, and how long the oldest due item waited.
-SELECT count(*) FILTER (WHERE q.state = 'available' AND q.run_at <= now()) AS due,
+-- Work a paused function holds is not due (it would keep the age alarm firing for a deliberate pause).
+SELECT count(*) FILTER (WHERE q.state = 'available' AND q.run_at <= now() AND NOT q.held) AS due,
        count(*) FILTER (WHERE q.state = 'available' AND q.run_at > now()) AS scheduled,
        count(*) FILTER (WHERE q.state = 'leased') AS leased,
        coalesce(extract(epoch FROM now() - min(q.run_at) FILTER (
-           WHERE q.state = 'available' AND q.run_at <= now())), 0)::float8 AS oldest_due_age_s,
+           WHERE q.state = 'available' AND q.run_at <= now() AND NOT q.held)), 0)::float8 AS oldest_due_age_s,
        (SELECT count(*) FROM pgqueue.event_inbox) AS inbox
-FROM pgqueue.queue_items q
+FROM (SELECT q0.state, q0.run_at, coalesce(q0.blocked AND starts_with(q0.blocked_key, '$paused:'), false) AS held
+      FROM pgqueue.queue_items q0) q

@@ -10,6 +10,7 @@
 --   retrying  available after a failed attempt, waiting out its backoff
 --   scheduled available in the future: sleeps, waitForEvent/invoke timeouts, delayed calls
 --   leased    a worker holds it: a call is in flight (lease_expires_at in pgqueue.active_leases)
+--   paused    held while its function is paused; released in order when it is resumed
 -- Functions with nothing queued have no rows.
 CREATE OR REPLACE VIEW pgqueue.queue_depth AS
 SELECT q.function_id,
@@ -24,6 +25,7 @@ FROM pgqueue.queue_items q
 CROSS JOIN LATERAL (
     SELECT CASE
                WHEN q.state = 'leased' THEN 'leased'
+               WHEN q.blocked AND starts_with(q.blocked_key, '$paused:') THEN 'paused'
                WHEN q.run_at <= now() THEN 'due'
                WHEN q.attempt > 0 THEN 'retrying'
                ELSE 'scheduled'
@@ -34,7 +36,7 @@ LEFT JOIN pgqueue.apps a ON a.id = f.app_id
 GROUP BY q.function_id, f.slug, a.name, s.status;
 
 COMMENT ON VIEW pgqueue.queue_depth IS
-    'Queue items per function and status (due, retrying, scheduled, leased), with the oldest run_at.';
+    'Queue items per function and status (due, retrying, scheduled, leased, paused), with the oldest run_at.';
 
 -- pgqueue.active_leases: every item a worker holds right now. `expired` leases are what the
 -- rescuer hands back to the queue (within a few seconds); a lease is extended while its call runs.
@@ -63,7 +65,8 @@ COMMENT ON VIEW pgqueue.active_leases IS 'Queue items currently leased by a work
 --   lease_expired  a worker lost its lease (crash, pause, network) more than 30 s ago and the
 --                  rescuer has not handed the item back: is any `pgqueue serve|worker` running?
 --   overdue        a call has been due for more than 5 minutes: workers are saturated, absent,
---                  or flow control (concurrency, throttle) is holding it back
+--                  or flow control (concurrency, throttle) is holding it back (not the work a
+--                  paused function holds: that waits for its resume)
 --   orphaned       queued/running with no queue item and no pause: nothing will ever advance it
 --                  (a bug or a manual edit); cancel it (pgqueue.cancel_run) or retry it
 CREATE OR REPLACE VIEW pgqueue.stuck_runs AS
@@ -92,6 +95,7 @@ FROM pgqueue.queue_items q
 JOIN pgqueue.runs r ON r.id = q.run_id
 LEFT JOIN pgqueue.functions f ON f.id = q.function_id
 WHERE q.state = 'available' AND q.run_at < now() - interval '5 minutes'
+  AND NOT (q.blocked AND starts_with(q.blocked_key, '$paused:'))
 UNION ALL
 SELECT r.id,
        r.function_id,

@@ -48,6 +48,11 @@ async def test_resync_archives_removed_functions_and_cancels_their_runs(
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM pgqueue.pauses WHERE run_id = %s",
                             (drop["run_id"],)).fetchone() == (1,)
+    # The run's own cancelOn listener is on rs/stop; something else listens for finished runs here
+    # (an invoke or a waitForEvent elsewhere), so the cancellation is emitted.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgqueue.pause_paths (event_name, match_path)"
+                     " VALUES ('inngest/function.finished', 'data.correlation_id')")
 
     r = await c.post("/fn/register", json=register_body("keep", cancel=True))
     assert r.status_code == 200 and r.json()["modified"] is True

@@ -3,13 +3,28 @@ error, case-insensitive keys, and re-sync archiving removed functions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from typing import Any
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
+import httpx
 import pytest
 
-from tests.api.conftest import APP_TABLES, Api, assert_error, function, register_body
+from tests.api.conftest import (
+    APP_TABLES,
+    BEARER,
+    SIGNING_KEY,
+    Api,
+    ApiFactory,
+    assert_error,
+    function,
+    register_body,
+)
 
 NOTHING = dict.fromkeys(APP_TABLES, 0)
 
@@ -430,3 +445,181 @@ async def test_bad_sync_by_url_request_is_400(shared_api: Api, content: bytes, f
     )
     assert_error(resp, 400, fragment)
     assert await shared_api.counts(APP_TABLES) == NOTHING
+
+
+# -- egress: forbidden app URLs are refused at sync; a sync never reads a service for its caller ------
+
+PROD = {"mode": "serve", "signing_key": SIGNING_KEY, "event_keys": ("k",)}
+
+
+def app_at(url: str, runtime_url: str | None = None) -> dict[str, Any]:
+    fn = function("shop-fn")
+    fn["steps"]["step"]["runtime"]["url"] = f"{runtime_url or url}?fnId=shop-fn&stepId=step"
+    return register_body(fn, url=url)
+
+
+@pytest.mark.parametrize(
+    ("app_url", "runtime_url", "settings", "fragments"),
+    [
+        ("http://127.0.0.1:9/api", None, PROD, ("127.0.0.1", "loopback", "PGQUEUE_ALLOW_LOOPBACK=1")),
+        ("http://localhost:9/api", None, PROD, ("it resolves to 127.0.0.1", "PGQUEUE_ALLOW_LOOPBACK=1")),
+        ("http://10.1.2.3/api", None, PROD, ("private-use (RFC 1918)", "PGQUEUE_ALLOWED_APP_NETWORKS")),
+        ("http://100.64.0.7/api", None, PROD, ("CGNAT", "PGQUEUE_ALLOWED_APP_NETWORKS")),
+        ("http://[fd12::1]/api", None, PROD, ("unique local", "PGQUEUE_ALLOWED_APP_HOSTS")),
+        ("http://[::ffff:192.168.1.1]/api", None, PROD, ("IPv4-mapped form of 192.168.1.1",)),
+        # The function's own runtime URL is checked too, not only the app's.
+        ("http://93.184.216.34/api", "http://10.1.2.3/api", PROD, ("10.1.2.3", "ALLOWED_APP_NETWORKS")),
+        ("http://169.254.169.254/api", None, PROD, ("cloud metadata", "PGQUEUE_ALLOW_LINK_LOCAL=1")),
+        ("http://169.254.169.254/api", None, {}, ("cloud metadata", "PGQUEUE_ALLOW_LINK_LOCAL=1")),
+        ("http://100.100.100.200/api", None, {}, ("cloud metadata",)),
+        ("http://0.0.0.0:9/api", None, {}, ("never calls",)),
+        ("http://10.1.2.3/api", None, {**PROD, "allowed_app_networks": ("10.0.0.0/16",)}, ("10.1.2.3",)),
+    ],
+)
+async def test_forbidden_app_urls_are_refused_at_registration(
+    make_api: ApiFactory,
+    app_url: str,
+    runtime_url: str | None,
+    settings: dict[str, Any],
+    fragments: tuple[str, ...],
+) -> None:
+    api = await make_api(**settings)
+    resp = await register(api, app_at(app_url, runtime_url), BEARER)
+    assert_error(resp, 400, "is not allowed", *fragments)
+    assert await api.counts(APP_TABLES) == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("app_url", "settings"),
+    [
+        ("http://10.1.2.3/api", {**PROD, "allowed_app_networks": ("10.0.0.0/8",)}),
+        ("http://[fd12::1]/api", {**PROD, "allowed_app_networks": ("fd00::/8",)}),
+        ("http://localhost:9/api", {**PROD, "allowed_app_hosts": ("localhost",)}),
+        ("http://127.0.0.1:9/api", {**PROD, "allow_loopback": True}),
+        ("http://93.184.216.34/api", PROD),
+        ("http://does-not-resolve.invalid/api", PROD),  # judged at each call instead
+        ("http://10.1.2.3/api", {}),  # dev mode allows local apps
+        ("http://127.0.0.1:9/api", {}),
+        ("http://169.254.169.254/api", {"allow_link_local": True}),
+    ],
+)
+async def test_allowed_app_urls_register(
+    make_api: ApiFactory, app_url: str, settings: dict[str, Any]
+) -> None:
+    api = await make_api(**settings)
+    resp = await register(api, app_at(app_url), BEARER)
+    assert resp.status_code == 200, resp.text
+
+
+class SyncTarget(BaseHTTPRequestHandler):
+    """Whatever a sync might be pointed at: answers PUT by path, counts the bytes it got out."""
+
+    protocol_version = "HTTP/1.1"
+    sent: ClassVar[dict[str, int]] = {}
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        kind = self.path.strip("/")
+        if kind == "huge":
+            self._stream(200, HUGE)
+        elif kind == "huge-error":
+            self._stream(400, HUGE)
+        elif kind == "secret-200":
+            self._send(200, json.dumps({"ok": True, "secret": SECRET}).encode())
+        elif kind == "secret-500":
+            self._send(500, json.dumps({"message": SECRET, "code": "x"}).encode(), {"X-Inngest-SDK": "py:v1"})
+        elif kind == "banner":
+            self.wfile.write(f"SSH-2.0-{SECRET}\r\n".encode())
+            self.close_connection = True
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self, status: int, size: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = (b'{"message": "' + SECRET.encode() + b'"}').ljust(64 * 1024, b" ")
+        sent = 0
+        try:
+            while sent < size:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        SyncTarget.sent[self.path.strip("/")] = sent
+
+
+SECRET = "internal-secret-0123456789"
+HUGE = 200 * 1024 * 1024
+
+
+@pytest.fixture
+def sync_target() -> Iterator[str]:
+    SyncTarget.sent = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SyncTarget)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+async def sync(api: Api, url: str) -> httpx.Response:
+    return await api.client.post("/v1/apps/sync", json={"url": url}, headers=BEARER)
+
+
+@pytest.mark.parametrize("kind", ["huge", "huge-error"])
+async def test_sync_reads_a_bounded_part_of_a_huge_answer(api: Api, sync_target: str, kind: str) -> None:
+    started = time.monotonic()
+    resp = await sync(api, f"{sync_target}/{kind}")
+    elapsed = time.monotonic() - started
+    assert SECRET not in resp.text
+    if kind == "huge":
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"data": {"url": f"{sync_target}/huge", "app_status": 200}, "status": 200}
+    else:
+        assert_error(resp, 400, "answered HTTP 400 without an X-Inngest-SDK header")
+    # The answer is cut after about a megabyte (plus what socket buffers held), not buffered.
+    deadline = time.monotonic() + 5
+    while kind not in SyncTarget.sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert SyncTarget.sent[kind] < 16 * 1024 * 1024, SyncTarget.sent
+    assert elapsed < 10
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "fragments"),
+    [
+        ("secret-200", 200, ()),
+        ("secret-500", 400, ("the app's SDK answered HTTP 500", "the app's log says why")),
+        ("banner", 400, ("could not reach", "RemoteProtocolError")),
+    ],
+)
+async def test_sync_never_reflects_what_the_target_answered(
+    api: Api, sync_target: str, kind: str, status: int, fragments: tuple[str, ...]
+) -> None:
+    resp = await sync(api, f"{sync_target}/{kind}")
+    assert resp.status_code == status, resp.text
+    assert SECRET not in resp.text
+    if status == 400:
+        message = assert_error(resp, 400, "sync failed", *fragments)
+        assert len(message) < 400
+
+
+async def test_sync_to_a_forbidden_address_is_refused_naming_the_setting(make_api: ApiFactory) -> None:
+    api = await make_api(**PROD)
+    for url, fragment in (("http://127.0.0.1:9/api", "PGQUEUE_ALLOW_LOOPBACK=1"),
+                          ("http://10.1.2.3/api", "PGQUEUE_ALLOWED_APP_NETWORKS"),
+                          ("http://169.254.169.254/latest/meta-data", "PGQUEUE_ALLOW_LINK_LOCAL=1")):
+        assert_error(await sync(api, url), 400, "sync failed: refusing to call", fragment)

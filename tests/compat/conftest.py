@@ -135,6 +135,14 @@ class App:
         return len(self.ledger()["ledger"].get(f"{run_id}:{step}", []))
 
 
+def start_worker(database_url: str, server: Server) -> Proc:
+    """A second process running the runner and the executor (`pgqueue worker`) next to `server`."""
+    return start_process("pgqueue-worker", pgqueue_argv("worker"),
+                         env={"DATABASE_URL": database_url, "PGQUEUE_POLL_INTERVAL_MS": "200",
+                              "PGQUEUE_BACKOFF_SCALE": "0.002", "PGQUEUE_LEASE_MS": "5000"},
+                         url=server.url)
+
+
 def sdk_env(server: Server, *, production: bool) -> dict[str, str]:
     env = {"INNGEST_BASE_URL": server.url}
     if production:

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import STACK_MODES, App, Server, sdk_env, server_for_mode, sync_via_put
+from tests.compat.conftest import (
+    STACK_MODES,
+    App,
+    Server,
+    sdk_env,
+    server_for_mode,
+    sync_via_put,
+)
 from tests.helpers.procs import free_port, start_process, wait_http
 
 JS_APP_DIR = Path(__file__).resolve().parent / "js_app"
@@ -66,8 +73,10 @@ def start_js_app(
     app_id: str = "js-compat",
     production: bool | None = None,
     env: dict[str, str] | None = None,
+    script: str = "server.js",
 ) -> App:
-    """Start `node server.js` pointed at `server` (cloud mode with keys for `serve`, dev mode otherwise)."""
+    """Start `node <script>` (server.js, or flow.js for flow control) pointed at `server` (cloud mode
+    with keys for `serve`, dev mode otherwise)."""
     ensure_js_app_installed()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -77,7 +86,7 @@ def start_js_app(
         if not prod:
             full_env.setdefault(var, "")
     node = shutil.which("node") or "node"
-    proc = start_process(f"js-app-{app_id}", [node, "server.js"], env=full_env, url=base, cwd=JS_APP_DIR)
+    proc = start_process(f"js-app-{app_id}", [node, script], env=full_env, url=base, cwd=JS_APP_DIR)
     wait_http(proc, "/ledger", timeout=60)
     return App(proc, base + "/api/inngest", app_id, base)
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.compat.conftest import App, Server, start_server, sync_via_put
+from tests.compat.conftest import App, Server, start_server, start_worker, sync_via_put
 from tests.compat.test_python_flow_control import FLOW_FUNCTIONS, spans, start_flow_app
 from tests.compat.test_python_run_control import blast
-from tests.helpers.procs import Proc, pgqueue_argv, start_process, wait_until
+from tests.helpers.procs import Proc, wait_until
 
 pytestmark = pytest.mark.compat
 
@@ -26,10 +26,7 @@ def two_runners(module_database_url: str) -> Iterator[tuple[Server, App]]:
     worker: Proc | None = None
     app = None
     try:
-        worker = start_process("pgqueue-worker", pgqueue_argv("worker"),
-                               env={"DATABASE_URL": module_database_url, "PGQUEUE_POLL_INTERVAL_MS": "200",
-                                    "PGQUEUE_BACKOFF_SCALE": "0.002", "PGQUEUE_LEASE_MS": "5000"},
-                               url=server.url)
+        worker = start_worker(module_database_url, server)
         app = start_flow_app(server)
         sync_via_put(app, server, expect_functions=FLOW_FUNCTIONS)
         yield server, app

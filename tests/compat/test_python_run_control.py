@@ -11,8 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.compat.conftest import PY_APP_FUNCTIONS, App, Server, start_py_app, start_server, sync_via_put
-from tests.helpers.procs import Proc, pgqueue_argv, start_process, wait_until
+from tests.compat.conftest import (
+    PY_APP_FUNCTIONS,
+    App,
+    Server,
+    start_py_app,
+    start_server,
+    start_worker,
+    sync_via_put,
+)
+from tests.helpers.procs import Proc, wait_until
 
 pytestmark = pytest.mark.compat
 
@@ -37,10 +45,7 @@ def two_workers(module_database_url: str) -> Iterator[tuple[Server, App]]:
     worker: Proc | None = None
     app = None
     try:
-        worker = start_process("pgqueue-worker", pgqueue_argv("worker"),
-                               env={"DATABASE_URL": module_database_url, "PGQUEUE_POLL_INTERVAL_MS": "200",
-                                    "PGQUEUE_BACKOFF_SCALE": "0.002", "PGQUEUE_LEASE_MS": "5000"},
-                               url=server.url)
+        worker = start_worker(module_database_url, server)
         app = start_py_app(server)
         sync_via_put(app, server, expect_functions=PY_APP_FUNCTIONS)
         yield server, app

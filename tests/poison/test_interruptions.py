@@ -32,6 +32,9 @@ async def test_a_call_that_keeps_outliving_its_lease_fails_with_lease_expired(da
     with psycopg.connect(database_url, autocommit=True) as conn:
         fn = _function(conn, "outlives")
         [run_id] = _runs(conn, fn, 1, max_attempts=3)
+        # Something listens for failures (as an onFailure handler would), so the failure is emitted.
+        conn.execute("INSERT INTO pgqueue.pause_paths (event_name, match_path)"
+                     " VALUES ('inngest/function.failed', '*')")
     pool = await open_pool(database_url, max_size=4)
     rescuer = Rescuer(pool, backoff_scale=0)
     try:
@@ -61,7 +64,7 @@ async def test_a_rescuer_dying_while_failing_the_run_hands_it_over_again(databas
     with psycopg.connect(database_url, autocommit=True) as conn:
         fn = _function(conn, "outlives-twice")
         [run_id] = _runs(conn, fn, 1)
-        conn.execute("SELECT * FROM pgqueue.claim_v3('w', 1, 30000)")
+        conn.execute("SELECT * FROM pgqueue.claim_v4('w', 1, 30000)")
         conn.execute("UPDATE pgqueue.queue_items SET interrupts = %s", (interrupts.MAX_INTERRUPTS - 1,))
         _expire(conn)
         # The rescue that finds the budget spent keeps the item leased for its caller; that caller
@@ -86,7 +89,7 @@ async def test_the_claim_that_starts_a_run_schedules_its_finish_timeout(database
         conn.execute("UPDATE pgqueue.functions SET finish_timeout_ms = 90000 WHERE id = %s", (fn,))
         [run_id] = _runs(conn, fn, 1)
         # The claim alone (a worker that dies right after it does nothing more) schedules it.
-        conn.execute("SELECT * FROM pgqueue.claim_v3('w', 1, 30000)")
+        conn.execute("SELECT * FROM pgqueue.claim_v4('w', 1, 30000)")
         rows = conn.execute(
             "SELECT kind, round(extract(epoch FROM run_at - now())) FROM pgqueue.queue_items "
             "WHERE run_id = %s AND step_id = '$finish-timeout'", (run_id,)).fetchall()

@@ -3,7 +3,11 @@
 Sources (the "Argument Reference" and "Attribute(s) Reference" sections, or the generated "Schema"):
 - hashicorp/terraform-provider-aws, website/docs/r/<type without aws_>.html.markdown and
   website/docs/d/<type>.html.markdown (registry.terraform.io/providers/hashicorp/aws/latest/docs);
-- hashicorp/terraform-provider-random, docs/resources/<type without random_>.md.
+- for the types marked below, the 5.100.0 provider's own schema (`terraform providers schema -json`);
+- Terraform's built-in `terraform_data`.
+
+This check runs without any provider; where the AWS provider is installed, test_terraform.py also
+runs `terraform validate` and mocked `terraform test` plans, which check against the real schema.
 
 For each type: `arguments` maps an argument to None, or a nested block to its own argument map;
 `exported` lists the attributes a reference may read besides the arguments. Only the types the
@@ -509,26 +513,188 @@ RESOURCES: dict[str, dict[str, Any]] = {
         ),
         "exported": {"arn", "id"},
     },
-    # hashicorp/random
-    "random_password": {
+    # Entries below from the 5.100.0 provider's schema (`terraform providers schema -json`), which its
+    # documentation is generated from.
+    "aws_lambda_alias": {
         "arguments": _args(
-            "length",
-            "keepers",
-            "lower",
-            "min_lower",
-            "min_numeric",
-            "min_special",
-            "min_upper",
-            "number",
-            "override_special",
-            "special",
-            "upper",
+            "description",
+            "function_name",
+            "function_version",
+            "name",
+            routing_config=_args("additional_version_weights"),
         ),
-        "exported": {"id", "result"},
+        "exported": {"arn", "id", "invoke_arn"},
     },
-    "random_bytes": {
-        "arguments": _args("length", "keepers"),
-        "exported": {"base64", "hex", "id"},
+    "aws_scheduler_schedule_group": {
+        "arguments": _args("name", "name_prefix", "tags", timeouts=_TIMEOUTS),
+        "exported": {"arn", "creation_date", "id", "last_modification_date", "state", "tags_all"},
+    },
+    # examples/vpc
+    "aws_vpc": {
+        "arguments": _args(
+            "assign_generated_ipv6_cidr_block",
+            "cidr_block",
+            "enable_dns_hostnames",
+            "enable_dns_support",
+            "enable_network_address_usage_metrics",
+            "instance_tenancy",
+            "ipv4_ipam_pool_id",
+            "ipv4_netmask_length",
+            "ipv6_cidr_block",
+            "ipv6_cidr_block_network_border_group",
+            "ipv6_ipam_pool_id",
+            "ipv6_netmask_length",
+            "tags",
+        ),
+        "exported": {
+            "arn",
+            "default_network_acl_id",
+            "default_route_table_id",
+            "default_security_group_id",
+            "dhcp_options_id",
+            "id",
+            "ipv6_association_id",
+            "main_route_table_id",
+            "owner_id",
+            "tags_all",
+        },
+    },
+    "aws_subnet": {
+        "arguments": _args(
+            "assign_ipv6_address_on_creation",
+            "availability_zone",
+            "availability_zone_id",
+            "cidr_block",
+            "customer_owned_ipv4_pool",
+            "enable_dns64",
+            "enable_lni_at_device_index",
+            "enable_resource_name_dns_a_record_on_launch",
+            "enable_resource_name_dns_aaaa_record_on_launch",
+            "ipv6_cidr_block",
+            "ipv6_native",
+            "map_customer_owned_ip_on_launch",
+            "map_public_ip_on_launch",
+            "outpost_arn",
+            "private_dns_hostname_type_on_launch",
+            "tags",
+            "vpc_id",
+            timeouts=_TIMEOUTS,
+        ),
+        "exported": {"arn", "id", "ipv6_cidr_block_association_id", "owner_id", "tags_all"},
+    },
+    "aws_route_table": {
+        "arguments": _args("propagating_vgws", "route", "tags", "vpc_id", timeouts=_TIMEOUTS),
+        "exported": {"arn", "id", "owner_id", "tags_all"},
+    },
+    "aws_route_table_association": {
+        "arguments": _args("gateway_id", "route_table_id", "subnet_id", timeouts=_TIMEOUTS),
+        "exported": {"id"},
+    },
+    "aws_internet_gateway": {
+        "arguments": _args("tags", "vpc_id", timeouts=_TIMEOUTS),
+        "exported": {"arn", "id", "owner_id", "tags_all"},
+    },
+    "aws_route": {
+        "arguments": _args(
+            "carrier_gateway_id",
+            "core_network_arn",
+            "destination_cidr_block",
+            "destination_ipv6_cidr_block",
+            "destination_prefix_list_id",
+            "egress_only_gateway_id",
+            "gateway_id",
+            "local_gateway_id",
+            "nat_gateway_id",
+            "network_interface_id",
+            "route_table_id",
+            "transit_gateway_id",
+            "vpc_endpoint_id",
+            "vpc_peering_connection_id",
+            timeouts=_TIMEOUTS,
+        ),
+        "exported": {"id", "instance_id", "instance_owner_id", "origin", "state"},
+    },
+    "aws_eip": {
+        "arguments": _args(
+            "address",
+            "associate_with_private_ip",
+            "customer_owned_ipv4_pool",
+            "domain",
+            "instance",
+            "ipam_pool_id",
+            "network_border_group",
+            "network_interface",
+            "public_ipv4_pool",
+            "tags",
+            "vpc",
+            timeouts=_TIMEOUTS,
+        ),
+        "exported": {
+            "allocation_id",
+            "arn",
+            "association_id",
+            "carrier_ip",
+            "customer_owned_ip",
+            "id",
+            "private_dns",
+            "private_ip",
+            "ptr_record",
+            "public_dns",
+            "public_ip",
+            "tags_all",
+        },
+    },
+    "aws_nat_gateway": {
+        "arguments": _args(
+            "allocation_id",
+            "connectivity_type",
+            "private_ip",
+            "secondary_allocation_ids",
+            "secondary_private_ip_address_count",
+            "secondary_private_ip_addresses",
+            "subnet_id",
+            "tags",
+            timeouts=_TIMEOUTS,
+        ),
+        "exported": {"association_id", "id", "network_interface_id", "public_ip", "tags_all"},
+    },
+    "aws_vpc_endpoint": {
+        "arguments": _args(
+            "auto_accept",
+            "ip_address_type",
+            "policy",
+            "private_dns_enabled",
+            "resource_configuration_arn",
+            "route_table_ids",
+            "security_group_ids",
+            "service_name",
+            "service_network_arn",
+            "service_region",
+            "subnet_ids",
+            "tags",
+            "vpc_endpoint_type",
+            "vpc_id",
+            dns_options=_args("dns_record_ip_type", "private_dns_only_for_inbound_resolver_endpoint"),
+            subnet_configuration=_args("ipv4", "ipv6", "subnet_id"),
+            timeouts=_TIMEOUTS,
+        ),
+        "exported": {
+            "arn",
+            "cidr_blocks",
+            "dns_entry",
+            "id",
+            "network_interface_ids",
+            "owner_id",
+            "prefix_list_id",
+            "requester_managed",
+            "state",
+            "tags_all",
+        },
+    },
+    # Terraform's built-in resource (terraform.io/builtin/terraform)
+    "terraform_data": {
+        "arguments": _args("input", "triggers_replace"),
+        "exported": {"id", "output"},
     },
 }
 
@@ -558,5 +724,18 @@ DATA_SOURCES: dict[str, dict[str, Any]] = {
     "aws_partition": {
         "arguments": _args(),
         "exported": {"dns_suffix", "id", "partition", "reverse_dns_prefix"},
+    },
+    "aws_secretsmanager_random_password": {
+        "arguments": _args(
+            "exclude_characters",
+            "exclude_lowercase",
+            "exclude_numbers",
+            "exclude_punctuation",
+            "exclude_uppercase",
+            "include_space",
+            "password_length",
+            "require_each_included_type",
+        ),
+        "exported": {"id", "random_password"},
     },
 }

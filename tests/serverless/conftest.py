@@ -1,7 +1,7 @@
 """Fixtures for the serverless suite: the Lambda handler files loaded in-process (a fresh module,
 as in a cold container), recorded event fixtures, a Lambda context, and a loopback stand-in for
-the two AWS APIs the handlers call (Lambda Invoke and Secrets Manager), reached through boto3's
-own endpoint-override variables."""
+the AWS APIs the handlers call (Lambda Invoke, Secrets Manager, SSM GetParameter), reached through
+boto3's own endpoint-override variables."""
 
 from __future__ import annotations
 
@@ -102,11 +102,14 @@ def handlers() -> Iterator[Any]:
 
 @dataclass
 class FakeAws:
-    """Records Lambda Invoke calls; answers Secrets Manager GetSecretValue from `secrets`."""
+    """Records Lambda Invoke calls; answers Secrets Manager GetSecretValue from `secrets` and SSM
+    GetParameter from `parameters`, counting the reads of each name in `reads`."""
 
     url: str
     invokes: list[dict[str, Any]] = field(default_factory=list)
     secrets: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+    reads: dict[str, int] = field(default_factory=dict)
 
 
 @pytest.fixture
@@ -132,6 +135,7 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
                 self._answer(202, b"")
             elif target == "secretsmanager.GetSecretValue":
                 secret_id = json.loads(body)["SecretId"]
+                state.reads[secret_id] = state.reads.get(secret_id, 0) + 1
                 value = state.secrets.get(secret_id)
                 if value is None:
                     self._answer(400, json.dumps({"__type": "ResourceNotFoundException"}).encode())
@@ -139,6 +143,15 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
                     self._answer(
                         200, json.dumps({"ARN": secret_id, "Name": "pgqueue", "SecretString": value}).encode()
                     )
+            elif target == "AmazonSSM.GetParameter":
+                name = json.loads(body)["Name"]
+                state.reads[name] = state.reads.get(name, 0) + 1
+                value = state.parameters.get(name)
+                if value is None:
+                    self._answer(400, json.dumps({"__type": "ParameterNotFound"}).encode())
+                else:
+                    parameter = {"Name": name, "Type": "SecureString", "Value": value, "Version": 1}
+                    self._answer(200, json.dumps({"Parameter": parameter}).encode())
             else:
                 self._answer(404, b"{}")
 
@@ -157,6 +170,7 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
     for key, value in {
         "AWS_ENDPOINT_URL_LAMBDA": url,
         "AWS_ENDPOINT_URL_SECRETS_MANAGER": url,
+        "AWS_ENDPOINT_URL_SSM": url,
         "AWS_ACCESS_KEY_ID": "AKIATESTTESTTESTTEST",
         "AWS_SECRET_ACCESS_KEY": "test-secret",
         "AWS_DEFAULT_REGION": "eu-west-1",

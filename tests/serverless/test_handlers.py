@@ -5,7 +5,14 @@ kicks only when configured, secrets from Secrets Manager, and the executor's act
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 from typing import Any
 
@@ -17,7 +24,7 @@ from pgqueue import aws, registration
 from pgqueue.db import migrate
 from pgqueue.errors import ConfigError
 from pgqueue.executor import signing
-from tests.serverless.conftest import EVENT_KEY, SIGNING_KEY, FakeAws, LambdaContext, fixture
+from tests.serverless.conftest import EVENT_KEY, ROOT, SIGNING_KEY, FakeAws, LambdaContext, fixture
 
 CTX = LambdaContext()
 
@@ -256,6 +263,186 @@ def test_settings_from_a_secrets_manager_secret(
     assert api.handler(fixture("http_api_v2_send_event"), CTX)["statusCode"] == 200
 
 
+MODULE_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgqueue-settings-AbCdEf"
+USER_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app-database-url-GhIjKl"
+
+
+def send_with_key(key: str) -> dict[str, Any]:
+    event = fixture("http_api_v2_send_event")
+    event["rawPath"] = f"/e/{key}"
+    event["requestContext"]["http"]["path"] = f"/e/{key}"
+    return event
+
+
+def settings_from_secrets(
+    monkeypatch: pytest.MonkeyPatch, fake_aws: FakeAws, lambda_env: dict[str, str], *arns: str
+) -> None:
+    """The Terraform module's shape: the module's secret with the keys, then the user's secret."""
+    for key in ("DATABASE_URL", "PGQUEUE_SIGNING_KEY", "PGQUEUE_EVENT_KEYS"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PGQUEUE_SECRET_ARN", ",".join(arns))
+
+
+def test_a_secret_holding_only_a_url_works_with_the_module_secret_holding_the_keys(
+    lambda_env: dict[str, str], handlers: Any, fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_aws.secrets[MODULE_SECRET] = json.dumps(
+        {"PGQUEUE_SIGNING_KEY": SIGNING_KEY, "PGQUEUE_EVENT_KEYS": EVENT_KEY}
+    )
+    fake_aws.secrets[USER_SECRET] = lambda_env["DATABASE_URL"]  # a bare URL, as many teams store it
+    settings_from_secrets(monkeypatch, fake_aws, lambda_env, MODULE_SECRET, USER_SECRET)
+
+    api = handlers("api_handler")
+
+    assert api.settings.database_url == lambda_env["DATABASE_URL"] and api.settings.event_keys == (EVENT_KEY,)
+    assert api.handler(fixture("http_api_v2_send_event"), CTX)["statusCode"] == 200
+
+
+def test_later_secrets_and_the_parameter_win_and_the_environment_wins_over_all(
+    lambda_env: dict[str, str], fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parameter = "arn:aws:ssm:eu-west-1:123456789012:parameter/pgqueue/settings"
+    fake_aws.secrets[MODULE_SECRET] = json.dumps(
+        {"PGQUEUE_SIGNING_KEY": SIGNING_KEY, "PGQUEUE_EVENT_KEYS": "generated", "DATABASE_URL": "postgresql://a/x"}
+    )
+    fake_aws.secrets[USER_SECRET] = json.dumps({"PGQUEUE_EVENT_KEYS": "mine", "DATABASE_URL": "postgresql://b/y"})
+    fake_aws.parameters[parameter] = json.dumps({"DATABASE_URL": "postgresql://c/z"})
+    env = {"PGQUEUE_SECRET_ARN": f"{MODULE_SECRET}, {USER_SECRET}", "PGQUEUE_SSM_PARAMETER": parameter}
+
+    merged = aws.lambda_settings(env)
+    assert merged.database_url == "postgresql://c/z"  # the parameter, read last
+    assert merged.event_keys == ("mine",) and merged.signing_key == SIGNING_KEY  # later secret, else earlier
+    direct = aws.lambda_settings({**env, "PGQUEUE_EVENT_KEYS": "from-the-function"})
+    assert direct.event_keys == ("from-the-function",)
+
+
+def test_a_rotated_event_key_reaches_warm_containers_within_a_minute(
+    lambda_env: dict[str, str], handlers: Any, fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def module_secret(event_keys: str) -> str:
+        return json.dumps(
+            {"DATABASE_URL": lambda_env["DATABASE_URL"], "PGQUEUE_SIGNING_KEY": SIGNING_KEY,
+             "PGQUEUE_EVENT_KEYS": event_keys}
+        )
+
+    fake_aws.secrets[MODULE_SECRET] = module_secret("old-key")
+    settings_from_secrets(monkeypatch, fake_aws, lambda_env, MODULE_SECRET)
+    api = handlers("api_handler")
+    assert api.handler(send_with_key("old-key"), CTX)["statusCode"] == 200
+
+    fake_aws.secrets[MODULE_SECRET] = module_secret("new-key")  # the old key is withdrawn
+    # within the minute the container answers from what it read (one read per cold start)
+    assert api.handler(send_with_key("old-key"), CTX)["statusCode"] == 200
+    assert fake_aws.reads[MODULE_SECRET] == 1
+
+    api.source.read_at -= aws.SETTINGS_TTL_S + 1  # the container's read is now a minute old
+    assert api.handler(send_with_key("old-key"), CTX)["statusCode"] == 401
+    assert api.handler(send_with_key("new-key"), CTX)["statusCode"] == 200
+    assert fake_aws.reads[MODULE_SECRET] == 2 and api.settings.event_keys == ("new-key",)
+
+    # Secrets Manager failing does not take the container down: the last settings stay in use
+    del fake_aws.secrets[MODULE_SECRET]
+    api.source.read_at -= aws.SETTINGS_TTL_S + 1
+    assert api.handler(send_with_key("new-key"), CTX)["statusCode"] == 200
+    assert fake_aws.reads[MODULE_SECRET] == 3 and api.source.rereads == 1
+
+
+def test_a_changed_database_url_opens_a_new_pool(
+    lambda_env: dict[str, str], handlers: Any, fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"PGQUEUE_SIGNING_KEY": SIGNING_KEY, "PGQUEUE_EVENT_KEYS": EVENT_KEY}
+    url = lambda_env["DATABASE_URL"]
+    fake_aws.secrets[MODULE_SECRET] = json.dumps({**keys, "DATABASE_URL": url})
+    settings_from_secrets(monkeypatch, fake_aws, lambda_env, MODULE_SECRET)
+    api = handlers("api_handler")
+    assert api.handler(fixture("http_api_v2_health"), CTX)["statusCode"] == 200
+    first_pool = api.app.state.pool
+
+    # the same database under another URL (a rotated password would look like this)
+    moved = psycopg.conninfo.make_conninfo(url, application_name="pgqueue-rotated")
+    fake_aws.secrets[MODULE_SECRET] = json.dumps({**keys, "DATABASE_URL": moved})
+    api.source.read_at -= aws.SETTINGS_TTL_S + 1
+
+    assert api.handler(fixture("http_api_v2_health"), CTX)["statusCode"] == 200
+    assert api.pool_opens == 2 and api.app.state.pool is not first_pool and first_pool.closed
+    names = rows(url, "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")
+    assert {"application_name": "pgqueue-rotated"} in names
+
+
+def test_inside_lambda_the_handlers_log_as_the_settings_say(lambda_env: dict[str, str]) -> None:
+    """Lambda's runtime installs its own root handler; the handler replaces it with
+    PGQUEUE_LOG_LEVEL / PGQUEUE_LOG_FORMAT, as `pgqueue serve` does (a fresh process: a cold start)."""
+    script = """
+import logging, sys
+sys.path.insert(0, "lambda")
+logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] runtime %(message)s")  # the runtime's
+import api_handler
+logging.getLogger("pgqueue.probe").info("cold start done")
+logging.getLogger("pgqueue.probe").debug("not at info")
+"""
+    env = {
+        **os.environ,
+        **lambda_env,
+        "AWS_LAMBDA_FUNCTION_NAME": "pgqueue-api",
+        "PGQUEUE_LOG_LEVEL": "info",
+        "PGQUEUE_LOG_FORMAT": "json",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert {"level": "info", "logger": "pgqueue.probe", "message": "cold start done"} in [
+        {k: line[k] for k in ("level", "logger", "message")} for line in lines
+    ], done.stderr
+    assert "runtime" not in done.stderr and "not at info" not in done.stderr
+    # outside Lambda (tests, tools importing the handler) the host's logging is left alone
+    root = logging.getLogger()
+    before = list(root.handlers)
+    assert aws.configure_logging(aws.lambda_settings(lambda_env), environ={}) is False
+    assert root.handlers == before
+
+
+def test_aws_clients_give_up_within_seconds_when_aws_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kick to an unreachable Lambda API (a VPC without NAT or endpoints) must not hold the API
+    request until its 29 s limit: short timeouts, one retry."""
+    accepted: list[socket.socket] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def swallow() -> None:  # accept every connection, answer nothing
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=swallow, daemon=True)
+    thread.start()
+    for key, value in {
+        "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{server.getsockname()[1]}",
+        "AWS_ACCESS_KEY_ID": "AKIATESTTESTTESTTEST",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        lambda_client = aws.client("lambda")
+        started = time.monotonic()
+        with pytest.raises(Exception, match="(?i)timeout|timed out"):
+            lambda_client.invoke(FunctionName="pgqueue-executor:live", InvocationType="Event", Payload=b"{}")
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
+    budget = aws.MAX_ATTEMPTS * (aws.CONNECT_TIMEOUT_S + aws.READ_TIMEOUT_S) + 2  # + retry back-off
+    assert elapsed < budget < 29, elapsed
+    assert len(accepted) == aws.MAX_ATTEMPTS  # one retry, not boto3's default of several
+
+
 def test_secret_values_in_every_supported_shape() -> None:
     assert aws.parse_secret("postgresql://u:p@db:5432/app") == {
         "DATABASE_URL": "postgresql://u:p@db:5432/app"
@@ -349,8 +536,9 @@ def test_the_tick_publishes_emf_metrics(
 
 
 def test_leases_held_at_the_deadline_are_released(
-    lambda_env: dict[str, str], handlers: Any, slow_app: str
+    lambda_env: dict[str, str], handlers: Any, slow_app: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PGQUEUE_INLINE_START", "0")  # the executor's runner starts the run
     api = handlers("api_handler")
     executor = handlers("executor_handler")
     raw = app_body(slow_app, function("lambda-shop-slow", slow_app))

@@ -1,14 +1,21 @@
 """The Terraform module, checked offline: formatting, every argument and reference against the
 providers' documentation (tests/serverless/aws_attributes.py), and the wiring against the code —
-handlers, environment variables, IAM, the schedule's and migration's payloads, metric names."""
+handlers, environment variables, IAM, the schedule's and migration's payloads, metric names.
+
+Where the AWS provider is installed locally (a plugin directory such as /opt/tf-plugins; providers
+are never downloaded), the module is also `terraform init`ed from it, `terraform validate`d, and
+its `terraform test` files run: mocked plans of the module and of both examples
+(terraform/tests/*.tftest.hcl). Without a provider those three tests skip and say why."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -168,15 +175,31 @@ def test_terraform_fmt_check() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+EXAMPLES = ("basic", "vpc")
+
+
 def test_the_module_has_the_conventional_files() -> None:
     for name in (
         *MODULE_FILES,
         "README.md",
-        "examples/basic/main.tf",
-        "examples/basic/versions.tf",
-        "examples/basic/outputs.tf",
+        *(f"examples/{ex}/{file}" for ex in EXAMPLES for file in ("main.tf", "versions.tf", "outputs.tf")),
+        "tests/module.tftest.hcl",
+        "tests/examples.tftest.hcl",
     ):
         assert (TF / name).is_file(), name
+
+
+def test_only_the_aws_provider_bounded_above() -> None:
+    for path in (TF / "versions.tf", *(TF / "examples" / e / "versions.tf" for e in EXAMPLES)):
+        [terraform] = load(path)["terraform"]
+        [providers] = terraform["required_providers"]
+        names = {unquote(k) for k in providers if not k.startswith("__")}
+        assert names == {"aws"}, (path, "no random provider: generated values come from AWS")
+        version = unquote(providers["aws"]["version"])
+        assert re.fullmatch(r">= 5\.\d+, < 7", version), (path, version)
+    # and nothing in the module still uses another provider's resources
+    for path in TF.rglob("*.tf"):
+        assert not re.search(r"\brandom_[a-z]+\.", path.read_text()), path
 
 
 def test_every_argument_and_reference_is_documented() -> None:
@@ -260,10 +283,17 @@ def test_every_environment_variable_is_a_known_setting() -> None:
     for key in ("DATABASE_URL", "PGQUEUE_SIGNING_KEY", "PGQUEUE_EVENT_KEYS"):
         assert key in version["secret_string"]
     locals_ = module()["locals"]
-    assert "PGQUEUE_KICK_FUNCTION = local.executor_function_name" in locals_["api_environment"]
+    # both functions reach the executor through its alias: the API's kicks, the executor's own
+    # re-invocations; the executor alone creates one-time schedules
+    assert "PGQUEUE_KICK_FUNCTION = local.executor_alias_qualified_name" in locals_["common_environment"]
+    qualified = unquote(locals_["executor_alias_qualified_name"])
+    assert qualified == "${local.executor_function_name}:${local.alias_name}"
+    assert "local.common_environment" in locals_["api_environment"]
     assert 'PGQUEUE_POOLER = "1"' in locals_["common_environment"]  # RDS Proxy / PgBouncer safe
     assert "local.common_environment" in locals_["executor_environment"]
-    assert settings.Settings.from_env({"PGQUEUE_POOLER": "1"}).pooler is True
+    engine = settings.Settings.from_env({"PGQUEUE_POOLER": "1",
+                                         "PGQUEUE_KICK_FUNCTION": "pgqueue-executor:live"})
+    assert engine.pooler is True and engine.kick_function == "pgqueue-executor:live"
 
 
 def _policy_statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -282,6 +312,10 @@ ALLOWED_ACTIONS = {
     "ssm:GetParameter",
     "kms:Decrypt",
     "lambda:InvokeFunction",
+    "scheduler:CreateSchedule",
+    "scheduler:DeleteSchedule",
+    "scheduler:GetSchedule",
+    "iam:PassRole",
 }
 
 
@@ -308,10 +342,16 @@ def test_iam_is_least_privilege() -> None:
             or "lambda:InvokeFunction" in s.get("actions", [])
         ]
 
-    # the API may invoke the executor and nothing else; the executor invokes nothing
-    assert invoke_targets("api") == [["${aws_lambda_function.executor.arn}"]]
-    assert invoke_targets("scheduler") == [["${aws_lambda_function.executor.arn}"]]
+    # the API, the schedules and the executor itself invoke the executor's alias and nothing else
+    assert invoke_targets("api") == [["${aws_lambda_alias.executor.arn}"]]
+    assert invoke_targets("scheduler") == [["${aws_lambda_alias.executor.arn}"]]
+    assert invoke_targets("executor_wakeups") == [["${aws_lambda_alias.executor.arn}"]]
     assert invoke_targets("executor") == []
+    # the executor may invoke its own alias and nothing else besides its base policy
+    _, wakeups = actions_by_doc["executor_wakeups"]
+    assert len(wakeups) == 1 and "lambda:InvokeFunction" in str(wakeups[0]["actions"])
+    # the functions' own policies must not wait for the alias (a dependency cycle otherwise)
+    assert "aws_lambda_alias" not in json.dumps(docs["executor"])
     # each function writes only its own log group
     assert "aws_cloudwatch_log_group.api.arn" in json.dumps(docs["api"])
     assert "aws_cloudwatch_log_group.executor" not in json.dumps(docs["api"])
@@ -360,6 +400,31 @@ def test_the_schedule_and_the_migration_send_payloads_the_executor_takes(lambda_
         executor._loop.close()
 
 
+def test_new_code_is_reached_only_after_its_migrations() -> None:
+    """Both functions publish versions; the migration runs on the executor's new version; the
+    aliases, which every caller invokes, move only after it (depends_on)."""
+    resources = module()["resource"]
+    for name in ("api", "executor"):
+        assert resources[("aws_lambda_function", name)]["publish"] is True, name
+        alias = resources[("aws_lambda_alias", name)]
+        assert alias["function_version"] == f"${{aws_lambda_function.{name}.version}}"
+        assert alias["depends_on"] == ["${aws_lambda_invocation.migrate}"], name
+    migrate = resources[("aws_lambda_invocation", "migrate")]
+    assert migrate["qualifier"] == "${aws_lambda_function.executor.version}"
+    assert migrate["triggers"] == {"version": "${aws_lambda_function.executor.version}"}
+    # nothing invokes a bare function: every invoke path names the alias
+    text = "\n".join(path.read_text() for path in TF.glob("*.tf"))
+    assert "integration_uri        = aws_lambda_alias.api.invoke_arn" in text
+    schedule = resources[("aws_scheduler_schedule", "tick")]
+    assert schedule["target"][0]["arn"] == "${aws_lambda_alias.executor.arn}"
+    for key, body in resources.items():
+        if key[0] in ("aws_lambda_permission", "aws_lambda_function_url"):
+            assert body["qualifier"] == "${aws_lambda_alias.api.name}", key
+    assert resources[("aws_lambda_function_event_invoke_config", "executor")]["qualifier"] == (
+        "${aws_lambda_alias.executor.name}"
+    )
+
+
 def test_alarms_watch_the_metrics_the_tick_publishes() -> None:
     resources = module()["resource"]
     published = set(tick.METRICS)
@@ -400,19 +465,112 @@ def test_variables_outputs_and_the_readme_agree() -> None:
     assert "terraform validate" in readme
 
 
-def test_the_example_uses_only_declared_inputs_and_outputs() -> None:
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_the_example_uses_only_declared_inputs_and_outputs(example: str) -> None:
     mod = module()
-    example = load(TF / "examples" / "basic" / "main.tf")
-    [block] = [b for b in example["module"] if '"pgqueue"' in b or "pgqueue" in b]
+    parsed = load(TF / "examples" / example / "main.tf")
+    [block] = [b for b in parsed["module"] if '"pgqueue"' in b or "pgqueue" in b]
     body = block.get('"pgqueue"') or block["pgqueue"]
     assert unquote(body["source"]) == "../.."
-    args = {k for k in body if not k.startswith("__") and k != "source"}
+    args = {k for k in body if not k.startswith("__") and k not in ("source", "depends_on")}
     assert args <= set(mod["variable"]), args - set(mod["variable"])
     required = {n for n, b in mod["variable"].items() if "default" not in b}
     assert required <= args
-    outputs_text = (TF / "examples" / "basic" / "outputs.tf").read_text()
+    outputs_text = (TF / "examples" / example / "outputs.tf").read_text()
     for used in re.findall(r"module\.pgqueue\.([a-z_]+)", outputs_text):
         assert used in mod["output"], used
     # the example's package is what scripts/build_lambda.py writes for its architecture
     arch = unquote(body["architecture"])
-    assert f"pgqueue-lambda-{arch}.zip" in unquote(body["lambda_package_path"])
+    assert f"pgqueue-lambda-{arch}.zip" in body["lambda_package_path"]
+
+
+def test_the_vpc_example_reaches_every_aws_api_the_functions_call() -> None:
+    """Inside a VPC the functions call Secrets Manager (settings), Lambda (kicks, self re-invoke)
+    and EventBridge Scheduler (one-time wake-ups): interface endpoints for exactly those."""
+    text = (TF / "examples" / "vpc" / "main.tf").read_text()
+    [services] = re.findall(r"endpoint_services = .*?toset\(\[([^\]]*)\]\)", text)
+    assert {unquote(s.strip()) for s in services.split(",")} == {"secretsmanager", "lambda", "scheduler"}
+
+
+# -- terraform init / validate / test against the locally installed provider -----------------------
+
+# Where a provider may be installed (filesystem-mirror layout: <dir>/registry.terraform.io/hashicorp/
+# aws/<version>/<os_arch>/terraform-provider-aws_*); PGQUEUE_TF_PLUGIN_DIR names another.
+PLUGIN_DIRS = (
+    Path("/opt/tf-plugins"),
+    Path.home() / ".terraform.d" / "plugins",
+    Path("/usr/share/terraform/plugins"),
+)
+PROVIDER_GLOB = "registry.terraform.io/hashicorp/aws/*/*/terraform-provider-aws*"
+
+
+def plugin_dir() -> Path | None:
+    named = os.environ.get("PGQUEUE_TF_PLUGIN_DIR")
+    for folder in [*([Path(named)] if named else []), *PLUGIN_DIRS]:
+        if folder.is_dir() and any(folder.glob(PROVIDER_GLOB)):
+            return folder
+    return None
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def terraform_checks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Any]]]:
+    """`terraform init` from the local provider in a copy of terraform/ (so the checkout gets no
+    .terraform folder or lock file), then validate and both test files at once."""
+    terraform, plugins = shutil.which("terraform"), plugin_dir()
+    if terraform is None:
+        pytest.fail("terraform is not installed (the CI image has 1.11)")
+    if plugins is None:
+        searched = ", ".join(str(p) for p in PLUGIN_DIRS)
+        pytest.skip(
+            f"no terraform-provider-aws binary in {searched} or $PGQUEUE_TF_PLUGIN_DIR"
+            " (providers are never downloaded)"
+        )
+    root = tmp_path_factory.mktemp("terraform") / "terraform"
+    shutil.copytree(
+        TF, root, ignore=shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfstate*")
+    )
+    cli_config = root.parent / "terraformrc"
+    cli_config.write_text("")  # no user CLI configuration, no plugin cache, no registry credentials
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(root.parent),
+        "TF_CLI_CONFIG_FILE": str(cli_config),
+        "TF_IN_AUTOMATION": "1",
+        "CHECKPOINT_DISABLE": "1",
+    }
+    init = _run(
+        [terraform, "init", f"-plugin-dir={plugins}", "-backend=false", "-input=false", "-no-color"],
+        root,
+        env,
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        yield {
+            "validate": pool.submit(_run, [terraform, "validate", "-no-color"], root, env),
+            "module": pool.submit(
+                _run, [terraform, "test", "-no-color", "-filter=tests/module.tftest.hcl"], root, env
+            ),
+            "examples": pool.submit(
+                _run, [terraform, "test", "-no-color", "-filter=tests/examples.tftest.hcl"], root, env
+            ),
+        }
+
+
+def test_terraform_validate(terraform_checks: dict[str, Future[Any]]) -> None:
+    done = terraform_checks["validate"].result()
+    assert done.returncode == 0 and "The configuration is valid" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("test_file", ["module", "examples"])
+def test_terraform_test_mocked_plans(terraform_checks: dict[str, Future[Any]], test_file: str) -> None:
+    done = terraform_checks[test_file].result()
+    out = done.stdout + done.stderr
+    runs = re.findall(r'^\s+run "([a-z0-9_]+)"\.\.\. (\w+)$', done.stdout, re.MULTILINE)
+    source = (TF / "tests" / f"{test_file}.tftest.hcl").read_text()
+    declared = re.findall(r'^run "([a-z0-9_]+)"', source, re.MULTILINE)
+    assert done.returncode == 0, out
+    assert runs == [(name, "pass") for name in declared], out

@@ -30,7 +30,9 @@ from tests.serverless.conftest import LambdaContext, fixture
 def test_a_sleeping_function_completes_through_executor_invocations_only(
     database_url: str, handlers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = start_server(database_url, mode="serve", extra_args=("--no-workers",))
+    # The API leaves the event in the inbox: the executor's runner starts the run.
+    server = start_server(database_url, mode="serve", extra_args=("--no-workers",),
+                          env={"PGQUEUE_INLINE_START": "0"})
     app = None
     try:
         app = start_py_app(server)
@@ -42,6 +44,7 @@ def test_a_sleeping_function_completes_through_executor_invocations_only(
             "PGQUEUE_BACKOFF_SCALE": "0.002",
             "PGQUEUE_ALLOW_LOOPBACK": "1",
             "PGQUEUE_TICK_LINGER_S": "0",  # each invocation stops when idle: the sleep spans two
+            "PGQUEUE_INLINE_START": "0",  # the executor's runner, not the API, starts the run
         }.items():
             monkeypatch.setenv(key, value)
         executor = handlers("executor_handler")
@@ -81,7 +84,8 @@ def test_a_sleeping_function_completes_through_executor_invocations_only(
 
 
 def test_pgqueue_tick_drives_a_dev_server_started_without_workers(database_url: str) -> None:
-    server = start_server(database_url, mode="dev", extra_args=("--no-workers",))
+    server = start_server(database_url, mode="dev", extra_args=("--no-workers",),
+                          env={"PGQUEUE_INLINE_START": "0"})
     try:
         event_id = server.send("cli/nothing-listens", {"n": 1})
         env = {**FAST_ENV, "DATABASE_URL": database_url, "PGQUEUE_LOG_LEVEL": "warning"}

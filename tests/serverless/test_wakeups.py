@@ -44,6 +44,7 @@ def test_a_kick_is_not_lost_when_the_kicked_executor_already_finished(
     last kicked executor has not finished looking."""
     monkeypatch.setenv("PGQUEUE_KICK_FUNCTION", "pgqueue-executor")
     monkeypatch.setenv("PGQUEUE_KICK_DEBOUNCE_MS", "60000")
+    monkeypatch.setenv("PGQUEUE_INLINE_START", "0")  # the events wait for the executor's runner
     api = handlers("api_handler")
     executor = handlers("executor_handler")
 

@@ -12,6 +12,12 @@ variable "region" {
   default     = "eu-west-1"
 }
 
+variable "lambda_package_path" {
+  description = "The zip built by scripts/build_lambda.py for the architecture below (null: the repository's dist/pgqueue-lambda-arm64.zip)"
+  type        = string
+  default     = null
+}
+
 variable "database_url" {
   description = "PostgreSQL URL; through a pooler in transaction mode is fine"
   type        = string
@@ -22,7 +28,7 @@ module "pgqueue" {
   source = "../.."
 
   name                = "pgqueue-basic"
-  lambda_package_path = "${path.module}/../../../dist/pgqueue-lambda-arm64.zip"
+  lambda_package_path = coalesce(var.lambda_package_path, "${path.module}/../../../dist/pgqueue-lambda-arm64.zip")
   architecture        = "arm64"
   database_url        = var.database_url
 

@@ -4,11 +4,7 @@ terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = ">= 5.40"
-    }
-    random = {
-      source  = "hashicorp/random"
-      version = ">= 3.5"
+      version = ">= 5.40, < 7"
     }
   }
 }
