@@ -29,6 +29,7 @@ from api.routes import functions as functions_routes
 from api.routes import inspect as inspect_routes
 from api.routes import runs as runs_routes
 from api.routes import sessions as sessions_routes
+from api.routes import signals as signals_routes
 from api.routes import sync as sync_routes
 from pgqueue import __version__, appsync, kick
 from pgqueue.db import migrate
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(events_routes.router)
     app.include_router(sync_routes.router)
     app.include_router(runs_routes.router)
+    app.include_router(signals_routes.router)
     app.include_router(control_routes.router)
     app.include_router(functions_routes.router)
     app.include_router(inspect_routes.router)

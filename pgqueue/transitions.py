@@ -19,21 +19,26 @@ NO_FINISH_EVENT_TRIGGERS = frozenset(
 
 
 async def continue_run(
-    conn: Conn, run_id: str, function_id: UUID, max_attempts: int, *, queued: bool = False
+    conn: Conn, run_id: str, function_id: UUID, max_attempts: int, *, queued: bool = False,
+    race: bool = False,
 ) -> None:
-    """After a step: call the SDK again once nothing else of the run is pending.
+    """After a step: call the SDK again once nothing else of the run is pending, or at once when
+    the step that ended was in a parallelMode "race" group (`race`): user code awaiting the race
+    continues with the first step to finish while its siblings still run, as in Inngest.
 
     Workers are woken (NOTIFY) only for new work: the call queued here, or work the caller queued
     or rescheduled in this transaction (`queued`). Every commit that sends a NOTIFY takes a
     cluster-wide lock, so a step that finishes while its siblings still run sends none."""
-    if await queue.open_count(conn, run_id) == 0:
+    if race or await queue.open_count(conn, run_id) == 0:
         queued = await queue.enqueue(conn, run_id=run_id, function_id=function_id, kind="call",
                                      step_id=DISCOVERY_STEP, max_attempts=max_attempts) or queued
     if queued:
         await queue.notify(conn)
 
 
-async def finish(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> bool:
+async def finish(
+    conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
+) -> bool:
     """Completed or failed: state-guarded; False when the run had already ended."""
     problem = storable.problem(output) if output is not None else None
     if problem:
@@ -61,7 +66,9 @@ async def cancel(conn: Conn, run_id: str, *, reason: str) -> bool:
     return True
 
 
-async def emit_finished(conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None) -> None:
+async def emit_finished(
+    conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
+) -> None:
     """inngest/function.finished (+ .failed or .cancelled), unless the run itself was triggered by one
     or nothing listens for them.
     `run` needs id, function_id, event_ids and correlation_id."""

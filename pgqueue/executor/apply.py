@@ -31,11 +31,34 @@ MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_STEPS = 1000
 MAX_STATE_BYTES = 32 * 1024 * 1024
 MAX_SLEEP_S = 366 * 86400
-# Ops this version of the engine implements; anything else fails the run non-retriably.
+# Ops this version of the engine implements; anything else fails the run non-retriably. Gateway
+# (step.fetch) and AIGateway (step.ai.infer) are performed by the executor before apply
+# (pgqueue/executor/gateway.py), which hands over the step's result as the op an SDK would send.
 SUPPORTED_OPS = frozenset(
     {"StepRun", "Step", "StepError", "StepFailed", "StepPlanned", "Sleep", "RunComplete", "StepNotFound",
-     "WaitForEvent", "InvokeFunction"}
+     "WaitForEvent", "InvokeFunction", "WaitForSignal"}
 )
+# Ops the JS SDK 4.x can send that pgqueue refuses, and why: the run fails with UnsupportedOpcode
+# and "unsupported: <op>: <why>" (docs/compatibility.md).
+_DEFER_WHY = (
+    "JS defer() (createDefer from inngest/experimental) is not supported by pgqueue: the SDK marks it"
+    " experimental and leaves its server side unspecified (when the deferred run starts, until when"
+    " defer().abort() may cancel it, the `defers` state the server must send back); remove the defer()"
+    " call or run the follow-up with step.sendEvent / step.invoke"
+)
+REFUSED_OPS = {
+    "DeferAdd": _DEFER_WHY,
+    "DeferAbort": _DEFER_WHY,
+    "DiscoveryRequest": "sent only by the JS SDK's checkpointing mode, which pgqueue does not enable"
+                        " (it sends no ctx.fn_id)",
+    "SyncRunComplete": "durable endpoints need /v1/checkpoint, which pgqueue does not serve",
+}
+# A signal name is an index key: bounded like an event name.
+MAX_SIGNAL_LENGTH = 512
+SIGNAL_CONFLICT_ERROR = {
+    "name": "Error",
+    "message": "Signal conflict; signal wait already exists for another run",
+}
 MAX_WAIT_S = 366 * 86400
 INVOKE_TIMEOUT_ERROR = {
     "name": "InngestInvokeTimeoutError",
@@ -61,10 +84,11 @@ class ApplyResult:
 
 
 LOST = ApplyResult(applied=False)
+TIMEOUT_OPS = {"wait": "WaitForEvent", "invoke": "InvokeFunction", "signal": "WaitForSignal"}
 INVOKED_EVENT = "inngest/function.invoked"
-# Opcodes that queue work of their own (a call, a sleep, a wait or invoke timeout): an answer
-# carrying one wakes the workers.
-QUEUEING_OPS = frozenset({"StepPlanned", "Sleep", "WaitForEvent", "InvokeFunction"})
+# Opcodes that queue work of their own (a call, a sleep, a wait, signal or invoke timeout): an
+# answer carrying one wakes the workers.
+QUEUEING_OPS = frozenset({"StepPlanned", "Sleep", "WaitForEvent", "WaitForSignal", "InvokeFunction"})
 
 
 def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any]:
@@ -79,6 +103,12 @@ def _error_dict(err: Any, default_message: str = "step failed") -> dict[str, Any
     if err is None:
         return {"name": "Error", "message": default_message}
     return {"name": "Error", "message": str(err)}
+
+
+def is_race(op: Op) -> bool:
+    """The op belongs to a parallel group in "race" mode (JS Promise.race inside group.parallel,
+    Python group.parallel(parallel_mode=RACE)): its end queues a discovery call at once."""
+    return op.opts.get("parallelMode") == "race"
 
 
 def step_memo(op: Op) -> tuple[Any, Any]:
@@ -119,7 +149,8 @@ class Applier:
     ) -> ApplyResult:
         async with conn.transaction():
             run = await runs.lock(conn, item.run_id)
-            if run is None or not await queue.lock_if_leased(conn, item):
+            held = await queue.lock_leased(conn, item.id, item.lease_token) if run is not None else None
+            if run is None or held is None:
                 log.info("lease lost for item %s of run %s; dropping its outcome", item.id, item.run_id)
                 return LOST
             if run["status"] not in ("queued", "running"):
@@ -144,7 +175,7 @@ class Applier:
                         conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
                         outcome="ok", started_at=started_at,
                     )
-                    return await self._continue(conn, item, run)
+                    return await self._continue(conn, item, run, race=bool(held["race"]))
                 case TimeoutFired() if item.step_id in (timeouts.START, timeouts.FINISH):
                     await queue.delete(conn, item.id)
                     if item.step_id == timeouts.START and run["status"] != "queued":
@@ -156,8 +187,9 @@ class Applier:
                 case TimeoutFired():
                     pause = await pauses.consume_step(conn, item.run_id, item.step_id)
                     if pause is not None:
-                        memo = None if pause["kind"] == "wait" else {"error": INVOKE_TIMEOUT_ERROR}
-                        op = "WaitForEvent" if pause["kind"] == "wait" else "InvokeFunction"
+                        # A wait or a signal times out with null; an invoke with an error.
+                        memo = {"error": INVOKE_TIMEOUT_ERROR} if pause["kind"] == "invoke" else None
+                        op = TIMEOUT_OPS[pause["kind"]]
                         await steps.record(conn, item.run_id, item.step_id, op=op, memo=memo,
                                            name=item.step_name, attempt=item.attempt)
                     await queue.delete(conn, item.id)
@@ -165,7 +197,8 @@ class Applier:
                         conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
                         outcome="ok" if pause else "discarded", started_at=started_at,
                     )
-                    return await self._continue(conn, item, run)
+                    race = bool(pause["race"]) if pause is not None else bool(held["race"])
+                    return await self._continue(conn, item, run, race=race)
                 case RunDone(output=output):
                     await steps.record_attempt(
                         conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
@@ -175,7 +208,8 @@ class Applier:
                 case CallError():
                     return await self._call_error(conn, item, run, outcome, started_at)
                 case Ops():
-                    return await self._ops(conn, item, run, outcome, started_at, body_size)
+                    return await self._ops(conn, item, run, outcome, started_at, body_size,
+                                           item_race=bool(held["race"]))
 
     async def _call_error(
         self, conn: Conn, item: QueueItem, run: dict[str, Any], outcome: CallError, started_at: datetime
@@ -199,7 +233,7 @@ class Applier:
 
     async def _ops(
         self, conn: Conn, item: QueueItem, run: dict[str, Any], outcome: Ops, started_at: datetime,
-        body_size: int,
+        body_size: int, *, item_race: bool = False,
     ) -> ApplyResult:
         if not outcome.ops:
             error = {"name": "InvalidResponse", "message": "the SDK answered 206 with no opcodes"}
@@ -207,7 +241,9 @@ class Applier:
             return await self._call_error(conn, item, run, call_error, started_at)
         unsupported = [op.op for op in outcome.ops if op.op not in SUPPORTED_OPS]
         if unsupported:
-            error = {"name": "UnsupportedOpcode", "message": f"unsupported: {unsupported[0]}"}
+            why = REFUSED_OPS.get(unsupported[0])
+            message = f"unsupported: {unsupported[0]}" + (f": {why}" if why else "")
+            error = {"name": "UnsupportedOpcode", "message": message}
             await steps.record_attempt(
                 conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
                 outcome="failed", status_code=206, error=error, started_at=started_at,
@@ -234,8 +270,15 @@ class Applier:
         # Ops first, the item's own fate last: an answer that changes nothing (it only reports
         # steps already stored) is an error of the call, so a confused app cannot loop forever.
         progress = False
+        race = False  # a race-mode step ended in this answer: discovery at once
         max_attempts = run["max_attempts"]
         totals: list[steps.Recorded] = []
+
+        def pending(op: Op) -> bool:
+            """An op reported again while its item or pause is still open (a race's losers, which
+            the SDK reports again on every call until they end) is a step the run waits for, not
+            a lack of progress: nothing new is queued, and the open step continues the run."""
+            return op.id != item.step_id
 
         async def record(op: Op, kind: str, memo: Any) -> bool:
             stored = await steps.record(conn, item.run_id, op.id, op=kind, memo=memo, name=op.label,
@@ -245,44 +288,63 @@ class Applier:
             return stored is not None
 
         # Waits first, so an event sent by a sibling step of the same answer is not missed.
-        for op in sorted(outcome.ops, key=lambda o: o.op != "WaitForEvent"):
+        for op in sorted(outcome.ops, key=lambda o: o.op not in ("WaitForEvent", "WaitForSignal")):
             match op.op:
                 case "StepRun" | "Step":
                     memo, data = step_memo(op)
                     problem = _output_problem(data, body_size)
                     if problem:
-                        progress |= await record(op, "StepFailed", {"error": problem})
+                        stored = await record(op, "StepFailed", {"error": problem})
                     else:
-                        progress |= await record(op, "StepRun", memo)
+                        stored = await record(op, "StepRun", memo)
+                    progress |= stored
+                    race |= stored and (is_race(op) or item_race)
                 case "StepError":
                     if retry_error is None:
-                        progress |= await record(op, "StepFailed", {"error": _error_dict(op.error)})
+                        stored = await record(op, "StepFailed", {"error": _error_dict(op.error)})
+                        progress |= stored
+                        race |= stored and (is_race(op) or item_race)
                 case "StepFailed":
-                    progress |= await record(op, "StepFailed", {"error": _error_dict(op.error)})
+                    stored = await record(op, "StepFailed", {"error": _error_dict(op.error)})
+                    progress |= stored
+                    race |= stored and (is_race(op) or item_race)
                 case "StepPlanned":
-                    progress |= await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
-                                                    kind="call", step_id=op.id, step_name=op.label,
-                                                    max_attempts=max_attempts)
+                    queued = await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
+                                                 kind="call", step_id=op.id, step_name=op.label,
+                                                 max_attempts=max_attempts, race=is_race(op))
+                    progress |= queued or pending(op)
                 case "Sleep":
                     try:
                         wake_at, delay_s = _sleep_target(op)
                     except InvalidInput as exc:
                         error = {"name": "InvalidSleep", "message": exc.message}
                         return await self._finish(conn, run, "failed", error=error)
-                    progress |= await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
-                                                    kind="sleep", step_id=op.id,
-                                                    step_name=op.display_name or op.id,
-                                                    max_attempts=max_attempts, run_at=wake_at,
-                                                    delay_s=delay_s)
+                    queued = await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id,
+                                                 kind="sleep", step_id=op.id,
+                                                 step_name=op.display_name or op.id,
+                                                 max_attempts=max_attempts, run_at=wake_at, delay_s=delay_s,
+                                                 race=is_race(op))
+                    progress |= queued or pending(op)
                 case "WaitForEvent":
                     try:
-                        progress |= await self._wait(conn, item, run, op)
+                        progress |= await self._wait(conn, item, run, op) or pending(op)
                     except InvalidInput as exc:
                         error = {"name": "InvalidWaitForEvent", "message": exc.message}
                         return await self._finish(conn, run, "failed", error=error)
+                case "WaitForSignal":
+                    try:
+                        progress |= await self._wait_signal(conn, item, run, op) or pending(op)
+                    except InvalidInput as exc:
+                        error = {"name": "InvalidWaitForSignal", "message": exc.message}
+                        return await self._finish(conn, run, "failed", error=error)
+                    except pauses.SignalConflict:
+                        # As Inngest does: the call fails (retried by the run's retry policy, so a
+                        # wait that ends meanwhile frees the signal), then the run fails.
+                        call_error = CallError(dict(SIGNAL_CONFLICT_ERROR), retriable=True, status_code=206)
+                        return await self._call_error(conn, item, run, call_error, started_at)
                 case "InvokeFunction":
                     try:
-                        progress |= await self._invoke(conn, item, run, op)
+                        progress |= await self._invoke(conn, item, run, op) or pending(op)
                     except InvalidInput as exc:
                         error = {"name": "InvalidInvoke", "message": exc.message}
                         return await self._finish(conn, run, "failed", error=error)
@@ -321,7 +383,7 @@ class Applier:
         if len(outcome.ops) > 1:
             await runs.force_step_plan(conn, item.run_id)
         queued = retry_error is not None or any(op.op in QUEUEING_OPS for op in outcome.ops)
-        return await self._continue(conn, item, run, queued=queued)
+        return await self._continue(conn, item, run, queued=queued, race=race)
 
     async def _trigger_event(self, conn: Conn, run: dict[str, Any]) -> dict[str, Any]:
         row = await events.get(conn, run["event_id"])
@@ -348,13 +410,43 @@ class Applier:
         created = await pauses.create(
             conn, run_id=item.run_id, kind="wait", step_id=op.id, step_name=op.label, event_name=event_name,
             expression=spec.expression, trigger_event=spec.trigger_event, match_path=spec.match_path,
-            match_value=spec.match_value, timeout_s=timeout_s,
+            match_value=spec.match_value, timeout_s=timeout_s, race=is_race(op),
         )
         if created is None:
             return False
         await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="timeout",
                             step_id=op.id, step_name=op.label, max_attempts=run["max_attempts"],
-                            delay_s=max(timeout_s, 0.0))
+                            delay_s=max(timeout_s, 0.0), race=is_race(op))
+        return True
+
+    async def _wait_signal(self, conn: Conn, item: QueueItem, run: dict[str, Any], op: Op) -> bool:
+        """Park the run on a signal (JS step.waitForSignal): a pause holding the signal's name, and a
+        timeout item that resumes it with null. At most one pause holds a name: with onConflict
+        "replace" (opts.conflict) this wait takes it over, otherwise SignalConflict is raised."""
+        signal = op.opts.get("signal") or op.name
+        if not isinstance(signal, str) or not signal.strip():
+            raise InvalidInput(f"signal wait step {op.label!r} names no signal")
+        if len(signal) > MAX_SIGNAL_LENGTH:
+            raise InvalidInput(f"signal wait step {op.label!r}: the signal name is longer than "
+                               f"{MAX_SIGNAL_LENGTH} characters")
+        conflict = op.opts.get("conflict")
+        if conflict not in (None, "", "replace", "fail"):
+            raise InvalidInput(f"signal wait step {op.label!r}: onConflict must be \"replace\" or \"fail\","
+                               f" not {conflict!r}")
+        timeout_raw = op.opts.get("timeout")
+        timeout_s = 0.0 if timeout_raw in (None, "") else parse_duration(timeout_raw)
+        if timeout_s > MAX_WAIT_S:
+            raise InvalidInput(f"signal wait step {op.label!r}: timeout is longer than 366 days")
+        timeout_s = max(timeout_s, 0.0)
+        created = await pauses.create_signal(
+            conn, run_id=item.run_id, step_id=op.id, step_name=op.label, signal=signal, timeout_s=timeout_s,
+            replace=conflict == "replace", race=is_race(op),
+        )
+        if created is None:
+            return False
+        await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="timeout",
+                            step_id=op.id, step_name=op.label, max_attempts=run["max_attempts"],
+                            delay_s=timeout_s, race=is_race(op))
         return True
 
     async def _invoke(self, conn: Conn, item: QueueItem, run: dict[str, Any], op: Op) -> bool:
@@ -373,6 +465,7 @@ class Applier:
             conn, run_id=item.run_id, kind="invoke", step_id=op.id, step_name=op.label,
             event_name="inngest/function.finished", expression=None, trigger_event=None,
             match_path="data.correlation_id", match_value=correlation_id, timeout_s=timeout_s,
+            race=is_race(op),
         )
         if created is None:
             return False  # already invoked
@@ -399,7 +492,7 @@ class Applier:
         if timeout_s is not None:
             await queue.enqueue(conn, run_id=item.run_id, function_id=item.function_id, kind="timeout",
                                 step_id=op.id, step_name=op.label, max_attempts=run["max_attempts"],
-                                delay_s=timeout_s)
+                                delay_s=timeout_s, race=is_race(op))
         return True
 
     async def _invoke_failed(self, conn: Conn, item: QueueItem, op: Op, message: str) -> bool:
@@ -410,11 +503,12 @@ class Applier:
         return stored is not None
 
     async def _continue(
-        self, conn: Conn, item: QueueItem, run: dict[str, Any], *, queued: bool = False
+        self, conn: Conn, item: QueueItem, run: dict[str, Any], *, queued: bool = False, race: bool = False
     ) -> ApplyResult:
-        """`queued`: this apply queued or rescheduled items of its own (see continue_run)."""
+        """`queued`: this apply queued or rescheduled items of its own; `race`: a race-mode step
+        ended (see continue_run)."""
         await transitions.continue_run(conn, item.run_id, item.function_id, run["max_attempts"],
-                                       queued=queued)
+                                       queued=queued, race=race)
         return ApplyResult(applied=True, enqueued=True)
 
     async def _finish(

@@ -24,6 +24,7 @@ from pgqueue.executor.apply import (
     MAX_STEP_OUTPUT_BYTES,
     MAX_STEPS,
     ApplyResult,
+    is_race,
     step_memo,
 )
 from pgqueue.executor.outcome import Ops, Outcome, RunDone
@@ -57,7 +58,9 @@ async def with_db_retries(what: str, write: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
-def element(item: QueueItem, outcome: Outcome, *, started_at: datetime, body_size: int) -> dict[str, Any] | None:
+def element(
+    item: QueueItem, outcome: Outcome, *, started_at: datetime, body_size: int
+) -> dict[str, Any] | None:
     """The complete_v1 element for this outcome, or None when it needs the general path."""
     base = {
         "item_id": item.id,
@@ -79,8 +82,8 @@ def element(item: QueueItem, outcome: Outcome, *, started_at: datetime, body_siz
         if storable.problem(op.data):
             return None
         return {**base, **_finished_event(), "kind": "done", "output": op.data, "status_code": 206}
-    if op.op not in ("StepRun", "Step"):
-        return None
+    if op.op not in ("StepRun", "Step") or is_race(op):
+        return None  # a race-mode step queues its discovery call at once: the general path
     memo, data = step_memo(op)
     if storable.problem(data):
         return None
@@ -148,7 +151,8 @@ class CompletionBatcher:
 
         async def write() -> dict[int, str]:
             async with self.pool.connection() as conn:
-                return await queue.complete_batch(conn, payload, max_steps=MAX_STEPS, max_state_bytes=MAX_STATE_BYTES)
+                return await queue.complete_batch(conn, payload, max_steps=MAX_STEPS,
+                                                  max_state_bytes=MAX_STATE_BYTES)
 
         results = await with_db_retries("storing a batch of call results", write)
         self.batches_written += 1

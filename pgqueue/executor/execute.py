@@ -11,7 +11,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import telemetry
-from pgqueue.executor import completion, invoke, outcome, signing
+from pgqueue.executor import completion, gateway, invoke, outcome, signing
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
 from pgqueue.store import runs
@@ -96,6 +96,12 @@ class Executor:
         else:
             result = outcome.parse(response)
             body_size = len(response.body)
+        if isinstance(result, outcome.Ops) and gateway.has_requests(result):
+            # step.fetch / step.ai.infer: pgqueue makes the request, within what is left of the
+            # call's deadline (the item's lease is bounded by it).
+            elapsed = (datetime.now(UTC) - started_at).total_seconds()
+            performed = await gateway.perform(self.client, result, deadline_s=self.call_timeout_s - elapsed)
+            result, body_size = performed.outcome, body_size + performed.response_bytes
         if isinstance(result, outcome.CallError):
             log.info(
                 "run %s step %s attempt %d: %s (retriable=%s)",

@@ -85,12 +85,16 @@ async def _act(conn: Conn, event: dict[str, Any], pause: dict[str, Any]) -> int:
 
 
 async def _resume(conn: Conn, run: dict[str, Any], pause: dict[str, Any], *, memo: Any, op: str) -> None:
-    await steps.record(conn, run["id"], pause["step_id"], op=op, memo=memo, name=pause["step_name"], attempt=0)
+    await steps.record(conn, run["id"], pause["step_id"], op=op, memo=memo, name=pause["step_name"],
+                       attempt=0)
     await pauses.delete_pending_step_item(conn, run["id"], pause["step_id"])
-    await transitions.continue_run(conn, run["id"], run["function_id"], run["max_attempts"])
+    await transitions.continue_run(conn, run["id"], run["function_id"], run["max_attempts"],
+                                   race=bool(pause.get("race")))
 
 
-async def register_cancellations(conn: Conn, run_id: str, config: dict[str, Any], event: dict[str, Any]) -> None:
+async def register_cancellations(
+    conn: Conn, run_id: str, config: dict[str, Any], event: dict[str, Any]
+) -> None:
     """cancelOn listeners of a new run, with the run's event substituted into each `if`."""
     for entry in config.get("cancel") or []:
         timeout_s = None
@@ -98,7 +102,8 @@ async def register_cancellations(conn: Conn, run_id: str, config: dict[str, Any]
             try:
                 timeout_s = timeout_seconds(entry["timeout"])
             except InvalidInput:
-                log.warning("run %s: cancel timeout %r is not a duration or date; ignored", run_id, entry["timeout"])
+                log.warning("run %s: cancel timeout %r is not a duration or date; ignored", run_id,
+                            entry["timeout"])
         try:
             spec = pausing.build(entry.get("if"), event)
         except ExpressionError as exc:

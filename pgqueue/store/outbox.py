@@ -1,7 +1,9 @@
-"""Send events from the application's own transaction: `pgqueue.send_event(conn, name, data)`
-(re-exported by the package).
+"""Send events (and signals) from the application's own transaction:
+`pgqueue.send_event(conn, name, data)`, `pgqueue.send_signal(conn, signal, data)` (re-exported by
+the package).
 
-A thin wrapper over the SQL API (`pgqueue.send_event`, `pgqueue.send_events`, see docs/sql.md)
+A thin wrapper over the SQL API (`pgqueue.send_event`, `pgqueue.send_events`,
+`pgqueue.send_signal`, see docs/sql.md)
 that runs on the caller's psycopg connection, so the event commits or rolls back with the
 caller's own writes. Works with sync and async psycopg 3 connections (and cursors), behind
 PgBouncer in transaction mode too: one statement, no session state.
@@ -20,6 +22,7 @@ from pgqueue.db.queries import q
 
 _ONE = q("outbox_send_event")
 _MANY = q("outbox_send_events")
+_SIGNAL = q("outbox_send_signal")
 
 
 def _one_args(name: str, data: dict[str, Any] | None, id: str | None, ts: datetime | None) -> dict[str, Any]:
@@ -58,3 +61,22 @@ async def send_events_async(
 ) -> list[str]:
     cur = await conn.execute(_MANY, {"events": Jsonb(list(events))})
     return [str(r[0] if not isinstance(r, dict) else next(iter(r.values()))) for r in await cur.fetchall()]
+
+
+def send_signal(conn: Connection[Any] | Cursor[Any], signal: str, data: Any = None) -> str | None:
+    """Resume the run waiting for `signal` (JS step.waitForSignal) with `data`, in the caller's
+    transaction: the id of that run, or None when no run waits for the signal (it is dropped)."""
+    row = conn.execute(_SIGNAL, {"signal": signal, "data": Jsonb(data)}).fetchone()
+    assert row is not None
+    value = row[0] if not isinstance(row, dict) else next(iter(row.values()))
+    return None if value is None else str(value)
+
+
+async def send_signal_async(
+    conn: AsyncConnection[Any] | AsyncCursor[Any], signal: str, data: Any = None
+) -> str | None:
+    cur = await conn.execute(_SIGNAL, {"signal": signal, "data": Jsonb(data)})
+    row = await cur.fetchone()
+    assert row is not None
+    value = row[0] if not isinstance(row, dict) else next(iter(row.values()))
+    return None if value is None else str(value)

@@ -1,4 +1,5 @@
-"""Pauses: runs waiting for an event (waitForEvent, cancelOn, invoke completion)."""
+"""Pauses: runs waiting for an event (waitForEvent, cancelOn, invoke completion) or a signal
+(waitForSignal)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ async def create(
     timeout_s: float | None,
     step_id: str | None = None,
     step_name: str | None = None,
+    race: bool = False,
 ) -> dict[str, Any] | None:
     cur = await conn.execute(
         q("pause_create"),
@@ -42,13 +44,44 @@ async def create(
             "match_path": match_path,
             "match_value": Jsonb(match_value) if match_path is not None else None,
             "timeout_s": timeout_s,
+            "race": race,
         },
     )
     row = await cur.fetchone()
     if row is not None:
         # '*' marks names that have unindexed pauses; names never listed here skip matching.
-        await conn.execute(q("pause_path_remember"), {"event_name": event_name, "match_path": match_path or ANY_PATH})
+        await conn.execute(q("pause_path_remember"),
+                           {"event_name": event_name, "match_path": match_path or ANY_PATH})
     return row
+
+
+class SignalConflict(Exception):
+    """Another run (or another step of this run) waits for the signal already."""
+
+
+async def create_signal(
+    conn: Conn, *, run_id: str, step_id: str, step_name: str, signal: str, timeout_s: float, replace: bool,
+    race: bool = False,
+) -> dict[str, Any] | None:
+    """The pause of a step.waitForSignal; None when this step's pause exists already. Raises
+    SignalConflict when another step's live pause holds the signal and `replace` is false."""
+    params = {"run_id": run_id, "step_id": step_id, "step_name": step_name, "signal": signal,
+              "timeout_s": timeout_s, "race": race, "replace": replace}
+    # Two runs taking the same signal at once: the loser's insert waits for the winner's commit and
+    # then finds the name taken; with "replace" it frees the name again (the winner's pause is now
+    # visible) and retries.
+    for _ in range(3):
+        await conn.execute(q("pause_signal_release"), params)
+        cur = await conn.execute(q("pause_create_signal"), params)
+        row = await cur.fetchone()
+        if row is not None:
+            return row
+        cur = await conn.execute(q("pause_step_exists"), params)
+        if await cur.fetchone() is not None:
+            return None
+        if not replace:
+            break
+    raise SignalConflict(signal)
 
 
 async def paths_for(conn: Conn, names: Sequence[str]) -> dict[str, list[str]]:
@@ -122,3 +155,10 @@ async def prune_paths(conn: Conn) -> int | None:
 async def delete_pending_step_item(conn: Conn, run_id: str, step_id: str) -> bool:
     cur = await conn.execute(q("queue_delete_step"), {"run_id": run_id, "step_id": step_id})
     return await cur.fetchone() is not None
+
+
+async def signal_send(conn: Conn, signal: str, data: Any) -> str | None:
+    """Resume the run waiting for `signal` (see pgqueue.signal_send_v1): its id, or None."""
+    cur = await conn.execute(q("pause_signal_send"), {"signal": signal, "data": Jsonb(data)})
+    row = await cur.fetchone()
+    return row["run_id"] if row else None

@@ -42,7 +42,7 @@ async def lock_if_leased(conn: Conn, item: QueueItem) -> bool:
 
 
 async def lock_leased(conn: Conn, item_id: int, lease_token: UUID) -> dict[str, Any] | None:
-    """The item's row (step_id, attempt, max_attempts, interrupts, leased_at), locked, while it is
+    """The item's row (step_id, attempt, max_attempts, interrupts, leased_at, race), locked, while it is
     still leased with this token; None when the lease is gone."""
     cur = await conn.execute(q("queue_lock_if_leased"), {"id": item_id, "lease_token": lease_token})
     return await cur.fetchone()
@@ -70,7 +70,10 @@ async def enqueue(
     step_name: str | None = None,
     delay_s: float = 0.0,
     run_at: datetime | None = None,
+    race: bool = False,
 ) -> bool:
+    """False when the step has an open item already (at most one per run and step).
+    `race`: the step is part of a parallelMode "race" group (see transitions.continue_run)."""
     params = {
         "run_id": run_id,
         "function_id": function_id,
@@ -80,6 +83,7 @@ async def enqueue(
         "max_attempts": max_attempts,
         "delay_s": delay_s,
         "run_at": run_at,
+        "race": race,
     }
     cur = await conn.execute(q("queue_enqueue"), params)
     return await cur.fetchone() is not None
@@ -161,7 +165,9 @@ async def interrupt(
     return list(await cur.fetchall())
 
 
-async def complete_batch(conn: Conn, batch_json: str, *, max_steps: int, max_state_bytes: int) -> dict[int, str]:
+async def complete_batch(
+    conn: Conn, batch_json: str, *, max_steps: int, max_state_bytes: int
+) -> dict[int, str]:
     """The executor's group commit (pgqueue.complete_v1): item id -> applied | finished | lost |
     discarded | fallback."""
     cur = await conn.execute(

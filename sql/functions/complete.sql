@@ -58,6 +58,7 @@ AS $$
 DECLARE
     v_held bigint[];
     v_class jsonb;
+    v_race text[];
 BEGIN
     -- Fencing, in the lock order used everywhere: the runs, then the items still leased with the
     -- caller's tokens.
@@ -71,6 +72,10 @@ BEGIN
         WHERE q.state = 'leased'
         ORDER BY q.id FOR UPDATE OF q
     ) h;
+    -- Runs whose finished call was a parallelMode "race" step: their next discovery call is queued
+    -- at once, even while sibling steps are pending (as pgqueue/transitions.py continue_run does).
+    SELECT coalesce(array_agg(DISTINCT q.run_id), '{}') INTO v_race
+    FROM pgqueue.queue_items q WHERE q.id = ANY (v_held) AND q.race;
 
     SELECT coalesce(jsonb_object_agg(c.item_id::text, c.class), '{}') INTO v_class FROM (
         SELECT x.item_id,
@@ -114,7 +119,7 @@ BEGIN
 
     -- Steps: memoise (the run's step count and state size move with it), drop the item, and queue
     -- the run's next discovery call once nothing else of it is pending (run-level timers,
-    -- $start-timeout and $finish-timeout, do not hold it back).
+    -- $start-timeout and $finish-timeout, do not hold it back), or at once after a race step.
     WITH stored AS (
         INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
         SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt
@@ -134,8 +139,9 @@ BEGIN
     FROM pgqueue.runs r
     WHERE r.id IN (SELECT x.run_id FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)
                    WHERE v_class ->> x.item_id::text = 'step')
-      AND NOT EXISTS (SELECT 1 FROM pgqueue.queue_items q
-                      WHERE q.run_id = r.id AND NOT (q.kind = 'timeout' AND starts_with(q.step_id, '$')))
+      AND (r.id = ANY (v_race)
+           OR NOT EXISTS (SELECT 1 FROM pgqueue.queue_items q
+                          WHERE q.run_id = r.id AND NOT (q.kind = 'timeout' AND starts_with(q.step_id, '$'))))
     ORDER BY r.id
     ON CONFLICT (run_id, step_id) DO NOTHING;
     IF FOUND THEN

@@ -1,5 +1,5 @@
--- Event sender role for pgqueue's transactional outbox: EXECUTE on pgqueue.send_event and
--- pgqueue.send_events, nothing else. The functions are SECURITY DEFINER, so the role needs no
+-- Event sender role for pgqueue's transactional outbox: EXECUTE on pgqueue.send_event,
+-- pgqueue.send_events and pgqueue.send_signal, nothing else. The functions are SECURITY DEFINER, so the role needs no
 -- privilege on any table: it cannot read events, runs or step outputs, and cannot call the
 -- internal functions. Grant it to the application's database role so the application can emit
 -- events atomically with its own writes. Not a migration (roles are cluster-wide and managed
@@ -21,3 +21,4 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'sender') \gexec
 SELECT format('GRANT USAGE ON SCHEMA pgqueue TO %I', :'sender') \gexec
 SELECT format('GRANT EXECUTE ON FUNCTION pgqueue.send_event(text, jsonb, text, timestamptz) TO %I', :'sender') \gexec
 SELECT format('GRANT EXECUTE ON FUNCTION pgqueue.send_events(jsonb) TO %I', :'sender') \gexec
+SELECT format('GRANT EXECUTE ON FUNCTION pgqueue.send_signal(text, jsonb) TO %I', :'sender') \gexec

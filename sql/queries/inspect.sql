@@ -71,9 +71,9 @@ ORDER BY e.event_id, r.id
 -- name: inspect_run_pending
 -- What a live run is waiting on: its queue items (calls, sleeps, timeouts) and pauses.
 SELECT 'item'::text AS source, q.kind, q.step_id, q.step_name, q.state::text AS state, q.run_at AS at,
-       q.attempt, q.lease_expires_at, NULL::text AS event_name
+       q.attempt, q.lease_expires_at, NULL::text AS event_name, NULL::text AS signal
 FROM pgqueue.queue_items q WHERE q.run_id = %(run_id)s
 UNION ALL
-SELECT 'pause', p.kind, p.step_id, p.step_name, 'waiting', p.expires_at, NULL, NULL, p.event_name
+SELECT 'pause', p.kind, p.step_id, p.step_name, 'waiting', p.expires_at, NULL, NULL, p.event_name, p.signal
 FROM pgqueue.pauses p WHERE p.run_id = %(run_id)s
 ORDER BY at NULLS LAST

@@ -9,7 +9,7 @@ SELECT * FROM pgqueue.rescue_expired_v2(%(limit)s, %(max_interrupts)s, %(backoff
 
 -- name: queue_lock_if_leased
 -- The fencing check every apply starts with: zero rows means our lease is gone.
-SELECT id, step_id, attempt, max_attempts, interrupts, leased_at FROM pgqueue.queue_items
+SELECT id, step_id, attempt, max_attempts, interrupts, leased_at, race FROM pgqueue.queue_items
 WHERE id = %(id)s AND state = 'leased' AND lease_token = %(lease_token)s
 FOR UPDATE
 
@@ -27,13 +27,13 @@ WHERE id = %(id)s AND lease_token = %(lease_token)s
 -- At most one open item per (run, step): a second enqueue of the same step is a no-op.
 -- Calls carry the run's concurrency keys and priority; timers (sleep, timeout) hold no slot.
 INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, step_name, max_attempts, run_at,
-                                 ckeys, climits, priority_s)
+                                 ckeys, climits, priority_s, race)
 SELECT r.id, %(function_id)s, %(kind)s, %(step_id)s, %(step_name)s, %(max_attempts)s,
        CASE WHEN %(run_at)s::timestamptz IS NULL THEN now() + make_interval(secs => %(delay_s)s)
             ELSE greatest(%(run_at)s::timestamptz, now()) END,
        CASE WHEN %(kind)s = 'call' THEN r.ckeys ELSE '{}' END,
        CASE WHEN %(kind)s = 'call' THEN r.climits ELSE '{}' END,
-       r.priority_s
+       r.priority_s, %(race)s
 FROM pgqueue.runs r WHERE r.id = %(run_id)s
 ON CONFLICT (run_id, step_id) DO NOTHING
 RETURNING id, run_at

@@ -16,7 +16,7 @@ from tests.helpers.procs import Proc, free_port, pgqueue_argv, start_process, wa
 
 SIGNING_KEY = "signkey-test-" + "a1b2c3d4" * 8
 EVENT_KEY = "compat-event-key"
-PY_APP_FUNCTIONS = 29  # twenty-eight functions plus the onFailure handler
+PY_APP_FUNCTIONS = 31  # thirty functions plus the onFailure handler
 
 # Test-only speed-ups: retries in milliseconds, fast polls, short leases.
 FAST_ENV = {
@@ -52,7 +52,9 @@ class Server:
         assert r.status_code == 200, r.text
         return list(r.json()["data"])
 
-    def wait_runs(self, event_id: str, *, count: int = 1, timeout: float = 30, terminal: bool = True) -> list[dict[str, Any]]:
+    def wait_runs(
+        self, event_id: str, *, count: int = 1, timeout: float = 30, terminal: bool = True
+    ) -> list[dict[str, Any]]:
         def done() -> list[dict[str, Any]] | None:
             runs = self.runs_for(event_id)
             if len(runs) < count:
@@ -150,7 +152,13 @@ def sdk_env(server: Server, *, production: bool) -> dict[str, str]:
     return env
 
 
-def start_py_app(server: Server, *, app_id: str = "py-compat", production: bool | None = None, env: dict[str, str] | None = None) -> App:
+def start_py_app(
+    server: Server,
+    *,
+    app_id: str = "py-compat",
+    production: bool | None = None,
+    env: dict[str, str] | None = None,
+) -> App:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     prod = server.mode == "serve" if production is None else production

@@ -26,9 +26,9 @@ from tests.helpers.procs import free_port, start_process, wait_http
 
 JS_APP_DIR = Path(__file__).resolve().parent / "js_app"
 
-# Fourteen functions in server.js plus the `always-fails-failure` function the SDK registers for the
-# onFailure handler.
-JS_FUNCTION_COUNT = 17
+# Twenty-four functions in server.js plus the `always-fails-failure` function the SDK registers for
+# the onFailure handler.
+JS_FUNCTION_COUNT = 25
 
 _installed = False
 

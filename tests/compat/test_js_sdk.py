@@ -12,11 +12,12 @@ import httpx
 import pytest
 
 from pgqueue.executor import signing
+from tests.compat import js_fixtures
 from tests.compat.conftest import EVENT_KEY, SIGNING_KEY, App, Server
-from tests.compat.js_fixtures import js_stack  # a fixture, used by name
 from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.compat
+js_stack = js_fixtures.js_stack  # the fixture, by name
 
 
 def test_sync_lists_every_function(js_stack: tuple[Server, App]) -> None:
@@ -24,7 +25,10 @@ def test_sync_lists_every_function(js_stack: tuple[Server, App]) -> None:
     fns = {f["slug"]: f for f in server.functions(app.app_id)}
     local_ids = ("three-steps", "parallel", "sleeper", "flaky", "non-retriable", "always-fails",
                  "pro-only", "wildcard", "always-fails-failure", "waiter", "waiter-if", "cancellable",
-                 "child", "invoker", "cross-invoker", "limited-child", "fan-invoker")
+                 "child", "invoker", "cross-invoker", "limited-child", "fan-invoker",
+                 # operations (test_js_ops.py)
+                 "signal-waiter", "signal-sender", "fetcher", "ai-infer", "racer", "race-timer", "deferred",
+                 "deferrer")
     assert {f"js-compat-{fn}" for fn in local_ids} == set(fns)
     failure_fn = fns["js-compat-always-fails-failure"]
     assert failure_fn["triggers"][0]["event"] == "inngest/function.failed"

@@ -47,9 +47,10 @@ class RogueHandler(BaseHTTPRequestHandler):
             case "garbage":
                 self._send(200, b"not json{", SDK)
             case "unknown-op":
-                self._send(206, json.dumps([{"op": "AIGateway", "id": "abc", "opts": {}}]).encode(), SDK)
+                self._send(206, json.dumps([{"op": "TeleportStep", "id": "abc", "opts": {}}]).encode(), SDK)
             case "js-nonretry":
-                self._send(400, b'{"name":"NonRetriableError","message":"nope"}', {**SDK, "X-Inngest-No-Retry": "true"})
+                self._send(400, b'{"name":"NonRetriableError","message":"nope"}',
+                           {**SDK, "X-Inngest-No-Retry": "true"})
             case "retry-after":
                 if n == 1:
                     self._send(500, b'{"name":"Error","message":"later"}', {**SDK, "Retry-After": "1"})
@@ -70,10 +71,12 @@ class RogueHandler(BaseHTTPRequestHandler):
                          "body": json.dumps({"streamed": request["event"]["data"]})}
                 self._send(201, b"  " + json.dumps(inner).encode(), SDK)
             case "step-error-last":
-                self._send(206, json.dumps([{"op": "StepError", "id": "s1", "name": "s1",
-                                             "error": {"name": "Error", "message": f"attempt {request['ctx']['attempt']}"}}]).encode(), SDK)
+                error = {"name": "Error", "message": f"attempt {request['ctx']['attempt']}"}
+                op = {"op": "StepError", "id": "s1", "name": "s1", "error": error}
+                self._send(206, json.dumps([op]).encode(), SDK)
             case "many-steps":
-                ops = [{"op": "StepRun", "id": f"s{n}-{i}", "name": f"s{n}-{i}", "data": i} for i in range(300)]
+                ops = [{"op": "StepRun", "id": f"s{n}-{i}", "name": f"s{n}-{i}", "data": i}
+                       for i in range(300)]
                 self._send(206, json.dumps(ops).encode(), SDK)
             case "big-state":
                 ops = [{"op": "StepRun", "id": f"b{n}-{i}", "name": f"b{n}-{i}", "data": "y" * 3_000_000}
@@ -86,8 +89,8 @@ class RogueHandler(BaseHTTPRequestHandler):
                 self._send(404, b"{}")
 
 
-FUNCTIONS = ["garbage", "unknown-op", "js-nonretry", "retry-after", "no-sdk-5xx", "hang", "close", "huge", "stream",
-             "step-error-last", "many-steps", "big-state", "big-output"]
+FUNCTIONS = ["garbage", "unknown-op", "js-nonretry", "retry-after", "no-sdk-5xx", "hang", "close", "huge",
+             "stream", "step-error-last", "many-steps", "big-state", "big-output"]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,8 @@ def rogue(module_database_url: str) -> Iterator[tuple[Server, str]]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    server = start_server(module_database_url, env={"PGQUEUE_CALL_TIMEOUT_S": "1", "PGQUEUE_MAX_RESPONSE_BYTES": "12000000"})
+    server = start_server(module_database_url,
+                          env={"PGQUEUE_CALL_TIMEOUT_S": "1", "PGQUEUE_MAX_RESPONSE_BYTES": "12000000"})
     body = {
         "appName": "rogue",
         "url": base,
@@ -116,7 +120,9 @@ def rogue(module_database_url: str) -> Iterator[tuple[Server, str]]:
     httpd.shutdown()
 
 
-def run_of(server: Server, name: str, data: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+def run_of(
+    server: Server, name: str, data: dict[str, Any] | None = None, timeout: float = 30
+) -> dict[str, Any]:
     event_id = server.send(f"rogue/{name}", data or {})
     [run] = server.wait_runs(event_id, timeout=timeout)
     return run
@@ -132,7 +138,7 @@ def test_garbage_body_is_retried_then_fails_clearly(rogue: tuple[Server, str]) -
 def test_unknown_opcode_fails_without_retrying(rogue: tuple[Server, str]) -> None:
     run = run_of(rogue[0], "unknown-op")
     assert run["status"] == "Failed"
-    assert run["error"]["message"] == "unsupported: AIGateway"
+    assert run["error"] == {"name": "UnsupportedOpcode", "message": "unsupported: TeleportStep"}
     assert len(CALLS["unknown-op"]) == 1
 
 

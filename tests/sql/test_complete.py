@@ -33,20 +33,25 @@ class Twin:
     async def setup(self) -> None:
         async with self.pool.connection() as conn:
             app = await (await conn.execute(
-                "INSERT INTO pgqueue.apps (name, url) VALUES ('twin', 'http://127.0.0.1:9') RETURNING id")).fetchone()
+                "INSERT INTO pgqueue.apps (name, url) VALUES ('twin', 'http://127.0.0.1:9') RETURNING id"
+            )).fetchone()
             fn = await (await conn.execute(
                 "INSERT INTO pgqueue.functions (app_id, slug, name, url, config) VALUES "
                 "(%s, 'twin-fn', 'twin', 'http://127.0.0.1:9', '{}') RETURNING id", (app["id"],))).fetchone()
         self.fn = fn["id"]
 
-    async def run(self, *, steps: int = 0, items: tuple[str, ...] = ("step",), status: str = "running") -> list[QueueItem]:
+    async def run(
+        self, *, steps: int = 0, items: tuple[str, ...] = ("step",), status: str = "running"
+    ) -> list[QueueItem]:
         event_id = ids.new_ulid()
         run_id = ids.new_ulid()
         async with self.pool.connection() as conn:
-            await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'twin/go', %s, %s)",
+            await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts)"
+                               " VALUES (%s, 'twin/go', %s, %s)",
                                (event_id, Jsonb({"n": 1}), ids.ulid_time_ms(event_id)))
             await conn.execute(
-                "INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts, started_at,"
+                "INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts,"
+                " started_at,"
                 " step_count) VALUES (%s, %s, %s, ARRAY[%s], 'running', 3, now(), %s)",
                 (run_id, self.fn, event_id, event_id, steps))
             for step_id in items:
@@ -63,7 +68,8 @@ class Twin:
         """Everything an apply writes for a run, with ids and clocks left out."""
         async with self.pool.connection() as conn:
             run = await (await conn.execute(
-                "SELECT status::text, output, error, request_version, step_count, state_bytes, ended_at IS NOT NULL"
+                "SELECT status::text, output, error, request_version, step_count, state_bytes,"
+                " ended_at IS NOT NULL"
                 " AS ended FROM pgqueue.runs WHERE id = %s", (run_id,))).fetchone()
             steps = await (await conn.execute(
                 "SELECT step_id, name, op, memo, attempt FROM pgqueue.steps WHERE run_id = %s ORDER BY seq",
@@ -72,11 +78,14 @@ class Twin:
                 "SELECT step_id, attempt, outcome, status_code, error FROM pgqueue.attempts WHERE run_id = %s"
                 " ORDER BY id", (run_id,))).fetchall()
             items = await (await conn.execute(
-                "SELECT kind, step_id, state::text, attempt, max_attempts, ckeys, priority_s FROM pgqueue.queue_items"
+                "SELECT kind, step_id, state::text, attempt, max_attempts, ckeys, priority_s"
+                " FROM pgqueue.queue_items"
                 " WHERE run_id = %s ORDER BY id", (run_id,))).fetchall()
             events = await (await conn.execute(
-                "SELECT e.name, e.data - 'run_id' - 'event' - 'events' AS data, (e.data -> 'event') - 'id' - 'ts' AS trigger,"
-                " jsonb_array_length(e.data -> 'events') AS n_events, i.event_id IS NOT NULL AS queued FROM pgqueue.events e"
+                "SELECT e.name, e.data - 'run_id' - 'event' - 'events' AS data,"
+                " (e.data -> 'event') - 'id' - 'ts' AS trigger,"
+                " jsonb_array_length(e.data -> 'events') AS n_events, i.event_id IS NOT NULL AS queued"
+                " FROM pgqueue.events e"
                 " LEFT JOIN pgqueue.event_inbox i ON i.event_id = e.id"
                 " WHERE e.data ->> 'run_id' = %s ORDER BY e.id", (run_id,))).fetchall()
         return {"run": run, "steps": steps, "attempts": attempts, "items": items, "events": events}
@@ -96,8 +105,8 @@ STEP = Ops(ops=(Op(op="StepRun", id="s1", name="charge", display_name="charge ca
            request_version=1, no_retry=False, retry_after_s=None)
 STEP_WRAPPED = Ops(ops=(Op(op="Step", id="s2", name="s2", data={"data": [1, "two", None]}),),
                    request_version=None, no_retry=False, retry_after_s=None)
-RUN_COMPLETE = Ops(ops=(Op(op="RunComplete", id="done", data={"total": 3}),), request_version=2, no_retry=False,
-                   retry_after_s=None)
+RUN_COMPLETE = Ops(ops=(Op(op="RunComplete", id="done", data={"total": 3}),), request_version=2,
+                   no_retry=False, retry_after_s=None)
 
 
 async def general(twin: Twin, item: QueueItem, outcome: Outcome) -> None:
@@ -111,7 +120,8 @@ async def batched(twin: Twin, item: QueueItem, outcome: Outcome) -> str:
     return await completion.CompletionBatcher(twin.pool).submit(elem)
 
 
-@pytest.mark.parametrize("outcome", [STEP, STEP_WRAPPED, RUN_COMPLETE, RunDone(output={"ok": True}, request_version=1),
+@pytest.mark.parametrize("outcome", [STEP, STEP_WRAPPED, RUN_COMPLETE,
+                                     RunDone(output={"ok": True}, request_version=1),
                                      RunDone(output=None, request_version=None)],
                          ids=["step", "step-wrapped", "run-complete", "return-value", "return-none"])
 @pytest.mark.parametrize("heard", [True, False], ids=["listened", "unheard"])
@@ -150,6 +160,22 @@ async def test_a_sibling_item_holds_the_next_call_back(twin: Twin) -> None:
     assert [i["step_id"] for i in (await twin.state(a.run_id))["items"]] == ["step"]
 
 
+async def test_a_race_step_queues_the_next_call_while_its_sibling_runs(twin: Twin) -> None:
+    """An item of a parallelMode "race" step (planned with the flag) continues the run at once, as
+    the general path does: the group commit and the Applier leave the same rows."""
+    left_items, right_items = await twin.run(items=("p1", "p2")), await twin.run(items=("p1", "p2"))
+    async with twin.pool.connection() as conn:
+        await conn.execute("UPDATE pgqueue.queue_items SET race = true WHERE id = ANY(%s)",
+                           ([i.id for i in (*left_items, *right_items)],))
+    ops = Ops(ops=(Op(op="StepRun", id="p1", data="first"),), request_version=1, no_retry=False,
+              retry_after_s=None)
+    await general(twin, left_items[0], ops)
+    assert await batched(twin, right_items[0], ops) == "applied"
+    left, right = await twin.state(left_items[0].run_id), await twin.state(right_items[0].run_id)
+    assert right == left
+    assert sorted(i["step_id"] for i in right["items"]) == ["p2", "step"]
+
+
 async def test_a_lost_lease_changes_nothing(twin: Twin) -> None:
     [item] = await twin.run()
     before = await twin.state(item.run_id)
@@ -169,7 +195,8 @@ async def test_an_ended_run_drops_the_item_and_records_the_attempt(twin: Twin) -
 async def test_hands_back_a_stored_step_and_a_full_run(twin: Twin) -> None:
     [item] = await twin.run()
     async with twin.pool.connection() as conn:
-        await conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, op, memo) VALUES (%s, 's1', 'StepRun', '{}')",
+        await conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, op, memo)"
+                           " VALUES (%s, 's1', 'StepRun', '{}')",
                            (item.run_id,))
     before = await twin.state(item.run_id)
     assert await batched(twin, item, STEP) == "fallback"
@@ -187,7 +214,8 @@ def test_outcomes_it_does_not_own_go_to_the_general_path() -> None:
     two = Ops(ops=(STEP.ops[0], STEP_WRAPPED.ops[0]), request_version=1, no_retry=False, retry_after_s=None)
     sleep = Ops(ops=(Op(op="Sleep", id="z", opts={"duration": "1s"}),), request_version=1, no_retry=False,
                 retry_after_s=None)
-    nul = Ops(ops=(Op(op="StepRun", id="n", data="a\x00b"),), request_version=1, no_retry=False, retry_after_s=None)
+    nul = Ops(ops=(Op(op="StepRun", id="n", data="a\x00b"),), request_version=1, no_retry=False,
+              retry_after_s=None)
     for outcome in (two, sleep, nul, RunDone(output={"x": "\x00"}, request_version=1)):
         assert completion.element(item, outcome, started_at=STARTED, body_size=10) is None
     huge = completion.element(item, STEP, started_at=STARTED, body_size=5 * 1024 * 1024)

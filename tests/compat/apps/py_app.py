@@ -17,6 +17,7 @@ from typing import Any
 
 import fastapi
 import inngest
+import inngest.experimental.ai.openai
 import inngest.fast_api
 
 APP_ID = os.environ.get("PY_APP_ID", "py-compat")
@@ -135,7 +136,9 @@ async def always_fails(ctx: inngest.Context) -> str:
 
 @client.create_function(
     fn_id="pro-only",
-    trigger=inngest.TriggerEvent(event="compat/plan", expression="event.data.plan == 'pro' && event.data.seats > 2"),
+    trigger=inngest.TriggerEvent(
+        event="compat/plan", expression="event.data.plan == 'pro' && event.data.seats > 2"
+    ),
 )
 async def pro_only(ctx: inngest.Context) -> str:
     record(ctx.run_id, "body")
@@ -215,7 +218,8 @@ async def waiter(ctx: inngest.Context) -> Any:
 
     await ctx.step.run("before", before)
     got = await ctx.step.wait_for_event(
-        "approval", event="compat/approved", timeout=datetime.timedelta(seconds=float(ctx.event.data.get("timeout", 30))),
+        "approval", event="compat/approved",
+        timeout=datetime.timedelta(seconds=float(ctx.event.data.get("timeout", 30))),
         if_exp="async.data.id == event.data.id",
     )
     return None if got is None else {"name": got.name, "data": dict(got.data)}
@@ -255,7 +259,8 @@ async def child(ctx: inngest.Context) -> Any:
 async def invoker(ctx: inngest.Context) -> Any:
     try:
         result = await ctx.step.invoke(
-            "call-child", function=child, data={"n": ctx.event.data.get("n", 1), "mode": ctx.event.data.get("mode")},
+            "call-child", function=child,
+            data={"n": ctx.event.data.get("n", 1), "mode": ctx.event.data.get("mode")},
             timeout=datetime.timedelta(seconds=float(ctx.event.data.get("timeout", 30))),
         )
     except inngest.StepError as err:
@@ -313,7 +318,9 @@ async def finish_timeout(ctx: inngest.Context) -> str:
     return "never"
 
 
-@client.create_function(fn_id="unstorable", trigger=inngest.TriggerEvent(event="compat/unstorable"), retries=2)
+@client.create_function(
+    fn_id="unstorable", trigger=inngest.TriggerEvent(event="compat/unstorable"), retries=2
+)
 async def unstorable(ctx: inngest.Context) -> Any:
     """A step whose output PostgreSQL cannot store, as the SDK serialises it (NaN, a lone surrogate)."""
 
@@ -386,7 +393,9 @@ async def sleep_until(ctx: inngest.Context) -> Any:
     return {"woke": await ctx.step.run("after", after)}
 
 
-@client.create_function(fn_id="retry-after", trigger=inngest.TriggerEvent(event="compat/retry-after"), retries=2)
+@client.create_function(
+    fn_id="retry-after", trigger=inngest.TriggerEvent(event="compat/retry-after"), retries=2
+)
 async def retry_after(ctx: inngest.Context) -> Any:
     async def flaky_call() -> str:
         if record(ctx.run_id, "call") == 1:
@@ -401,6 +410,44 @@ async def cron_tz(ctx: inngest.Context) -> str:
     return "namaste"
 
 
+# --- Operations pgqueue performs on the SDK's behalf (tests/compat/test_python_ops.py) ----------------
+
+
+@client.create_function(fn_id="ai-infer", trigger=inngest.TriggerEvent(event="compat/ai"), retries=2)
+async def ai_infer(ctx: inngest.Context) -> dict[str, Any]:
+    adapter = inngest.experimental.ai.openai.Adapter(
+        auth_key="sk-py-test", base_url=ctx.event.data["base_url"], model="stub-model"
+    )
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": ctx.event.data["prompt"]}]}
+    try:
+        return {"answer": await ctx.step.ai.infer("ask", adapter=adapter, body=body)}
+    except inngest.StepError as exc:
+        return {"error": exc.name, "message": exc.message}
+
+
+@client.create_function(fn_id="racer", trigger=inngest.TriggerEvent(event="compat/race"))
+async def racer(ctx: inngest.Context) -> dict[str, Any]:
+    async def slow() -> str:
+        record(ctx.run_id, "slow")
+        await asyncio.sleep(float(ctx.event.data.get("slow_s", 2)))
+        return "slow"
+
+    async def fast() -> str:
+        record(ctx.run_id, "fast")
+        return "fast"
+
+    results = await ctx.group.parallel(
+        (lambda: ctx.step.run("slow", slow), lambda: ctx.step.run("fast", fast)),
+        parallel_mode=inngest.ParallelMode.RACE,
+    )
+
+    async def after() -> str:
+        record(ctx.run_id, "after-race")
+        return "after"
+
+    return {"results": list(results), "after": await ctx.step.run("after-race", after)}
+
+
 app = fastapi.FastAPI()
 
 
@@ -413,8 +460,10 @@ async def ledger() -> dict[str, Any]:
 inngest.fast_api.serve(
     app,
     client,
-    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable, slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
+    [three_steps, parallel, sleeper, flaky, non_retriable, always_fails, pro_only, wildcard, durable,
+     slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
      idempotent, singleton_skip, singleton_cancel, finish_timeout, unstorable,
-     limited_child, fan_invoker, cross_invoker, sender, sleep_until, retry_after, cron_tz],
+     limited_child, fan_invoker, cross_invoker, sender, sleep_until, retry_after, cron_tz,
+     ai_infer, racer],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )

@@ -13,7 +13,8 @@
 // (sends one event through the SDK's own client, proving the Event API answers in the shape JS parses).
 
 import express from "express";
-import { Inngest, NonRetriableError, referenceFunction } from "inngest";
+import { Inngest, NonRetriableError, openai, referenceFunction } from "inngest";
+import { createDefer } from "inngest/experimental";
 import { serve } from "inngest/express";
 
 const APP_ID = process.env.JS_APP_ID || "js-compat";
@@ -256,6 +257,132 @@ const fanInvoker = inngest.createFunction(
   },
 );
 
+// ---------------------------------------------------------------------------------------------
+// Operations pgqueue performs or refuses on the SDK's behalf (tests/compat/test_js_ops.py):
+// waitForSignal / sendSignal, step.fetch (Gateway), step.ai.infer (AIGateway), parallelMode
+// "race", and defer() (DeferAdd, refused).
+
+const signalWaiter = inngest.createFunction(
+  { id: "signal-waiter", triggers: [{ event: "compat/signal-wait" }], retries: 1 },
+  async ({ event, step, runId }) => {
+    await step.run("before", () => {
+      record(runId, "before");
+      return "waiting";
+    });
+    const got = await step.waitForSignal("wait-signal", {
+      signal: event.data.signal,
+      timeout: `${event.data?.timeout ?? 30}s`,
+      onConflict: event.data?.conflict ?? "fail",
+    });
+    return { got };
+  },
+);
+
+const signalSender = inngest.createFunction(
+  { id: "signal-sender", triggers: [{ event: "compat/signal-send" }] },
+  async ({ event, step }) => {
+    // step.sendSignal: the SDK's own POST /v1/signals, authenticated like every SDK API call.
+    const sent = await step.sendSignal("send", { signal: event.data.signal, data: event.data.data });
+    return { run_id: sent?.runId ?? null };
+  },
+);
+
+const fetcher = inngest.createFunction(
+  { id: "fetcher", triggers: [{ event: "compat/fetch" }], retries: 2 },
+  async ({ event, step, runId }) => {
+    let fetched;
+    try {
+      const res = await step.fetch(event.data.url, {
+        method: event.data.method ?? "GET",
+        headers: event.data.headers ?? {},
+        ...(event.data.body !== undefined ? { body: event.data.body } : {}),
+      });
+      fetched = { status: res.status, body: await res.text(), stub: res.headers.get("x-stub") };
+    } catch (err) {
+      fetched = { error: err?.name ?? null, message: err?.message ?? String(err) };
+    }
+    const after = await step.run("after-fetch", () => {
+      record(runId, "after-fetch");
+      return "after";
+    });
+    return { fetched, after };
+  },
+);
+
+const aiInfer = inngest.createFunction(
+  { id: "ai-infer", triggers: [{ event: "compat/ai" }], retries: 2 },
+  async ({ event, step }) => {
+    try {
+      const answer = await step.ai.infer("ask", {
+        model: openai({ model: "stub-model", baseUrl: event.data.base_url, apiKey: "sk-js-test" }),
+        body: { messages: [{ role: "user", content: event.data.prompt }] },
+      });
+      return { answer };
+    } catch (err) {
+      return { error: err?.name ?? null, message: err?.message ?? String(err) };
+    }
+  },
+);
+
+const racer = inngest.createFunction(
+  { id: "racer", triggers: [{ event: "compat/race" }] },
+  async ({ event, step, group, runId }) => {
+    const winner = await group.parallel({ mode: "race" }, async () =>
+      Promise.race([
+        step.run("slow", async () => {
+          record(runId, "slow");
+          await new Promise((resolve) => setTimeout(resolve, Number(event.data?.slow_s ?? 4) * 1000));
+          return "slow";
+        }),
+        step.run("fast", () => {
+          record(runId, "fast");
+          return "fast";
+        }),
+      ]),
+    );
+    const after = await step.run("after-race", () => {
+      record(runId, "after-race");
+      return Date.now() / 1000;
+    });
+    return { winner, after };
+  },
+);
+
+const raceTimer = inngest.createFunction(
+  { id: "race-timer", triggers: [{ event: "compat/race-timer" }] },
+  async ({ event, step, group, runId }) => {
+    // The classic "whichever comes first": a short sleep against a long wait. The code after the
+    // race goes on when the sleep ends; the SDK only reports the run finished once the losing wait
+    // has ended too (it reports every step it found that has no result yet).
+    const first = await group.parallel({ mode: "race" }, async () =>
+      Promise.race([
+        step.sleep("short", `${event.data?.sleep_s ?? 1}s`).then(() => "slept"),
+        step
+          .waitForEvent("long-wait", { event: "compat/never", timeout: `${event.data?.wait_s ?? 60}s` })
+          .then((got) => (got ? "event" : "timeout")),
+      ]),
+    );
+    const at = await step.run("after-timer-race", () => {
+      record(runId, "after-timer-race");
+      return Date.now() / 1000;
+    });
+    return { first, at };
+  },
+);
+
+const deferred = createDefer(inngest, { id: "deferred" }, async ({ event }) => ({ got: event.data }));
+
+const deferrer = inngest.createFunction(
+  { id: "deferrer", triggers: [{ event: "compat/defer" }], retries: 1 },
+  async ({ step, defer, runId }) => {
+    defer("later", { function: deferred, data: { x: 1 } });
+    return await step.run("a", () => {
+      record(runId, "a");
+      return "a";
+    });
+  },
+);
+
 const app = express();
 // The SDK reads the parsed JSON body; the default 100 kB limit is too small for real step state.
 app.use(express.json({ limit: "10mb" }));
@@ -280,6 +407,8 @@ app.use(
     functions: [
       threeSteps, parallel, sleeper, flaky, nonRetriable, alwaysFails, proOnly, wildcard,
       waiter, waiterIf, cancellable, child, invoker, crossInvoker, limitedChild, fanInvoker,
+      // operations (test_js_ops.py)
+      signalWaiter, signalSender, fetcher, aiInfer, racer, raceTimer, deferred, deferrer,
     ],
   }),
 );
