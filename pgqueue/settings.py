@@ -131,8 +131,9 @@ class Settings:
     # (timers then wait for the next scheduled tick). The Lambda handlers default it to 60.
     tick_linger_s: float = 0.0
     # POST /e starts the events' runs in its own transaction (pgqueue/runner/inline.py) unless a
-    # function they trigger debounces, batches or rate limits; off: the runner starts every run.
-    inline_start: bool = True
+    # function they trigger debounces, batches or rate limits. Off by default: measured, it made
+    # POST /e ~5 ms slower without shortening event -> first step (bench/README.md).
+    inline_start: bool = False
     wake_max_hops: int = 100
     # The largest HTTP response the API can return, serialized (AWS Lambda: 6 MB including the
     # JSON envelope; the Lambda handlers set it). Larger answers become a 413 with a message, and

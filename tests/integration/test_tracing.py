@@ -106,7 +106,8 @@ def stack(module_database_url: str) -> Iterator[Stack]:
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
                 "OTEL_SERVICE_NAME": "pgqueue-test", "NO_PROXY": "127.0.0.1,localhost"}
         api = start_server(module_database_url, mode="serve", extra_args=("--no-workers",),
-                           env={**otel, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=api"})
+                           env={**otel, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=api",
+                                "PGQUEUE_INLINE_START": "1"})  # runs of plain functions start at ingest
         worker = start_process(
             "pgqueue-worker-otel", pgqueue_argv("worker"), url="",
             env={**FAST_ENV, **otel, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=worker",
