@@ -25,6 +25,12 @@ _MANY = q("outbox_send_events")
 _SIGNAL = q("outbox_send_signal")
 
 
+def _value(row: Any) -> Any:
+    """The single column of a row, whatever row factory the caller's connection uses."""
+    assert row is not None
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
 def _one_args(name: str, data: dict[str, Any] | None, id: str | None, ts: datetime | None) -> dict[str, Any]:
     return {"name": name, "data": Jsonb(data if data is not None else {}), "id": id, "ts": ts}
 
@@ -35,15 +41,13 @@ def send_event(
 ) -> str:
     """Store one event in the caller's transaction; returns its id. Raises psycopg's
     InvalidParameterValue / ProgramLimitExceeded with a message naming the problem."""
-    row = conn.execute(_ONE, _one_args(name, data, id, ts)).fetchone()
-    assert row is not None
-    return str(row[0] if not isinstance(row, dict) else next(iter(row.values())))
+    return str(_value(conn.execute(_ONE, _one_args(name, data, id, ts)).fetchone()))
 
 
 def send_events(conn: Connection[Any] | Cursor[Any], events: Sequence[dict[str, Any]]) -> list[str]:
     """Store several events ({name, data, id, ts (ms), user, v}) in the caller's transaction."""
     rows = conn.execute(_MANY, {"events": Jsonb(list(events))}).fetchall()
-    return [str(r[0] if not isinstance(r, dict) else next(iter(r.values()))) for r in rows]
+    return [str(_value(r)) for r in rows]
 
 
 async def send_event_async(
@@ -51,24 +55,20 @@ async def send_event_async(
     id: str | None = None, ts: datetime | None = None,
 ) -> str:
     cur = await conn.execute(_ONE, _one_args(name, data, id, ts))
-    row = await cur.fetchone()
-    assert row is not None
-    return str(row[0] if not isinstance(row, dict) else next(iter(row.values())))
+    return str(_value(await cur.fetchone()))
 
 
 async def send_events_async(
     conn: AsyncConnection[Any] | AsyncCursor[Any], events: Sequence[dict[str, Any]]
 ) -> list[str]:
     cur = await conn.execute(_MANY, {"events": Jsonb(list(events))})
-    return [str(r[0] if not isinstance(r, dict) else next(iter(r.values()))) for r in await cur.fetchall()]
+    return [str(_value(r)) for r in await cur.fetchall()]
 
 
 def send_signal(conn: Connection[Any] | Cursor[Any], signal: str, data: Any = None) -> str | None:
     """Resume the run waiting for `signal` (JS step.waitForSignal) with `data`, in the caller's
     transaction: the id of that run, or None when no run waits for the signal (it is dropped)."""
-    row = conn.execute(_SIGNAL, {"signal": signal, "data": Jsonb(data)}).fetchone()
-    assert row is not None
-    value = row[0] if not isinstance(row, dict) else next(iter(row.values()))
+    value = _value(conn.execute(_SIGNAL, {"signal": signal, "data": Jsonb(data)}).fetchone())
     return None if value is None else str(value)
 
 
@@ -76,7 +76,5 @@ async def send_signal_async(
     conn: AsyncConnection[Any] | AsyncCursor[Any], signal: str, data: Any = None
 ) -> str | None:
     cur = await conn.execute(_SIGNAL, {"signal": signal, "data": Jsonb(data)})
-    row = await cur.fetchone()
-    assert row is not None
-    value = row[0] if not isinstance(row, dict) else next(iter(row.values()))
+    value = _value(await cur.fetchone())
     return None if value is None else str(value)

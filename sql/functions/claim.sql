@@ -371,3 +371,19 @@ AS $$
            c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
     FROM claimed c CROSS JOIN timed
 $$;
+
+
+-- pgqueue.queue_next_due_at_v1: when the earliest queue item a claim would take comes due (NULL:
+-- none). Paused functions' work is held (parked), except what became available since the pause
+-- and the rescuer has not parked yet: passed over here (a few rows at most), so an idle worker or
+-- executor never wakes for an item the claim will not take.
+CREATE OR REPLACE FUNCTION pgqueue.queue_next_due_at_v1()
+RETURNS timestamptz
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT min(q.run_at) FROM pgqueue.queue_items q
+    WHERE q.state = 'available' AND NOT q.blocked
+      AND q.function_id <> ALL (ARRAY(SELECT f.id FROM pgqueue.functions f WHERE f.paused_at IS NOT NULL))
+$$;

@@ -69,12 +69,7 @@ WHERE q.id = l.id AND q.lease_token = l.token AND q.state = 'leased'
 RETURNING q.id
 
 -- name: queue_next_due
--- Paused functions' work is held (parked), except what became available since the pause and the
--- rescuer has not parked yet: passed over here (a few rows at most), so an idle worker never
--- wakes for an item the claim will not take.
-SELECT min(q.run_at) - now() AS wait FROM pgqueue.queue_items q
-WHERE q.state = 'available' AND NOT q.blocked
-  AND q.function_id <> ALL (ARRAY(SELECT f.id FROM pgqueue.functions f WHERE f.paused_at IS NOT NULL))
+SELECT pgqueue.queue_next_due_at_v1() - now() AS wait
 
 -- name: queue_hold_paused
 SELECT pgqueue.function_hold_paused_v1() AS held

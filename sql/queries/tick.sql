@@ -23,11 +23,9 @@ UPDATE pgqueue.executor_kicks SET lingering_until = '-infinity' WHERE id AND lin
 
 -- name: executor_next_wake
 -- Seconds until the next timer or cron slot is due (negative: overdue), NULL when there is none.
--- Paused functions' work is not due (see queue_next_due).
+-- Paused functions' work is not due (pgqueue.queue_next_due_at_v1).
 SELECT extract(epoch FROM least(
-           (SELECT min(q.run_at) FROM pgqueue.queue_items q
-            WHERE q.state = 'available' AND NOT q.blocked
-              AND q.function_id <> ALL (ARRAY(SELECT f.id FROM pgqueue.functions f WHERE f.paused_at IS NOT NULL))),
+           pgqueue.queue_next_due_at_v1(),
            (SELECT min(s.next_at) FROM pgqueue.cron_schedules s JOIN pgqueue.functions f ON f.id = s.function_id
             WHERE f.archived_at IS NULL AND f.paused_at IS NULL)
        ) - now())::float8 AS wait
