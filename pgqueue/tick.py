@@ -28,7 +28,6 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.db.pool import open_pool
 from pgqueue.services import Services
 from pgqueue.settings import Settings
-from pgqueue.store import queue
 from pgqueue.store import tick as store
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ async def _tick(
             log.exception("retention round failed; the next tick retries")
 
     worker = services.worker
-    heartbeat = asyncio.create_task(_heartbeat(services), name="pgqueue-tick-heartbeat")
+    heartbeat = asyncio.create_task(worker.heartbeat(), name="pgqueue-tick-heartbeat")
     events_seen = runs_created = claimed = 0
     idle = False
     fruitless = 0  # rounds in a row where items were due but none could be claimed (flow control)
@@ -242,22 +241,6 @@ async def _tick(
         duration_s=round(time.monotonic() - started, 3),
         next_wake_in_s=None if next_wake is None else round(next_wake, 3),
     )
-
-
-async def _heartbeat(services: Services) -> None:
-    """Keep the leases of calls in flight alive (the worker's own heartbeat is not running)."""
-    interval = services.settings.lease_ms / 3000.0
-    while True:
-        await asyncio.sleep(interval)
-        leases = [(item.id, item.lease_token) for item, _ in services.worker.inflight.values()]
-        if not leases:
-            continue
-        try:
-            async with services.pool.connection() as conn:
-                await queue.extend_leases(conn, leases, services.settings.lease_ms,
-                                          max_lease_s=services.worker.max_lease_s)
-        except Exception:
-            log.exception("extending leases failed")
 
 
 def emf_record(result: TickResult, name: str, *, timestamp_ms: int | None = None) -> dict[str, Any]:

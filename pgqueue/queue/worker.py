@@ -105,7 +105,7 @@ class Worker:
     # -- service -----------------------------------------------------------------------------
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="pgqueue-worker")
-        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="pgqueue-heartbeat")
+        self._heartbeat_task = asyncio.create_task(self.heartbeat(), name="pgqueue-heartbeat")
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -129,7 +129,9 @@ class Worker:
                 log.exception("worker round failed; retrying after the poll interval")
                 await asyncio.sleep(self.poll_interval_s)
 
-    async def _heartbeat(self) -> None:
+    async def heartbeat(self) -> None:
+        """Keep the leases of calls in flight alive, until cancelled (the worker's own loop starts
+        it; a serverless tick, which runs the worker's rounds itself, runs it beside them)."""
         interval = self.lease_ms / 3000.0
         suspects: set[int] = set()
         while True:
