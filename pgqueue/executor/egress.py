@@ -1,7 +1,8 @@
 """Egress policy: which addresses pgqueue may call when it calls an app (runs, server-initiated sync).
 
 An app URL is attacker-reachable input (whoever syncs an app chooses it), so every call is checked
-on the *resolved* address at connect time, inside httpcore's network backend: a name that resolves
+on the *resolved* address at connect time, by the transport that makes every connection
+(pgqueue.executor.transport): a name that resolves
 to a forbidden address, or re-resolves to one later (DNS rebinding), is refused, and the connection
 goes to the address that was checked. Sync checks the same policy up front so a forbidden URL is a
 400 naming the setting instead of a run failing later. docs/security.md#egress-to-apps has the full table.
@@ -371,38 +372,3 @@ def refusal_of(exc: BaseException) -> str | None:
             return str(cause)
         cause = cause.__cause__ or cause.__context__
     return None
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, policy: Policy) -> None:
-        self._inner = httpcore.AnyIOBackend()
-        self.policy = policy
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve(host, port, timeout)
-        refusal = first_refusal(self.policy, host, addresses)
-        if refusal is not None:
-            raise ForbiddenAddress(refusal.message(host))
-        # Connect to the address that was checked, not to a second resolution of the name.
-        return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not allowed for app URLs")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def guarded_transport(policy: Policy) -> httpx.AsyncHTTPTransport:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
-    transport = httpx.AsyncHTTPTransport(limits=limits)
-    transport._pool._network_backend = GuardedBackend(policy)  # httpx exposes no hook for it
-    return transport

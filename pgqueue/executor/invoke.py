@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pgqueue.executor import canonical, egress, signing
+from pgqueue.executor import canonical, egress, signing, transport
 from pgqueue.executor.outcome import CallError, Response, transport_error
 from pgqueue.models import QueueItem
 
@@ -171,11 +171,8 @@ async def _send(
 
 # Idle connections are dropped after 2 s, before the usual 5 s keep-alive timeout of app servers
 # (uvicorn, Node): reusing a connection the app is closing at that moment fails the call with a
-# ReadError. The keep-alive cap must not be below the worker's concurrency: httpcore 1.0 closes an
-# idle connection whenever the pool holds more connections than the cap (it counts all of them),
-# and that churn costs a TCP connect (and the egress check) per call. The worker's concurrency
-# bounds the connections in use.
-CLIENT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=10_000, keepalive_expiry=2.0)
+# ReadError.
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 def new_client(
@@ -186,8 +183,7 @@ def new_client(
     return httpx.AsyncClient(
         follow_redirects=False,
         timeout=httpx.Timeout(call_timeout_s, connect=connect_timeout_s, pool=None),
-        limits=CLIENT_LIMITS,
-        transport=egress.guarded_transport(policy),
+        transport=transport.AppTransport(policy, keepalive_expiry_s=KEEPALIVE_EXPIRY_S),
         trust_env=False,
     )
 
