@@ -132,7 +132,9 @@ async def _send(
     client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int
 ) -> Response | CallError:
     try:
-        async with client.stream("POST", req.url, content=req.body, headers=req.headers) as resp:
+        stream = (client.call(req.url, req.body, req.headers) if isinstance(client, transport.AppClient)
+                  else client.stream("POST", req.url, content=req.body, headers=req.headers))
+        async with stream as resp:
             chunks: list[bytes] = []
             size = 0
             async for chunk in resp.aiter_bytes():
@@ -177,18 +179,16 @@ KEEPALIVE_EXPIRY_S = 2.0
 
 def new_client(
     *, connect_timeout_s: float, call_timeout_s: float, policy: egress.Policy = egress.DEV_POLICY
-) -> httpx.AsyncClient:
+) -> transport.AppClient:
     """No redirects (a 3xx could point anywhere) and no proxy from the environment: every
     connection goes where the egress policy checked it may go."""
-    return httpx.AsyncClient(
-        follow_redirects=False,
+    return transport.AppClient(
+        transport.AppTransport(policy, keepalive_expiry_s=KEEPALIVE_EXPIRY_S),
         timeout=httpx.Timeout(call_timeout_s, connect=connect_timeout_s, pool=None),
-        transport=transport.AppTransport(policy, keepalive_expiry_s=KEEPALIVE_EXPIRY_S),
-        trust_env=False,
     )
 
 
-def client_for(settings: Settings, *, call_timeout_s: float | None = None) -> httpx.AsyncClient:
+def client_for(settings: Settings, *, call_timeout_s: float | None = None) -> transport.AppClient:
     """The HTTP client for calls to apps, with the egress policy the settings ask for."""
     return new_client(
         connect_timeout_s=settings.connect_timeout_s,

@@ -246,3 +246,18 @@ async def test_https_verifies_the_certificate_for_the_name_called(tmp_path) -> N
         assert app.connections == 1  # one kept-alive TLS connection (the refused handshake never got one)
     finally:
         server.close()
+
+
+async def test_the_executors_direct_call_sends_what_the_client_would(serve, client) -> None:
+    app = await started(serve, ok(b'[{"op":"StepRun"}]', status=b"206 Partial Content"))
+    req = invoke.CallRequest(f"http://127.0.0.1:{app.port}/api/inngest?fnId=f&stepId=step", b'{"a":1}',
+                             {"content-type": "application/json", "x-inngest-signature": "t=1&s=x"}, False)
+    for _ in range(3):
+        answer = await invoke.send(client, req, max_response_bytes=1024, deadline_s=2)
+        assert (answer.status, answer.body) == (206, b'[{"op":"StepRun"}]')
+    assert app.connections == 1
+    head, _, body = app.requests[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /api/inngest?fnId=f&stepId=step HTTP/1.1\r\n") and body == b'{"a":1}'
+    assert f"host: 127.0.0.1:{app.port}".encode() in head.lower() and b"content-length: 7" in head.lower()
+    too_big = await invoke.send(client, req, max_response_bytes=4, deadline_s=2)
+    assert too_big.error["name"] == "ResponseTooLarge"
