@@ -51,18 +51,24 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
     handled = False
     traced: loop.Traced = []  # events whose runs start here, for traces
     try:
-        async with deps.pool(request).connection() as conn, conn.transaction():
-            queued = await events.ingest(conn, parsed)
-            if queued and cfg.inline_start:
-                # One hop: the events' runs start in this transaction (the runner takes what this
-                # leaves in the inbox).
-                handled = await inline.start(conn, [e.id for e in parsed], [e.name for e in parsed],
-                                             traced=traced)
+        async with deps.pool(request).connection() as conn:
+            if cfg.inline_start:
+                async with conn.transaction():
+                    queued = await events.ingest(conn, parsed)
+                    if queued:
+                        # One hop: the events' runs start in this transaction (the runner takes
+                        # what this leaves in the inbox).
+                        handled = await inline.start(conn, [e.id for e in parsed], [e.name for e in parsed],
+                                                     traced=traced)
+            else:
+                # One statement (pgqueue.event_ingest_v1), its own transaction on the autocommit
+                # connection: no BEGIN/COMMIT round trips.
+                queued = await events.ingest(conn, parsed)
     except psycopg.OperationalError:
         # A pooled connection that died (database restart, terminated backend): nothing was
         # committed, and the ids are fixed already, so one retry on a fresh connection is safe.
         traced.clear()
-        async with deps.pool(request).connection() as conn, conn.transaction():
+        async with deps.pool(request).connection() as conn:
             queued = await events.ingest(conn, parsed)
     telemetry.ingested(request.headers, parsed, started_ns)  # traces (optional): a span per stored event
     telemetry.events_handled(traced)  # and, for events started here, the event's span linked to its runs

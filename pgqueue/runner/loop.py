@@ -80,15 +80,15 @@ class Runner(LoopService):
 
     async def run_once(self) -> RunnerTick:
         async with self.pool.connection() as conn, conn.transaction():
-            event_ids = await events.claim_inbox(conn, self.batch_size)
-            if not event_ids:
+            claimed = await events.claim_inbox(conn, self.batch_size)
+            if not claimed:
                 return RunnerTick(0, 0)
             traced: Traced = []
-            resumed, created = await process(conn, event_ids, traced=traced)
+            resumed, created = await process(conn, [r["id"] for r in claimed], rows=claimed, traced=traced)
         telemetry.events_handled(traced)  # committed: each event's span, linked to the runs it started
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
-        return RunnerTick(len(event_ids), created)
+        return RunnerTick(len(claimed), created)
 
     async def drain(self) -> RunnerTick:
         seen = created = 0
@@ -112,14 +112,15 @@ Traced = list[tuple[dict[str, Any], list[str]]]
 
 
 async def process(
-    conn: Conn, event_ids: Sequence[str], *, candidates: Sequence[dict[str, Any]] | None = None,
-    traced: Traced | None = None,
+    conn: Conn, event_ids: Sequence[str], *, rows: Sequence[dict[str, Any]] | None = None,
+    candidates: Sequence[dict[str, Any]] | None = None, traced: Traced | None = None,
 ) -> tuple[int, int]:
     """Resume waiting runs and start new runs for events claimed from the inbox, in the caller's
-    transaction: (runs resumed or cancelled, runs created). `candidates`: the trigger candidates of
-    the events' names, when the caller has them already; `traced` collects the events' runs."""
-    rows = {r["id"]: r for r in await events.get_many(conn, event_ids)}
-    batch = [rows[e] for e in event_ids if e in rows]
+    transaction: (runs resumed or cancelled, runs created). `rows`: the events, when the caller
+    read them already; `candidates`: the trigger candidates of the events' names, likewise;
+    `traced` collects the events' runs."""
+    by_id = {r["id"]: r for r in (rows if rows is not None else await events.get_many(conn, event_ids))}
+    batch = [by_id[e] for e in event_ids if e in by_id]
     names = sorted({r["name"] for r in batch})
     if candidates is None:
         candidates = await apps.trigger_candidates(conn, names)
@@ -141,9 +142,14 @@ async def process(
             traced.extend(started)  # only what this (sub)transaction really did
         return created
 
-    # Waiting runs first (all of the batch in one lookup), then new runs.
-    resumed = await _isolated(conn, batch, "could not resume waiting runs", resume)
-    created = await _isolated(conn, batch, "could not start runs", start)
+    # Waiting runs first (all of the batch in one lookup), then new runs; a stage with nothing to
+    # do for any event of the batch (no pause on these names, no function triggered by them) is
+    # skipped with its savepoint's round trips.
+    resumed = created = 0
+    if any(item.paths for item in incoming):
+        resumed = await _isolated(conn, batch, "could not resume waiting runs", resume)
+    if candidates:
+        created = await _isolated(conn, batch, "could not start runs", start)
     return resumed, created
 
 

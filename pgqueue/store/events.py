@@ -31,9 +31,10 @@ async def take_from_inbox(conn: Conn, event_ids: Sequence[str]) -> list[str]:
     return [r["event_id"] for r in await cur.fetchall()]
 
 
-async def claim_inbox(conn: Conn, limit: int) -> list[str]:
+async def claim_inbox(conn: Conn, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` events from the inbox (oldest first), as event_get_many's rows."""
     cur = await conn.execute(q("event_inbox_claim"), {"limit": limit})
-    return [r["event_id"] for r in await cur.fetchall()]
+    return list(await cur.fetchall())
 
 
 async def get_many(conn: Conn, event_ids: Sequence[str]) -> list[dict[str, Any]]:

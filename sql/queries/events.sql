@@ -2,12 +2,18 @@
 SELECT pgqueue.event_ingest_v1(%(events)s::jsonb) AS queued
 
 -- name: event_inbox_claim
--- Claimed rows are deleted in the runner's transaction: on a crash they come back.
-DELETE FROM pgqueue.event_inbox
-WHERE seq IN (
-    SELECT seq FROM pgqueue.event_inbox ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+-- Claimed rows are deleted in the runner's transaction: on a crash they come back. Returns the
+-- claimed events themselves, in receipt order (one round trip for the runner).
+WITH claimed AS (
+    DELETE FROM pgqueue.event_inbox
+    WHERE seq IN (
+        SELECT seq FROM pgqueue.event_inbox ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    )
+    RETURNING seq, event_id
 )
-RETURNING event_id
+SELECT e.id, e.name, e.data, e."user", e.ts, e.v, e.external_id, e.received_at, e.skip_reason
+FROM claimed c JOIN pgqueue.events e ON e.id = c.event_id
+ORDER BY c.seq
 
 -- name: event_inbox_take
 -- The events a request just stored, handled in its own transaction (pgqueue/runner/inline.py).

@@ -103,7 +103,7 @@ async def test_a_claim_held_by_another_runner_is_skipped_and_a_rolled_back_claim
     # Not autocommit: the claim below runs in an implicit transaction left open.
     async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as other:
         # Another runner claims A (oldest first) and stalls before creating runs.
-        assert await events.claim_inbox(other, 1) == [a.id]
+        assert [r["id"] for r in await events.claim_inbox(other, 1)] == [a.id]
         # This runner neither waits for that lock nor sees A: it takes B.
         tick = await asyncio.wait_for(runner.run_once(), timeout=10)
         assert tick == RunnerTick(1, 1)
