@@ -70,6 +70,29 @@ async def app_ceiling(app_url: str, runs: int, in_flight: int) -> float:
         return runs / (time.perf_counter() - start)
 
 
+def direct_latency(app_base: str, samples: int) -> list[float]:
+    """The baseline of event -> first step: the first call sent straight to the app (no pgqueue),
+    from the send until the app stamps the first step, idle like the end-to-end samples."""
+    fn_url = f"{app_base}/api/inngest?fnId=bench-noop-3&stepId=step"
+    out = []
+    with httpx.Client(timeout=30) as c:
+        c.post(app_base + "/reset")
+        for i in range(samples):
+            key = f"d{i}"
+            event = {"name": "bench/noop", "data": {"k": key}, "id": key, "ts": 1}
+            body = {"event": event, "events": [event], "steps": {},
+                    "ctx": {"run_id": f"direct{i}", "attempt": 0, "max_attempts": 1,
+                            "disable_immediate_execution": False, "use_api": False,
+                            "stack": {"stack": [], "current": 0}},
+                    "version": -1, "use_api": False}
+            t0 = time.time()
+            r = c.post(fn_url, content=json.dumps(body), headers={"content-type": "application/json"})
+            assert r.status_code == 206, r.text
+            out.append((c.get(app_base + "/first-steps").json()[key] - t0) * 1000)
+            time.sleep(0.1)
+    return out
+
+
 def completed(database_url: str) -> int:
     """Runs that ended; a failed one (the bench app never fails) stops the benchmark loudly."""
     with psycopg.connect(database_url) as conn:
@@ -145,11 +168,13 @@ def measure(database_url: str, runs: int, samples: int) -> dict[str, float]:
         throughput(server.url, database_url, 100)  # warm-up
         rate = throughput(server.url, database_url, runs)
         lat = latency(server.url, app.url, samples)
+        direct = direct_latency(app.url, samples)
     finally:
         for p in procs:
             p.terminate()
     return {"ceiling_4": ceiling4, "ceiling_20": ceiling20, "runs_per_s": rate,
-            "latency_p50_ms": statistics.median(lat), "latency_p99_ms": pct(lat, 99)}
+            "latency_p50_ms": statistics.median(lat), "latency_p99_ms": pct(lat, 99),
+            "direct_p50_ms": statistics.median(direct), "direct_p99_ms": pct(direct, 99)}
 
 
 def main() -> None:
@@ -171,6 +196,9 @@ def main() -> None:
     print(f"{'  ratio to ceiling at 4 in flight':<52}{out['runs_per_s'] / out['ceiling_4']:>12.2f}")
     print(f"{'event -> first step p50 (ms), idle':<52}{out['latency_p50_ms']:>12.1f}")
     print(f"{'event -> first step p99 (ms), idle':<52}{out['latency_p99_ms']:>12.1f}")
+    print(f"{'first call straight to the app -> first step p50 (ms)':<52}{out['direct_p50_ms']:>12.1f}")
+    print(f"{'  pgqueue share of event -> first step, p50 (ms)':<52}"
+          f"{out['latency_p50_ms'] - out['direct_p50_ms']:>12.1f}")
 
 
 if __name__ == "__main__":
