@@ -1,13 +1,21 @@
-"""`POST /v1/checkpoint/{runId}/async` (the JS SDK 4.x's checkpoints) against a real server and the
-official JS SDK app (tests/compat/js_app/checkpoint.js), in dev, production and PgBouncer modes: only
-the call holding the queue item may store steps; anything else gets 409 and stores nothing.
+"""Checkpointing with the official JS SDK (`inngest` 4.24.0): a call carries ctx.fn_id and ctx.qi_id,
+so the SDK runs the function's steps back to back in one request and stores each one with
+`POST /v1/checkpoint/{runId}/async` (tests/compat/js_app/checkpoint.js), in dev, production and
+PgBouncer modes.
+
+What is checked: a 3-step function takes exactly one app request; a sleep between steps ends the
+request after the steps before it were stored; a failing step is retried as usual; a crash of the
+app after a checkpoint does not run the checkpointed step again; a checkpoint from a call that no
+longer holds its queue item is refused (409) and stores nothing; PGQUEUE_CHECKPOINTING=0 goes back
+to one step per request.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -70,6 +78,62 @@ def stack(request: pytest.FixtureRequest, module_database_url: str,
 
 def _jobs(server: Server, run_id: str) -> list[dict[str, Any]]:
     return list(server.get(f"/v1/runs/{run_id}/jobs")["data"])
+
+
+def test_three_steps_run_in_one_request(stack: Stack) -> None:
+    server, app = stack.server, stack.app
+    event_id = server.send("ckpt/three", {"echo": "hi"})
+    [run] = server.wait_runs(event_id)
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"a": 1, "b": {"two": 2}, "c": "three", "echo": "hi"}
+    for step in ("a", "b", "c"):
+        assert app.count(run["run_id"], step) == 1, step
+    assert stack.requests(run["run_id"]) == 1
+    jobs = _jobs(server, run["run_id"])
+    assert [(j["name"], j["output"]) for j in jobs] == [("a", 1), ("b", {"two": 2}), ("c", "three")]
+
+
+def test_a_sleep_ends_the_request_after_the_steps_before_it(stack: Stack) -> None:
+    server, app = stack.server, stack.app
+    event_id = server.send("ckpt/sleepy")
+    [run] = server.wait_runs(event_id, timeout=30)
+    assert run["status"] == "Completed", run
+    assert run["output"] == ["A", "B", "C"]
+    for step in ("a", "b", "c"):
+        assert app.count(run["run_id"], step) == 1, step
+    # a and b (checkpointed) then the sleep in the first request; c and the return value in the second
+    assert stack.requests(run["run_id"]) == 2
+    assert [j["name"] for j in _jobs(server, run["run_id"])] == ["a", "b", "nap", "c"]
+
+
+def test_a_failing_step_is_retried(stack: Stack) -> None:
+    server, app = stack.server, stack.app
+    event_id = server.send("ckpt/flaky")
+    [run] = server.wait_runs(event_id, timeout=60)
+    assert run["status"] == "Completed", run
+    assert run["output"] == ["A", "B after 2", "C"]
+    assert [app.count(run["run_id"], s) for s in ("a", "b", "c")] == [1, 2, 1]
+
+
+def test_a_crash_after_a_checkpoint_does_not_run_the_stored_step_again(stack: Stack) -> None:
+    server = stack.server
+    marker = Path(stack.env["CRASH_MARKER"])
+    side_effects = Path(stack.env["SIDE_EFFECTS_FILE"])
+    event_id = server.send("ckpt/crashy")
+    run_id = wait_until(lambda: marker.exists() and marker.read_text(), timeout=30, message="the crash")
+    stack.app.proc.popen.wait(timeout=10)  # the app killed itself in step b, after a was checkpointed
+    assert [r["step_id"] for r in stack.query(
+        "SELECT s.step_id FROM pgqueue.steps s WHERE s.run_id = %s", run_id)], "step a was not stored"
+    stack.restart_app()
+    [run] = server.wait_runs(event_id, timeout=60)
+    assert run["status"] == "Completed", run
+    assert run["output"] == ["A", "B", "C"]
+    # The first call ran a (stored by its checkpoint) and died in b; the retry ran b, then c.
+    attempts = stack.query("SELECT attempt, outcome FROM pgqueue.attempts WHERE run_id = %s ORDER BY id",
+                           run_id)
+    assert (attempts[0]["attempt"], attempts[0]["outcome"]) == (0, "retry"), attempts
+    lines = [line for line in side_effects.read_text().splitlines() if line.startswith(run_id)]
+    assert {step: lines.count(f"{run_id}:{step}") for step in ("a", "b", "c")} == {"a": 1, "b": 2, "c": 1}
 
 
 def _checkpoint(server: Server, run_id: str, qi_id: str, steps: list[dict[str, Any]],
@@ -138,3 +202,18 @@ def test_only_the_call_holding_the_item_may_checkpoint(stack: Stack) -> None:
         r = httpx.post(f"{server.url}/v1/checkpoint/{run_id}/async", timeout=10,
                        json={"run_id": run_id, "qi_id": good, "steps": []})
         assert r.status_code == 401, r.text
+
+
+def test_checkpointing_can_be_turned_off(server_factory: Callable[..., Server]) -> None:
+    server = server_factory("dev", env={"PGQUEUE_CHECKPOINTING": "0"})
+    app = js_fixtures.start_js_app(server, app_id="js-checkpoint", script="checkpoint.js")
+    try:
+        sync_via_put(app, server, expect_functions=CHECKPOINT_FUNCTIONS)
+        event_id = server.send("ckpt/three")
+        [run] = server.wait_runs(event_id)
+        assert run["status"] == "Completed", run
+        assert run["output"]["c"] == "three"
+        requests = int(app.ledger()["requests"][run["run_id"]])
+        assert requests == 4  # one per step, and one for the return value
+    finally:
+        app.proc.terminate()
