@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 
 from api import docs, errors, limits, security
 from api.dashboard import routes as dashboard
+from api.routes import checkpoint as checkpoint_routes
 from api.routes import control as control_routes
 from api.routes import events as events_routes
 from api.routes import functions as functions_routes
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(sync_routes.router)
     app.include_router(runs_routes.router)
     app.include_router(signals_routes.router)
+    app.include_router(checkpoint_routes.router)
     app.include_router(control_routes.router)
     app.include_router(functions_routes.router)
     app.include_router(inspect_routes.router)

@@ -29,7 +29,7 @@ from api import errors
 from pgqueue.settings import Settings
 
 MiB = 1024 * 1024
-SDK_BODY_BYTES = 16 * MiB  # /fn/register, /invoke, /v0: the SDKs' own payloads
+SDK_BODY_BYTES = 16 * MiB  # /fn/register, /invoke, /v0, /v1/checkpoint: the SDKs' own payloads
 DEFAULT_BODY_BYTES = 1 * MiB  # REST control calls, dashboard forms, anything else
 
 
@@ -42,7 +42,7 @@ def event_request_bytes(settings: Settings) -> int:
 def body_limit(path: str, settings: Settings) -> int:
     if path.startswith("/e/"):
         return event_request_bytes(settings)
-    if path == "/fn/register" or path.startswith(("/invoke/", "/v0/")):
+    if path == "/fn/register" or path.startswith(("/invoke/", "/v0/", "/v1/checkpoint/")):
         return SDK_BODY_BYTES
     return DEFAULT_BODY_BYTES
 

@@ -52,6 +52,7 @@ class Services:
             call_timeout_s=settings.call_timeout_s,
             max_api_response_bytes=settings.max_api_response_bytes,
             require_response_signature=settings.response_signature_required,
+            checkpointing=settings.checkpointing,
         )
         self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup, poll_interval_s=poll_s)
         self.worker = Worker(

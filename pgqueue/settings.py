@@ -59,6 +59,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
     "PGQUEUE_TICK_LINGER_S": ("tick_linger_s", float),
     "PGQUEUE_INLINE_START": ("inline_start", bool),
+    "PGQUEUE_CHECKPOINTING": ("checkpointing", bool),
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
@@ -134,6 +135,10 @@ class Settings:
     # function they trigger debounces, batches or rate limits. Off by default: measured, it made
     # POST /e ~5 ms slower without shortening event -> first step (bench/README.md).
     inline_start: bool = False
+    # Calls carry ctx.fn_id and ctx.qi_id, which let the JS SDK 4.x run a function's steps back to
+    # back in one request and store each with POST /v1/checkpoint/{runId}/async (checkpointing).
+    # False: one step per request, as with every other SDK.
+    checkpointing: bool = True
     wake_max_hops: int = 100
     # The largest HTTP response the API can return, serialized (AWS Lambda: 6 MB including the
     # JSON envelope; the Lambda handlers set it). Larger answers become a 413 with a message, and

@@ -36,7 +36,7 @@ MAX_SLEEP_S = 366 * 86400
 # (pgqueue/executor/gateway.py), which hands over the step's result as the op an SDK would send.
 SUPPORTED_OPS = frozenset(
     {"StepRun", "Step", "StepError", "StepFailed", "StepPlanned", "Sleep", "RunComplete", "StepNotFound",
-     "WaitForEvent", "InvokeFunction", "WaitForSignal"}
+     "WaitForEvent", "InvokeFunction", "WaitForSignal", "DiscoveryRequest"}
 )
 # Ops the JS SDK 4.x can send that pgqueue refuses, and why: the run fails with UnsupportedOpcode
 # and "unsupported: <op>: <why>" (docs/compatibility.md).
@@ -49,9 +49,8 @@ _DEFER_WHY = (
 REFUSED_OPS = {
     "DeferAdd": _DEFER_WHY,
     "DeferAbort": _DEFER_WHY,
-    "DiscoveryRequest": "sent only by the JS SDK's checkpointing mode, which pgqueue does not enable"
-                        " (it sends no ctx.fn_id)",
-    "SyncRunComplete": "durable endpoints need /v1/checkpoint, which pgqueue does not serve",
+    "SyncRunComplete": "durable endpoints (runs started by the app's own HTTP handler) need"
+                       " POST /v1/checkpoint and /v1/checkpoint/{runId}/steps, which pgqueue does not serve",
 }
 # A signal name is an index key: bounded like an event name.
 MAX_SIGNAL_LENGTH = 512
@@ -120,7 +119,7 @@ def step_memo(op: Op) -> tuple[Any, Any]:
     return {"data": data}, data
 
 
-def _output_problem(data: Any, body_size: int) -> dict[str, Any] | None:
+def output_problem(data: Any, body_size: int) -> dict[str, Any] | None:
     # Only answers larger than the limit can carry an output over it: measure just those.
     size = len(json.dumps(data, ensure_ascii=False).encode()) if body_size > MAX_STEP_OUTPUT_BYTES else 0
     if size > MAX_STEP_OUTPUT_BYTES:
@@ -292,7 +291,7 @@ class Applier:
             match op.op:
                 case "StepRun" | "Step":
                     memo, data = step_memo(op)
-                    problem = _output_problem(data, body_size)
+                    problem = output_problem(data, body_size)
                     if problem:
                         stored = await record(op, "StepFailed", {"error": problem})
                     else:
@@ -348,6 +347,10 @@ class Applier:
                     except InvalidInput as exc:
                         error = {"name": "InvalidInvoke", "message": exc.message}
                         return await self._finish(conn, run, "failed", error=error)
+                case "DiscoveryRequest":
+                    # "Call me again to discover the next steps" (the JS SDK when checkpointing ran
+                    # out of time): the item ends, so the run's next discovery call is queued below.
+                    progress = True
                 case "RunComplete":
                     await steps.record_attempt(
                         conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
@@ -356,13 +359,13 @@ class Applier:
                     return await self._finish(conn, run, "completed", output=op.data)
 
         if totals:
-            limit_error = _limit_error(totals[-1])
-            if limit_error:
+            exceeded = limit_error(totals[-1])
+            if exceeded:
                 await steps.record_attempt(
                     conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
-                    outcome="failed", status_code=206, error=limit_error, started_at=started_at,
+                    outcome="failed", status_code=206, error=exceeded, started_at=started_at,
                 )
-                return await self._finish(conn, run, "failed", error=limit_error)
+                return await self._finish(conn, run, "failed", error=exceeded)
         if retry_error is None and not progress:
             error = {"name": "NoProgress",
                      "message": "the SDK's answer only reported steps that were already completed"}
@@ -380,7 +383,7 @@ class Applier:
             outcome="retry" if retry_error else "ok", status_code=206, error=retry_error,
             started_at=started_at,
         )
-        if len(outcome.ops) > 1:
+        if sum(op.op != "DiscoveryRequest" for op in outcome.ops) > 1:  # parallel steps
             await runs.force_step_plan(conn, item.run_id)
         queued = retry_error is not None or any(op.op in QUEUEING_OPS for op in outcome.ops)
         return await self._continue(conn, item, run, queued=queued, race=race)
@@ -518,7 +521,7 @@ class Applier:
         return ApplyResult(applied=True, finished=status if ended else None)
 
 
-def _limit_error(totals: steps.Recorded) -> dict[str, Any] | None:
+def limit_error(totals: steps.Recorded) -> dict[str, Any] | None:
     if totals.step_count > MAX_STEPS:
         return {"name": "StepLimitExceeded",
                 "message": f"the run has {totals.step_count} steps; the limit is {MAX_STEPS} steps per run"}

@@ -38,6 +38,7 @@ class Executor:
         call_timeout_s: float = 7200.0,
         max_api_response_bytes: int | None = None,
         require_response_signature: bool = False,
+        checkpointing: bool = False,
     ) -> None:
         self.pool = pool
         self.client = client
@@ -47,6 +48,7 @@ class Executor:
         self.max_response_bytes = max_response_bytes
         self.call_timeout_s = call_timeout_s
         self.max_api_response_bytes = max_api_response_bytes
+        self.checkpointing = checkpointing
         # Production: an answer without a signature is refused too, not only a wrong one (else
         # stripping the header would skip the check).
         self.require_response_signature = require_response_signature and bool(self.signing_keys)
@@ -70,7 +72,8 @@ class Executor:
 
         try:
             request = invoke.build(item, ctx, signing_key=self.signing_key,
-                                   max_api_response_bytes=self.max_api_response_bytes)
+                                   max_api_response_bytes=self.max_api_response_bytes,
+                                   checkpointing=self.checkpointing)
         except invoke.StateTooLarge as exc:  # it only grows: no retry can fix that
             error = {"name": "StateTooLarge", "message": str(exc)}
             return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pgqueue.executor import canonical, egress, signing, transport
+from pgqueue.executor import canonical, checkpoint, egress, signing, transport
 from pgqueue.executor.outcome import CallError, Response, transport_error
 from pgqueue.models import QueueItem
 
@@ -54,8 +54,11 @@ def _embedded_size(value: Any) -> int:
 
 def build(
     item: QueueItem, ctx: dict[str, Any], *, signing_key: str | None, env: str = "dev",
-    max_api_response_bytes: int | None = None,
+    max_api_response_bytes: int | None = None, checkpointing: bool = False,
 ) -> CallRequest:
+    """The call request for `item`. `checkpointing`: the body names the function and the queue item
+    (ctx.fn_id, ctx.qi_id), which lets the JS SDK 4.x run steps back to back in this one request
+    and store each with POST /v1/checkpoint/{runId}/async (pgqueue/executor/checkpoint.py)."""
     events: list[dict[str, Any]] = list(ctx["events"])
     step_pairs: list[list[Any]] = list(ctx["steps"])
     steps = {step_id: memo for step_id, memo in step_pairs}
@@ -72,8 +75,10 @@ def build(
         "use_api": False,
         "request_id": f"{item.id}-{item.attempt}",
         "job_id": str(item.id),
-        # No fn_id: its presence switches the JS SDK 4.x into the checkpoint protocol.
     }
+    if checkpointing:
+        body_ctx["fn_id"] = str(item.function_id)
+        body_ctx["qi_id"] = checkpoint.queue_item_ref(item)
     payload: dict[str, Any] = {
         "event": event,
         "events": events,

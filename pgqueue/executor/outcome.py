@@ -131,7 +131,8 @@ def _unwrap_stream(resp: Response) -> Response | CallError:
     return Response(inner.status, {**resp.headers, **inner.headers}, inner.body)
 
 
-def _parse_op(raw: Any) -> Op | None:
+def parse_op(raw: Any) -> Op | None:
+    """One opcode of an SDK's answer (or of a checkpoint); None when it is not an opcode."""
     if not isinstance(raw, dict):
         return None
     op = raw.get("op")
@@ -180,7 +181,7 @@ def parse(resp: Response) -> Outcome:
             return _invalid(message, 206, version)
         ops = []
         for raw in raw_ops:
-            op = _parse_op(raw)
+            op = parse_op(raw)
             if op is None:
                 return _invalid(f"malformed opcode in 206 response: {str(raw)[:200]}", 206, version)
             ops.append(op)

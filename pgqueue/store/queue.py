@@ -42,8 +42,8 @@ async def lock_if_leased(conn: Conn, item: QueueItem) -> bool:
 
 
 async def lock_leased(conn: Conn, item_id: int, lease_token: UUID) -> dict[str, Any] | None:
-    """The item's row (step_id, attempt, max_attempts, interrupts, leased_at, race), locked, while it is
-    still leased with this token; None when the lease is gone."""
+    """The item's row (run_id, function_id, step_id, attempt, max_attempts, interrupts, leased_at,
+    race), locked, while it is still leased with this token; None when the lease is gone."""
     cur = await conn.execute(q("queue_lock_if_leased"), {"id": item_id, "lease_token": lease_token})
     return await cur.fetchone()
 

@@ -9,7 +9,7 @@ SELECT * FROM pgqueue.rescue_expired_v2(%(limit)s, %(max_interrupts)s, %(backoff
 
 -- name: queue_lock_if_leased
 -- The fencing check every apply starts with: zero rows means our lease is gone.
-SELECT id, step_id, attempt, max_attempts, interrupts, leased_at, race FROM pgqueue.queue_items
+SELECT id, run_id, function_id, step_id, attempt, max_attempts, interrupts, leased_at, race FROM pgqueue.queue_items
 WHERE id = %(id)s AND state = 'leased' AND lease_token = %(lease_token)s
 FOR UPDATE
 

@@ -74,11 +74,12 @@ def start_js_app(
     production: bool | None = None,
     env: dict[str, str] | None = None,
     script: str = "server.js",
+    port: int | None = None,
 ) -> App:
     """Start `node <script>` (server.js, or flow.js for flow control) pointed at `server` (cloud mode
-    with keys for `serve`, dev mode otherwise)."""
+    with keys for `serve`, dev mode otherwise), on `port` (a free one by default)."""
     ensure_js_app_installed()
-    port = free_port()
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     prod = server.mode == "serve" if production is None else production
     full_env = {**sdk_env(server, production=prod), "JS_APP_ID": app_id, "PORT": str(port), **(env or {})}
