@@ -83,9 +83,10 @@ class Settings:
     worker_concurrency: int = 64
     default_concurrency: int = 1000  # per-function bound when a function sets no limit of its own
     # Each worker holds each app near its best number of calls in flight (pgqueue/queue/adaptive.py),
-    # between adaptive_min and adaptive_max (default: worker_concurrency). Off: every app may have
-    # up to worker_concurrency calls in flight, as before.
-    adaptive_concurrency: bool = True
+    # between adaptive_min and adaptive_max (default: worker_concurrency). Off (the default until
+    # its latency signal is tuned: on the SDK benchmark it held the app at 1-2 calls, bench/README.md):
+    # every app may have up to worker_concurrency calls in flight.
+    adaptive_concurrency: bool = False
     adaptive_min: int = 1
     adaptive_max: int | None = None
     max_event_bytes: int = 512 * 1024

@@ -161,7 +161,8 @@ def drain(server: Server, app: str, total: int, timeout: float = 120) -> None:
 
 
 def test_the_worker_holds_a_saturating_app_near_its_best_level(database_url: str, app: ScriptedApp) -> None:
-    server = start_server(database_url, env={"PGQUEUE_WORKER_CONCURRENCY": "64"})
+    server = start_server(database_url, env={"PGQUEUE_WORKER_CONCURRENCY": "64",
+                                             "PGQUEUE_ADAPTIVE_CONCURRENCY": "1"})
     try:
         register(server, app, "cliff")
         register(server, app, "calm")
@@ -201,7 +202,8 @@ def test_the_worker_holds_a_saturating_app_near_its_best_level(database_url: str
 
 
 def test_overload_answers_shrink_the_limit(database_url: str, app: ScriptedApp) -> None:
-    server = start_server(database_url, env={"PGQUEUE_WORKER_CONCURRENCY": "32"})
+    server = start_server(database_url, env={"PGQUEUE_WORKER_CONCURRENCY": "32",
+                                             "PGQUEUE_ADAPTIVE_CONCURRENCY": "1"})
     try:
         register(server, app, "calm")
         send(server, "calm", 2000)  # the same time at any level: the limit climbs to the ceiling
