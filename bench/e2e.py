@@ -1,8 +1,11 @@
 """End-to-end benchmark: a no-op 3-step function run through the official Python SDK.
 
 Prints, from one run on one database:
-  * the SDK app's own ceiling: the same 4 requests per run sent straight to the app (no pgqueue);
-  * pgqueue end to end: runs/s from events accepted to runs completed;
+  * the SDK app's own ceiling: the same 4 requests per run sent straight to the app (no pgqueue),
+    at 1, 2, 4, 8 and 20 runs in flight; the best of them is the app's ceiling;
+  * pgqueue end to end: runs/s from events accepted to runs completed, with adaptive concurrency per
+    app on (the default) and off (every app gets PGQUEUE_WORKER_CONCURRENCY calls), the same server
+    restarted on the same database and app;
   * latency on an idle system: event accepted -> first step started (p50/p99).
 
 Usage: python bench/e2e.py [--runs 1000] [--latency-samples 200] [--database-url URL]
@@ -20,6 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -142,39 +146,56 @@ def latency(server_url: str, app_base: str, samples: int) -> list[float]:
     return out
 
 
+IN_FLIGHT_LEVELS = (1, 2, 4, 8, 20)
+
+
 def measure(database_url: str, runs: int, samples: int) -> dict[str, float]:
     """Start a pgqueue dev server and the SDK bench app on `database_url`; every figure of this
     benchmark in one dict."""
     procs = []
+    port, app_port = free_port(), free_port()
+
+    def server(adaptive: bool) -> Any:
+        proc = start_process("bench-server", pgqueue_argv("dev", "--port", str(port)),
+                             env={"DATABASE_URL": database_url, "PGQUEUE_LOG_LEVEL": "warning",
+                                  "PGQUEUE_ADAPTIVE_CONCURRENCY": "1" if adaptive else "0"},
+                             url=f"http://127.0.0.1:{port}")
+        procs.append(proc)
+        wait_http(proc, "/health")
+        return proc
+
+    out: dict[str, float] = {}
     try:
-        port, app_port = free_port(), free_port()
-        server = start_process("bench-server", pgqueue_argv("dev", "--port", str(port)),
-                               env={"DATABASE_URL": database_url, "PGQUEUE_LOG_LEVEL": "warning"},
-                               url=f"http://127.0.0.1:{port}")
-        procs.append(server)
-        wait_http(server, "/health")
+        srv = server(adaptive=False)  # the default
         app = start_process(
             "bench-app",
             [sys.executable, "-m", "uvicorn", "bench.bench_app:app", "--port", str(app_port), "--log-level", "warning"],
-            env={"INNGEST_DEV": server.url, "INNGEST_BASE_URL": server.url},
+            env={"INNGEST_DEV": srv.url, "INNGEST_BASE_URL": srv.url},
             url=f"http://127.0.0.1:{app_port}",
         )
         procs.append(app)
         wait_http(app, "/first-steps")
         httpx.put(app.url + "/api/inngest", timeout=30)
         time.sleep(0.5)
-        ceiling4 = asyncio.run(app_ceiling(app.url + "/api/inngest", 400, 4))
-        ceiling20 = asyncio.run(app_ceiling(app.url + "/api/inngest", 400, 20))
-        throughput(server.url, database_url, 100)  # warm-up
-        rate = throughput(server.url, database_url, runs)
-        lat = latency(server.url, app.url, samples)
+        for n in IN_FLIGHT_LEVELS:
+            out[f"ceiling_{n}"] = asyncio.run(app_ceiling(app.url + "/api/inngest", 400, n))
+        throughput(srv.url, database_url, 100)  # warm-up
+        out["runs_per_s"] = throughput(srv.url, database_url, runs)
+        lat = latency(srv.url, app.url, samples)
         direct = direct_latency(app.url, samples)
+        srv.terminate()
+        srv = server(adaptive=True)  # PGQUEUE_ADAPTIVE_CONCURRENCY=1, same port, same app
+        throughput(srv.url, database_url, 100)
+        out["runs_per_s_adaptive"] = throughput(srv.url, database_url, runs)
     finally:
         for p in procs:
             p.terminate()
-    return {"ceiling_4": ceiling4, "ceiling_20": ceiling20, "runs_per_s": rate,
-            "latency_p50_ms": statistics.median(lat), "latency_p99_ms": pct(lat, 99),
-            "direct_p50_ms": statistics.median(direct), "direct_p99_ms": pct(direct, 99)}
+    out["ceiling_best"] = max(out[f"ceiling_{n}"] for n in IN_FLIGHT_LEVELS)
+    out["latency_p50_ms"] = statistics.median(lat)
+    out["latency_p99_ms"] = pct(lat, 99)
+    out["direct_p50_ms"] = statistics.median(direct)
+    out["direct_p99_ms"] = pct(direct, 99)
+    return out
 
 
 def main() -> None:
@@ -188,16 +209,20 @@ def main() -> None:
         settings = pg_settings(url)
     print(f"PostgreSQL {settings.get('server_version')} fsync={settings.get('fsync')} "
           f"synchronous_commit={settings.get('synchronous_commit')}; 2 cores; one uvicorn worker for the app")
-    print(f"{'measure':<52}{'value':>12}")
-    print(f"{'SDK app ceiling, 4 runs in flight (runs/s)':<52}{out['ceiling_4']:>12.1f}")
-    print(f"{'SDK app ceiling, 20 runs in flight (runs/s)':<52}{out['ceiling_20']:>12.1f}")
-    print(f"{'pgqueue end to end, ' + str(args.runs) + ' runs (runs/s)':<52}{out['runs_per_s']:>12.1f}")
-    print(f"{'  ratio to ceiling at 20 in flight':<52}{out['runs_per_s'] / out['ceiling_20']:>12.2f}")
-    print(f"{'  ratio to ceiling at 4 in flight':<52}{out['runs_per_s'] / out['ceiling_4']:>12.2f}")
-    print(f"{'event -> first step p50 (ms), idle':<52}{out['latency_p50_ms']:>12.1f}")
-    print(f"{'event -> first step p99 (ms), idle':<52}{out['latency_p99_ms']:>12.1f}")
-    print(f"{'first call straight to the app -> first step p50 (ms)':<52}{out['direct_p50_ms']:>12.1f}")
-    print(f"{'  pgqueue share of event -> first step, p50 (ms)':<52}"
+    print(f"{'measure':<56}{'value':>12}")
+    for n in IN_FLIGHT_LEVELS:
+        print(f"{f'SDK app ceiling, {n} runs in flight (runs/s)':<56}{out[f'ceiling_{n}']:>12.1f}")
+    best = out["ceiling_best"]
+    for key, label in (("runs_per_s", "fixed concurrency 64 (default)"),
+                       ("runs_per_s_adaptive", "adaptive concurrency")):
+        print(f"{'pgqueue, ' + label + ', ' + str(args.runs) + ' runs (runs/s)':<56}{out[key]:>12.1f}")
+        print(f"{'  ratio to the best ceiling':<56}{out[key] / best:>12.2f}")
+        print(f"{'  ratio to ceiling at 20 in flight':<56}{out[key] / out['ceiling_20']:>12.2f}")
+    print(f"{'adaptive / fixed':<56}{out['runs_per_s_adaptive'] / out['runs_per_s']:>12.2f}")
+    print(f"{'event -> first step p50 (ms), idle':<56}{out['latency_p50_ms']:>12.1f}")
+    print(f"{'event -> first step p99 (ms), idle':<56}{out['latency_p99_ms']:>12.1f}")
+    print(f"{'first call straight to the app -> first step p50 (ms)':<56}{out['direct_p50_ms']:>12.1f}")
+    print(f"{'  pgqueue share of event -> first step, p50 (ms)':<56}"
           f"{out['latency_p50_ms'] - out['direct_p50_ms']:>12.1f}")
 
 

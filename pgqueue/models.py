@@ -51,6 +51,7 @@ class QueueItem:
     lease_token: UUID
     run_at: datetime
     run_started: bool = False  # this claim started the run (its first call)
+    app_id: UUID | None = None  # the function's app (claim_v5 on): adaptive concurrency is per app
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> QueueItem:
@@ -66,6 +67,7 @@ class QueueItem:
             lease_token=row["lease_token"],
             run_at=row["run_at"],
             run_started=bool(row.get("run_started")),
+            app_id=row.get("app_id"),
         )
 
 

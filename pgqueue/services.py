@@ -17,6 +17,7 @@ from pgqueue.db import notify
 from pgqueue.executor import invoke
 from pgqueue.executor.execute import Executor
 from pgqueue.models import QueueItem
+from pgqueue.queue.adaptive import AppLimits, LimitPolicy
 from pgqueue.queue.rescuer import Rescuer
 from pgqueue.queue.worker import Worker
 from pgqueue.runner.cron import CronScheduler
@@ -42,6 +43,12 @@ class Services:
             {notify.EVENTS_CHANNEL: self.events_wakeup, notify.QUEUE_CHANNEL: self.queue_wakeup},
         )
         self.client = invoke.client_for(settings)
+        # Adaptive concurrency per app: the executor reports each call, the worker's claim caps by it.
+        self.app_limits = (
+            AppLimits(LimitPolicy(floor=settings.adaptive_min,
+                                  ceiling=settings.adaptive_max or settings.worker_concurrency))
+            if settings.adaptive_concurrency else None
+        )
         self.executor = Executor(
             pool,
             self.client,
@@ -53,6 +60,7 @@ class Services:
             max_api_response_bytes=settings.max_api_response_bytes,
             require_response_signature=settings.response_signature_required,
             checkpointing=settings.checkpointing,
+            on_call=self.app_limits.observe if self.app_limits is not None else None,
         )
         self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup, poll_interval_s=poll_s)
         self.worker = Worker(
@@ -65,6 +73,7 @@ class Services:
             fn_default_limit=settings.default_concurrency,
             max_lease_s=settings.call_timeout_s + APPLY_MARGIN_S,
             backoff_scale=settings.backoff_scale,
+            adaptive=self.app_limits,
         )
         self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0),
                                backoff_scale=settings.backoff_scale)

@@ -30,6 +30,9 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_LEASE_MS": ("lease_ms", int),
     "PGQUEUE_WORKER_CONCURRENCY": ("worker_concurrency", int),
     "PGQUEUE_DEFAULT_CONCURRENCY": ("default_concurrency", int),
+    "PGQUEUE_ADAPTIVE_CONCURRENCY": ("adaptive_concurrency", bool),
+    "PGQUEUE_ADAPTIVE_MIN": ("adaptive_min", int),
+    "PGQUEUE_ADAPTIVE_MAX": ("adaptive_max", int),
     "PGQUEUE_MAX_EVENT_BYTES": ("max_event_bytes", int),
     "PGQUEUE_CALL_TIMEOUT_S": ("call_timeout_s", float),
     "PGQUEUE_CONNECT_TIMEOUT_S": ("connect_timeout_s", float),
@@ -80,6 +83,13 @@ class Settings:
     lease_ms: int = 30_000
     worker_concurrency: int = 64
     default_concurrency: int = 1000  # per-function bound when a function sets no limit of its own
+    # Each worker holds each app near its best number of calls in flight (pgqueue/queue/adaptive.py),
+    # between adaptive_min and adaptive_max (default: worker_concurrency). Off (the default until
+    # its latency signal is tuned: on the SDK benchmark it held the app at 1-2 calls, bench/README.md):
+    # every app may have up to worker_concurrency calls in flight.
+    adaptive_concurrency: bool = False
+    adaptive_min: int = 1
+    adaptive_max: int | None = None
     max_event_bytes: int = 512 * 1024
     max_events_per_request: int = 5000
     call_timeout_s: float = 7200.0
@@ -198,6 +208,19 @@ class Settings:
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
+        if self.adaptive_min < 1:
+            raise ConfigError(f"PGQUEUE_ADAPTIVE_MIN must be at least 1, got {self.adaptive_min}")
+        top = self.worker_concurrency
+        if self.adaptive_max is not None and not self.adaptive_min <= self.adaptive_max <= top:
+            raise ConfigError(
+                f"PGQUEUE_ADAPTIVE_MAX must be between PGQUEUE_ADAPTIVE_MIN ({self.adaptive_min}) and"
+                f" PGQUEUE_WORKER_CONCURRENCY ({self.worker_concurrency}), got {self.adaptive_max}"
+            )
+        if self.adaptive_min > self.worker_concurrency:
+            raise ConfigError(
+                f"PGQUEUE_ADAPTIVE_MIN ({self.adaptive_min}) must not exceed PGQUEUE_WORKER_CONCURRENCY"
+                f" ({self.worker_concurrency})"
+            )
         if self.lease_ms < 1000:
             raise ConfigError(f"PGQUEUE_LEASE_MS must be at least 1000 (got {self.lease_ms})")
         if self.backoff_scale < 0:

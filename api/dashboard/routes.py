@@ -207,11 +207,12 @@ async def apps_page(request: Request) -> HTMLResponse:
     async with deps.pool(request).connection() as conn:
         app_rows = await apps.list_apps(conn)
         functions = await inspect.functions(conn)
+        levels = {row["app_id"]: row for row in await inspect.app_concurrency(conn)}
     by_app: dict[Any, list[dict[str, Any]]] = {}
     for fn in functions:
         by_app.setdefault(fn["app_id"], []).append(fn)
     return render(request, "apps.html", session, nav="apps", apps=app_rows, functions=by_app,
-                  flow_control=schemas.flow_control)
+                  flow_control=schemas.flow_control, levels=levels)
 
 
 @router.get("/functions/{ref}", response_class=HTMLResponse)

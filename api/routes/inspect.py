@@ -3,7 +3,7 @@ leases, stuck runs and a run's timeline — the SQL views of sql/views/inspect.s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -62,7 +62,9 @@ def _family(name: str, help_text: str, samples: Iterable[tuple[dict[str, object]
     return lines
 
 
-def prometheus_text(m: dict[str, Any], depth: list[dict[str, Any]]) -> str:
+def prometheus_text(
+    m: dict[str, Any], depth: list[dict[str, Any]], levels: Sequence[dict[str, Any]] = ()
+) -> str:
     lines: list[str] = []
     lines += _family("pgqueue_runs_live", "Runs not yet ended, by status.",
                      [({"status": s}, m[f"runs_{s}"]) for s in ("queued", "running")])
@@ -92,14 +94,22 @@ def prometheus_text(m: dict[str, Any], depth: list[dict[str, Any]]) -> str:
                      "Queue items per function and status (pgqueue.queue_depth).",
                      [({"function": d["function_slug"] or str(d["function_id"]), "status": d["status"]},
                        d["items"]) for d in depth])
+    app = [{"app": lv["app_name"] or str(lv["app_id"])} for lv in levels]
+    lines += _family("pgqueue_app_concurrency_limit",
+                     "Calls the workers allow in flight to an app (adaptive concurrency).",
+                     [(a, lv["concurrency_limit"]) for a, lv in zip(app, levels, strict=True)])
+    lines += _family("pgqueue_app_in_flight", "Calls in flight to an app, over all workers.",
+                     [(a, lv["in_flight"]) for a, lv in zip(app, levels, strict=True)])
     return "\n".join(lines) + "\n"
 
 
 @router.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse,
-            description="Prometheus text format (0.0.4), built on pgqueue.metrics() and pgqueue.queue_depth."
+            description="Prometheus text format (0.0.4), built on pgqueue.metrics(), pgqueue.queue_depth and"
+                        " pgqueue.app_concurrency."
                         " In serve mode scrape it with a bearer token (the signing key or an API token).")
 async def prometheus(request: Request) -> PlainTextResponse:
     async with deps.pool(request).connection() as conn:
         m = await inspect.metrics(conn)
         depth = await inspect.queue_depth(conn)
-    return PlainTextResponse(prometheus_text(m, depth), media_type=PROMETHEUS_TYPE)
+        levels = await inspect.app_concurrency(conn)
+    return PlainTextResponse(prometheus_text(m, depth, levels), media_type=PROMETHEUS_TYPE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -24,6 +25,23 @@ log = logging.getLogger(__name__)
 SIGNATURE_SKEW_S = 300
 REQUIRE_SETTING = "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE"
 
+# Answers that say "too much" rather than "the function failed" (a 500 is the SDKs' answer for an
+# error the function raised, not a sign of load), and transport failures of a busy app.
+OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
+OVERLOAD_ERRORS = frozenset({"CallTimedOut", "AppUnreachable", "ConnectionError"})
+
+# Told of every call to an app: the item, the call's HTTP time in seconds, and whether the app
+# answered like an overloaded one (adaptive concurrency, pgqueue.queue.adaptive).
+CallObserver = Callable[[QueueItem, float, bool], None]
+
+
+def overloaded(response: outcome.Response | outcome.CallError) -> bool:
+    if isinstance(response, outcome.CallError):
+        transport = response.retriable and response.status_code is None
+        busy = transport and response.error.get("name") in OVERLOAD_ERRORS
+        return busy or response.status_code in OVERLOAD_STATUSES
+    return response.status in OVERLOAD_STATUSES
+
 
 class Executor:
     def __init__(
@@ -39,6 +57,7 @@ class Executor:
         max_api_response_bytes: int | None = None,
         require_response_signature: bool = False,
         checkpointing: bool = False,
+        on_call: CallObserver | None = None,
     ) -> None:
         self.pool = pool
         self.client = client
@@ -52,6 +71,7 @@ class Executor:
         # Production: an answer without a signature is refused too, not only a wrong one (else
         # stripping the header would skip the check).
         self.require_response_signature = require_response_signature and bool(self.signing_keys)
+        self.on_call = on_call
         self.applier = Applier(backoff_scale=backoff_scale)
         self.completions = completion.CompletionBatcher(pool)
 
@@ -90,6 +110,8 @@ class Executor:
             headers = {**request.headers, "x-inngest-signature": signature}
             request = dataclasses.replace(request, headers=headers)
             response = await self._send(request)
+        if self.on_call is not None:
+            self.on_call(item, time.monotonic() - sent, overloaded(response))
         if isinstance(response, outcome.CallError):
             result: outcome.Outcome = response
             body_size = 0

@@ -4,6 +4,10 @@ Leases are extended while a call runs, but never past claim time + `max_lease_s`
 deadline plus time to store its result), so a call the executor fails to end still loses its lease.
 An engine error while executing hands the item back as a counted interruption (pgqueue.queue.interrupts).
 
+Adaptive concurrency (`adaptive`, pgqueue.queue.adaptive): calls to each app are capped by the app's
+own limit, in the claim itself (pgqueue.claim_v5), so an app at its limit leaves the worker's slots
+to the others; the levels are written to pgqueue.worker_app_levels every `report_interval_s`.
+
 Two-stage shutdown: stop claiming, give in-flight calls `grace_s` to finish, then cancel what is
 left and hand its leases back (without using an attempt) so another worker picks them up at once.
 """
@@ -25,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.db.notify import Wakeup
 from pgqueue.models import QueueItem
 from pgqueue.queue import interrupts
+from pgqueue.queue.adaptive import AppLimits
 from pgqueue.store import queue
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ class Worker:
         name: str | None = None,
         max_lease_s: float = 7200.0 + 60.0,
         backoff_scale: float = 1.0,
+        adaptive: AppLimits | None = None,
+        report_interval_s: float = 2.0,
     ) -> None:
         self.pool = pool
         self.execute = execute
@@ -63,11 +70,14 @@ class Worker:
         self.fn_default_limit = fn_default_limit
         self.max_lease_s = max_lease_s
         self.backoff_scale = backoff_scale
+        self.adaptive = adaptive
+        self.report_interval_s = report_interval_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.inflight: dict[int, tuple[QueueItem, asyncio.Task[None]]] = {}
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._report_task: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
 
     # -- one round ---------------------------------------------------------------------------
@@ -75,10 +85,15 @@ class Worker:
         free = self.concurrency - len(self.inflight)
         if free <= 0 or self._stopping:
             return WorkerTick(0)
+        caps = self.adaptive.caps() if self.adaptive is not None else None
+        default_cap = self.adaptive.default_cap() if self.adaptive is not None else None
         async with self.pool.connection() as conn:
             items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms,
-                                      fn_default_limit=self.fn_default_limit)
+                                      fn_default_limit=self.fn_default_limit, app_caps=caps,
+                                      app_default_cap=default_cap)
         for item in items:
+            if self.adaptive is not None:
+                self.adaptive.started(item)
             task = asyncio.create_task(self._run_item(item), name=f"pgqueue-item-{item.id}-{item.step_id}")
             self.inflight[item.id] = (item, task)
         return WorkerTick(len(items))
@@ -96,16 +111,20 @@ class Worker:
             try:
                 await interrupts.interrupt(self.pool, [(item.id, item.lease_token)],
                                            interrupts.engine_error(exc), backoff_scale=self.backoff_scale)
-            except Exception as exc:  # noqa: BLE001 - best effort, the rescuer is the backstop
+            except Exception as exc:
                 log.warning("could not release item %s (%s); it is rescued when its lease expires", item.id, exc)
         finally:
             self.inflight.pop(item.id, None)
+            if self.adaptive is not None:
+                self.adaptive.finished(item)
             self._slot_freed.set()
 
     # -- service -----------------------------------------------------------------------------
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="pgqueue-worker")
         self._heartbeat_task = asyncio.create_task(self.heartbeat(), name="pgqueue-heartbeat")
+        if self.adaptive is not None:
+            self._report_task = asyncio.create_task(self._report_levels(), name="pgqueue-app-levels")
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -119,6 +138,11 @@ class Worker:
                         async with asyncio.timeout(self.poll_interval_s):
                             await self._slot_freed.wait()
                     continue
+                if self.adaptive is not None and self.adaptive.saturated():
+                    # Due work may be held back only by an app's limit: the next claim is worth
+                    # making when one of its calls ends, or when new work arrives.
+                    await self._slot_or_wakeup()
+                    continue
                 async with self.pool.connection() as conn:
                     due_in = await queue.next_due_in(conn)
                 timeout = self.poll_interval_s if due_in is None else min(max(due_in, 0.001), self.poll_interval_s)
@@ -128,6 +152,37 @@ class Worker:
             except Exception:
                 log.exception("worker round failed; retrying after the poll interval")
                 await asyncio.sleep(self.poll_interval_s)
+
+    async def _slot_or_wakeup(self) -> None:
+        self._slot_freed.clear()
+        slot = asyncio.create_task(self._slot_freed.wait(), name="pgqueue-worker-slot")
+        woken = asyncio.create_task(self.wakeup.wait(self.poll_interval_s), name="pgqueue-worker-wakeup")
+        try:
+            await asyncio.wait((slot, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (slot, woken):
+                task.cancel()
+            await asyncio.gather(slot, woken, return_exceptions=True)
+
+    async def _report_levels(self) -> None:
+        """Write this worker's adaptive levels to pgqueue.worker_app_levels, until cancelled."""
+        assert self.adaptive is not None
+        while True:
+            await asyncio.sleep(self.report_interval_s)
+            try:
+                await self.report_levels()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reporting adaptive concurrency levels failed")
+
+    async def report_levels(self) -> None:
+        if self.adaptive is None:
+            return
+        levels = self.adaptive.levels()
+        async with self.pool.connection() as conn:
+            await queue.report_app_levels(conn, self.name,
+                                          [(lv.app_id, lv.limit, lv.in_flight) for lv in levels])
 
     async def heartbeat(self) -> None:
         """Keep the leases of calls in flight alive, until cancelled (the worker's own loop starts
@@ -184,6 +239,13 @@ class Worker:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if self._report_task:
+            self._report_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._report_task
+            with contextlib.suppress(Exception):
+                async with self.pool.connection() as conn:
+                    await queue.forget_app_levels(conn, self.name)
         if self._heartbeat_task:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

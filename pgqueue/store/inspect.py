@@ -25,6 +25,13 @@ async def queue_depth(conn: Conn, function_id: UUID | None = None) -> list[dict[
     return list(await cur.fetchall())
 
 
+async def app_concurrency(conn: Conn, app_id: UUID | None = None) -> list[dict[str, Any]]:
+    """Adaptive concurrency per app (pgqueue.app_concurrency): limit and calls in flight, summed
+    over the workers."""
+    cur = await conn.execute(q("inspect_app_concurrency"), {"app_id": app_id})
+    return list(await cur.fetchall())
+
+
 async def active_leases(conn: Conn, limit: int = 100) -> list[dict[str, Any]]:
     cur = await conn.execute(q("inspect_active_leases"), {"limit": limit})
     return list(await cur.fetchall())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,13 +15,31 @@ from pgqueue.models import QueueItem
 
 
 async def claim(
-    conn: Conn, worker: str, limit: int, lease_ms: int, *, fn_default_limit: int = 1000
+    conn: Conn, worker: str, limit: int, lease_ms: int, *, fn_default_limit: int = 1000,
+    app_caps: Mapping[str, int] | None = None, app_default_cap: int | None = None,
 ) -> list[QueueItem]:
-    cur = await conn.execute(
-        q("queue_claim"),
-        {"worker": worker, "limit": limit, "lease_ms": lease_ms, "fn_default_limit": fn_default_limit},
-    )
+    """Lease up to `limit` due items. `app_caps` (adaptive concurrency, pgqueue.claim_v5): at most
+    this many more calls per app id, `app_default_cap` for apps not listed; None: no caps (claim_v4)."""
+    params = {"worker": worker, "limit": limit, "lease_ms": lease_ms, "fn_default_limit": fn_default_limit}
+    if app_caps is None:
+        cur = await conn.execute(q("queue_claim"), params)
+    else:
+        caps = {"app_caps": Jsonb(dict(app_caps)), "app_default_cap": app_default_cap}
+        cur = await conn.execute(q("queue_claim_adaptive"), {**params, **caps})
     return [QueueItem.from_row(r) for r in await cur.fetchall()]
+
+
+async def report_app_levels(conn: Conn, worker: str, levels: Sequence[tuple[UUID, int, int]]) -> None:
+    """This worker's adaptive concurrency: (app id, limit, calls in flight) per app it calls
+    (pgqueue.worker_app_levels); stale rows of any worker are pruned on the way."""
+    await conn.execute(q("queue_report_app_levels"), {
+        "worker": worker, "app_ids": [a for a, _, _ in levels], "limits": [n for _, n, _ in levels],
+        "in_flight": [f for _, _, f in levels],
+    })
+
+
+async def forget_app_levels(conn: Conn, worker: str) -> None:
+    await conn.execute(q("queue_forget_app_levels"), {"worker": worker})
 
 
 async def rescue_expired(

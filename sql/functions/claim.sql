@@ -1,5 +1,5 @@
--- pgqueue.claim_lease_v1: lease up to p_limit due queue items for one worker, with flow control.
--- What every claim version does (claim_v1, and through it claim_v2 and claim_v3; claim_v4).
+-- pgqueue.claim_lease_v2: lease up to p_limit due queue items for one worker, with flow control.
+-- What every claim version does (claim_lease_v1 and claim_v1..claim_v4 on it; claim_v5).
 --
 -- Cost: the claim locks only the rows it takes (leases, parks or delays), and reads about
 -- p_limit items however many functions have work. Candidates are read first, without locks, in
@@ -32,9 +32,16 @@
 -- fewer than p_fn_default_limit - p_limit items are leased in all, no function is counted.
 -- Throttle: the first call of a run with a throttle key must pass GCRA (throttle_admit_v2);
 -- otherwise its run_at moves to when it may start (delayed, never dropped).
+-- App caps (p_app_caps, claim_v5; NULL: none): the worker's adaptive concurrency per app
+-- (pgqueue/queue/adaptive.py). {app id: n} leases at most n more calls of that app's functions, an
+-- app not listed at most p_app_default_cap (NULL: no cap). An app at its cap is not read from
+-- (its functions leave the rounds, timers included: they wait for the app's next free slot, one
+-- call's time at most); its items stay available, neither parked nor delayed. Caps come on top of
+-- the function limits above, which hold as ever.
 -- Each lease (token + expiry from the database clock) is committed before any work starts.
-CREATE OR REPLACE FUNCTION pgqueue.claim_lease_v1(
-    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer, p_hold_paused boolean)
+CREATE OR REPLACE FUNCTION pgqueue.claim_lease_v2(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer, p_hold_paused boolean,
+    p_app_caps jsonb, p_app_default_cap integer)
 RETURNS TABLE (
     id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
     attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz
@@ -70,10 +77,19 @@ DECLARE
     start      integer;
     row_limit  integer;        -- the first round's limit on items read when it cannot read them all
     bounded    boolean;        -- some function may reach p_fn_default_limit in this claim
+    fn_app     jsonb;          -- function id -> app id (with app caps)
+    app_left   jsonb := '{}'::jsonb;  -- app id -> calls it may still lease (with app caps)
+    full_apps  text[] := '{}'; -- apps at their cap
+    v_app      text;
+    v_cap      integer;
 BEGIN
-    SELECT coalesce(array_agg(f.id ORDER BY f.id), '{}') INTO fns
+    SELECT coalesce(array_agg(f.id ORDER BY f.id), '{}'),
+           coalesce(jsonb_object_agg(f.id::text, f.app_id::text), '{}'::jsonb)
+    INTO fns, fn_app
     FROM pgqueue.functions f
-    WHERE NOT (p_hold_paused AND f.paused_at IS NOT NULL);
+    WHERE NOT (p_hold_paused AND f.paused_at IS NOT NULL)
+      AND (p_app_caps IS NULL
+           OR coalesce((p_app_caps ->> f.app_id::text)::integer, p_app_default_cap, 1) > 0);
     -- No function can reach the default bound while fewer than p_fn_default_limit - p_limit items
     -- are leased in all (the common case): then no function's leased items need counting.
     SELECT count(*) >= p_fn_default_limit - p_limit INTO bounded
@@ -163,7 +179,7 @@ BEGIN
                 END IF;
             END IF;
             FOR cand IN
-                SELECT q.id, q.function_id, q.ckeys, q.climits, q.throttle_key, q.throttle
+                SELECT q.id, q.function_id, q.kind, q.ckeys, q.climits, q.throttle_key, q.throttle
                 FROM unnest(batch) WITH ORDINALITY AS b(id, n)
                 JOIN pgqueue.queue_items q ON q.id = b.id
                 WHERE q.state = 'available' AND NOT q.blocked AND q.sort_at <= v_now AND q.run_at <= v_now
@@ -172,6 +188,12 @@ BEGIN
             LOOP
                 over_key := NULL;
                 busy := false;
+                v_cap := NULL;
+                IF p_app_caps IS NOT NULL AND cand.kind = 'call' THEN
+                    v_app := fn_app ->> cand.function_id::text;
+                    v_cap := coalesce((app_left ->> v_app)::integer, (p_app_caps ->> v_app)::integer, p_app_default_cap);
+                    CONTINUE WHEN v_cap <= 0;
+                END IF;
                 k := 'fn-default:' || cand.function_id::text;
                 IF bounded THEN
                     IF NOT counts ? k THEN
@@ -227,10 +249,20 @@ BEGIN
                         counts := jsonb_set(counts, ARRAY[k], to_jsonb((counts ->> k)::integer + 1));
                     END LOOP;
                 END IF;
+                IF v_cap IS NOT NULL THEN
+                    app_left := app_left || jsonb_build_object(v_app, v_cap - 1);
+                    IF v_cap <= 1 THEN
+                        full_apps := full_apps || v_app;
+                    END IF;
+                END IF;
                 ids := ids || cand.id;
                 admitted := admitted + 1;
             END LOOP;
         END LOOP;
+        IF cardinality(full_apps) > 0 THEN  -- the next round reads no app at its cap
+            fns := ARRAY(SELECT x.fid FROM unnest(fns) WITH ORDINALITY AS x(fid, n)
+                         WHERE (fn_app ->> x.fid::text) <> ALL (full_apps) ORDER BY x.n);
+        END IF;
         depth := least(ceil((p_limit - admitted)::numeric / greatest(cardinality(fns), 1)),
                        ceil(budget::numeric / greatest(cardinality(fns), 1)));
     END LOOP;
@@ -247,6 +279,20 @@ BEGIN
     RETURNING q.id, q.run_id, q.function_id, q.kind, q.step_id, q.step_name,
               q.attempt, q.max_attempts, q.lease_token, q.run_at;
 END
+$$;
+
+-- pgqueue.claim_lease_v1: claim_lease_v2 without app caps. Kept for claim_v1..claim_v4.
+CREATE OR REPLACE FUNCTION pgqueue.claim_lease_v1(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer, p_hold_paused boolean)
+RETURNS TABLE (
+    id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
+    attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz
+)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    SELECT * FROM pgqueue.claim_lease_v2(p_worker, p_limit, p_lease_ms, p_fn_default_limit, p_hold_paused, NULL, NULL)
 $$;
 
 -- pgqueue.claim_v1: claim_lease_v1 over every function, paused ones included (their parked work is
@@ -370,6 +416,42 @@ AS $$
     SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
            c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
     FROM claimed c CROSS JOIN timed
+$$;
+
+-- pgqueue.claim_v5: claim_v4 with the worker's adaptive concurrency per app (p_app_caps,
+-- p_app_default_cap: see claim_lease_v2; NULL caps claim as claim_v4 does), and each item's app_id,
+-- so the worker can count its calls in flight per app.
+CREATE OR REPLACE FUNCTION pgqueue.claim_v5(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer,
+    p_app_caps jsonb, p_app_default_cap integer)
+RETURNS TABLE (
+    id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
+    attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz, run_started boolean,
+    app_id uuid
+)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    WITH claimed AS MATERIALIZED (
+        SELECT * FROM pgqueue.claim_lease_v2(p_worker, p_limit, p_lease_ms, p_fn_default_limit, true,
+                                             p_app_caps, p_app_default_cap)
+    ), starting AS (
+        SELECT r.id FROM pgqueue.runs r
+        WHERE r.id = ANY (ARRAY(SELECT c.run_id FROM claimed c WHERE c.kind = 'call')) AND r.status = 'queued'
+        ORDER BY r.id
+        FOR UPDATE SKIP LOCKED
+    ), started AS (
+        UPDATE pgqueue.runs r SET status = 'running', started_at = now()
+        FROM starting s WHERE r.id = s.id
+        RETURNING r.id
+    ), timed AS MATERIALIZED (
+        SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
+    )
+    SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
+           c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started), f.app_id
+    FROM claimed c CROSS JOIN timed
+    LEFT JOIN pgqueue.functions f ON f.id = c.function_id
 $$;
 
 

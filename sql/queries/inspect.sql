@@ -77,3 +77,9 @@ UNION ALL
 SELECT 'pause', p.kind, p.step_id, p.step_name, 'waiting', p.expires_at, NULL, NULL, p.event_name, p.signal
 FROM pgqueue.pauses p WHERE p.run_id = %(run_id)s
 ORDER BY at NULLS LAST
+
+-- name: inspect_app_concurrency
+SELECT app_id, app_name, workers, concurrency_limit, in_flight, min_worker_limit, max_worker_limit, updated_at
+FROM pgqueue.app_concurrency
+WHERE %(app_id)s::uuid IS NULL OR app_id = %(app_id)s::uuid
+ORDER BY app_name, app_id

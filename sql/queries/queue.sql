@@ -86,3 +86,29 @@ SELECT * FROM pgqueue.interrupt_v1(%(ids)s::bigint[], %(tokens)s::uuid[], %(erro
 -- name: complete_batch
 -- The executor's group commit of finished calls (see sql/functions/complete.sql).
 SELECT item_id, result FROM pgqueue.complete_v1(%(batch)s::jsonb, %(max_steps)s, %(max_state_bytes)s)
+
+-- name: queue_claim_adaptive
+-- claim_v5: claim_v4 capped per app by the worker's adaptive concurrency (NULL caps: no caps).
+SELECT * FROM pgqueue.claim_v5(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s,
+                               %(app_caps)s::jsonb, %(app_default_cap)s)
+
+-- name: queue_report_app_levels
+-- A worker's adaptive concurrency levels (pgqueue.worker_app_levels): its rows upserted, its apps
+-- no longer listed removed, and every worker's rows older than 5 minutes pruned.
+WITH levels AS (
+    SELECT * FROM unnest(%(app_ids)s::uuid[], %(limits)s::integer[], %(in_flight)s::integer[])
+        AS x(app_id, concurrency_limit, in_flight)
+), upserted AS (
+    INSERT INTO pgqueue.worker_app_levels AS w (worker, app_id, concurrency_limit, in_flight, updated_at)
+    SELECT %(worker)s, l.app_id, l.concurrency_limit, l.in_flight, now() FROM levels l
+    ON CONFLICT (worker, app_id) DO UPDATE
+    SET concurrency_limit = excluded.concurrency_limit, in_flight = excluded.in_flight, updated_at = now()
+    RETURNING 1
+)
+DELETE FROM pgqueue.worker_app_levels w
+WHERE (w.worker = %(worker)s AND w.app_id <> ALL (%(app_ids)s::uuid[]))
+   OR (w.worker <> %(worker)s AND w.updated_at < now() - interval '5 minutes')
+
+-- name: queue_forget_app_levels
+-- A worker that stops: its levels go with it.
+DELETE FROM pgqueue.worker_app_levels WHERE worker = %(worker)s

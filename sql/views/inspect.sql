@@ -181,3 +181,6 @@ WHERE r.ended_at IS NOT NULL;
 
 COMMENT ON VIEW pgqueue.run_timeline IS
     'Per-run history: queued, each attempt, each memoised step, ended. Filter on run_id; order by at, seq.';
+
+-- pgqueue.app_concurrency (adaptive concurrency per app) is defined by migration 0014 with its table:
+-- this file is also replayed over schemas migrated part of the way.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
@@ -98,3 +99,50 @@ def test_concurrent_claims_each_take_a_batch(database_url: str, conn: psycopg.Co
     finally:
         for c in claimers:
             c.close()
+
+
+def _app_function(conn: psycopg.Connection, app: str, slug: str) -> tuple[str, str]:
+    app_id = conn.execute(
+        "INSERT INTO pgqueue.apps (name, url) VALUES (%s, 'http://127.0.0.1:9') RETURNING id",
+        (app,)).fetchone()
+    assert app_id is not None
+    fn = conn.execute("INSERT INTO pgqueue.functions (app_id, slug, name, url, config) "
+                      "VALUES (%s, %s, %s, 'http://127.0.0.1:9', '{}') RETURNING id",
+                      (app_id[0], slug, slug)).fetchone()
+    assert fn is not None
+    return str(app_id[0]), fn[0]
+
+
+def _claim_v5(
+    conn: psycopg.Connection, n: int, caps: dict[str, int] | None, default: int | None = None
+) -> list[str]:
+    rows = conn.execute("SELECT app_id FROM pgqueue.claim_v5('w', %s, 30000, 1000, %s::jsonb, %s)",
+                        (n, None if caps is None else json.dumps(caps), default)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def test_app_caps_bound_each_apps_calls_and_leave_the_rest_to_other_apps(conn: psycopg.Connection) -> None:
+    busy, fn_busy = _app_function(conn, "busy-app", "busy")
+    calm, fn_calm = _app_function(conn, "calm-app", "calm")
+    _runs(conn, fn_busy, 30)
+    _runs(conn, fn_calm, 5)
+    # the busy app may take 2 more calls: the batch is filled from the other app, never past 2
+    assert sorted(_claim_v5(conn, 10, {busy: 2})) == sorted([busy] * 2 + [calm] * 5)
+    # at its cap (0): none of its items is leased, parked or delayed
+    assert _claim_v5(conn, 10, {busy: 0}) == []
+    due = conn.execute("SELECT count(*) FROM pgqueue.queue_items WHERE function_id = %s"
+                       " AND state = 'available' AND NOT blocked AND run_at <= now()", (fn_busy,)).fetchone()
+    assert due == (28,)
+    # an app not listed takes the default cap; no caps at all claim as claim_v4 does
+    assert _claim_v5(conn, 10, {}, 3) == [busy] * 3
+    assert _claim_v5(conn, 10, None) == [busy] * 10
+
+
+def test_app_caps_count_calls_only(conn: psycopg.Connection) -> None:
+    app, fn = _app_function(conn, "timers-app", "timers")
+    runs = _runs(conn, fn, 4)
+    # two of the runs wait on a due sleep: timers never call the app, so no cap holds them
+    conn.execute("UPDATE pgqueue.queue_items SET kind = 'sleep' WHERE run_id = ANY (%s)", (runs[:2],))
+    rows = conn.execute("SELECT kind FROM pgqueue.claim_v5('w', 10, 30000, 1000, %s::jsonb, NULL)",
+                        (json.dumps({app: 1}),)).fetchall()
+    assert sorted(r[0] for r in rows) == ["call", "sleep", "sleep"]
