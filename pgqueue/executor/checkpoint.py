@@ -26,7 +26,7 @@ from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.executor.apply import limit_error, output_problem, step_memo
 from pgqueue.executor.outcome import Op, parse_op
 from pgqueue.models import QueueItem
-from pgqueue.store import queue, runs, steps
+from pgqueue.store import runs, steps
 
 log = logging.getLogger(__name__)
 
@@ -116,37 +116,36 @@ class Stored:
 
 
 async def store(conn: Conn, cp: Checkpoint, *, received_at: datetime) -> Stored:
-    """Store the checkpoint's steps in one transaction, fenced by the call's lease. Raises NotFound
-    (no such run), Stale (the lease is gone or the run ended: nothing stored) or InvalidInput."""
-    async with conn.transaction():
-        run = await runs.lock(conn, cp.run_id)
-        if run is None:
+    """Store the checkpoint's steps, fenced by the call's lease, in one statement
+    (pgqueue.checkpoint_store_v1). Raises NotFound (no such run), Stale (the lease is gone or the
+    run ended: nothing stored) or InvalidInput."""
+    memos = [{"step_id": op.id, "name": op.label, "memo": step_memo(op)[0]} for op in cp.ops]
+    row = await steps.checkpoint(conn, cp.run_id, item_id=cp.item_id, lease_token=cp.lease_token,
+                                 fn_id=cp.fn_id, memos=memos)
+    match row["verdict"]:
+        case "missing":
             raise NotFound(f"run {cp.run_id} not found")
-        if run["status"] not in LIVE:
-            raise Stale(f"run {cp.run_id} has ended ({run['status']}): the checkpoint was not stored")
-        held = await queue.lock_leased(conn, cp.item_id, cp.lease_token)
-        if held is None:
+        case "ended":
+            raise Stale(f"run {cp.run_id} has ended ({row['run_status']}): the checkpoint was not stored")
+        case "stale":
             raise Stale(f"the call that sent this checkpoint no longer holds queue item {cp.item_id} of run "
                         f"{cp.run_id} (its lease expired or was taken over): the checkpoint was not stored")
-        if held["run_id"] != cp.run_id:
+        case "other_run":
             raise InvalidInput(f"queue item {cp.item_id} belongs to another run than {cp.run_id}")
-        if cp.fn_id is not None and cp.fn_id != str(held["function_id"]):
+        case "other_function":
             raise InvalidInput(f"fn_id {cp.fn_id!r} is not the function of queue item {cp.item_id}")
-        stored = 0
-        totals: steps.Recorded | None = None
-        for op in cp.ops:
-            memo, _ = step_memo(op)
-            recorded = await steps.record(conn, cp.run_id, op.id, op="StepRun", memo=memo, name=op.label,
-                                          attempt=held["attempt"])
-            if recorded is not None:
-                stored += 1
-                totals = recorded
-        error = limit_error(totals) if totals is not None else None
-        if error is not None:
-            await steps.record_attempt(
-                conn, run_id=cp.run_id, item_id=cp.item_id, step_id=held["step_id"], attempt=held["attempt"],
-                outcome="failed", error=error, started_at=received_at,
-            )
-            await transitions.finish(conn, run, "failed", error=error)
-            log.info("run %s failed at a checkpoint: %s", cp.run_id, error["message"])
-        return Stored(stored, len(cp.ops) - stored, error)
+    stored = int(row["stored"])
+    error = limit_error(steps.Recorded(row["step_count"], row["state_bytes"])) if stored else None
+    if error is not None:
+        # Rare: the run is over a limit now. It fails in a second transaction, if still live (a
+        # crash before it leaves the steps stored and the call's next apply checks the limits).
+        async with conn.transaction():
+            run = await runs.lock(conn, cp.run_id)
+            if run is not None and run["status"] in LIVE:
+                await steps.record_attempt(
+                    conn, run_id=cp.run_id, item_id=cp.item_id, step_id=row["item_step_id"],
+                    attempt=row["item_attempt"], outcome="failed", error=error, started_at=received_at,
+                )
+                await transitions.finish(conn, run, "failed", error=error)
+                log.info("run %s failed at a checkpoint: %s", cp.run_id, error["message"])
+    return Stored(stored, len(cp.ops) - stored, error)

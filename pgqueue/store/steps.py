@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
@@ -30,6 +31,20 @@ async def record(
     )
     row = await cur.fetchone()
     return Recorded(row["step_count"], row["state_bytes"]) if row else None
+
+
+async def checkpoint(
+    conn: Conn, run_id: str, *, item_id: int, lease_token: UUID, fn_id: str | None,
+    memos: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """pgqueue.checkpoint_store_v1: `memos` [{step_id, name, memo}] stored for a call still holding
+    its lease; the row says whether (verdict) and the run's totals."""
+    cur = await conn.execute(q("step_checkpoint"), {"run_id": run_id, "item_id": item_id,
+                                                    "lease_token": lease_token, "fn_id": fn_id,
+                                                    "steps": Jsonb(memos)})
+    row = await cur.fetchone()
+    assert row is not None  # the function always returns its verdict
+    return row
 
 
 async def list_steps(conn: Conn, run_id: str) -> list[dict[str, Any]]:

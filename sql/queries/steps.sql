@@ -26,3 +26,7 @@ VALUES (%(run_id)s, %(item_id)s, %(step_id)s, %(attempt)s, %(outcome)s, %(status
 -- name: attempt_list
 SELECT id, item_id, step_id, attempt, outcome, status_code, error, started_at, ended_at
 FROM pgqueue.attempts WHERE run_id = %(run_id)s ORDER BY id
+
+-- name: step_checkpoint
+-- Steps a running call reports (pgqueue/executor/checkpoint.py), fenced by its lease, in one statement.
+SELECT * FROM pgqueue.checkpoint_store_v1(%(run_id)s, %(item_id)s, %(lease_token)s, %(fn_id)s, %(steps)s::jsonb)
