@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -52,6 +52,8 @@ class QueueItem:
     run_at: datetime
     run_started: bool = False  # this claim started the run (its first call)
     app_id: UUID | None = None  # the function's app (claim_v5 on): adaptive concurrency is per app
+    # A call's run context read by the claim (claim_v6; pgqueue.store.runs.context's shape), else None.
+    context: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> QueueItem:
@@ -68,6 +70,7 @@ class QueueItem:
             run_at=row["run_at"],
             run_started=bool(row.get("run_started")),
             app_id=row.get("app_id"),
+            context=row.get("context"),
         )
 
 

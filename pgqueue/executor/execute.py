@@ -82,8 +82,12 @@ class Executor:
             async with self.pool.connection() as conn:
                 return await self.applier.apply(conn, item, woke, started_at=started_at)
 
-        async with self.pool.connection() as conn:
-            ctx = await runs.context(conn, item.run_id)
+        ctx = item.context  # read by the claim (claim_v6)
+        if ctx is None or (ctx["status"] == "queued" and not item.run_started):
+            # Not read with the claim, or a run the claim could not start (its row was locked):
+            # the run_context query starts it.
+            async with self.pool.connection() as conn:
+                ctx = await runs.context(conn, item.run_id)
         if ctx is None or ctx["status"] not in ("queued", "running"):
             async with self.pool.connection() as conn:
                 return await self.applier.apply(

@@ -18,14 +18,14 @@ async def claim(
     conn: Conn, worker: str, limit: int, lease_ms: int, *, fn_default_limit: int = 1000,
     app_caps: Mapping[str, int] | None = None, app_default_cap: int | None = None,
 ) -> list[QueueItem]:
-    """Lease up to `limit` due items. `app_caps` (adaptive concurrency, pgqueue.claim_v5): at most
-    this many more calls per app id, `app_default_cap` for apps not listed; None: no caps (claim_v4)."""
-    params = {"worker": worker, "limit": limit, "lease_ms": lease_ms, "fn_default_limit": fn_default_limit}
-    if app_caps is None:
-        cur = await conn.execute(q("queue_claim"), params)
-    else:
-        caps = {"app_caps": Jsonb(dict(app_caps)), "app_default_cap": app_default_cap}
-        cur = await conn.execute(q("queue_claim_adaptive"), {**params, **caps})
+    """Lease up to `limit` due items, each call with its run's context (pgqueue.claim_v6).
+    `app_caps` (adaptive concurrency): at most this many more calls per app id, `app_default_cap`
+    for apps not listed; None: no caps."""
+    cur = await conn.execute(q("queue_claim"), {
+        "worker": worker, "limit": limit, "lease_ms": lease_ms, "fn_default_limit": fn_default_limit,
+        "app_caps": Jsonb(dict(app_caps)) if app_caps is not None else None,
+        "app_default_cap": app_default_cap,
+    })
     return [QueueItem.from_row(r) for r in await cur.fetchall()]
 
 

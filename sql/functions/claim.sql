@@ -469,3 +469,65 @@ AS $$
     WHERE q.state = 'available' AND NOT q.blocked
       AND q.function_id <> ALL (ARRAY(SELECT f.id FROM pgqueue.functions f WHERE f.paused_at IS NOT NULL))
 $$;
+
+
+-- pgqueue.run_context_v1: everything one call needs (the run, its function and app, its events
+-- and stored steps) as one JSON object, the shape of the run_context query (sql/queries/runs.sql)
+-- without its side effects. NULL when the run is gone.
+CREATE OR REPLACE FUNCTION pgqueue.run_context_v1(p_run_id text)
+RETURNS jsonb
+LANGUAGE sql
+VOLATILE  -- a fresh snapshot: called by claim_v6 after the claim's own writes
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'id', r.id, 'status', r.status::text, 'request_version', r.request_version,
+        'force_step_plan', r.force_step_plan, 'max_attempts', r.max_attempts, 'event_ids', to_jsonb(r.event_ids),
+        'function_id', r.function_id, 'slug', f.slug, 'url', f.url, 'app_id', f.app_id, 'config', f.config,
+        'app_name', a.name, 'started_now', false,
+        'events', (SELECT coalesce(jsonb_agg(
+                       jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
+                                          'ts', e.ts)
+                       || CASE WHEN e."user" IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('user', e."user") END
+                       || CASE WHEN e.v IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('v', e.v) END
+                       ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb)
+                   FROM pgqueue.events e WHERE e.id = ANY(r.event_ids)),
+        'steps', (SELECT coalesce(jsonb_agg(jsonb_build_array(s.step_id, s.memo) ORDER BY s.seq), '[]'::jsonb)
+                  FROM pgqueue.steps s WHERE s.run_id = r.id))
+    FROM pgqueue.runs r
+    JOIN pgqueue.functions f ON f.id = r.function_id
+    JOIN pgqueue.apps a ON a.id = f.app_id
+    WHERE r.id = p_run_id
+$$;
+
+
+-- pgqueue.claim_v6: claim_v5, and for each call item its run's context (run_context_v1), so a
+-- call needs no second round trip before it goes out. Read after the claim's writes: a run the
+-- claim started reads 'running'; one it could not start (its row was locked) reads 'queued', and
+-- the executor then starts it with the run_context query as before.
+CREATE OR REPLACE FUNCTION pgqueue.claim_v6(
+    p_worker text, p_limit integer, p_lease_ms integer, p_fn_default_limit integer,
+    p_app_caps jsonb, p_app_default_cap integer)
+RETURNS TABLE (
+    id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
+    attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz, run_started boolean,
+    app_id uuid, context jsonb
+)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    c record;
+BEGIN
+    -- A function scan: the claim is complete (materialised) before the loop reads contexts.
+    FOR c IN SELECT * FROM pgqueue.claim_v5(p_worker, p_limit, p_lease_ms, p_fn_default_limit,
+                                            p_app_caps, p_app_default_cap) LOOP
+        id := c.id; run_id := c.run_id; function_id := c.function_id; kind := c.kind; step_id := c.step_id;
+        step_name := c.step_name; attempt := c.attempt; max_attempts := c.max_attempts;
+        lease_token := c.lease_token; run_at := c.run_at; run_started := c.run_started; app_id := c.app_id;
+        context := CASE WHEN c.kind = 'call' THEN pgqueue.run_context_v1(c.run_id) END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;

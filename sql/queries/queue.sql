@@ -1,5 +1,8 @@
 -- name: queue_claim
-SELECT * FROM pgqueue.claim_v4(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s)
+-- claim_v6: claim_v4 with each call's run context; capped per app by the worker's adaptive
+-- concurrency when app_caps is not NULL (claim_v5).
+SELECT * FROM pgqueue.claim_v6(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s,
+                               %(app_caps)s::jsonb, %(app_default_cap)s)
 
 -- name: queue_unblock_sweep
 SELECT pgqueue.concurrency_unblock_v1() AS unblocked
@@ -86,11 +89,6 @@ SELECT * FROM pgqueue.interrupt_v1(%(ids)s::bigint[], %(tokens)s::uuid[], %(erro
 -- name: complete_batch
 -- The executor's group commit of finished calls (see sql/functions/complete.sql).
 SELECT item_id, result FROM pgqueue.complete_v1(%(batch)s::jsonb, %(max_steps)s, %(max_state_bytes)s)
-
--- name: queue_claim_adaptive
--- claim_v5: claim_v4 capped per app by the worker's adaptive concurrency (NULL caps: no caps).
-SELECT * FROM pgqueue.claim_v5(%(worker)s, %(limit)s, %(lease_ms)s, %(fn_default_limit)s,
-                               %(app_caps)s::jsonb, %(app_default_cap)s)
 
 -- name: queue_report_app_levels
 -- A worker's adaptive concurrency levels (pgqueue.worker_app_levels): its rows upserted, its apps

@@ -75,3 +75,29 @@ async def test_a_run_row_locked_at_claim_time_is_started_by_the_context(pool: As
     assert item.run_started is False
     assert first["started_now"] is True  # (its status still reads as before its own update: queued)
     assert (second["status"], second["started_now"]) == ("running", False)
+
+
+async def test_the_claim_reads_each_calls_context_as_the_query_would(pool: AsyncConnectionPool) -> None:
+    run_id = await queued_run(pool)
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)"
+                           " VALUES (%s, 'a', 'a', 'StepRun', %s, 0)", (run_id, Jsonb({"data": [1, "x"]})))
+        [item] = await queue.claim(conn, "w", 10, 60_000)
+
+    queried = await context(pool, run_id)
+    assert item.context is not None
+    assert item.context["status"] == "running"  # read after the claim's own write
+    uuids_as_text = {"function_id": str(queried["function_id"]), "app_id": str(queried["app_id"])}
+    assert item.context == {**queried, **uuids_as_text}
+    assert item.context["steps"] == [["a", {"data": [1, "x"]}]]
+
+
+async def test_a_run_the_claim_could_not_start_reads_queued_so_the_executor_starts_it(
+    pool: AsyncConnectionPool,
+) -> None:
+    run_id = await queued_run(pool)
+    async with pool.connection() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM pgqueue.runs WHERE id = %s FOR KEY SHARE", (run_id,))
+        async with pool.connection() as conn:
+            [item] = await queue.claim(conn, "w", 10, 60_000)
+    assert item.run_started is False and item.context is not None and item.context["status"] == "queued"
