@@ -108,12 +108,13 @@ def completed(database_url: str) -> int:
     return int(sum(rows.values()))
 
 
-def throughput(server_url: str, database_url: str, runs: int) -> float:
+def throughput(server_url: str, database_url: str, runs: int, event: str = "bench/noop") -> float:
+    """Send `runs` events in batches of 100; runs/s until all of them completed."""
     before = completed(database_url)
     start = time.perf_counter()
     with httpx.Client(base_url=server_url, timeout=60) as c:
         for offset in range(0, runs, 100):
-            batch = [{"name": "bench/noop", "data": {"k": f"t{offset + i}"}} for i in range(min(100, runs - offset))]
+            batch = [{"name": event, "data": {"k": f"t{offset + i}"}} for i in range(min(100, runs - offset))]
             assert c.post("/e/bench", json=batch).status_code == 200
     while completed(database_url) - before < runs:
         time.sleep(0.02)

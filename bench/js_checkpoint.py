@@ -28,26 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import database, pg_settings  # noqa: E402
-from bench.e2e import completed  # noqa: E402
+from bench.e2e import throughput  # noqa: E402
 from tests.helpers.procs import free_port, pgqueue_argv, start_process, wait_http  # noqa: E402
 
 JS_APP = ROOT / "tests" / "compat" / "js_app"
 EVENT = "ckpt/three"
-
-
-def drive(server_url: str, database_url: str, runs: int) -> float:
-    """Send `runs` events in batches of 100; runs/s until all of them completed."""
-    before = completed(database_url)
-    start = time.perf_counter()
-    with httpx.Client(base_url=server_url, timeout=60) as c:
-        for offset in range(0, runs, 100):
-            batch = [{"name": EVENT, "data": {"k": offset + i}} for i in range(min(100, runs - offset))]
-            assert c.post("/e/bench", json=batch).status_code == 200
-    while completed(database_url) - before < runs:
-        time.sleep(0.02)
-        if time.perf_counter() - start > 600:
-            raise TimeoutError("runs did not complete within 10 minutes")
-    return runs / (time.perf_counter() - start)
 
 
 def _cpu_s(pid: int) -> float:
@@ -114,10 +99,10 @@ def measure(database_url: str, runs: int, *, checkpointing: bool) -> dict[str, f
         wait_http(app, "/ledger")
         httpx.put(app.url + "/api/inngest", timeout=30)
         time.sleep(1.0)
-        drive(server.url, database_url, 50)  # warm-up (JIT, connections)
+        throughput(server.url, database_url, 50, EVENT)  # warm-up (JIT, connections)
         before = requests_made(app.url)
         cpu_before = cpu_snapshot(server.popen.pid, app.popen.pid, database_url)
-        rate = drive(server.url, database_url, runs)
+        rate = throughput(server.url, database_url, runs, EVENT)
         cpu_after = cpu_snapshot(server.popen.pid, app.popen.pid, database_url)
         per_run = (requests_made(app.url) - before) / runs
     finally:

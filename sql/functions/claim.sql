@@ -395,27 +395,17 @@ RETURNS TABLE (
     id bigint, run_id text, function_id uuid, kind text, step_id text, step_name text,
     attempt integer, max_attempts integer, lease_token uuid, run_at timestamptz, run_started boolean
 )
-LANGUAGE sql
+LANGUAGE plpgsql  -- claim_v5 is defined further down this file
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
-    WITH claimed AS MATERIALIZED (
-        SELECT * FROM pgqueue.claim_lease_v1(p_worker, p_limit, p_lease_ms, p_fn_default_limit, true)
-    ), starting AS (
-        SELECT r.id FROM pgqueue.runs r
-        WHERE r.id = ANY (ARRAY(SELECT c.run_id FROM claimed c WHERE c.kind = 'call')) AND r.status = 'queued'
-        ORDER BY r.id
-        FOR UPDATE SKIP LOCKED
-    ), started AS (
-        UPDATE pgqueue.runs r SET status = 'running', started_at = now()
-        FROM starting s WHERE r.id = s.id
-        RETURNING r.id
-    ), timed AS MATERIALIZED (
-        SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
-    )
+BEGIN
+    -- claim_v5 without app caps is claim_v4 (plus each item's app_id, dropped here).
+    RETURN QUERY
     SELECT c.id, c.run_id, c.function_id, c.kind, c.step_id, c.step_name, c.attempt, c.max_attempts,
-           c.lease_token, c.run_at, c.run_id IN (SELECT started.id FROM started)
-    FROM claimed c CROSS JOIN timed
+           c.lease_token, c.run_at, c.run_started
+    FROM pgqueue.claim_v5(p_worker, p_limit, p_lease_ms, p_fn_default_limit, NULL, NULL) c;
+END
 $$;
 
 -- pgqueue.claim_v5: claim_v4 with the worker's adaptive concurrency per app (p_app_caps,

@@ -17,16 +17,7 @@ from pgqueue.executor import checkpoint
 from pgqueue.executor.apply import MAX_STEPS
 from pgqueue.executor.outcome import Op
 from pgqueue.models import QueueItem
-from tests.sql.test_complete import Twin
-
-
-@pytest.fixture
-async def twin(database_url: str) -> AsyncIterator[Twin]:
-    pool = await open_pool(database_url, max_size=4)
-    t = Twin(pool)
-    await t.setup()
-    yield t
-    await pool.close()
+from tests.sql.conftest import Twin
 
 
 def cp(item: QueueItem, *step_ids: str, token: uuid.UUID | None = None, fn_id: str | None = None,
