@@ -24,8 +24,10 @@ async def create_many(conn: Conn, runs: Sequence[dict[str, Any]]) -> int:
 
 
 async def context(conn: Conn, run_id: str) -> dict[str, Any] | None:
+    """pgqueue.run_context_v1 (None: the run is gone), starting the run if its claim could not."""
     cur = await conn.execute(q("run_context"), {"run_id": run_id})
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    return row["context"] if row else None
 
 
 async def lock(conn: Conn, run_id: str) -> dict[str, Any] | None:

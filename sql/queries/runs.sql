@@ -2,8 +2,9 @@
 SELECT pgqueue.run_create_v2(%(runs)s::jsonb) AS created
 
 -- name: run_context
--- Everything one call needs, in one round trip; marks a queued run as running (when its claim
--- could not: the run row was locked) and schedules its timeouts.finish in the same statement.
+-- Everything one call needs (pgqueue.run_context_v1), in one round trip; marks a queued run as
+-- running (when its claim could not: the run row was locked) and schedules its timeouts.finish in
+-- the same statement.
 WITH started AS (
     UPDATE pgqueue.runs SET status = 'running', started_at = now()
     WHERE id = %(run_id)s AND status = 'queued'
@@ -11,23 +12,10 @@ WITH started AS (
 ), timed AS MATERIALIZED (
     SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
 )
-SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.max_attempts, r.event_ids,
-       r.function_id, f.slug, f.url, f.app_id, f.config, a.name AS app_name,
-       EXISTS (SELECT 1 FROM started) AS started_now,  -- this call starts the run (its claim could not)
-       (SELECT coalesce(jsonb_agg(
-                   jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
-                                      'ts', e.ts)
-                   || CASE WHEN e."user" IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('user', e."user") END
-                   || CASE WHEN e.v IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('v', e.v) END
-                   ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb)
-        FROM pgqueue.events e WHERE e.id = ANY(r.event_ids)) AS events,
-       (SELECT coalesce(jsonb_agg(jsonb_build_array(s.step_id, s.memo) ORDER BY s.seq), '[]'::jsonb)
-        FROM pgqueue.steps s WHERE s.run_id = r.id) AS steps
-FROM pgqueue.runs r
-JOIN pgqueue.functions f ON f.id = r.function_id
-JOIN pgqueue.apps a ON a.id = f.app_id
-CROSS JOIN timed
-WHERE r.id = %(run_id)s
+SELECT pgqueue.run_context_v1(%(run_id)s)
+       -- this call starts the run (its claim could not)
+       || jsonb_build_object('started_now', EXISTS (SELECT 1 FROM started)) AS context
+FROM timed
 
 -- name: run_lock
 SELECT id, status::text AS status, event_id, event_ids, function_id, max_attempts, request_version, correlation_id
