@@ -2,7 +2,8 @@
 SELECT pgqueue.run_create_v2(%(runs)s::jsonb) AS created
 
 -- name: run_context
--- Everything one call needs, in one round trip; marks a queued run as running (when its claim
+-- Everything one call needs, in one round trip (a durable endpoint's run is called at its own request
+-- URL, with its method); marks a queued run as running (when its claim
 -- could not: the run row was locked) and schedules its timeouts.finish in the same statement.
 WITH started AS (
     UPDATE pgqueue.runs SET status = 'running', started_at = now()
@@ -12,7 +13,8 @@ WITH started AS (
     SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n
 )
 SELECT r.id, r.status::text AS status, r.request_version, r.force_step_plan, r.max_attempts, r.event_ids,
-       r.function_id, f.slug, f.url, f.app_id, f.config, a.name AS app_name,
+       r.function_id, f.slug, coalesce(r.endpoint_url, f.url) AS url, r.endpoint_method, f.app_id, f.config,
+       a.name AS app_name,
        EXISTS (SELECT 1 FROM started) AS started_now,  -- this call starts the run (its claim could not)
        (SELECT coalesce(jsonb_agg(
                    jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
