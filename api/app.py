@@ -99,6 +99,7 @@ def create_app(
     app.include_router(runs_routes.router)
     app.include_router(signals_routes.router)
     app.include_router(checkpoint_routes.router)
+    app.include_router(checkpoint_routes.output_router)
     app.include_router(control_routes.router)
     app.include_router(functions_routes.router)
     app.include_router(inspect_routes.router)

@@ -49,8 +49,6 @@ _DEFER_WHY = (
 REFUSED_OPS = {
     "DeferAdd": _DEFER_WHY,
     "DeferAbort": _DEFER_WHY,
-    "SyncRunComplete": "durable endpoints (runs started by the app's own HTTP handler) need"
-                       " POST /v1/checkpoint and /v1/checkpoint/{runId}/steps, which pgqueue does not serve",
 }
 # A signal name is an index key: bounded like an event name.
 MAX_SIGNAL_LENGTH = 512

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 MAX_REQUEST_BODY = 4 * 1024 * 1024
 log = logging.getLogger(__name__)
 SDK_HEADERS = {"content-type": "application/json", "user-agent": "pgqueue/0.1"}
+BODYLESS_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class CallRequest:
     body: bytes
     headers: dict[str, str]
     use_api: bool
+    method: str = "POST"
 
 
 def with_step_id(url: str, step_id: str) -> str:
@@ -111,9 +113,19 @@ def build(
     headers["x-request-id"] = body_ctx["request_id"]
     if ctx["request_version"] >= 0:
         headers["x-inngest-req-version"] = str(ctx["request_version"])
+    method = "POST"
+    if ctx.get("endpoint_method"):
+        # A durable endpoint's run (pgqueue/executor/endpoint.py): the SDK takes a request as
+        # pgqueue's when it has X-Run-Id and an X-Inngest-Signature header (empty in dev mode),
+        # ignores the body and fetches the run's state (use_api). It is called with the method of
+        # the request that started the run; a GET or HEAD carries no body (signed as empty).
+        method = ctx["endpoint_method"]
+        if method in BODYLESS_METHODS:
+            body = b""
+        headers.setdefault("x-inngest-signature", "")
     if signing_key:
         headers["x-inngest-signature"] = signing.sign(body, signing_key)
-    return CallRequest(with_step_id(ctx["url"], item.step_id), body, headers, use_api)
+    return CallRequest(with_step_id(ctx["url"], item.step_id), body, headers, use_api, method)
 
 
 async def send(
@@ -137,8 +149,9 @@ async def _send(
     client: httpx.AsyncClient, req: CallRequest, *, max_response_bytes: int
 ) -> Response | CallError:
     try:
-        stream = (client.call(req.url, req.body, req.headers) if isinstance(client, transport.AppClient)
-                  else client.stream("POST", req.url, content=req.body, headers=req.headers))
+        stream = (client.call(req.url, req.body, req.headers, method=req.method)
+                  if isinstance(client, transport.AppClient)
+                  else client.stream(req.method, req.url, content=req.body, headers=req.headers))
         async with stream as resp:
             chunks: list[bytes] = []
             size = 0

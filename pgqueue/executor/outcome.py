@@ -138,6 +138,8 @@ def parse_op(raw: Any) -> Op | None:
     op = raw.get("op")
     if not isinstance(op, str):
         return None
+    if op == "SyncRunComplete":
+        op = "RunComplete"  # Inngest's name for the return value of a durable endpoint's run
     opts = raw.get("opts")
     return Op(
         op=op,

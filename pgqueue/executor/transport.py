@@ -49,9 +49,11 @@ class AppClient(httpx.AsyncClient):
         self._timeouts = timeout.as_dict()
 
     @contextlib.asynccontextmanager
-    async def call(self, url: str, body: bytes, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
-        """POST `body` to `url`; the response streams until the block ends."""
-        request = httpx.Request("POST", url, content=body, headers=headers,
+    async def call(self, url: str, body: bytes, headers: dict[str, str], *,
+                   method: str = "POST") -> AsyncIterator[httpx.Response]:
+        """POST `body` to `url` (or `method`: a durable endpoint's); the response streams until the
+        block ends."""
+        request = httpx.Request(method, url, content=body, headers=headers,
                                 extensions={"timeout": self._timeouts})
         response = await self._app_transport.handle_async_request(request)
         try:

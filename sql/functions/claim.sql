@@ -466,14 +466,17 @@ $$;
 -- without its side effects. NULL when the run is gone.
 CREATE OR REPLACE FUNCTION pgqueue.run_context_v1(p_run_id text)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql  -- not checked against the schema when created (runs.endpoint_url: migration 0015)
 VOLATILE  -- a fresh snapshot: called by claim_v6 after the claim's own writes
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'id', r.id, 'status', r.status::text, 'request_version', r.request_version,
         'force_step_plan', r.force_step_plan, 'max_attempts', r.max_attempts, 'event_ids', to_jsonb(r.event_ids),
-        'function_id', r.function_id, 'slug', f.slug, 'url', f.url, 'app_id', f.app_id, 'config', f.config,
+        -- a durable endpoint's run is called at its own request URL, with its method
+        'function_id', r.function_id, 'slug', f.slug, 'url', coalesce(r.endpoint_url, f.url),
+        'endpoint_method', r.endpoint_method, 'app_id', f.app_id, 'config', f.config,
         'app_name', a.name, 'started_now', false,
         'events', (SELECT coalesce(jsonb_agg(
                        jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
@@ -487,7 +490,8 @@ AS $$
     FROM pgqueue.runs r
     JOIN pgqueue.functions f ON f.id = r.function_id
     JOIN pgqueue.apps a ON a.id = f.app_id
-    WHERE r.id = p_run_id
+    WHERE r.id = p_run_id);
+END
 $$;
 
 

@@ -36,7 +36,9 @@ BEARER = {"authorization": f"Bearer {SIGNING_KEY}"}
 # Routes that are public on purpose: liveness, the login itself, the API description, and the SDK
 # endpoints that check their own keys (event key in the path, signing key on registration).
 PUBLIC = {"/health", "/login", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/dev"}
-OWN_KEYS = {"/e/{event_key}", "/e/", "/fn/register"}
+# A durable endpoint's output takes the run's token from the endpoint's redirect.
+OWN_KEYS = {"/e/{event_key}", "/e/", "/fn/register",
+            "/v1/http/runs/{run_id}/output", "/v1/checkpoint/{run_id}/output"}
 
 
 def _api_routes(routes: list[Any]) -> list[APIRoute]:
@@ -104,6 +106,9 @@ async def test_sdk_endpoints_keep_their_own_keys(serve: Api) -> None:
     assert_error(await serve.client.post("/e/not-a-key", json={"name": "a/b"}), 401)
     assert_error(await serve.client.post("/fn/register", json=register_body(function("shop-fn"))), 401)
     await _register(serve, BEARER)
+    for path in ("/v1/http/runs/r/output", "/v1/checkpoint/r/output"):
+        assert_error(await serve.client.get(path, headers=BEARER), 401, "token")
+        assert_error(await serve.client.get(f"{path}?token=nope"), 401, "token")
 
 
 async def test_login_with_the_signing_key_when_nothing_else_is_configured(serve: Api) -> None:
