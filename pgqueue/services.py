@@ -46,7 +46,8 @@ class Services:
         # Adaptive concurrency per app: the executor reports each call, the worker's claim caps by it.
         self.app_limits = (
             AppLimits(LimitPolicy(floor=settings.adaptive_min,
-                                  ceiling=settings.adaptive_max or settings.worker_concurrency))
+                                  ceiling=settings.adaptive_max or settings.worker_concurrency),
+                      max_held=settings.worker_concurrency)
             if settings.adaptive_concurrency else None
         )
         self.executor = Executor(
@@ -61,6 +62,7 @@ class Services:
             require_response_signature=settings.response_signature_required,
             checkpointing=settings.checkpointing,
             on_call=self.app_limits.observe if self.app_limits is not None else None,
+            gate=self.app_limits.sending if self.app_limits is not None else None,
         )
         self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup, poll_interval_s=poll_s)
         self.worker = Worker(

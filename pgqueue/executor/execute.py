@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -33,6 +34,9 @@ OVERLOAD_ERRORS = frozenset({"CallTimedOut", "AppUnreachable", "ConnectionError"
 # Told of every call to an app: the item, the call's HTTP time in seconds, and whether the app
 # answered like an overloaded one (adaptive concurrency, pgqueue.queue.adaptive).
 CallObserver = Callable[[QueueItem, float, bool], None]
+# Around each call's HTTP request, and only that (adaptive concurrency counts calls at the app):
+# may wait for a free slot at the app.
+CallGate = Callable[[QueueItem], contextlib.AbstractAsyncContextManager[None]]
 
 
 def overloaded(response: outcome.Response | outcome.CallError) -> bool:
@@ -58,6 +62,7 @@ class Executor:
         require_response_signature: bool = False,
         checkpointing: bool = False,
         on_call: CallObserver | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         self.pool = pool
         self.client = client
@@ -72,6 +77,7 @@ class Executor:
         # stripping the header would skip the check).
         self.require_response_signature = require_response_signature and bool(self.signing_keys)
         self.on_call = on_call
+        self.gate = gate
         self.applier = Applier(backoff_scale=backoff_scale)
         self.completions = completion.CompletionBatcher(pool)
 
@@ -105,17 +111,18 @@ class Executor:
             error = {"name": "AppUnreachable", "message": f"the app URL {ctx['url']!r} is not valid: {exc}"}
             return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)
         telemetry.sending(request.headers, ctx)  # traces (optional): the app gets the call span's traceparent
-        sent = time.monotonic()
-        response = await self._send(request)
-        if (isinstance(response, outcome.Response) and response.status == 401 and self.signing_key_fallback
-                and self.signing_key):
-            # Key rotation: an app still on the previous key refuses the new key's signature.
-            signature = signing.sign(request.body, self.signing_key_fallback)
-            headers = {**request.headers, "x-inngest-signature": signature}
-            request = dataclasses.replace(request, headers=headers)
+        async with self.gate(item) if self.gate is not None else contextlib.nullcontext():
+            sent = time.monotonic()
             response = await self._send(request)
-        if self.on_call is not None:
-            self.on_call(item, time.monotonic() - sent, overloaded(response))
+            if (isinstance(response, outcome.Response) and response.status == 401
+                    and self.signing_key_fallback and self.signing_key):
+                # Key rotation: an app still on the previous key refuses the new key's signature.
+                signature = signing.sign(request.body, self.signing_key_fallback)
+                headers = {**request.headers, "x-inngest-signature": signature}
+                request = dataclasses.replace(request, headers=headers)
+                response = await self._send(request)
+            if self.on_call is not None:
+                self.on_call(item, time.monotonic() - sent, overloaded(response))
         if isinstance(response, outcome.CallError):
             result: outcome.Outcome = response
             body_size = 0

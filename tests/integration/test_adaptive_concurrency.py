@@ -2,9 +2,10 @@
 
 The app (an asyncio HTTP server) answers each call of its "cliff" app side by side up to BEST calls at
 once; past that, calls queue, and every call in the server beyond BEST makes each call slower, so
-its throughput falls as more calls are sent: the shape of a single-process SDK app. Its "calm" app
-takes the same time at any level. Assertions are on levels (what the worker allows, what the app
-saw at once), never on timings of this machine."""
+its throughput falls as more calls are sent. Its "calm" app takes the same time at any level. Its
+"serial" app answers one call at a time, each cheaper the more are waiting: latency grows with every
+call in flight while throughput rises, as the Python SDK on one uvicorn process does. Assertions are
+on levels (what the worker allows, what the app saw at once), never on timings of this machine."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Behaviour:
     calls: int = 0
     failing: bool = False  # answer 503 (an overloaded proxy) instead
     cliff: bool = True
+    serial: bool = False  # one call at a time, each cheaper the more are waiting (a single-process SDK app)
 
 
 @dataclass
@@ -42,7 +44,8 @@ class ScriptedApp:
     """An HTTP/1.1 server with keep-alive on its own event loop thread."""
 
     apps: dict[str, Behaviour] = field(
-        default_factory=lambda: {"cliff": Behaviour(), "calm": Behaviour(cliff=False)})
+        default_factory=lambda: {"cliff": Behaviour(), "calm": Behaviour(cliff=False),
+                                 "serial": Behaviour(cliff=False, serial=True)})
     port: int = 0
 
     def start(self) -> None:
@@ -51,6 +54,7 @@ class ScriptedApp:
 
         async def serve() -> None:
             self.sem = asyncio.Semaphore(BEST)
+            self.one = asyncio.Lock()
             server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
             self.port = server.sockets[0].getsockname()[1]
             self.server = server
@@ -96,7 +100,12 @@ class ScriptedApp:
         b.active += 1
         b.peak = max(b.peak, b.active)
         try:
-            if b.cliff:
+            if b.serial:
+                async with self.one:
+                    # reading more requests per loop turn: a call costs less the more are queued,
+                    # so latency grows with every call in flight while throughput rises (to 16)
+                    await asyncio.sleep(SERVICE_S * (1 - 0.6 * min(b.active, 16) / 16))
+            elif b.cliff:
                 async with self.sem:
                     # every call waiting beyond BEST costs the running ones time (context switches,
                     # memory): the app does less work per second the more it is sent
@@ -197,6 +206,30 @@ def test_the_worker_holds_a_saturating_app_near_its_best_level(database_url: str
         assert 'pgqueue_app_in_flight{app="cliff"}' in metrics
         assert "data-adaptive-concurrency" in page and "allowed" in page
         drain(server, "cliff", 1800, timeout=180)
+    finally:
+        server.proc.terminate()
+
+
+def test_an_app_whose_latency_grows_with_load_is_given_what_raises_its_throughput(
+        database_url: str, app: ScriptedApp) -> None:
+    # A latency gradient holds such an app at 1-2 calls in flight (each call takes 6x as long at
+    # 16 as at 1); the rate it answers at is what counts, and that rises to 16 in flight.
+    server = start_server(database_url, env={"PGQUEUE_WORKER_CONCURRENCY": "64",
+                                             "PGQUEUE_ADAPTIVE_CONCURRENCY": "1"})
+    try:
+        register(server, app, "serial")
+        send(server, "serial", 1500)
+        seen: list[int] = []
+
+        def sample() -> bool:
+            lv = level(server, "serial")
+            if lv is not None:
+                seen.append(lv["limit"])
+            return ended(server, "serial") >= 1000
+
+        wait_until(sample, timeout=120, interval=0.5, message="levels of the serial app while it is busy")
+        assert max(seen) >= 8 and app.apps["serial"].peak >= 8, (seen, app.apps["serial"].peak)
+        drain(server, "serial", 1500)
     finally:
         server.proc.terminate()
 
