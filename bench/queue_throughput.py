@@ -2,7 +2,7 @@
 
   * enqueue: pgqueue.run_create_v1 (what the runner calls to queue runs), batches of 1,000 and one
     run per call;
-  * drain: the production Worker (claim_v4 batches, leases, heartbeats) completing every item
+  * drain: the production Worker (claim_v6 batches, leases, heartbeats) completing every item
     through the production Executor.record (the group commit, pgqueue.complete_v1); only the job
     body, the HTTP call to the app, is replaced by an immediate `the function returned null`;
   * flow control: the same drain with a concurrency limit of 1 over 1,000 keys, and a throttle;
@@ -135,7 +135,7 @@ def seed_waits(url: str, waits: int) -> None:
 
 
 async def drain(pool: AsyncConnectionPool, items: int, workers: int, batch: int) -> float:
-    """The production worker (claim_v4 batches, leases, heartbeats) and the production completion
+    """The production worker (claim_v6 batches, leases, heartbeats) and the production completion
     (Executor.record: the group commit through complete_v1); only the job body, the HTTP call to
     the app, is replaced by an immediate `the function returned null`."""
     executor = Executor(pool, httpx.AsyncClient(), signing_key=None)
@@ -173,7 +173,7 @@ BEGIN
     LOOP
         t0 := clock_timestamp();
         SELECT coalesce(array_agg(c.id), '{{}}') INTO ids
-        FROM {claim}('bench-claim', {limit}, 30000, 1000000) c;
+        FROM {claim}('bench-claim', {limit}, 30000, 1000000{no_caps}) c;
         spent := spent + (clock_timestamp() - t0);
         EXIT WHEN cardinality(ids) = 0;
         n := n + cardinality(ids);
@@ -196,8 +196,10 @@ def claim_cost(url: str, items: int, batch: int, functions: int) -> float:
     notes: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.add_notice_handler(lambda diag: notes.append(diag.message_primary or ""))
+        # claim_v5 on take the adaptive caps (NULL: none) after the four arguments of claim_v4
+        no_caps = sql.SQL(", NULL, NULL" if int(match.group(1).removeprefix("claim_v")) >= 5 else "")
         conn.execute(sql.SQL(_CLAIM_DRAIN).format(claim=sql.Identifier("pgqueue", match.group(1)),
-                                                  limit=sql.Literal(batch)))
+                                                  limit=sql.Literal(batch), no_caps=no_caps))
     claimed, per_item_us = notes[-1].split()
     assert int(claimed) == items, (claimed, items)
     return float(per_item_us)

@@ -461,9 +461,10 @@ AS $$
 $$;
 
 
--- pgqueue.run_context_v1: everything one call needs (the run, its function and app, its events
--- and stored steps) as one JSON object, the shape of the run_context query (sql/queries/runs.sql)
--- without its side effects. NULL when the run is gone.
+-- pgqueue.run_context_v1: everything one call needs (the run, its function's URL and app, its
+-- events and stored steps) as one JSON object, read by claim_v6 for each call it leases and by the
+-- run_context query (sql/queries/runs.sql). NULL when the run is gone. Only what a call reads: the
+-- function's config (its whole sync payload) stays out.
 CREATE OR REPLACE FUNCTION pgqueue.run_context_v1(p_run_id text)
 RETURNS jsonb
 LANGUAGE plpgsql  -- not checked against the schema when created (runs.endpoint_url: migration 0015)
@@ -476,7 +477,7 @@ BEGIN
         'force_step_plan', r.force_step_plan, 'max_attempts', r.max_attempts, 'event_ids', to_jsonb(r.event_ids),
         -- a durable endpoint's run is called at its own request URL, with its method
         'function_id', r.function_id, 'slug', f.slug, 'url', coalesce(r.endpoint_url, f.url),
-        'endpoint_method', r.endpoint_method, 'app_id', f.app_id, 'config', f.config,
+        'endpoint_method', r.endpoint_method, 'app_id', f.app_id,
         'app_name', a.name, 'started_now', false,
         'events', (SELECT coalesce(jsonb_agg(
                        jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
