@@ -64,7 +64,6 @@ class Services:
             on_call=self.app_limits.observe if self.app_limits is not None else None,
             gate=self.app_limits.sending if self.app_limits is not None else None,
         )
-        self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup, poll_interval_s=poll_s)
         self.worker = Worker(
             pool,
             self._execute,
@@ -77,6 +76,9 @@ class Services:
             backoff_scale=settings.backoff_scale,
             adaptive=self.app_limits,
         )
+        # The runner hands the calls it queues straight to this process's worker (one hop).
+        self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup,
+                             poll_interval_s=poll_s, handoff=self.worker)
         self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0),
                                backoff_scale=settings.backoff_scale)
         self.cron = CronScheduler(pool, queue_wakeup=self.queue_wakeup, interval_s=min(max(poll_s, 0.5), 5.0))

@@ -74,6 +74,7 @@ class Worker:
         self.report_interval_s = report_interval_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.inflight: dict[int, tuple[QueueItem, asyncio.Task[None]]] = {}
+        self._handed = 0  # slots of items claimed by claim_in and not adopted or abandoned yet
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -82,7 +83,7 @@ class Worker:
 
     # -- one round ---------------------------------------------------------------------------
     async def run_once(self) -> WorkerTick:
-        free = self.concurrency - len(self.inflight)
+        free = self.concurrency - len(self.inflight) - self._handed
         if free <= 0 or self._stopping:
             return WorkerTick(0)
         caps = self.adaptive.caps() if self.adaptive is not None else None
@@ -91,12 +92,39 @@ class Worker:
             items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms,
                                       fn_default_limit=self.fn_default_limit, app_caps=caps,
                                       app_default_cap=default_cap)
+        self._start(items)
+        return WorkerTick(len(items))
+
+    # -- hand-off: a claim in another service's transaction ------------------------------------
+    async def claim_in(self, conn: Any) -> list[QueueItem]:
+        """Claim in the caller's transaction (the runner's, right after it queued runs), so their
+        first calls need neither a wake-up nor a claim of their own. The caller hands the items
+        over with `adopt` once its transaction commits, or gives the slots back with `abandon`
+        if it rolls back (the leases roll back with it)."""
+        free = self.concurrency - len(self.inflight) - self._handed
+        if free <= 0 or self._stopping:
+            return []
+        caps = self.adaptive.caps() if self.adaptive is not None else None
+        default_cap = self.adaptive.default_cap() if self.adaptive is not None else None
+        items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms,
+                                  fn_default_limit=self.fn_default_limit, app_caps=caps,
+                                  app_default_cap=default_cap)
+        self._handed += len(items)
+        return items
+
+    def adopt(self, items: list[QueueItem]) -> None:
+        self._handed -= len(items)
+        self._start(items)
+
+    def abandon(self, items: list[QueueItem]) -> None:
+        self._handed -= len(items)
+
+    def _start(self, items: list[QueueItem]) -> None:
         for item in items:
             if self.adaptive is not None:
                 self.adaptive.started(item)
             task = asyncio.create_task(self._run_item(item), name=f"pgqueue-item-{item.id}-{item.step_id}")
             self.inflight[item.id] = (item, task)
-        return WorkerTick(len(items))
 
     async def _run_item(self, item: QueueItem) -> None:
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue import errors, telemetry
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import Conn
+from pgqueue.models import QueueItem
 from pgqueue.runner import matching, starting, triggers
 from pgqueue.service import LoopService
 from pgqueue.store import apps, events, pauses
@@ -59,6 +60,14 @@ class RunnerTick:
     runs_created: int
 
 
+class Handoff(Protocol):
+    """What the runner needs of a worker to hand it the calls it queues (pgqueue.queue.worker)."""
+
+    async def claim_in(self, conn: Conn) -> list[QueueItem]: ...
+    def adopt(self, items: list[QueueItem]) -> None: ...
+    def abandon(self, items: list[QueueItem]) -> None: ...
+
+
 class Runner(LoopService):
     name = "runner"
 
@@ -70,21 +79,38 @@ class Runner(LoopService):
         queue_wakeup: Wakeup | None = None,
         poll_interval_s: float = 1.0,
         batch_size: int = 200,
+        handoff: Handoff | None = None,
     ) -> None:
+        """handoff: the worker of this process, when there is one: the runs a round queues are
+        claimed for it in the round's own transaction (Handoff), not by a later claim."""
         self.pool = pool
         self.wakeup = wakeup
         self.queue_wakeup = queue_wakeup
+        self.handoff = handoff
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
         super().__init__()
 
     async def run_once(self) -> RunnerTick:
-        async with self.pool.connection() as conn, conn.transaction():
-            claimed = await events.claim_inbox(conn, self.batch_size)
-            if not claimed:
-                return RunnerTick(0, 0)
-            traced: Traced = []
-            resumed, created = await process(conn, [r["id"] for r in claimed], rows=claimed, traced=traced)
+        handed: list[QueueItem] = []
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                claimed = await events.claim_inbox(conn, self.batch_size)
+                if not claimed:
+                    return RunnerTick(0, 0)
+                traced: Traced = []
+                resumed, created = await process(conn, [r["id"] for r in claimed], rows=claimed,
+                                                 traced=traced)
+                if (created or resumed) and self.handoff is not None:
+                    # One hop: the calls just queued are leased to this process's worker in this
+                    # transaction (the production claim, flow control included).
+                    handed = await self.handoff.claim_in(conn)
+        except BaseException:
+            if handed and self.handoff is not None:
+                self.handoff.abandon(handed)  # rolled back with the transaction
+            raise
+        if handed and self.handoff is not None:
+            self.handoff.adopt(handed)
         telemetry.events_handled(traced)  # committed: each event's span, linked to the runs it started
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()

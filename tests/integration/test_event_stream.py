@@ -15,7 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue import ingest, registration
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import open_pool
-from pgqueue.models import Event
+from pgqueue.models import Event, QueueItem
+from pgqueue.queue.worker import Worker
 from pgqueue.runner.loop import Runner, RunnerTick
 from pgqueue.store import apps, events
 
@@ -127,3 +128,74 @@ async def test_a_lost_notify_only_delays_work_until_the_next_poll(pool: AsyncCon
                 await asyncio.sleep(0.02)
     finally:
         await runner.stop()
+
+
+async def test_the_runner_hands_the_calls_it_queues_to_its_worker_in_the_same_transaction(
+    pool: AsyncConnectionPool,
+) -> None:
+    started: list[QueueItem] = []
+    release = asyncio.Event()
+
+    async def execute(item: QueueItem) -> None:
+        started.append(item)
+        await release.wait()
+
+    worker = Worker(pool, execute, wakeup=Wakeup(), lease_ms=60_000)  # its claim loop never runs
+    runner = Runner(pool, wakeup=Wakeup(), handoff=worker)
+    [a] = event("A")
+    async with pool.connection() as conn:
+        await events.ingest(conn, [a])
+
+    assert await runner.run_once() == RunnerTick(1, 1)
+    await asyncio.sleep(0)  # the adopted call's task starts
+    assert [i.kind for i in started] == ["call"] and started[0].context is not None
+    assert started[0].context["status"] == "running"
+    async with pool.connection() as conn:
+        run = await (await conn.execute(
+            "SELECT r.created_at, r.started_at, q.state::text AS state, q.leased_by FROM pgqueue.runs r"
+            " JOIN pgqueue.queue_items q ON q.run_id = r.id WHERE r.event_id = %s", (a.id,))).fetchone()
+    # leased and started in the runner's transaction (one now() for both)
+    assert (run["state"], run["leased_by"], run["started_at"]) == ("leased", worker.name, run["created_at"])
+    release.set()
+    await asyncio.gather(*(task for _, task in worker.inflight.values()))
+
+
+async def test_a_hand_off_rolled_back_with_its_transaction_leases_nothing(pool: AsyncConnectionPool) -> None:
+    async def execute(item: QueueItem) -> None:
+        raise AssertionError("nothing was handed over")
+
+    worker = Worker(pool, execute, wakeup=Wakeup(), lease_ms=60_000)
+
+    class FailsAtCommit:
+        """The claim succeeds; the runner's COMMIT then fails (a deferred check, standing in for
+        anything that fails a commit)."""
+
+        async def claim_in(self, conn: psycopg.AsyncConnection) -> list[QueueItem]:
+            items = await worker.claim_in(conn)
+            assert items
+            await conn.execute("CREATE TEMP TABLE doomed (x int)")
+            await conn.execute("CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                               "$$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$")
+            await conn.execute("CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON doomed DEFERRABLE INITIALLY "
+                               "DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()")
+            await conn.execute("INSERT INTO doomed VALUES (1)")
+            return items
+
+        def adopt(self, items: list[QueueItem]) -> None:
+            worker.adopt(items)
+
+        def abandon(self, items: list[QueueItem]) -> None:
+            worker.abandon(items)
+
+    runner = Runner(pool, wakeup=Wakeup(), handoff=FailsAtCommit())
+    [a] = event("A")
+    async with pool.connection() as conn:
+        await events.ingest(conn, [a])
+    with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
+        await runner.run_once()
+    assert worker.inflight == {} and worker._handed == 0  # the slots are free again
+    async with pool.connection() as conn:
+        leased = await (await conn.execute(
+            "SELECT count(*) AS n FROM pgqueue.queue_items WHERE state = 'leased'")).fetchone()
+    assert leased["n"] == 0 and await run_events(pool) == []  # all rolled back: the event is in the inbox
+    assert await Runner(pool, wakeup=Wakeup()).run_once() == RunnerTick(1, 1)
