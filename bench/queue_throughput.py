@@ -47,6 +47,7 @@ from pgqueue.db.queries import q  # noqa: E402
 from pgqueue.executor.execute import Executor  # noqa: E402
 from pgqueue.executor.outcome import RunDone  # noqa: E402
 from pgqueue.models import QueueItem  # noqa: E402
+from pgqueue.queue.rescuer import Rescuer  # noqa: E402
 from pgqueue.queue.worker import Worker  # noqa: E402
 
 
@@ -151,7 +152,11 @@ async def drain(pool: AsyncConnectionPool, items: int, workers: int, batch: int)
 
     fleet = [Worker(pool, body, wakeup=Wakeup(), concurrency=batch * 2, claim_batch=batch, poll_interval_s=0.05,
                     fn_default_limit=1_000_000, name=f"bench-{n}") for n in range(workers)]
+    # The production rescuer beside them, as in every pgqueue process: it also sweeps concurrency-
+    # parked items whose unpark was missed (without it a rare lost unpark stalled a keyed drain).
+    rescuer = Rescuer(pool, interval_s=1.0)
     start = time.perf_counter()
+    rescuer.start()
     for w in fleet:
         w.start()
     try:
@@ -160,6 +165,7 @@ async def drain(pool: AsyncConnectionPool, items: int, workers: int, batch: int)
         elapsed = time.perf_counter() - start
         for w in fleet:
             await w.stop(5)
+        await rescuer.stop()
         await executor.client.aclose()
     return items / elapsed
 
