@@ -87,7 +87,14 @@ def parse(run_id: str, raw: bytes) -> Checkpoint:
     if fn_id is not None and not isinstance(fn_id, str):
         raise InvalidInput("fn_id must be a string (ctx.fn_id of the call)")
     item_id, lease_token = parse_queue_item_ref(body.get("qi_id"))
-    raw_steps = body.get("steps")
+    ops = parse_ops(body.get("steps"), len(raw), outputs_only=True)
+    return Checkpoint(run_id, fn_id, item_id, lease_token, ops, len(raw))
+
+
+def parse_ops(raw_steps: object, body_size: int, *, outputs_only: bool) -> tuple[Op, ...]:
+    """The step opcodes of a checkpoint body (async, or a durable endpoint's), each one storable
+    and each output within the step output limit; `outputs_only`: StepRun outputs only (the async
+    mode: anything else belongs in the call's answer)."""
     if not isinstance(raw_steps, list):
         raise InvalidInput("steps must be a list of step opcodes")
     ops: list[Op] = []
@@ -95,17 +102,18 @@ def parse(run_id: str, raw: bytes) -> Checkpoint:
         op = parse_op(raw_op)
         if op is None or not op.id:
             raise InvalidInput(f"steps[{index}] is not a step opcode with an op and an id")
-        if op.op not in CHECKPOINT_OPS:
+        if outputs_only and op.op not in CHECKPOINT_OPS:
             raise InvalidInput(f"steps[{index}]: a checkpoint stores only StepRun outputs, not {op.op}; "
                                "send it in the call's answer")
         problem = storable.problem([op.id, op.name, op.display_name, op.opts])
         if problem:
             raise InvalidInput(f"steps[{index}] ({op.label!r}) cannot be stored: {problem}")
-        problem_of_output = output_problem(step_memo(op)[1], len(raw))
-        if problem_of_output:
-            raise InvalidInput(f"steps[{index}] ({op.label!r}): {problem_of_output['message']}")
+        if op.op in CHECKPOINT_OPS:
+            output = output_problem(step_memo(op)[1], body_size)
+            if output:
+                raise InvalidInput(f"steps[{index}] ({op.label!r}): {output['message']}")
         ops.append(op)
-    return Checkpoint(run_id, fn_id, item_id, lease_token, tuple(ops), len(raw))
+    return tuple(ops)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,8 @@ from pgqueue import ids, storable
 from pgqueue.db.pool import Conn
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.executor import checkpoint
-from pgqueue.executor.apply import Applier, ApplyResult, output_problem, step_memo
-from pgqueue.executor.outcome import Op, Ops, parse_op
+from pgqueue.executor.apply import Applier, ApplyResult
+from pgqueue.executor.outcome import Op, Ops
 from pgqueue.models import QueueItem
 from pgqueue.store import endpoints
 
@@ -76,22 +76,7 @@ def _json_object(raw: bytes, shape: str) -> dict[str, Any]:
 def _ops(raw_steps: object, body_size: int) -> tuple[Op, ...]:
     if raw_steps is None:
         return ()
-    if not isinstance(raw_steps, list):
-        raise InvalidInput("steps must be a list of step opcodes")
-    ops: list[Op] = []
-    for index, raw_op in enumerate(raw_steps):
-        op = parse_op(raw_op)
-        if op is None or not op.id:
-            raise InvalidInput(f"steps[{index}] is not a step opcode with an op and an id")
-        problem = storable.problem([op.id, op.name, op.display_name, op.opts])
-        if problem:
-            raise InvalidInput(f"steps[{index}] ({op.label!r}) cannot be stored: {problem}")
-        if op.op in checkpoint.CHECKPOINT_OPS:
-            output = output_problem(step_memo(op)[1], body_size)
-            if output:
-                raise InvalidInput(f"steps[{index}] ({op.label!r}): {output['message']}")
-        ops.append(op)
-    return tuple(ops)
+    return checkpoint.parse_ops(raw_steps, body_size, outputs_only=False)
 
 
 def _text(data: dict[str, Any], key: str, *, required: bool = True) -> str:

@@ -6,12 +6,10 @@ the run. The end-to-end behaviour with the JS SDK is in tests/compat/test_js_che
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 
-from pgqueue.db.pool import open_pool
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.executor import checkpoint
 from pgqueue.executor.apply import MAX_STEPS

@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import ids
-from pgqueue.db.pool import open_pool
 from pgqueue.executor import completion
 from pgqueue.executor.apply import MAX_STEPS, Applier
 from pgqueue.executor.outcome import Op, Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
-from pgqueue.store import queue
 from tests.sql.conftest import Twin
 
 STARTED = datetime.now(UTC)
