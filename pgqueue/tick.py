@@ -160,6 +160,7 @@ async def _tick(
             drained = await services.runner.drain()
             events_seen += drained.events_seen
             runs_created += drained.runs_created
+            claimed += drained.handed  # calls the runner leased to the worker in its transaction
             got = (await worker.run_once()).claimed
             claimed += got
             if got or drained.events_seen:

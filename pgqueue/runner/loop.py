@@ -58,6 +58,7 @@ def failure_reason(what: str, exc: Exception) -> str:
 class RunnerTick:
     events_seen: int
     runs_created: int
+    handed: int = 0  # calls leased to this process's worker in the round's transaction (Handoff)
 
 
 class Handoff(Protocol):
@@ -114,16 +115,17 @@ class Runner(LoopService):
         telemetry.events_handled(traced)  # committed: each event's span, linked to the runs it started
         if (created or resumed) and self.queue_wakeup:
             self.queue_wakeup.set()
-        return RunnerTick(len(claimed), created)
+        return RunnerTick(len(claimed), created, len(handed))
 
     async def drain(self) -> RunnerTick:
-        seen = created = 0
+        seen = created = handed = 0
         while True:
             tick = await self.run_once()
             seen += tick.events_seen
             created += tick.runs_created
+            handed += tick.handed
             if tick.events_seen < self.batch_size:
-                return RunnerTick(seen, created)
+                return RunnerTick(seen, created, handed)
 
     async def round(self) -> None:
         await self.drain()

@@ -146,7 +146,7 @@ async def test_the_runner_hands_the_calls_it_queues_to_its_worker_in_the_same_tr
     async with pool.connection() as conn:
         await events.ingest(conn, [a])
 
-    assert await runner.run_once() == RunnerTick(1, 1)
+    assert await runner.run_once() == RunnerTick(1, 1, handed=1)
     await asyncio.sleep(0)  # the adopted call's task starts
     assert [i.kind for i in started] == ["call"] and started[0].context is not None
     assert started[0].context["status"] == "running"
