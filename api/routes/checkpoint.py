@@ -122,7 +122,7 @@ async def run_output(run_id: str, request: Request, token: str | None = None) ->
             row = await endpoints.result(conn, run_id)
         if row is None:
             raise NotFound(f"run {run_id} not found")
-        if row["status"] not in endpoint.LIVE:
+        if row["status"] not in checkpoint.LIVE:
             return _run_response(run_id, row)
         if time.monotonic() >= deadline:
             message = f"run {run_id} did not end within {OUTPUT_WAIT_S:g} s: ask again"

@@ -43,7 +43,6 @@ LEASE_S = 300
 DEFAULT_RETRIES = 3  # the JS SDK's default, when the body does not say
 MAX_RETRIES = 20  # pgqueue.functions.retries
 EVENT_NAME = "inngest/http.request"
-LIVE = ("queued", "running")
 # Dev mode has no signing key: tokens are then keyed by this constant (dev mode is open anyway).
 _DEV_TOKEN_KEY = "pgqueue-dev-endpoint-tokens"
 
@@ -179,7 +178,7 @@ async def record(
         raise NotFound(f"run {run_id} not found")
     if not row["is_endpoint"]:
         raise InvalidInput(f"run {run_id} was not started by a durable endpoint (POST /v1/checkpoint)")
-    if row["run_status"] not in LIVE:
+    if row["run_status"] not in checkpoint.LIVE:
         raise checkpoint.Stale(f"run {run_id} has ended ({row['run_status']}): the steps were not stored")
     if row["id"] is None:
         raise checkpoint.Stale(

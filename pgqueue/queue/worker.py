@@ -83,17 +83,27 @@ class Worker:
 
     # -- one round ---------------------------------------------------------------------------
     async def run_once(self) -> WorkerTick:
-        free = self.concurrency - len(self.inflight) - self._handed
-        if free <= 0 or self._stopping:
+        if self._free() <= 0 or self._stopping:
             return WorkerTick(0)
-        caps = self.adaptive.caps() if self.adaptive is not None else None
-        default_cap = self.adaptive.default_cap() if self.adaptive is not None else None
         async with self.pool.connection() as conn:
-            items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms,
-                                      fn_default_limit=self.fn_default_limit, app_caps=caps,
-                                      app_default_cap=default_cap)
+            items = await self._claim(conn)
         self._start(items)
         return WorkerTick(len(items))
+
+    def _free(self) -> int:
+        return self.concurrency - len(self.inflight) - self._handed
+
+    async def _claim(self, conn: Any) -> list[QueueItem]:
+        """Lease as many due items as there are free slots (at most a claim batch), capped per app
+        by adaptive concurrency when it is on."""
+        free = self._free()
+        if free <= 0 or self._stopping:
+            return []
+        caps = self.adaptive.caps() if self.adaptive is not None else None
+        default_cap = self.adaptive.default_cap() if self.adaptive is not None else None
+        return await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms,
+                                 fn_default_limit=self.fn_default_limit, app_caps=caps,
+                                 app_default_cap=default_cap)
 
     # -- hand-off: a claim in another service's transaction ------------------------------------
     async def claim_in(self, conn: Any) -> list[QueueItem]:
@@ -101,14 +111,7 @@ class Worker:
         first calls need neither a wake-up nor a claim of their own. The caller hands the items
         over with `adopt` once its transaction commits, or gives the slots back with `abandon`
         if it rolls back (the leases roll back with it)."""
-        free = self.concurrency - len(self.inflight) - self._handed
-        if free <= 0 or self._stopping:
-            return []
-        caps = self.adaptive.caps() if self.adaptive is not None else None
-        default_cap = self.adaptive.default_cap() if self.adaptive is not None else None
-        items = await queue.claim(conn, self.name, min(free, self.claim_batch), self.lease_ms,
-                                  fn_default_limit=self.fn_default_limit, app_caps=caps,
-                                  app_default_cap=default_cap)
+        items = await self._claim(conn)
         self._handed += len(items)
         return items
 
