@@ -95,8 +95,21 @@ def test_the_sdks_signature_is_required_on_every_answer(
         assert run["output"] == {"a": 1, "b": 2, "c": "three", "echo": "pass"}
         return
     assert run["error"]["name"] == error, run
-    assert "666" not in str(run)
+    # The forged value is nowhere in what the run reports (not `str(run)`: a run id or a
+    # timestamp may contain the digits 666 by chance).
+    assert 666 not in _leaves(run["output"]) and 666 not in _leaves(run["error"]), run
+    stored = server.get(f"/v1/runs/{run['run_id']}/jobs")["data"]
+    assert all(step["output"] != 666 for step in stored), stored
     # The forged or unsigned answer was not stored: step `a` ran once per attempt (5 attempts:
     # the default 4 retries) and never got past it.
     assert app.count(run["run_id"], "a") == 5
     assert app.count(run["run_id"], "b") == 0
+
+
+def _leaves(value: object) -> list[object]:
+    """Every scalar in a decoded JSON value."""
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
