@@ -27,11 +27,12 @@
 -- written: a no-op run costs no event, no inbox row and no runner round.
 CREATE OR REPLACE FUNCTION pgqueue.finish_heard_v1(p_correlation_id text)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql  -- a cached plan: asked for every run that ends (a SQL function is planned each call)
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT p_correlation_id IS NOT NULL
+BEGIN
+    RETURN p_correlation_id IS NOT NULL
         OR EXISTS (
             SELECT 1 FROM pgqueue.function_triggers t JOIN pgqueue.functions f ON f.id = t.function_id
             WHERE f.archived_at IS NULL
@@ -44,7 +45,8 @@ AS $$
         OR EXISTS (
             SELECT 1 FROM pgqueue.pause_paths p
             WHERE p.event_name IN ('inngest/function.finished', 'inngest/function.failed',
-                                   'inngest/function.cancelled'))
+                                   'inngest/function.cancelled'));
+END
 $$;
 
 

@@ -100,3 +100,23 @@ async def test_a_run_the_claim_could_not_start_reads_queued_so_the_executor_star
         async with pool.connection() as conn:
             [item] = await queue.claim(conn, "w", 10, 60_000)
     assert item.run_started is False and item.context is not None and item.context["status"] == "queued"
+
+
+async def test_the_context_lists_the_runs_events_in_its_order(pool: AsyncConnectionPool) -> None:
+    """A batch run's events in the order of runs.event_ids (not by id), each once (the first place of
+    an id named twice), and none for an id whose event is gone (retention)."""
+    run_id = await queued_run(pool)
+    later, earlier, gone = ids.new_ulid(), ids.new_ulid(), ids.new_ulid()
+    async with pool.connection() as conn:
+        for event_id, n in ((earlier, 1), (later, 2)):
+            await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'ctx/go', %s, %s)",
+                               (event_id, Jsonb({"n": n}), ids.ulid_time_ms(event_id)))
+        first = await (await conn.execute("SELECT event_id FROM pgqueue.runs WHERE id = %s", (run_id,))).fetchone()
+        await conn.execute("UPDATE pgqueue.runs SET event_ids = %s WHERE id = %s",
+                           ([first["event_id"], later, gone, earlier, later], run_id))
+        [item] = await queue.claim(conn, "w", 10, 60_000)
+
+    queried = await context(pool, run_id)
+    assert item.context == queried
+    assert [e["id"] for e in queried["events"]] == [first["event_id"], later, earlier]
+    assert [e["data"] for e in queried["events"][1:]] == [{"n": 2}, {"n": 1}]
