@@ -109,9 +109,11 @@ async def test_the_context_lists_the_runs_events_in_its_order(pool: AsyncConnect
     later, earlier, gone = ids.new_ulid(), ids.new_ulid(), ids.new_ulid()
     async with pool.connection() as conn:
         for event_id, n in ((earlier, 1), (later, 2)):
-            await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'ctx/go', %s, %s)",
-                               (event_id, Jsonb({"n": n}), ids.ulid_time_ms(event_id)))
-        first = await (await conn.execute("SELECT event_id FROM pgqueue.runs WHERE id = %s", (run_id,))).fetchone()
+            await conn.execute(
+                "INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'ctx/go', %s, %s)",
+                (event_id, Jsonb({"n": n}), ids.ulid_time_ms(event_id)))
+        cur = await conn.execute("SELECT event_id FROM pgqueue.runs WHERE id = %s", (run_id,))
+        first = await cur.fetchone()
         await conn.execute("UPDATE pgqueue.runs SET event_ids = %s WHERE id = %s",
                            ([first["event_id"], later, gone, earlier, later], run_id))
         [item] = await queue.claim(conn, "w", 10, 60_000)
