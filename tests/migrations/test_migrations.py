@@ -300,7 +300,6 @@ HOT_FUNCTIONS = (
     "pgqueue.claim_lease_v2(text,integer,integer,integer,boolean,jsonb,integer)",
     "pgqueue.finish_timeouts_v1(text[])",
     "pgqueue.run_context_v1(text)",
-    "pgqueue.queue_next_due_at_v1()",
     "pgqueue.finish_heard_v1(text)",
     "pgqueue.complete_v1(jsonb,integer,bigint)",
 )
