@@ -16,7 +16,7 @@ keep draining what the client still sends.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
@@ -110,7 +110,9 @@ class BodyLimitMiddleware:
 # -- authentication before the body ------------------------------------------------------------
 
 
-def runs_before_body(guard: Callable[[Request], None]) -> Callable[[Request], None]:
+def runs_before_body(
+    guard: Callable[[Request], Awaitable[None]],
+) -> Callable[[Request], Awaitable[None]]:
     """Mark a `Depends()` guard (it takes only the request and raises to refuse) as one that
     `AuthFirstRoute` runs before the request body is read."""
     guard.runs_before_body = True  # type: ignore[attr-defined]
@@ -135,7 +137,7 @@ class AuthFirstRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             for guard in guards:
-                guard(request)
+                await guard(request)
             return await handler(request)
 
         return guarded

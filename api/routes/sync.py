@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @router.post("/fn/register", tags=["sync"], summary="Register an app's functions (called by the SDKs)")
 async def register(request: Request) -> JSONResponse:
-    deps.require_sdk_key(request)
+    deps.check_sdk_key(request)
     cfg = deps.settings(request)
     expected = request.headers.get("x-inngest-expected-server-kind")
     kind = appsync.server_kind(cfg)

@@ -5,6 +5,7 @@ flat however much a client streams. RSS is the server process's own VmRSS from /
 
 from __future__ import annotations
 
+import inspect
 import json
 import select
 import socket
@@ -246,3 +247,19 @@ def test_every_guarded_route_checks_credentials_before_reading_its_body() -> Non
             typed += 1
             assert guards, f"{route.path} parses a typed body without a before-body guard"
     assert guarded >= 20 and typed >= 3
+
+
+def test_no_route_sends_a_request_through_a_worker_thread() -> None:
+    """FastAPI runs a sync (`def`) dependency or endpoint in anyio's thread pool: a thread hop and
+    GIL hand-over on every request (the authentication guard of every SDK checkpoint and REST call
+    was one). Every route's endpoint and dependencies are coroutines."""
+    app = create_app(Settings(database_url="postgresql://unused/x").validated(), run_services=False)
+
+    def sync_calls(dependant: Any) -> list[str]:
+        own = [] if dependant.call is None or inspect.iscoroutinefunction(dependant.call) else [
+            getattr(dependant.call, "__qualname__", repr(dependant.call))]
+        return own + [name for sub in dependant.dependencies for name in sync_calls(sub)]
+
+    found = {route.path: sync_calls(route.dependant) for route in _api_routes(app.routes)}
+    assert len(found) >= 20
+    assert {path: calls for path, calls in found.items() if calls} == {}
