@@ -4,8 +4,9 @@ interrupted too often fails its run with LeaseExpired (see pgqueue.queue.interru
 Each round also keeps the queue tidy: items parked on a concurrency key with a free slot are
 unparked (a lost wake-up), work that paused functions queued since their pause is parked with the
 rest of their held work, and what would otherwise grow without bound is pruned: expired dedupe and
-idempotency windows, cancelOn listeners past their timeout, and (once a minute, as it briefly
-locks out pause creation) the pause paths no pause uses any more."""
+idempotency windows, cancelOn listeners past their timeout, and once a minute the pause paths no
+pause uses any more (it briefly locks out pause creation) and the throttle and rate-limit keys idle
+for a minute (it reads that table)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue.db.notify import Wakeup
 from pgqueue.queue import interrupts
 from pgqueue.service import LoopService
-from pgqueue.store import control, pauses, queue
+from pgqueue.store import control, flow, pauses, queue
 
 log = logging.getLogger(__name__)
 
 
-PATHS_PRUNE_INTERVAL_S = 60.0
+PATHS_PRUNE_INTERVAL_S = 60.0  # pause paths and idle GCRA keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class Rescuer(LoopService):
         self.queue_wakeup = queue_wakeup
         self.interval_s = interval_s
         self._paths_pruned_at: float | None = None
+        self._gcra_pruned_at: float | None = None
         super().__init__()
 
     async def run_once(self) -> RescueTick:
@@ -60,6 +62,9 @@ class Rescuer(LoopService):
                 if paths is not None:  # None: pauses being created kept it busy; next round
                     self._paths_pruned_at = now
                     pruned += paths
+            if self._gcra_pruned_at is None or now - self._gcra_pruned_at >= PATHS_PRUNE_INTERVAL_S:
+                pruned += await flow.prune_idle_gcra(conn)
+                self._gcra_pruned_at = now
         await interrupts.fail_exhausted(self.pool, rescued, interrupts.LEASE_EXPIRED_ERROR)
         if n:
             log.warning("rescued %d items whose lease expired", n)

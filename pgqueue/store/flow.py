@@ -45,3 +45,10 @@ async def batch_append(conn: Conn, function_id: UUID, key: str, event_id: str, m
 
 async def batch_open(conn: Conn, function_id: UUID, key: str, run_id: str) -> None:
     await conn.execute(q("flow_batch_open"), {"function_id": function_id, "key": key, "run_id": run_id})
+
+
+async def prune_idle_gcra(conn: Conn, limit: int = 10_000) -> int:
+    """Forget throttle and rate-limit keys idle for over a minute (they admit as new keys do)."""
+    cur = await conn.execute(q("gcra_prune_idle"), {"limit": limit})
+    row = await cur.fetchone()
+    return int(row["pruned"]) if row else 0

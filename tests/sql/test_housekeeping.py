@@ -160,3 +160,57 @@ async def test_the_rescuer_round_prunes_expired_listeners_and_unused_paths(
     assert tick.pruned == 2
     assert pause_ids(conn) == {live}
     assert paths(conn) == set()
+
+
+# --- flow control: idle GCRA keys ----------------------------------------------------------------------
+
+
+def gcra_keys(conn: psycopg.Connection, prefix: str) -> set[str]:
+    return {k for (k,) in conn.execute("SELECT key FROM pgqueue.gcra_state WHERE starts_with(key, %s)",
+                                       (prefix,)).fetchall()}
+
+
+async def test_the_rescuer_forgets_throttle_and_rate_limit_keys_that_have_gone_idle(
+    database_url: str, conn: psycopg.Connection,
+) -> None:
+    """A key whose theoretical arrival time has passed admits exactly as a key never seen: its row
+    only takes space (one per throttle or rate-limit key value, ever). Rows idle for over a minute
+    go; one still holding back arrivals, or only just idle, stays."""
+    conn.execute(
+        "INSERT INTO pgqueue.gcra_state (key, tat, updated_at) VALUES"
+        " ('hk:idle-hour', now() - interval '1 hour', now() - interval '2 hours'),"
+        " ('hk:idle-2min', now() - interval '2 minutes', now() - interval '3 minutes'),"
+        " ('hk:idle-now', now() - interval '5 seconds', now() - interval '10 seconds'),"
+        " ('hk:holding', now() + interval '30 seconds', now())")
+    pool = await open_pool(database_url, max_size=2)
+    try:
+        tick = await Rescuer(pool).run_once()
+        assert gcra_keys(conn, "hk:") == {"hk:idle-now", "hk:holding"}
+        assert tick.pruned >= 2
+        # once a minute (it reads the table): the next round does not look again
+        conn.execute("UPDATE pgqueue.gcra_state SET tat = now() - interval '1 hour' WHERE key = 'hk:holding'")
+        rescuer = Rescuer(pool)
+        await rescuer.run_once()
+        assert gcra_keys(conn, "hk:") == {"hk:idle-now"}
+        conn.execute("UPDATE pgqueue.gcra_state SET tat = now() - interval '1 hour' WHERE key = 'hk:idle-now'")
+        await rescuer.run_once()
+        assert gcra_keys(conn, "hk:") == {"hk:idle-now"}
+    finally:
+        await pool.close()
+
+
+def test_a_forgotten_key_admits_as_the_idle_key_did(conn: psycopg.Connection) -> None:
+    """Pruning changes no decision: after an idle minute a key admits its full burst again, with or
+    without its row."""
+    def admits(key: str) -> list[bool]:
+        return [conn.execute("SELECT pgqueue.throttle_admit_v2(%s, 2, 1000, 1, now())", (key,)).fetchone()[0] == 0
+                for _ in range(4)]
+
+    for key in ("hk:kept", "hk:pruned"):
+        conn.execute("INSERT INTO pgqueue.gcra_state (key, tat, updated_at)"
+                     " VALUES (%s, now() - interval '2 minutes', now() - interval '3 minutes')", (key,))
+    conn.execute(q("gcra_prune_idle"), {"limit": 1000})
+    assert "hk:pruned" not in gcra_keys(conn, "hk:") and "hk:kept" not in gcra_keys(conn, "hk:")
+    conn.execute("INSERT INTO pgqueue.gcra_state (key, tat, updated_at)"
+                 " VALUES ('hk:kept', now() - interval '2 minutes', now() - interval '3 minutes')")
+    assert admits("hk:kept") == admits("hk:pruned") == admits("hk:never-seen")
