@@ -192,7 +192,8 @@ async def test_the_rescuer_forgets_throttle_and_rate_limit_keys_that_have_gone_i
         rescuer = Rescuer(pool)
         await rescuer.run_once()
         assert gcra_keys(conn, "hk:") == {"hk:idle-now"}
-        conn.execute("UPDATE pgqueue.gcra_state SET tat = now() - interval '1 hour' WHERE key = 'hk:idle-now'")
+        conn.execute("UPDATE pgqueue.gcra_state SET tat = now() - interval '1 hour'"
+                     " WHERE key = 'hk:idle-now'")
         await rescuer.run_once()
         assert gcra_keys(conn, "hk:") == {"hk:idle-now"}
     finally:
@@ -203,8 +204,8 @@ def test_a_forgotten_key_admits_as_the_idle_key_did(conn: psycopg.Connection) ->
     """Pruning changes no decision: after an idle minute a key admits its full burst again, with or
     without its row."""
     def admits(key: str) -> list[bool]:
-        return [conn.execute("SELECT pgqueue.throttle_admit_v2(%s, 2, 1000, 1, now())", (key,)).fetchone()[0] == 0
-                for _ in range(4)]
+        admit = "SELECT pgqueue.throttle_admit_v2(%s, 2, 1000, 1, now()) = 0"
+        return [conn.execute(admit, (key,)).fetchone()[0] for _ in range(4)]
 
     for key in ("hk:kept", "hk:pruned"):
         conn.execute("INSERT INTO pgqueue.gcra_state (key, tat, updated_at)"
