@@ -55,6 +55,14 @@ RETURNS TABLE (item_id bigint, result text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan  -- custom plans of these batch statements cost more than they win
+-- Every statement joins the batch (a few to a few hundred calls) to big tables by key: probing
+-- their indexes is always the plan. The planner guesses 100 rows for jsonb_to_recordset and keeps
+-- the generic plan until the tables are analysed again, so it scanned all of runs (the fence, the
+-- classification) and hashed all of steps (the "stored already" check) on every batch, made for
+-- the tables' size when the plan was made.
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET jit = off
 AS $$
 DECLARE

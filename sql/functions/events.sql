@@ -9,6 +9,10 @@ CREATE OR REPLACE FUNCTION pgqueue.event_ingest_v1(p_events jsonb)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- "is this id stored already" probes the events' primary key: the kept plan, made for the size
+-- of events at the time, hashed the whole table on every request (planner: 100 input rows)
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     queued integer;

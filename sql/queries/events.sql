@@ -3,7 +3,9 @@ SELECT pgqueue.event_ingest_v1(%(events)s::jsonb) AS queued
 
 -- name: event_inbox_claim
 -- Claimed rows are deleted in the runner's transaction: on a crash they come back. Returns the
--- claimed events themselves, in receipt order (one round trip for the runner).
+-- claimed events themselves, in receipt order (one round trip for the runner). Each event by its
+-- primary key (a LIMIT keeps the lateral from being flattened): a join was planned as a scan of
+-- all events whenever the planner thought the table small.
 WITH claimed AS (
     DELETE FROM pgqueue.event_inbox
     WHERE seq IN (
@@ -12,7 +14,8 @@ WITH claimed AS (
     RETURNING seq, event_id
 )
 SELECT e.id, e.name, e.data, e."user", e.ts, e.v, e.external_id, e.received_at, e.skip_reason
-FROM claimed c JOIN pgqueue.events e ON e.id = c.event_id
+FROM claimed c
+CROSS JOIN LATERAL (SELECT * FROM pgqueue.events e1 WHERE e1.id = c.event_id LIMIT 1) e
 ORDER BY c.seq
 
 -- name: event_inbox_take

@@ -1,0 +1,129 @@
+"""The hot-path functions keep their plans for the session (plpgsql), and a kept plan is made for the
+tables as they were then. Made while the tables were small and kept while they grow (autovacuum
+analyses them, and so replaces the plans, only every so often), a plan must still probe the big
+tables by key: a plan that scans them costs a whole table per call.
+
+Each test warms one session's plans on near-empty tables, grows the tables to thousands of rows
+without analysing them (autovacuum is off for this module's database), and counts the rows the
+session's next call reads by sequential scan (pg_stat_xact_user_tables)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from pgqueue import ids
+
+ROWS = 5_000
+TABLES = ("runs", "events", "steps", "queue_items")
+
+
+@pytest.fixture
+def conn(module_database_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(module_database_url, autocommit=True) as c:
+        for table in (*TABLES, "event_inbox"):
+            c.execute(f"ALTER TABLE pgqueue.{table} SET (autovacuum_enabled = false)")  # noqa: S608 - fixed names
+            c.execute(f"TRUNCATE pgqueue.{table} CASCADE")  # noqa: S608 - fixed names
+        yield c
+
+
+def function(conn: psycopg.Connection) -> uuid.UUID:
+    app = conn.execute("INSERT INTO pgqueue.apps (name, url) VALUES (%s, 'http://127.0.0.1:9') RETURNING id",
+                       (f"plans-{uuid.uuid4().hex[:8]}",)).fetchone()
+    assert app is not None
+    row = conn.execute("INSERT INTO pgqueue.functions (app_id, slug, name, url, config) VALUES"
+                       " (%s, %s, 'f', 'http://127.0.0.1:9', '{}') RETURNING id",
+                       (app[0], f"plans-{uuid.uuid4().hex[:8]}")).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def events(n: int) -> list[dict[str, object]]:
+    out = []
+    for _ in range(n):
+        event_id = ids.new_ulid()
+        out.append({"id": event_id, "name": "plans/x", "data": {}, "ts": ids.ulid_time_ms(event_id)})
+    return out
+
+
+def ingest(conn: psycopg.Connection, batch: list[dict[str, object]]) -> None:
+    conn.execute("SELECT pgqueue.event_ingest_v1(%s::jsonb)", (json.dumps(batch),))
+
+
+def create_runs(conn: psycopg.Connection, fn: uuid.UUID, n: int) -> list[str]:
+    [event] = events(1)
+    ingest(conn, [event])
+    runs = [{"id": ids.new_ulid(), "function_id": str(fn), "event_id": event["id"], "event_ids": [event["id"]],
+             "max_attempts": 1} for _ in range(n)]
+    conn.execute("SELECT pgqueue.run_create_v2(%s::jsonb)", (json.dumps(runs),))
+    return [str(r["id"]) for r in runs]
+
+
+def claim(conn: psycopg.Connection, n: int) -> list[tuple[int, str, str]]:
+    rows = conn.execute("SELECT id, run_id, lease_token FROM pgqueue.claim_v6('plans', %s, 60000, 1000000,"
+                        " NULL, NULL)", (n,)).fetchall()
+    return [(r[0], r[1], str(r[2])) for r in rows]
+
+
+def complete(conn: psycopg.Connection, leased: list[tuple[int, str, str]], kind: str) -> None:
+    batch = []
+    for item_id, run_id, token in leased:
+        elem: dict[str, object] = {"item_id": item_id, "lease_token": token, "run_id": run_id,
+                                   "item_step_id": "step", "attempt": 0, "started_at": "2026-01-01T00:00:00Z",
+                                   "request_version": 1, "kind": kind}
+        if kind == "step":
+            elem.update(step_id=f"s-{item_id}", step_name="s", memo={"data": 1})
+        else:
+            event_id = ids.new_ulid()
+            elem.update(output=None, status_code=200, event_id=event_id, event_ts=ids.ulid_time_ms(event_id))
+        batch.append(elem)
+    conn.execute("SELECT * FROM pgqueue.complete_v1(%s::jsonb, 1000, 100000000)", (json.dumps(batch),)).fetchall()
+
+
+def scanned(conn: psycopg.Connection) -> dict[str, int]:
+    """Rows read by sequential scans of the big tables in the current transaction."""
+    rows = conn.execute("SELECT relname, seq_tup_read FROM pg_stat_xact_user_tables"
+                        " WHERE schemaname = 'pgqueue' AND relname = ANY (%s)", (list(TABLES),)).fetchall()
+    return {name: n for name, n in rows if n}
+
+
+def warm_then_grow(conn: psycopg.Connection, fn: uuid.UUID) -> None:
+    """Ten rounds of every hot-path call on near-empty tables (plpgsql goes over to its generic
+    plan after five), then thousands of rows in every table, not analysed."""
+    for _ in range(10):
+        create_runs(conn, fn, 1)
+        complete(conn, claim(conn, 1), "step")
+        complete(conn, claim(conn, 1), "done")
+    for _ in range(ROWS // 1000):
+        ingest(conn, events(1000))
+    # Runs that have stored steps, and a queue of ROWS first calls behind them.
+    deep = create_runs(conn, fn, ROWS)
+    conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)"
+                 " SELECT r, 's', 's', 'StepRun', '{\"data\": 1}', 0 FROM unnest(%s::text[]) AS r", (deep,))
+
+
+def test_ingesting_an_event_probes_the_stored_ids(conn: psycopg.Connection) -> None:
+    warm_then_grow(conn, function(conn))
+    with conn.transaction():
+        ingest(conn, events(3))
+        assert scanned(conn) == {}
+
+
+def test_a_claim_reads_only_what_it_takes(conn: psycopg.Connection) -> None:
+    warm_then_grow(conn, function(conn))
+    with conn.transaction():
+        assert len(claim(conn, 5)) == 5
+        assert scanned(conn) == {}
+
+
+def test_the_group_commit_reads_only_its_runs(conn: psycopg.Connection) -> None:
+    warm_then_grow(conn, function(conn))
+    leased = claim(conn, 6)
+    with conn.transaction():
+        complete(conn, leased[:3], "step")
+        complete(conn, leased[3:], "done")
+        assert scanned(conn) == {}
