@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgqueue import ids
 
@@ -26,8 +27,9 @@ TABLES = ("runs", "events", "steps", "queue_items")
 def conn(module_database_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(module_database_url, autocommit=True) as c:
         for table in (*TABLES, "event_inbox"):
-            c.execute(f"ALTER TABLE pgqueue.{table} SET (autovacuum_enabled = false)")  # noqa: S608 - fixed names
-            c.execute(f"TRUNCATE pgqueue.{table} CASCADE")  # noqa: S608 - fixed names
+            name = sql.Identifier("pgqueue", table)
+            c.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(name))
+            c.execute(sql.SQL("TRUNCATE {} CASCADE").format(name))
         yield c
 
 
@@ -57,8 +59,8 @@ def ingest(conn: psycopg.Connection, batch: list[dict[str, object]]) -> None:
 def create_runs(conn: psycopg.Connection, fn: uuid.UUID, n: int) -> list[str]:
     [event] = events(1)
     ingest(conn, [event])
-    runs = [{"id": ids.new_ulid(), "function_id": str(fn), "event_id": event["id"], "event_ids": [event["id"]],
-             "max_attempts": 1} for _ in range(n)]
+    runs = [{"id": ids.new_ulid(), "function_id": str(fn), "event_id": event["id"],
+             "event_ids": [event["id"]], "max_attempts": 1} for _ in range(n)]
     conn.execute("SELECT pgqueue.run_create_v2(%s::jsonb)", (json.dumps(runs),))
     return [str(r["id"]) for r in runs]
 
@@ -81,7 +83,8 @@ def complete(conn: psycopg.Connection, leased: list[tuple[int, str, str]], kind:
             event_id = ids.new_ulid()
             elem.update(output=None, status_code=200, event_id=event_id, event_ts=ids.ulid_time_ms(event_id))
         batch.append(elem)
-    conn.execute("SELECT * FROM pgqueue.complete_v1(%s::jsonb, 1000, 100000000)", (json.dumps(batch),)).fetchall()
+    conn.execute("SELECT * FROM pgqueue.complete_v1(%s::jsonb, 1000, 100000000)",
+                 (json.dumps(batch),)).fetchall()
 
 
 def scanned(conn: psycopg.Connection) -> dict[str, int]:
