@@ -75,13 +75,22 @@ BEGIN
     PERFORM 1 FROM pgqueue.runs r
     WHERE r.id IN (SELECT x.run_id FROM jsonb_to_recordset(p_batch) AS x(run_id text))
     ORDER BY r.id FOR UPDATE;
-    SELECT coalesce(array_agg(h.id), '{}') INTO v_held FROM (
-        SELECT q.id FROM pgqueue.queue_items q
-        JOIN jsonb_to_recordset(p_batch) AS x(item_id bigint, lease_token uuid)
-          ON q.id = x.item_id AND q.lease_token = x.lease_token
-        WHERE q.state = 'leased'
-        ORDER BY q.id FOR UPDATE OF q
-    ) h;
+    -- Each item by its primary key, in id order (a subquery with LIMIT is never flattened, and the
+    -- state test is not pushed into it): a join walked every leased item and read the batch again
+    -- for each (`state = 'leased'` matches a partial index the planner preferred). Only our lease
+    -- has our token, so the lock never waits on another worker's item.
+    SELECT coalesce(array_agg(h.id ORDER BY h.id), '{}') INTO v_held FROM (
+        SELECT q.id, q.state
+        FROM (SELECT b.item_id, b.lease_token
+              FROM jsonb_to_recordset(p_batch) AS b(item_id bigint, lease_token uuid)
+              ORDER BY b.item_id) x
+        CROSS JOIN LATERAL (
+            SELECT q1.id, q1.state FROM pgqueue.queue_items q1
+            WHERE q1.id = x.item_id AND q1.lease_token = x.lease_token
+            LIMIT 1 FOR UPDATE
+        ) q
+    ) h
+    WHERE h.state = 'leased';
     -- Runs whose finished call was a parallelMode "race" step: their next discovery call is queued
     -- at once, even while sibling steps are pending (as pgqueue/transitions.py continue_run does).
     SELECT coalesce(array_agg(DISTINCT q.run_id), '{}') INTO v_race
