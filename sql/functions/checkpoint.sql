@@ -31,9 +31,11 @@ BEGIN
         RETURN QUERY SELECT 'ended', 0, v_run.step_count, v_run.state_bytes, v_run.status, NULL::text, NULL::integer;
         RETURN;
     END IF;
+    -- by primary key: `q.state = 'leased'` matches the partial indexes of leases, and a plan made
+    -- when few items were leased walked all of them instead (queue_lock_if_leased, same fence)
     SELECT q.run_id, q.function_id, q.step_id, q.attempt INTO v_item
     FROM pgqueue.queue_items q
-    WHERE q.id = p_item_id AND q.state = 'leased' AND q.lease_token = p_lease_token
+    WHERE q.id = p_item_id AND q.state::text = 'leased' AND q.lease_token = p_lease_token
     FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'stale', 0, v_run.step_count, v_run.state_bytes, v_run.status, NULL::text, NULL::integer;

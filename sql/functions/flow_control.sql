@@ -289,7 +289,8 @@ BEGIN
     END IF;
     SELECT q.id, q.run_at INTO item
     FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
-    WHERE q.run_id = d.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
+    -- r.status::text: the run by its primary key, never a walk of runs_live (queue_lock_if_leased)
+    WHERE q.run_id = d.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status::text = 'queued'
     FOR UPDATE OF q;
     IF NOT FOUND THEN
         DELETE FROM pgqueue.debounces x WHERE x.function_id = p_function_id AND x.key = p_key;
@@ -338,7 +339,8 @@ BEGIN
     END IF;
     SELECT q.id, q.run_at INTO item
     FROM pgqueue.queue_items q JOIN pgqueue.runs r ON r.id = q.run_id
-    WHERE q.run_id = b.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status = 'queued'
+    -- r.status::text: the run by its primary key, never a walk of runs_live (queue_lock_if_leased)
+    WHERE q.run_id = b.run_id AND q.step_id = 'step' AND q.state = 'available' AND r.status::text = 'queued'
     FOR UPDATE OF q;
     IF NOT FOUND OR b.size >= p_max_size THEN
         DELETE FROM pgqueue.batches x WHERE x.function_id = p_function_id AND x.key = p_key;

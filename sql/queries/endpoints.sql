@@ -14,8 +14,9 @@ LEFT JOIN pgqueue.queue_items q
 WHERE r.id = %(run_id)s
 
 -- name: endpoint_extend_lease
+-- by primary key (`state::text`: see queue_lock_if_leased)
 UPDATE pgqueue.queue_items SET lease_expires_at = %(until)s
-WHERE id = %(id)s AND state = 'leased' AND lease_token = %(lease_token)s
+WHERE id = %(id)s AND state::text = 'leased' AND lease_token = %(lease_token)s
 
 -- name: endpoint_run_result
 SELECT status::text AS status, output, error FROM pgqueue.runs WHERE id = %(run_id)s

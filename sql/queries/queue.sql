@@ -11,9 +11,11 @@ SELECT pgqueue.concurrency_unblock_v1() AS unblocked
 SELECT * FROM pgqueue.rescue_expired_v2(%(limit)s, %(max_interrupts)s, %(backoff_scale)s)
 
 -- name: queue_lock_if_leased
--- The fencing check every apply starts with: zero rows means our lease is gone.
+-- The fencing check every apply starts with: zero rows means our lease is gone. `state::text`: a
+-- plain `state = 'leased'` matches the partial indexes of leases, and a plan made when few items
+-- were leased walked all of them (every lease read per apply) instead of the primary key.
 SELECT id, run_id, function_id, step_id, attempt, max_attempts, interrupts, leased_at, race FROM pgqueue.queue_items
-WHERE id = %(id)s AND state = 'leased' AND lease_token = %(lease_token)s
+WHERE id = %(id)s AND state::text = 'leased' AND lease_token = %(lease_token)s
 FOR UPDATE
 
 -- name: queue_delete

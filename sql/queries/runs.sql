@@ -5,9 +5,11 @@ SELECT pgqueue.run_create_v2(%(runs)s::jsonb) AS created
 -- Everything one call needs (pgqueue.run_context_v1), in one round trip; marks a queued run as
 -- running (when its claim could not: the run row was locked) and schedules its timeouts.finish in
 -- the same statement.
+-- `status::text`: the run by its primary key, never a walk of every queued run through runs_live
+-- (a plan made when few runs were queued prefers it; see queue_lock_if_leased).
 WITH started AS (
     UPDATE pgqueue.runs SET status = 'running', started_at = now()
-    WHERE id = %(run_id)s AND status = 'queued'
+    WHERE id = %(run_id)s AND status::text = 'queued'
     RETURNING id
 ), timed AS MATERIALIZED (
     SELECT pgqueue.finish_timeouts_v1(ARRAY(SELECT started.id FROM started)) AS n

@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import ids
+from pgqueue.db.queries import q
 
 ROWS = 5_000
 TABLES = ("runs", "events", "steps", "queue_items")
@@ -160,3 +161,67 @@ def test_the_group_commit_finds_its_leases_by_key_among_many(conn: psycopg.Conne
     with conn.transaction():
         complete(conn, leased[:6], "step")
         assert fetched(conn, "queue_items") < 100
+
+
+@pytest.fixture
+def many_leased(conn: psycopg.Connection) -> list[tuple[int, str, str]]:
+    """2,000 leases taken after the table was analysed with none: to the planner the partial
+    indexes of leases look empty, so walking one of them looks cheaper than the primary key."""
+    fn = function(conn)
+    create_runs(conn, fn, 2_100)
+    conn.execute("ANALYZE pgqueue.queue_items")
+    leased = claim(conn, 2_000)
+    assert len(leased) == 2_000
+    return leased
+
+
+def test_an_applys_fence_reads_its_item_not_every_lease(
+    conn: psycopg.Connection, many_leased: list[tuple[int, str, str]],
+) -> None:
+    for _ in range(6):  # past the prepared statement's custom plans
+        item_id, _, token = many_leased[0]
+        conn.execute(q("queue_lock_if_leased"), {"id": item_id, "lease_token": token},
+                     prepare=True).fetchall()
+    flush_counters(conn)
+    with conn.transaction():
+        for item_id, _, token in many_leased[1:6]:
+            rows = conn.execute(q("queue_lock_if_leased"), {"id": item_id, "lease_token": token},
+                                prepare=True).fetchall()
+            assert len(rows) == 1
+        assert fetched(conn, "queue_items") < 50
+
+
+def test_a_checkpoints_fence_reads_its_item_not_every_lease(
+    conn: psycopg.Connection, many_leased: list[tuple[int, str, str]],
+) -> None:
+    def store(item_id: int, run_id: str, token: str) -> str:
+        row = conn.execute("SELECT verdict FROM pgqueue.checkpoint_store_v1(%s, %s, %s, NULL, '[]')",
+                           (run_id, item_id, token)).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    for lease in many_leased[:6]:  # past plpgsql's custom plans
+        store(*lease)
+    flush_counters(conn)
+    with conn.transaction():
+        assert [store(*lease) for lease in many_leased[6:11]] == ["ok"] * 5
+        assert fetched(conn, "queue_items") < 50
+
+
+def test_starting_a_run_reads_its_row_not_every_queued_run(conn: psycopg.Connection) -> None:
+    """The run_context query starts a run the claim could not (`status = 'queued'` matches the
+    leading column of runs_live, which looks empty to the planner after an analyse with no run
+    queued)."""
+    deep = create_runs(conn, function(conn), 2_000)
+    conn.execute("UPDATE pgqueue.runs SET status = 'completed', ended_at = now() WHERE id = ANY (%s)",
+                 (deep,))
+    conn.execute("ANALYZE pgqueue.runs")
+    conn.execute("UPDATE pgqueue.runs SET status = 'queued', ended_at = NULL WHERE id = ANY (%s)", (deep,))
+    for run_id in deep[:6]:  # past the prepared statement's custom plans
+        conn.execute(q("run_context"), {"run_id": run_id}, prepare=True).fetchall()
+    flush_counters(conn)
+    with conn.transaction():
+        for run_id in deep[6:11]:
+            [(context,)] = conn.execute(q("run_context"), {"run_id": run_id}, prepare=True).fetchall()
+            assert context["started_now"] is True
+        assert fetched(conn, "runs") < 50
