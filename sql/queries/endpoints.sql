@@ -9,8 +9,8 @@ SELECT * FROM pgqueue.endpoint_run_start_v1(
 SELECT r.status::text AS run_status, r.endpoint_url IS NOT NULL AS is_endpoint, q.id, q.run_id, q.function_id,
        q.kind, q.step_id, q.step_name, q.attempt, q.max_attempts, q.lease_token, q.run_at
 FROM pgqueue.runs r
-LEFT JOIN pgqueue.queue_items q
-       ON q.run_id = r.id AND q.state = 'leased' AND q.leased_by = 'endpoint' AND q.lease_expires_at > now()
+LEFT JOIN pgqueue.queue_items q  -- the run's own items (`state::text`: see queue_lock_if_leased)
+       ON q.run_id = r.id AND q.state::text = 'leased' AND q.leased_by = 'endpoint' AND q.lease_expires_at > now()
 WHERE r.id = %(run_id)s
 
 -- name: endpoint_extend_lease
