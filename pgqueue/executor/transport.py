@@ -38,6 +38,9 @@ _NO_BODY_STATUS = frozenset({204, 304})
 Origin = tuple[str, str, int]
 
 
+MAX_PARSED_URLS = 4096
+
+
 class AppClient(httpx.AsyncClient):
     """httpx's client over an AppTransport (no redirects, nothing from the environment), whose
     `call` sends straight to the transport: the executor's calls skip the client's cookie, auth and
@@ -47,13 +50,21 @@ class AppClient(httpx.AsyncClient):
         super().__init__(follow_redirects=False, timeout=timeout, transport=transport, trust_env=False)
         self._app_transport = transport
         self._timeouts = timeout.as_dict()
+        # Parsed call URLs: a function's URL with each of its step ids, the same for every run.
+        # Parsing one in httpx costs twice the rest of building the request.
+        self._urls: dict[str, httpx.URL] = {}
 
     @contextlib.asynccontextmanager
     async def call(self, url: str, body: bytes, headers: dict[str, str], *,
                    method: str = "POST") -> AsyncIterator[httpx.Response]:
         """POST `body` to `url` (or `method`: a durable endpoint's); the response streams until the
         block ends."""
-        request = httpx.Request(method, url, content=body, headers=headers,
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= MAX_PARSED_URLS:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        request = httpx.Request(method, parsed, content=body, headers=headers,
                                 extensions={"timeout": self._timeouts})
         response = await self._app_transport.handle_async_request(request)
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from pgqueue.executor import egress, invoke
+from pgqueue.executor import egress, invoke, transport
 from pgqueue.executor.transport import AppTransport
 
 Answer = Callable[[bytes, asyncio.StreamWriter], "asyncio.Future[None] | None"]
@@ -261,3 +261,21 @@ async def test_the_executors_direct_call_sends_what_the_client_would(serve, clie
     assert f"host: 127.0.0.1:{app.port}".encode() in head.lower() and b"content-length: 7" in head.lower()
     too_big = await invoke.send(client, req, max_response_bytes=4, deadline_s=2)
     assert too_big.error["name"] == "ResponseTooLarge"
+
+
+async def test_the_direct_call_sends_each_url_it_is_given_with_a_bounded_cache(
+    serve, client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parsed URLs are reused (a function's steps repeat them), never mixed up, and never more than
+    MAX_PARSED_URLS are kept."""
+    monkeypatch.setattr(transport, "MAX_PARSED_URLS", 3)
+    app = await started(serve, ok())
+    steps = ["a", "b", "a", "c", "d", "e", "a"]
+    for step in steps:
+        req = invoke.CallRequest(f"http://127.0.0.1:{app.port}/api/inngest?fnId=f&stepId={step}", b"{}",
+                                 {"content-type": "application/json"}, False)
+        answer = await invoke.send(client, req, max_response_bytes=1024, deadline_s=2)
+        assert answer.status == 200
+    sent = [r.split(b" ")[1] for r in app.requests]
+    assert sent == [b"/api/inngest?fnId=f&stepId=%s" % s.encode() for s in steps]
+    assert 0 < len(client._urls) <= 3  # type: ignore[attr-defined]
