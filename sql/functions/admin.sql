@@ -111,8 +111,9 @@ BEGIN
     END IF;
     -- Locking the items makes a concurrent claim skip them (claim_v1 uses SKIP LOCKED).
     PERFORM 1 FROM pgqueue.queue_items q WHERE q.run_id = p_run_id FOR UPDATE;
+    -- the run's own items (`state::text`: never a walk of every lease, see queue_lock_if_leased)
     SELECT q.id, q.leased_by, q.lease_expires_at INTO lease
-    FROM pgqueue.queue_items q WHERE q.run_id = p_run_id AND q.state = 'leased' LIMIT 1;
+    FROM pgqueue.queue_items q WHERE q.run_id = p_run_id AND q.state::text = 'leased' LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'run % has a leased queue item (% by %, lease until %): a call is in flight',
             p_run_id, lease.id, lease.leased_by, lease.lease_expires_at
@@ -192,7 +193,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     PERFORM 1 FROM pgqueue.queue_items q WHERE q.run_id = p_run_id FOR UPDATE;
-    IF EXISTS (SELECT 1 FROM pgqueue.queue_items q WHERE q.run_id = p_run_id AND q.state = 'leased') THEN
+    IF EXISTS (SELECT 1 FROM pgqueue.queue_items q WHERE q.run_id = p_run_id AND q.state::text = 'leased') THEN
         RAISE EXCEPTION 'run % has a leased queue item: a call is in flight', p_run_id
             USING ERRCODE = 'lock_not_available';
     END IF;
