@@ -109,9 +109,9 @@ def parse_ops(raw_steps: object, body_size: int, *, outputs_only: bool) -> tuple
         if problem:
             raise InvalidInput(f"steps[{index}] ({op.label!r}) cannot be stored: {problem}")
         if op.op in CHECKPOINT_OPS:
-            output = output_problem(step_memo(op)[1], body_size)
-            if output:
-                raise InvalidInput(f"steps[{index}] ({op.label!r}): {output['message']}")
+            output_error = output_problem(step_memo(op)[1], body_size)
+            if output_error:
+                raise InvalidInput(f"steps[{index}] ({op.label!r}): {output_error['message']}")
         ops.append(op)
     return tuple(ops)
 
