@@ -32,11 +32,13 @@ from api.routes import runs as runs_routes
 from api.routes import sessions as sessions_routes
 from api.routes import signals as signals_routes
 from api.routes import sync as sync_routes
-from pgqueue import __version__, appsync, kick
+from pgqueue import __version__
+from pgqueue.apps import sync
 from pgqueue.db import migrate
 from pgqueue.db.pool import open_pool
 from pgqueue.executor import invoke
-from pgqueue.services import Services
+from pgqueue.serverless import kick
+from pgqueue.services.process import Services
 from pgqueue.settings import Settings
 
 log = logging.getLogger("pgqueue.api")
@@ -61,7 +63,7 @@ def create_app(
             await app.state.services.start()
             for url in settings.sdk_urls:
                 sync_tasks.append(asyncio.create_task(
-                    appsync.sync_until_reachable(app.state.http, url, settings), name=f"pgqueue-sync-{url}"
+                    sync.sync_until_reachable(app.state.http, url, settings), name=f"pgqueue-sync-{url}"
                 ))
         try:
             yield

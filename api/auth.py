@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 from fastapi import Request
 from fastapi.responses import Response
 
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from pgqueue.settings import Settings
 
 SESSION_COOKIE = "pgqueue_session"

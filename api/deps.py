@@ -13,7 +13,7 @@ from api import auth
 from api.limits import runs_before_body
 from pgqueue.db.pool import Conn
 from pgqueue.errors import SchemaNotReady, Unauthorized
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from pgqueue.settings import Settings
 
 

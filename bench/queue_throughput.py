@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import os
 import re
+import statistics
 import sys
 import time
 import uuid
@@ -38,15 +38,15 @@ from psycopg_pool import AsyncConnectionPool
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import database, pct, pg_settings  # noqa: E402
 from bench import peers  # noqa: E402
+from bench.common import database, pct, pg_settings  # noqa: E402
 from bench.peers import raw as raw_peer  # noqa: E402
 from pgqueue.db.notify import QUEUE_CHANNEL, Listener, Wakeup  # noqa: E402
 from pgqueue.db.pool import open_pool  # noqa: E402
 from pgqueue.db.queries import q  # noqa: E402
 from pgqueue.executor.execute import Executor  # noqa: E402
-from pgqueue.executor.outcome import RunDone  # noqa: E402
 from pgqueue.models import QueueItem  # noqa: E402
+from pgqueue.protocol.outcome import RunDone  # noqa: E402
 from pgqueue.queue.rescuer import Rescuer  # noqa: E402
 from pgqueue.queue.worker import Worker  # noqa: E402
 

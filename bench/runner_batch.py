@@ -17,9 +17,10 @@ import time
 
 from common import database, pct, pg_settings
 
-from pgqueue import ingest, registration
+from pgqueue.apps import registration
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import open_pool
+from pgqueue.events import ingest
 from pgqueue.runner.loop import Runner
 from pgqueue.store import apps, events
 

@@ -6,7 +6,7 @@ Mangum runs with lifespan="off" (it would run the lifespan on every invocation):
 pool is opened by the first request and reused by every warm invocation of this container. The
 event loop is kept at module level too, since the pool belongs to the loop that opened it.
 
-Settings come from the environment and the secrets (pgqueue.aws) and are re-read at most once a
+Settings come from the environment and the secrets (pgqueue.serverless.aws) and are re-read at most once a
 minute, so a rotated or removed event key or signing key takes effect in warm containers too; a
 changed DATABASE_URL makes the next request open a new pool. Logging follows PGQUEUE_LOG_LEVEL and
 PGQUEUE_LOG_FORMAT (JSON lines in CloudWatch) instead of the runtime's default.
@@ -22,8 +22,9 @@ from mangum import Mangum
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from pgqueue import aws, telemetry
+from pgqueue import telemetry
 from pgqueue.db.pool import open_pool
+from pgqueue.serverless import aws
 
 # One request at a time per container: a small pool; total connections = concurrency x this.
 API_POOL_MAX = 2

@@ -27,9 +27,10 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import aws, kick, telemetry, tick
+from pgqueue import telemetry
 from pgqueue.db import migrate
 from pgqueue.db.pool import open_pool
+from pgqueue.serverless import aws, kick, tick
 
 # Time kept back from the invocation's deadline for releasing leases and publishing metrics.
 SAFETY_MARGIN_S = 5.0

@@ -29,7 +29,7 @@ __all__ = ["Settings", "__version__", "errors", "migrate", "run_tick", "send_eve
 def __getattr__(name: str) -> object:
     # run_tick pulls in the whole engine; import it only when asked for.
     if name == "run_tick":
-        from pgqueue.tick import run_tick
+        from pgqueue.serverless.tick import run_tick
 
         return run_tick
     raise AttributeError(f"module 'pgqueue' has no attribute {name!r}")

@@ -219,7 +219,7 @@ class GracefulServer(uvicorn.Server):
 
 async def _run_worker(settings: Settings) -> None:
     from pgqueue.db.pool import open_pool
-    from pgqueue.services import Services
+    from pgqueue.services.process import Services
 
     assert settings.database_url
     pool = await open_pool(settings.database_url, max_size=settings.pool_size, pooler=settings.pooler)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             migrate.check_schema(settings.database_url)
         if args.command == "tick":
-            from pgqueue import tick
+            from pgqueue.serverless import tick
 
             result = asyncio.run(tick.run_tick(settings, budget_s=args.budget, linger_s=args.linger,
                                                metrics_name=args.metrics))

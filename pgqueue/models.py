@@ -98,7 +98,7 @@ class Event:
         }
 
 
-# -- synced configuration (validated by pgqueue.registration) --------------------------------
+# -- synced configuration (validated by pgqueue.apps.registration) --------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pgqueue.errors import ConfigError
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 
 Mode = Literal["dev", "serve"]
 

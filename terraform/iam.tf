@@ -124,7 +124,7 @@ resource "aws_iam_role_policy" "executor" {
 }
 
 # A separate policy, so the function does not wait for its own alias: re-invoking itself through
-# the alias (PGQUEUE_KICK_FUNCTION) when its budget ends with work due (pgqueue/tick.py).
+# the alias (PGQUEUE_KICK_FUNCTION) when its budget ends with work due (pgqueue/serverless/tick.py).
 data "aws_iam_policy_document" "executor_wakeups" {
   statement {
     sid       = "InvokeItself"

@@ -24,7 +24,7 @@ locals {
   # created in the same apply (a vpc_id of a new VPC is not, and count could not use it).
   in_vpc = length(var.subnet_ids) > 0
 
-  # Settings sources, later ones win (pgqueue/aws.py): the secret this module always creates (the
+  # Settings sources, later ones win (pgqueue/serverless/aws.py): the secret this module always creates (the
   # keys, and DATABASE_URL when the module knows it), then your secret, then your SSM parameter.
   settings_secret_arns = compact([aws_secretsmanager_secret.settings.arn, var.secret_arn])
 

@@ -21,8 +21,11 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from api import auth, deps, schemas, sessions, throttle
-from pgqueue import __version__, appsync, control, ingest
+from pgqueue import __version__
+from pgqueue.admin import actions
+from pgqueue.apps import sync
 from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
+from pgqueue.events import ingest
 from pgqueue.models import DISCOVERY_STEP
 from pgqueue.store import apps, events, inspect, runs
 from pgqueue.store import events as events_store
@@ -455,7 +458,7 @@ async def cancel_run(run_id: str, request: Request) -> Response:
     form = await _action(request)
     try:
         async with deps.pool(request).connection() as conn:
-            await control.cancel_run(conn, run_id, reason="cancelled from the dashboard")
+            await actions.cancel_run(conn, run_id, reason="cancelled from the dashboard")
     except PgQueueError as exc:
         return _done(form, f"/runs/{run_id}", "error", exc.message)
     return _done(form, f"/runs/{run_id}", "ok", f"Run {run_id} cancelled.")
@@ -466,7 +469,7 @@ async def replay_run(run_id: str, request: Request) -> Response:
     form = await _action(request)
     try:
         async with deps.pool(request).connection() as conn:
-            row = await control.replay_run(conn, run_id)
+            row = await actions.replay_run(conn, run_id)
     except PgQueueError as exc:
         return _done(form, f"/runs/{run_id}", "error", exc.message)
     response = RedirectResponse(f"/runs/{row['id']}", status_code=303)
@@ -478,7 +481,7 @@ async def _set_paused(request: Request, ref: str, paused: bool) -> Response:
     form = await _action(request)
     try:
         async with deps.pool(request).connection() as conn:
-            row = await control.set_paused(conn, ref, paused)
+            row = await actions.set_paused(conn, ref, paused)
     except PgQueueError as exc:
         return _done(form, f"/functions/{ref}", "error", exc.message)
     verb = ("paused: its events are stored but start no runs, and its queued work is held" if paused
@@ -504,7 +507,7 @@ async def sync_app(request: Request) -> Response:
         return _done(form, "/apps", "error", "The app URL must start with http:// or https://.")
     services = request.app.state.services
     client = services.client if services is not None else request.app.state.http
-    attempt = await appsync.sync_app(client, url, deps.settings(request))
+    attempt = await sync.sync_app(client, url, deps.settings(request))
     if not attempt.ok:
         async with deps.pool(request).connection() as conn:
             await apps.set_sync_error(conn, url, attempt.error)

@@ -28,7 +28,7 @@ from pgqueue import ids
 from pgqueue.errors import Conflict, NotFound, Unauthorized
 from pgqueue.executor import checkpoint, endpoint
 from pgqueue.executor.apply import Applier
-from pgqueue.store import endpoints
+from pgqueue.store import durable_endpoints
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_sdk_key)])
 # The output of a durable endpoint's run: its token is the authentication (the user's browser or
@@ -119,7 +119,7 @@ async def run_output(run_id: str, request: Request, token: str | None = None) ->
     deadline = time.monotonic() + OUTPUT_WAIT_S
     while True:
         async with deps.pool(request).connection() as conn:
-            row = await endpoints.result(conn, run_id)
+            row = await durable_endpoints.result(conn, run_id)
         if row is None:
             raise NotFound(f"run {run_id} not found")
         if row["status"] not in checkpoint.LIVE:

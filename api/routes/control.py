@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 
 from api import deps, limits, schemas
 from api.routes.events import read_body
-from pgqueue import control, ingest
+from pgqueue.admin import actions
 from pgqueue.errors import InvalidInput, NotFound
-from pgqueue.store import control as control_store
+from pgqueue.events import ingest
+from pgqueue.store import operations as control_store
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
@@ -43,7 +44,7 @@ class CancellationRequest(BaseModel):
 async def create_cancellation(body: CancellationRequest, request: Request) -> JSONResponse:
     before = body.started_before or datetime.now(UTC)
     async with deps.pool(request).connection() as conn:
-        row = await control.bulk_cancel(
+        row = await actions.bulk_cancel(
             conn, app_ref=body.app_id, function_ref=body.function_id, started_before=before,
             started_after=body.started_after, if_expr=body.if_,
         )
@@ -69,7 +70,7 @@ async def delete_cancellation(cancellation_id: str, request: Request) -> JSONRes
 @router.post("/v1/runs/{run_id}/replay", tags=["runs"], summary="Start a new run from a run's events")
 async def replay_run(run_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
-        row = await control.replay_run(conn, run_id)
+        row = await actions.replay_run(conn, run_id)
     return JSONResponse({"data": schemas.run_json(row)}, status_code=201)
 
 
@@ -86,7 +87,7 @@ async def replay_range(function_id: str, body: ReplayRequest, request: Request) 
     if body.started_after >= before:
         raise InvalidInput("started_after must be earlier than started_before")
     async with deps.pool(request).connection() as conn:
-        created = await control.replay_range(conn, function_id, after=body.started_after, before=before,
+        created = await actions.replay_range(conn, function_id, after=body.started_after, before=before,
                                              statuses=body.statuses)
     return JSONResponse({"data": {"run_ids": created}}, status_code=201)
 
@@ -94,14 +95,14 @@ async def replay_range(function_id: str, body: ReplayRequest, request: Request) 
 @router.post("/v1/functions/{function_id}/pause", tags=["functions"], summary="Pause a function")
 async def pause_function(function_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
-        row = await control.set_paused(conn, function_id, True)
+        row = await actions.set_paused(conn, function_id, True)
     return JSONResponse({"data": {"id": str(row["id"]), "slug": row["slug"], "paused": True}})
 
 
 @router.post("/v1/functions/{function_id}/resume", tags=["functions"], summary="Resume a paused function")
 async def resume_function(function_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
-        row = await control.set_paused(conn, function_id, False)
+        row = await actions.set_paused(conn, function_id, False)
     return JSONResponse({"data": {"id": str(row["id"]), "slug": row["slug"], "paused": False}})
 
 
@@ -112,7 +113,7 @@ async def invoke_function(function_slug: str, request: Request) -> JSONResponse:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object like {\"data\": {...}}")
     async with deps.pool(request).connection() as conn:
-        event_id, run_id, skipped = await control.invoke(conn, function_slug, body)
+        event_id, run_id, skipped = await actions.invoke(conn, function_slug, body)
     services = getattr(request.app.state, "services", None)
     if services is not None:
         services.queue_wakeup.set()

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api import deps, limits
-from pgqueue import ingest, telemetry
+from pgqueue import telemetry
 from pgqueue.errors import PayloadTooLarge
+from pgqueue.events import ingest
 from pgqueue.runner import inline, loop
 from pgqueue.store import events
 

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from api import deps, limits, schemas
-from pgqueue import control
+from pgqueue.admin import actions
 from pgqueue.errors import InvalidInput, NotFound
-from pgqueue.runner.triggers import event_object
+from pgqueue.events.objects import event_object
 from pgqueue.store import apps, events, runs, steps
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
@@ -108,7 +108,7 @@ async def get_run(run_id: str, request: Request) -> JSONResponse:
 @router.delete("/v1/runs/{run_id}", tags=["runs"], summary="Cancel a run")
 async def cancel_run(run_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
-        row = await control.cancel_run(conn, run_id, reason="cancelled through the REST API")
+        row = await actions.cancel_run(conn, run_id, reason="cancelled through the REST API")
     return _data(schemas.run_json(row))
 
 
@@ -174,7 +174,7 @@ async def run_batch(run_id: str, request: Request) -> JSONResponse:
 @router.delete("/v0/runs/{run_id}", tags=["sdk"], summary="Cancel a run")
 async def cancel_run_v0(run_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
-        row = await control.cancel_run(conn, run_id, reason="cancelled through the API")
+        row = await actions.cancel_run(conn, run_id, reason="cancelled through the API")
     return JSONResponse({"run_id": row["id"], "status": 200})
 
 

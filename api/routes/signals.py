@@ -18,8 +18,9 @@ from fastapi.responses import JSONResponse
 
 from api import deps, limits
 from api.routes.events import read_body
-from pgqueue import ingest, storable
+from pgqueue import storable
 from pgqueue.errors import InvalidInput, NotFound
+from pgqueue.events import ingest
 from pgqueue.store import pauses
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])

@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from api import deps, limits
 from api.routes.events import read_body
-from pgqueue import appsync, control, registration
+from pgqueue.admin import actions
+from pgqueue.apps import registration, sync
 from pgqueue.errors import InvalidInput
 from pgqueue.store import apps
 
@@ -25,7 +26,7 @@ async def register(request: Request) -> JSONResponse:
     deps.check_sdk_key(request)
     cfg = deps.settings(request)
     expected = request.headers.get("x-inngest-expected-server-kind")
-    kind = appsync.server_kind(cfg)
+    kind = sync.server_kind(cfg)
     if expected and expected != kind:
         raise InvalidInput(f"server kind mismatch: the SDK expects a {expected!r} server, this is {kind!r}")
     raw = await read_body(request, MAX_REGISTER_BYTES)
@@ -34,9 +35,9 @@ async def register(request: Request) -> JSONResponse:
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
         raise InvalidInput("registration body is not valid JSON") from None
     spec = registration.parse_register(body)
-    await appsync.check_urls(spec, cfg)
+    await sync.check_urls(spec, cfg)
     async with deps.pool(request).connection() as conn:
-        result = await control.sync_app(conn, spec)
+        result = await actions.sync_app(conn, spec)
     log.info(
         "synced app %s (%d functions, modified=%s, archived=%s)",
         spec.name, len(spec.functions), result.modified, list(result.archived),
@@ -57,7 +58,7 @@ async def sync_by_url(payload: SyncRequest, request: Request) -> JSONResponse:
         raise InvalidInput("url must start with http:// or https://")
     services = request.app.state.services
     client = services.client if services is not None else request.app.state.http
-    attempt = await appsync.sync_app(client, payload.url, deps.settings(request))
+    attempt = await sync.sync_app(client, payload.url, deps.settings(request))
     if not attempt.ok:
         async with deps.pool(request).connection() as conn:
             await apps.set_sync_error(conn, payload.url, attempt.error)

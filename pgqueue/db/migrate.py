@@ -15,8 +15,8 @@ from typing import Any, LiteralString, cast
 
 import psycopg
 
+from pgqueue.db.sqldir import sql_dir
 from pgqueue.errors import SchemaNotReady
-from pgqueue.sqlfiles import sql_dir
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import LiteralString, cast
 
-from pgqueue.sqlfiles import sql_dir
+from pgqueue.db.sqldir import sql_dir
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z0-9_]+)\s*$", re.MULTILINE)
 

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgqueue import pausing, storable, transitions
+from pgqueue import storable
 from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration, parse_instant
 from pgqueue.errors import ExpressionError, InvalidInput
-from pgqueue.executor.outcome import CallError, Op, Ops, Outcome, RunDone
+from pgqueue.events.objects import event_object
 from pgqueue.models import QueueItem
+from pgqueue.protocol.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.queue import backoff
 from pgqueue.runner import starting, timeouts
-from pgqueue.runner.triggers import event_object
+from pgqueue.runs import pausing, transitions
 from pgqueue.store import apps, events, pauses, queue, runs, steps
 
 log = logging.getLogger(__name__)

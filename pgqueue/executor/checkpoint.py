@@ -20,12 +20,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pgqueue import storable, transitions
+from pgqueue import storable
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.executor.apply import limit_error, output_problem, step_memo
-from pgqueue.executor.outcome import Op, parse_op
 from pgqueue.models import QueueItem
+from pgqueue.protocol.outcome import Op, parse_op
+from pgqueue.runs import transitions
 from pgqueue.store import runs, steps
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from pgqueue.executor.apply import (
     is_race,
     step_memo,
 )
-from pgqueue.executor.outcome import Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
+from pgqueue.protocol.outcome import Ops, Outcome, RunDone
 from pgqueue.store import queue
 
 log = logging.getLogger(__name__)

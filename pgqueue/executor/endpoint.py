@@ -32,9 +32,9 @@ from pgqueue.db.pool import Conn
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.executor import checkpoint
 from pgqueue.executor.apply import Applier, ApplyResult
-from pgqueue.executor.outcome import Op, Ops
 from pgqueue.models import QueueItem
-from pgqueue.store import endpoints
+from pgqueue.protocol.outcome import Op, Ops
+from pgqueue.store import durable_endpoints
 
 # How long the endpoint's request holds its run after its last word (a new run or a checkpoint):
 # if it says nothing for that long (the app died, the client hung up), the rescuer queues the run
@@ -153,7 +153,7 @@ async def start(conn: Conn, applier: Applier, new: NewRun, *, received_at: datet
     """Create the run and apply the steps the request sent with it. InvalidInput (409 Conflict
     from the route) when the run exists already."""
     event_id = ids.new_ulid()
-    row = await endpoints.start_run(
+    row = await durable_endpoints.start_run(
         conn, app_name=new.origin, app_url=new.origin, fn_slug=f"{new.origin} {new.route}", fn_name=new.route,
         retries=new.retries, run_id=new.run_id, event_id=event_id, event_name=new.event_name,
         event_data=new.event_data, event_ts=new.event_ts, endpoint_url=new.url, endpoint_method=new.method,
@@ -173,7 +173,7 @@ async def record(
     it; anything else is applied like a call's answer (the run ends or goes to the queue).
     NotFound, InvalidInput (not a durable endpoint's run) or Stale (409: the request no longer
     holds the run, or it ended)."""
-    row = await endpoints.held_item(conn, run_id)
+    row = await durable_endpoints.held_item(conn, run_id)
     if row is None:
         raise NotFound(f"run {run_id} not found")
     if not row["is_endpoint"]:
@@ -189,7 +189,7 @@ async def record(
     if all(op.op in checkpoint.CHECKPOINT_OPS for op in ops):
         cp = checkpoint.Checkpoint(run_id, None, item.id, item.lease_token, ops, body_size)
         stored = await checkpoint.store(conn, cp, received_at=received_at)
-        await endpoints.extend_lease(conn, item.id, item.lease_token, lease_until)
+        await durable_endpoints.extend_lease(conn, item.id, item.lease_token, lease_until)
         return stored
     answer = Ops(ops, request_version=None, no_retry=False, retry_after_s=None)
     return await applier.apply(conn, item, answer, started_at=received_at, body_size=body_size)

@@ -13,9 +13,10 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import telemetry
-from pgqueue.executor import completion, gateway, invoke, outcome, signing
+from pgqueue.executor import completion, gateway, invoke
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
+from pgqueue.protocol import outcome, signing
 from pgqueue.store import runs
 
 log = logging.getLogger(__name__)

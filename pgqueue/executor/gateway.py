@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from pgqueue.executor import egress
-from pgqueue.executor.outcome import Op, Ops
+from pgqueue.protocol.outcome import Op, Ops
 
 log = logging.getLogger(__name__)
 

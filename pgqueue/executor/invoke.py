@@ -15,9 +15,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pgqueue.executor import canonical, checkpoint, egress, signing, transport
-from pgqueue.executor.outcome import CallError, Response, transport_error
+from pgqueue.executor import checkpoint, egress, transport
 from pgqueue.models import QueueItem
+from pgqueue.protocol import canonical, signing
+from pgqueue.protocol.outcome import CallError, Response, transport_error
 
 if TYPE_CHECKING:
     from pgqueue.settings import Settings

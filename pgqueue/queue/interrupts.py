@@ -18,7 +18,8 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import errors, transitions
+from pgqueue import errors
+from pgqueue.runs import transitions
 from pgqueue.store import queue, runs, steps
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
 from pgqueue.queue import interrupts
-from pgqueue.service import LoopService
-from pgqueue.store import control, flow, pauses, queue
+from pgqueue.service_loop import LoopService
+from pgqueue.store import operations, pauses, queue
+from pgqueue.store import flow_control
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Rescuer(LoopService):
                                                  backoff_scale=self.backoff_scale)
             n = len(rescued) + await queue.unblock_sweep(conn)
             await queue.hold_paused(conn)
-            pruned = await control.prune_expired_keys(conn) + await pauses.expire_cancel_listeners(conn)
+            pruned = await operations.prune_expired_keys(conn) + await pauses.expire_cancel_listeners(conn)
             now = time.monotonic()
             if self._paths_pruned_at is None or now - self._paths_pruned_at >= PATHS_PRUNE_INTERVAL_S:
                 paths = await pauses.prune_paths(conn)
@@ -63,7 +64,7 @@ class Rescuer(LoopService):
                     self._paths_pruned_at = now
                     pruned += paths
             if self._gcra_pruned_at is None or now - self._gcra_pruned_at >= PATHS_PRUNE_INTERVAL_S:
-                pruned += await flow.prune_idle_gcra(conn)
+                pruned += await flow_control.prune_idle_gcra(conn)
                 self._gcra_pruned_at = now
         await interrupts.fail_exhausted(self.pool, rescued, interrupts.LEASE_EXPIRED_ERROR)
         if n:

@@ -12,9 +12,10 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from pgqueue import expressions, ids, transitions
+from pgqueue import expressions, ids
 from pgqueue.db.pool import Conn
 from pgqueue.errors import ExpressionError
+from pgqueue.runs import transitions
 from pgqueue.store import runs
 
 log = logging.getLogger(__name__)

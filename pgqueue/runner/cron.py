@@ -40,10 +40,10 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue import ids
 from pgqueue.db.notify import Wakeup
 from pgqueue.durations import parse_duration
-from pgqueue.registration import split_cron
-from pgqueue.runner import starting, triggers
-from pgqueue.service import LoopService
-from pgqueue.store import cron as store
+from pgqueue.events.objects import event_object
+from pgqueue.runner import starting
+from pgqueue.service_loop import LoopService
+from pgqueue.store import schedules as store
 from pgqueue.store import events
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,17 @@ log = logging.getLogger(__name__)
 SCHEDULED_EVENT = "inngest/scheduled.timer"
 TICK_RETENTION_S = 7 * 24 * 3600.0
 _PRUNE_EVERY_S = 600.0
+
+
+
+def split_cron(spec: str) -> tuple[str | None, str]:
+    """('Europe/Paris', '0 9 * * 1-5') from 'TZ=Europe/Paris 0 9 * * 1-5' (also CRON_TZ=)."""
+    text = spec.strip()
+    for prefix in ("TZ=", "CRON_TZ="):
+        if text.startswith(prefix):
+            tz, _, rest = text[len(prefix):].partition(" ")
+            return tz, rest.strip()
+    return None, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +234,7 @@ class CronScheduler(LoopService):
         if jitter_s > 0:
             starts_at = slot + timedelta(seconds=jitter_delay_s(row["function_id"], slot, jitter_s))
             origin = starting.Origin(delay_s=max((starts_at - now).total_seconds(), 0.0))
-        _, reason = await starting.start_one(conn, fn, event_row["id"], triggers.event_object(event_row),
+        _, reason = await starting.start_one(conn, fn, event_row["id"], event_object(event_row),
                                              run_id=run_id, origin=origin)
         return reason
 

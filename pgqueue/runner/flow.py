@@ -15,7 +15,7 @@ from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration
 from pgqueue.errors import ExpressionError, InvalidInput
 from pgqueue.runner.admission import key_value
-from pgqueue.store import flow
+from pgqueue.store import flow_control
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ async def rate_limited(
         return None
     key = f"ratelimit:{function_id}:{_key(cfg.get('key'), event, 'rateLimit', function_id)}"
     period_ms = int(parse_duration(cfg["period"]) * 1000)
-    if await flow.rate_limit_admit(conn, key, int(cfg["limit"]), period_ms):
+    if await flow_control.rate_limit_admit(conn, key, int(cfg["limit"]), period_ms):
         return None
     return f"skipped: rate limit of {cfg['limit']} per {cfg['period']} reached"
 
@@ -133,7 +133,7 @@ async def debounce(
         log.warning("debounce of %s is invalid: %s", function_id, exc.message)
         return None
     key = _key(cfg.get("key"), event, "debounce", function_id)
-    updated = await flow.debounce_push(conn, function_id, key, event_id, period, timeout, run.fields())
+    updated = await flow_control.debounce_push(conn, function_id, key, event_id, period, timeout, run.fields())
     if updated is not None:
         return Deferred(absorbed_by=updated["run_id"], superseded_event=updated["previous_event_id"])
     return Deferred(absorbed_by=None, delay_s=period, debounce_key=key)
@@ -155,7 +155,7 @@ async def batch(
     max_size = max(1, int(cfg.get("maxSize") or 1))
     timeout = parse_duration(cfg["timeout"])
     key = _key(cfg.get("key"), event, "batch", function_id)
-    appended = await flow.batch_append(conn, function_id, key, event_id, max_size)
+    appended = await flow_control.batch_append(conn, function_id, key, event_id, max_size)
     if appended is not None:
         return Deferred(absorbed_by=appended)
     return Deferred(absorbed_by=None, delay_s=0.0 if max_size <= 1 else timeout, batch_key=key)

@@ -23,9 +23,10 @@ from psycopg_pool import AsyncConnectionPool
 from pgqueue import errors, telemetry
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import Conn
+from pgqueue.events.objects import event_object
 from pgqueue.models import QueueItem
 from pgqueue.runner import matching, starting, triggers
-from pgqueue.service import LoopService
+from pgqueue.service_loop import LoopService
 from pgqueue.store import apps, events, pauses
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ async def process(
         candidates = await apps.trigger_candidates(conn, names)
     pause_paths = await pauses.paths_for(conn, names)
     incoming = [
-        matching.Incoming(triggers.event_object(r), r["received_at"], pause_paths.get(r["name"], []))
+        matching.Incoming(event_object(r), r["received_at"], pause_paths.get(r["name"], []))
         for r in batch
     ]
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgqueue import pausing, transitions
 from pgqueue.db.pool import Conn
 from pgqueue.durations import timeout_seconds
 from pgqueue.errors import ExpressionError, InvalidInput
+from pgqueue.runs import pausing, transitions
 from pgqueue.store import pauses, runs, steps
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from pgqueue import ids
 from pgqueue.db.pool import Conn
 from pgqueue.runner import admission, flow, matching, timeouts
 from pgqueue.store import events, pauses, runs
-from pgqueue.store import flow as flow_store
+from pgqueue.store import flow_control as flow_store
 
 PAUSED = "skipped: the function is paused"
 

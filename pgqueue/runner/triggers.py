@@ -13,21 +13,6 @@ from pgqueue.errors import ExpressionError
 log = logging.getLogger(__name__)
 
 
-def event_object(row: dict[str, Any]) -> dict[str, Any]:
-    """The event as functions and expressions see it."""
-    ev: dict[str, Any] = {
-        "id": row.get("external_id") or row["id"],
-        "name": row["name"],
-        "data": row["data"],
-        "ts": row["ts"],
-    }
-    if row.get("user") is not None:
-        ev["user"] = row["user"]
-    if row.get("v") is not None:
-        ev["v"] = row["v"]
-    return ev
-
-
 def name_matches(name: str, trigger: dict[str, Any]) -> bool:
     if trigger["event_name"] is not None:
         return bool(trigger["event_name"] == name)

@@ -39,8 +39,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from pgqueue import ids
-from pgqueue.executor.outcome import CallError, Ops, RunDone
 from pgqueue.models import Event, QueueItem
+from pgqueue.protocol.outcome import CallError, Ops, RunDone
 from pgqueue.telemetry import derived_ids
 
 SCOPE = "pgqueue"
@@ -310,7 +310,7 @@ class Tracing:
         for event in events[:MAX_INGEST_SPANS]:
             parent = trace.set_span_in_context(trace.NonRecordingSpan(self._derived("event", event.id)))
             attributes = {"pgqueue.event.id": event.id, "pgqueue.event.name": event.name,
-                          "pgqueue.ingest.events": len(events)}
+                          "pgqueue.events.ingest.events": len(events)}
             span = self.tracer.start_span(f"ingest {event.name}", context=parent, kind=SpanKind.SERVER,
                                           links=links, start_time=started_ns, attributes=attributes)
             span.end(end_time=now)

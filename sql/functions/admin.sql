@@ -2,7 +2,7 @@
 -- cancel / retry of one run. The admin functions refuse runs with a leased queue item — a worker
 -- is calling the app for it right now — and say so, like Graphile Worker's admin functions; retry
 -- after the call ends (leases last seconds). The REST API and the dashboard use the Python path
--- (pgqueue/control.py); these mirror it so both leave the same rows behind.
+-- (pgqueue/admin/actions.py); these mirror it so both leave the same rows behind.
 -- Documented with examples in docs/sql.md.
 
 -- pgqueue.ulid_encode_v1: the 26-character ULID text (Crockford base32) of a millisecond timestamp
@@ -77,7 +77,7 @@ BEGIN
 END
 $$;
 
--- pgqueue.cancel_run: cancel one live run, exactly as pgqueue/transitions.py cancel does: status
+-- pgqueue.cancel_run: cancel one live run, exactly as pgqueue/runs/transitions.py cancel does: status
 -- cancelled with error {name: Cancelled, message: reason}, its queue items, pauses and singleton
 -- slot removed, and inngest/function.cancelled + inngest/function.finished emitted (unless the run
 -- was itself triggered by such an event). Refuses unknown runs, ended runs and runs with a leased
@@ -128,7 +128,7 @@ BEGIN
     DELETE FROM pgqueue.pauses p WHERE p.run_id = p_run_id;
     DELETE FROM pgqueue.singletons s WHERE s.run_id = p_run_id;
 
-    -- The finish events, shaped as pgqueue/transitions.py emit_finished shapes them.
+    -- The finish events, shaped as pgqueue/runs/transitions.py emit_finished shapes them.
     SELECT coalesce(jsonb_agg(
                jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data, 'ts', e.ts)
                || CASE WHEN e."user" IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('user', e."user") END

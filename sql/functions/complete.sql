@@ -92,7 +92,7 @@ BEGIN
     ) h
     WHERE h.state = 'leased';
     -- Runs whose finished call was a parallelMode "race" step: their next discovery call is queued
-    -- at once, even while sibling steps are pending (as pgqueue/transitions.py continue_run does).
+    -- at once, even while sibling steps are pending (as pgqueue/runs/transitions.py continue_run does).
     SELECT coalesce(array_agg(DISTINCT q.run_id), '{}') INTO v_race
     FROM pgqueue.queue_items q WHERE q.id = ANY (v_held) AND q.race;
 
@@ -180,7 +180,7 @@ BEGIN
     DELETE FROM pgqueue.singletons s USING jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)
     WHERE s.run_id = x.run_id AND v_class ->> x.item_id::text = 'done';
 
-    -- inngest/function.finished, shaped as pgqueue/transitions.py emit_finished shapes it (the ids
+    -- inngest/function.finished, shaped as pgqueue/runs/transitions.py emit_finished shapes it (the ids
     -- come from the caller), into the runner's inbox; not for runs triggered by such an event, and
     -- only when something listens (pgqueue.finish_heard_v1).
     WITH finished AS (

@@ -53,7 +53,7 @@ BEGIN
     IF p_ts_ms IS NOT NULL AND (p_ts_ms < 0 OR p_ts_ms > 9007199254740992) THEN
         RAISE EXCEPTION '%: `ts` must be a non-negative timestamp in milliseconds', p_where USING ERRCODE = '22023';
     END IF;
-    -- The event itself is level 1 and `data` level 2, as pgqueue/ingest.py counts: a container at
+    -- The event itself is level 1 and `data` level 2, as pgqueue/events/ingest.py counts: a container at
     -- path level 127 or deeper inside data or user is nested deeper than 128 levels.
     IF jsonb_path_exists(jsonb_build_array(coalesce(p_data, '{}'), coalesce(p_user, '{}')),
                          'strict $[*].**{127 to last} ? (@.type() == "object" || @.type() == "array")') THEN

@@ -77,7 +77,7 @@ BEGIN
         -- The timeout that would have resumed the step with null.
         DELETE FROM pgqueue.queue_items q
         WHERE q.run_id = v_pause.run_id AND q.step_id = v_pause.step_id AND q.state = 'available';
-        -- The next discovery call, as pgqueue/transitions.py continue_run queues it.
+        -- The next discovery call, as pgqueue/runs/transitions.py continue_run queues it.
         IF v_pause.race OR (
                NOT EXISTS (SELECT 1 FROM pgqueue.queue_items q
                            WHERE q.run_id = v_pause.run_id AND NOT (q.kind = 'timeout' AND starts_with(q.step_id, '$')))

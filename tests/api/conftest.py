@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from api.app import create_app
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from pgqueue.settings import Settings
 
 SIGNING_KEY = "signkey-prod-" + "0123456789abcdef" * 4

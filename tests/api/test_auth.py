@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pgqueue.executor.signing import hashed_key, normalize_key
+from pgqueue.protocol.signing import hashed_key, normalize_key
 from tests.api.conftest import (
     APP_TABLES,
     EVENT_KEY,

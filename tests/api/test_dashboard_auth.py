@@ -14,7 +14,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from api import auth
-from pgqueue.executor.signing import hashed_key, normalize_key
+from pgqueue.protocol.signing import hashed_key, normalize_key
 from tests.api.conftest import (
     EVENT_KEY,
     FALLBACK_KEY,

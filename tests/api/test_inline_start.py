@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgqueue import registration
+from pgqueue.apps import registration
 from pgqueue.store import apps
 from tests.api.conftest import Api, ApiFactory
 

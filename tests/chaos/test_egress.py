@@ -23,7 +23,7 @@ import pytest
 
 from pgqueue.errors import ConfigError
 from pgqueue.executor import egress, invoke
-from pgqueue.executor.outcome import CallError, Response
+from pgqueue.protocol.outcome import CallError, Response
 from pgqueue.settings import Settings
 from tests.compat.conftest import FAST_ENV, SIGNING_KEY, start_server
 from tests.helpers.procs import pgqueue_argv, start_process

@@ -9,7 +9,7 @@ import psycopg
 
 from pgqueue.db.pool import open_pool
 from pgqueue.executor.apply import Applier
-from pgqueue.executor.outcome import Op, Ops
+from pgqueue.protocol.outcome import Op, Ops
 from pgqueue.store import queue
 from tests.sql.test_flow_control import _function, _runs
 

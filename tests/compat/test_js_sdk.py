@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from tests.compat import js_fixtures
 from tests.compat.conftest import EVENT_KEY, SIGNING_KEY, App, Server
 from tests.helpers.procs import wait_until

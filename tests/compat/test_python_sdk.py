@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from tests.compat.conftest import EVENT_KEY, App, Server
 from tests.helpers.procs import wait_until
 

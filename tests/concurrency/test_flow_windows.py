@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import ids, ingest, registration
+from pgqueue import ids
+from pgqueue.apps import registration
 from pgqueue.db.pool import open_pool
+from pgqueue.events import ingest
+from pgqueue.events.objects import event_object
 from pgqueue.runner import starting
-from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events
 
 FUNCTIONS: list[dict[str, Any]] = [

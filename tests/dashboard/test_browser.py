@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pgqueue.executor.signing import hashed_key, normalize_key
+from pgqueue.protocol.signing import hashed_key, normalize_key
 from tests.compat.conftest import (
     EVENT_KEY,
     PY_APP_FUNCTIONS,

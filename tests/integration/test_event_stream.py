@@ -12,9 +12,10 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import ingest, registration
+from pgqueue.apps import registration
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import open_pool
+from pgqueue.events import ingest
 from pgqueue.models import Event, QueueItem
 from pgqueue.queue.worker import Worker
 from pgqueue.runner.loop import Runner, RunnerTick

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from pgqueue.executor import gateway, invoke
-from pgqueue.executor.outcome import Op, Ops
+from pgqueue.protocol.outcome import Op, Ops
 from pgqueue.settings import Settings
 from tests.compat import upstream_stub
 from tests.compat.upstream_stub import Upstream

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import ingest, registration
+from pgqueue.apps import registration
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import open_pool
+from pgqueue.events import ingest
 from pgqueue.runner.loop import Runner
 from pgqueue.store import apps, events
 

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import transitions
 from pgqueue.db.notify import QUEUE_CHANNEL
 from pgqueue.db.pool import open_pool
 from pgqueue.executor.apply import Applier
-from pgqueue.executor.outcome import Op, Ops
 from pgqueue.models import QueueItem
+from pgqueue.protocol.outcome import Op, Ops
+from pgqueue.runs import transitions
 from pgqueue.store import queue
 from tests.sql.test_flow_control import _function, _runs
 

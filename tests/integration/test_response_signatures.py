@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from pgqueue.errors import ConfigError
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from pgqueue.settings import Settings
 from tests.compat.conftest import SIGNING_KEY, Server, start_server
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from tests.compat.conftest import FAST_ENV, SIGNING_KEY, Server, start_server
 from tests.helpers.otlp import ReceivedSpan, Receiver, otlp_receiver
 from tests.helpers.procs import Proc, pgqueue_argv, start_process

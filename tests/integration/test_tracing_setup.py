@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from uuid import uuid4
 from pgqueue import telemetry
 from pgqueue.models import Event, QueueItem
-import api.app, pgqueue.services  # the API and the executor, with their hooks
-from pgqueue.executor.outcome import RunDone
+import api.app, pgqueue.services.process  # the API and the executor, with their hooks
+from pgqueue.protocol.outcome import RunDone
 item = QueueItem(1, "01JRUN0000000000000000000A", uuid4(), "call", "step", None, 0, 1, uuid4(),
                  datetime.now(UTC))
 headers = {}
@@ -131,7 +131,7 @@ def test_large_batches_and_the_engines_own_events_stay_cheap(receiver: Receiver)
     spans = receiver.wait_for(lambda got: len(got) == 101, timeout=10)
     ingests = [s for s in spans if s.name == "ingest shop/order"]
     [event] = [s for s in spans if s.name.startswith("event ")]
-    assert len(ingests) == 100 and {s.attributes["pgqueue.ingest.events"] for s in ingests} == {150}
+    assert len(ingests) == 100 and {s.attributes["pgqueue.events.ingest.events"] for s in ingests} == {150}
     assert [s.attributes["pgqueue.event.id"] for s in ingests] == [e.id for e in batch[:100]]
     assert event.name == "event shop/order" and event.attributes["pgqueue.run.ids"] == ["01JRUN1", "01JRUN2"]
     assert event.links == [(telemetry.run_trace_id(r), f"{telemetry.derived_ids('run', r)[1]:016x}")

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row, tuple_row
 from pgqueue import errors, models
 from pgqueue.db import migrate
 from pgqueue.db.queries import QUERIES
-from pgqueue.sqlfiles import sql_dir
+from pgqueue.db.sqldir import sql_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = (REPO / "pgqueue", REPO / "api")

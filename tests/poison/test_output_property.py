@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgqueue.db.pool import open_pool
-from pgqueue.executor import outcome
 from pgqueue.executor.execute import Executor
+from pgqueue.protocol import outcome
 from pgqueue.store import queue
 from tests.sql.test_flow_control import _function, _runs
 

@@ -21,9 +21,10 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from pgqueue import ingest, registration
+from pgqueue.apps import registration
 from pgqueue.db.notify import Wakeup
 from pgqueue.db.pool import open_pool
+from pgqueue.events import ingest
 from pgqueue.runner.loop import Runner
 from pgqueue.settings import Settings
 from pgqueue.store import apps, events

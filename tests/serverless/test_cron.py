@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from pgqueue import control, registration
+from pgqueue.admin import actions
+from pgqueue.apps import registration
 from pgqueue.db.pool import open_pool
 from pgqueue.runner import cron
 from pgqueue.runner.cron import CronScheduler
@@ -233,11 +234,11 @@ async def test_paused_functions_skip_their_ticks(pool: AsyncConnectionPool) -> N
     t0 = next_minute(datetime.now(UTC))
     scheduler = CronScheduler(pool)
     async with pool.connection() as conn:
-        await control.set_paused(conn, "cron-app-paused", True)
+        await actions.set_paused(conn, "cron-app-paused", True)
 
     paused = [await scheduler.run_once(now=t0 + m * MINUTE + timedelta(seconds=1)) for m in range(3)]
     async with pool.connection() as conn:
-        await control.set_paused(conn, "cron-app-paused", False)
+        await actions.set_paused(conn, "cron-app-paused", False)
     resumed = await scheduler.run_once(now=t0 + 3 * MINUTE + timedelta(seconds=1))
 
     assert [t.skipped for t in paused] == [1, 1, 1] and sum(t.fired for t in paused) == 0

@@ -20,10 +20,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pgqueue import aws, registration
+from pgqueue.apps import registration
 from pgqueue.db import migrate
 from pgqueue.errors import ConfigError
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
+from pgqueue.serverless import aws
 from tests.serverless.conftest import EVENT_KEY, ROOT, SIGNING_KEY, FakeAws, LambdaContext, fixture
 
 CTX = LambdaContext()
@@ -566,7 +567,7 @@ def test_leases_held_at_the_deadline_are_released(
 
 async def test_pooler_mode_prepares_nothing_on_the_server_and_does_not_listen(database_url: str) -> None:
     from pgqueue.db.pool import open_pool
-    from pgqueue.services import Services
+    from pgqueue.services.process import Services
     from pgqueue.settings import Settings
 
     async def prepared_after_repeats(pooler: bool) -> int:

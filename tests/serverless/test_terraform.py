@@ -22,7 +22,8 @@ from typing import Any
 import hcl2
 import pytest
 
-from pgqueue import aws, kick, settings, tick
+from pgqueue import settings
+from pgqueue.serverless import aws, kick, tick
 from tests.serverless import aws_attributes
 from tests.serverless.conftest import ROOT, load_handler
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pgqueue.executor import signing
+from pgqueue.protocol import signing
 from tests.compat.conftest import (
     EVENT_KEY,
     PY_APP_FUNCTIONS,

@@ -13,8 +13,8 @@ import pytest
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.executor import checkpoint
 from pgqueue.executor.apply import MAX_STEPS
-from pgqueue.executor.outcome import Op
 from pgqueue.models import QueueItem
+from pgqueue.protocol.outcome import Op
 from tests.sql.conftest import Twin
 
 

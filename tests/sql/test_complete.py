@@ -12,8 +12,8 @@ import pytest
 
 from pgqueue.executor import completion
 from pgqueue.executor.apply import MAX_STEPS, Applier
-from pgqueue.executor.outcome import Op, Ops, Outcome, RunDone
 from pgqueue.models import QueueItem
+from pgqueue.protocol.outcome import Op, Ops, Outcome, RunDone
 from tests.sql.conftest import Twin
 
 STARTED = datetime.now(UTC)

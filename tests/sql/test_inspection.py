@@ -16,8 +16,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pgqueue import ids, transitions
+from pgqueue import ids
 from pgqueue.db.pool import open_pool
+from pgqueue.runs import transitions
 from pgqueue.store import retention, runs
 from pgqueue.store.retention import Retention
 

@@ -24,9 +24,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 import pgqueue
-from pgqueue import ingest
+from pgqueue.db.sqldir import sql_dir
 from pgqueue.errors import InvalidInput, PayloadTooLarge
-from pgqueue.sqlfiles import sql_dir
+from pgqueue.events import ingest
 
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:

@@ -14,7 +14,7 @@ import jcs
 import pytest
 from inngest._internal import transforms
 
-from pgqueue.executor.canonical import canonical_bytes, format_float, format_int
+from pgqueue.protocol.canonical import canonical_bytes, format_float, format_int
 
 
 def reference(value: Any) -> bytes:

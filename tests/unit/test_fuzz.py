@@ -9,8 +9,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pgqueue import expressions, ingest
+from pgqueue import expressions
 from pgqueue.errors import ExpressionEvalError, ExpressionSyntaxError, InvalidInput
+from pgqueue.events import ingest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

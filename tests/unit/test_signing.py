@@ -12,8 +12,8 @@ from inngest._internal import errors as sdk_errors
 from inngest._internal import net, server_lib, transforms
 
 from pgqueue import errors
-from pgqueue.executor import signing
-from pgqueue.executor.canonical import canonical_bytes
+from pgqueue.protocol import signing
+from pgqueue.protocol.canonical import canonical_bytes
 
 RAW_KEY = "9f2c" * 16  # 64 hex digits, like `openssl rand -hex 32`
 PROD_KEY = f"signkey-prod-{RAW_KEY}"

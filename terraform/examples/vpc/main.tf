@@ -5,7 +5,7 @@
 # - the AWS APIs the functions call (Secrets Manager for the settings, Lambda for kicks and
 #   self-invocation, EventBridge Scheduler for one-time wake-ups) are reached through interface
 #   endpoints (create_vpc_endpoints), with or without NAT. Without either, those calls time out:
-#   pgqueue's AWS clients give up after a few seconds instead of hanging (pgqueue/aws.py).
+#   pgqueue's AWS clients give up after a few seconds instead of hanging (pgqueue/serverless/aws.py).
 # Build the package first: python scripts/build_lambda.py --arch arm64
 
 provider "aws" {

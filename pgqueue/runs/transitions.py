@@ -9,8 +9,8 @@ from uuid import UUID
 
 from pgqueue import storable
 from pgqueue.db.pool import Conn
+from pgqueue.events.objects import event_object
 from pgqueue.models import DISCOVERY_STEP
-from pgqueue.runner.triggers import event_object
 from pgqueue.store import apps, events, pauses, queue, runs
 
 NO_FINISH_EVENT_TRIGGERS = frozenset(

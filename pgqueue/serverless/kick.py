@@ -19,7 +19,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.settings import Settings
-from pgqueue.store import tick as store
+from pgqueue.store import executors as store
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def boto3_invoke() -> Invoke | None:
     def invoke(function_name: str, payload: bytes) -> Any:
         nonlocal client
         if client is None:
-            from pgqueue import aws
+            from pgqueue.serverless import aws
 
             client = aws.client("lambda")  # short timeouts, one retry: never hang a request
         return client.invoke(FunctionName=function_name, InvocationType="Event", Payload=payload)

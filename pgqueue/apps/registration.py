@@ -20,10 +20,12 @@ from typing import Any
 
 from croniter import croniter
 
-from pgqueue import expressions, ingest
+from pgqueue import expressions
 from pgqueue.durations import parse_duration
 from pgqueue.errors import ExpressionSyntaxError, InvalidInput
+from pgqueue.events import ingest
 from pgqueue.models import AppSpec, FunctionSpec, Trigger
+from pgqueue.runner.cron import split_cron
 
 MAX_TRIGGERS = 10
 MAX_CONCURRENCY = 2
@@ -109,16 +111,6 @@ def _int(value: Any, where: str, *, minimum: int | None = None, maximum: int | N
     if maximum is not None and n > maximum:
         raise InvalidInput(f"{where} must be at most {maximum}")
     return n
-
-
-def split_cron(spec: str) -> tuple[str | None, str]:
-    """('Europe/Paris', '0 9 * * 1-5') from 'TZ=Europe/Paris 0 9 * * 1-5' (also CRON_TZ=)."""
-    text = spec.strip()
-    for prefix in ("TZ=", "CRON_TZ="):
-        if text.startswith(prefix):
-            tz, _, rest = text[len(prefix):].partition(" ")
-            return tz, rest.strip()
-    return None, text
 
 
 def _trigger(raw: Any, where: str) -> Trigger:

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
-from pgqueue.queue.backoff import retry_after_s
+from pgqueue.durations import parse_instant
+
+# An SDK's Retry-After is clamped to this range.
+RETRY_AFTER_MIN_S = 1.0
+RETRY_AFTER_MAX_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +203,24 @@ def parse(resp: Response) -> Outcome:
         retriable = True
     return CallError(error, retriable=retriable, retry_after_s=retry_after, status_code=resp.status,
                      request_version=version)
+
+
+def retry_after_s(header: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds, ISO-8601 or RFC 1123), clamped 1 s..24 h."""
+    if not header:
+        return None
+    value = header.strip()
+    seconds: float | None = None
+    if value.isdigit() and len(value) <= 7:
+        seconds = float(value)
+    else:
+        when = parse_instant(value)
+        if when is None:
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, RETRY_AFTER_MIN_S), RETRY_AFTER_MAX_S)

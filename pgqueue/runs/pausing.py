@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 # characters (2,048 bytes) the entry (event_name, match_path, match_value) stays under a btree
 # entry's limit of about 2,700 bytes; a longer value is matched by evaluation instead.
 MAX_INDEXED_BYTES = 512
-MAX_EVENT_NAME_LENGTH = 512  # as for events (pgqueue.ingest) and synced triggers
+MAX_EVENT_NAME_LENGTH = 512  # as for events (pgqueue.events.ingest) and synced triggers
 
 
 @dataclass(frozen=True, slots=True)

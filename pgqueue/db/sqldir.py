@@ -6,8 +6,8 @@ from pathlib import Path
 
 
 def sql_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "sql", here.parent / "sql"):
+    package = Path(__file__).resolve().parents[1]  # pgqueue/
+    for candidate in (package / "sql", package.parent / "sql"):
         if (candidate / "migrations").is_dir():
             return candidate
-    raise FileNotFoundError(f"pgqueue's sql/ folder is missing next to {here}; reinstall the package")
+    raise FileNotFoundError(f"pgqueue's sql/ folder is missing next to {package}; reinstall the package")

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SECRET_ARN = "PGQUEUE_SECRET_ARN"
 SSM_PARAMETER = "PGQUEUE_SSM_PARAMETER"
 # On Lambda an executor stays up for work due within a minute (the schedule's period), so sleeps,
-# retries and timeouts do not wait for the next scheduled tick; see pgqueue/tick.py.
+# retries and timeouts do not wait for the next scheduled tick; see pgqueue/serverless/tick.py.
 # A synchronous Lambda response is at most 6 MB (6,291,456 bytes) as serialized JSON.
 LAMBDA_RESPONSE_LIMIT = 6_291_456
 LAMBDA_DEFAULTS = {"PGQUEUE_TICK_LINGER_S": "60",

@@ -26,9 +26,9 @@ from typing import Any, TextIO
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.pool import open_pool
-from pgqueue.services import Services
+from pgqueue.services.process import Services
 from pgqueue.settings import Settings
-from pgqueue.store import tick as store
+from pgqueue.store import executors as store
 
 log = logging.getLogger(__name__)
 

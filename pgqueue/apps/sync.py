@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import httpx
 
 from pgqueue.errors import InvalidInput
-from pgqueue.executor import egress, signing
+from pgqueue.executor import egress
 from pgqueue.models import AppSpec
+from pgqueue.protocol import signing
 from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,14 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pgqueue import expressions, ids, storable, transitions
+from pgqueue import expressions, ids, storable
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
+from pgqueue.events.objects import event_object
 from pgqueue.models import AppSpec
 from pgqueue.runner import starting
-from pgqueue.runner.triggers import event_object
+from pgqueue.runs import transitions
 from pgqueue.store import apps, events, runs
-from pgqueue.store import control as store
+from pgqueue.store import operations as store
 
 BULK_BATCH = 200
 
