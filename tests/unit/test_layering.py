@@ -74,6 +74,101 @@ def test_the_import_walker_resolves_relative_and_package_imports() -> None:
 # --- layering -----------------------------------------------------------------------------------------
 
 
+# The architecture's order, written once: a unit may import its own layer and the layers before it,
+# never a later one. Units are the top-level modules and packages of pgqueue/, plus api/ and lambda/.
+# The README's "Architecture" section lists the same packages in the same order.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("foundations", ("pgqueue.errors", "pgqueue.ids", "pgqueue.durations", "pgqueue.models",
+                     "pgqueue.storable", "pgqueue.logging_setup", "pgqueue.service_loop")),
+    ("protocol", ("pgqueue.protocol",)),
+    ("settings and telemetry", ("pgqueue.settings", "pgqueue.telemetry")),
+    ("db", ("pgqueue.db",)),
+    ("store", ("pgqueue.store",)),
+    ("expressions and events", ("pgqueue.expressions", "pgqueue.events")),
+    ("runs", ("pgqueue.runs",)),
+    ("runner and queue", ("pgqueue.runner", "pgqueue.queue")),
+    ("executor", ("pgqueue.executor",)),
+    ("apps", ("pgqueue.apps",)),
+    ("services and serverless", ("pgqueue.services", "pgqueue.serverless")),
+    ("admin", ("pgqueue.admin",)),
+    ("surface", ("pgqueue", "pgqueue.cli", "pgqueue.__main__", "api", "lambda")),
+)
+
+
+def unit_of(module: str) -> str:
+    """The top-level module or package `module` belongs to: pgqueue.runner.cron -> pgqueue.runner."""
+    parts = module.split(".")
+    if parts[0] in ("api", "lambda"):
+        return parts[0]
+    return ".".join(parts[:2])
+
+
+def layer_of(module: str) -> int | None:
+    unit = unit_of(module)
+    for index, (_, units) in enumerate(LAYERS):
+        if unit in units:
+            return index
+    return None
+
+
+def import_edges() -> list[tuple[str, int, str]]:
+    """(importer, line, imported) for every import between pgqueue/api/lambda modules."""
+    return [
+        (_module_name(path), line, module)
+        for path in _python_files(PACKAGE, API, REPO / "lambda")
+        for line, module in imported_modules(path)
+        if _top(module) in ("pgqueue", "api")
+    ]
+
+
+def upward_imports(edges: list[tuple[str, int, str]]) -> list[str]:
+    found = []
+    for importer, line, module in edges:
+        mine, theirs = layer_of(importer), layer_of(module)
+        if mine is not None and theirs is not None and theirs > mine:
+            found.append(f"{importer}:{line} ({LAYERS[mine][0]}) imports {module} ({LAYERS[theirs][0]})")
+    return found
+
+
+def test_every_unit_has_a_place_in_the_layer_order() -> None:
+    units = {unit_of(_module_name(path)) for path in _python_files(PACKAGE, API, REPO / "lambda")}
+    placed = {unit for _, layer in LAYERS for unit in layer}
+
+    assert units - placed == set(), "add these to LAYERS (and the README's architecture section)"
+    assert placed - units == set(), "LAYERS names units that no longer exist"
+
+
+def test_imports_run_only_downward_in_the_layer_order() -> None:
+    edges = import_edges()
+    assert len(edges) > 100  # the walker sees the tree
+
+    violations = upward_imports(edges)
+
+    assert not violations, "imports against the architecture's order:\n" + "\n".join(violations)
+
+
+def test_the_layer_check_catches_an_upward_import() -> None:
+    # the check is not vacuous: the store importing the runner, or settings importing the executor
+    assert upward_imports([("pgqueue.store.runs", 1, "pgqueue.runner.starting")])
+    assert upward_imports([("pgqueue.settings", 1, "pgqueue.executor.egress")])
+    assert not upward_imports([("pgqueue.runner.starting", 1, "pgqueue.store.runs")])
+
+
+def test_no_two_modules_differ_only_by_a_letter_or_a_folder() -> None:
+    # service.py beside services.py, control.py beside store/control.py: names a newcomer cannot tell
+    # apart. Package __init__ files and a package named for the store module it serves are fine.
+    stems: dict[str, list[str]] = {}
+    for path in _python_files(PACKAGE):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        stems.setdefault(path.stem.rstrip("s"), []).append(str(path.relative_to(REPO)))
+
+    twins = {stem: paths for stem, paths in stems.items() if len(paths) > 1}
+
+    assert not twins, twins
+
+
+
 STORE_MAY_IMPORT = ("pgqueue.db", "pgqueue.models", "pgqueue.errors", "pgqueue.ids", "pgqueue.store")
 
 
@@ -99,7 +194,7 @@ def test_store_imports_only_db_models_errors_ids_stdlib_and_psycopg() -> None:
     assert not violations, "pgqueue/store imports upward:\n" + "\n".join(violations)
 
 
-DB_MAY_IMPORT = ("pgqueue.db", "pgqueue.errors", "pgqueue.sqlfiles", "pgqueue.models", "pgqueue.ids")
+DB_MAY_IMPORT = ("pgqueue.db", "pgqueue.errors", "pgqueue.models", "pgqueue.ids")
 
 
 def test_db_layer_imports_nothing_above_it() -> None:
@@ -113,7 +208,7 @@ def test_db_layer_imports_nothing_above_it() -> None:
     assert not violations, "pgqueue/db imports upward:\n" + "\n".join(violations)
 
 
-@pytest.mark.parametrize("module", ["models", "errors", "ids", "sqlfiles"])
+@pytest.mark.parametrize("module", ["models", "errors", "ids", "storable", "logging_setup", "service_loop"])
 def test_foundation_modules_import_no_other_pgqueue_module(module: str) -> None:
     path = PACKAGE / f"{module}.py"
     inside = [
