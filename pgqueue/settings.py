@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pgqueue.errors import ConfigError
 from pgqueue.protocol import signing
@@ -66,6 +67,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
+    "PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": ("endpoint_output_origin", str),
 }
 
 
@@ -158,6 +160,11 @@ class Settings:
     # always checked in dev mode, in serve mode only when set. ".example.com" matches subdomains
     # too, "*" any host.
     allowed_hosts: tuple[str, ...] = ()
+    # Where durable endpoints' outputs are served (scheme://host[:port], another name for this
+    # server): pgqueue's own origin redirects `GET /v1/http/runs/{id}/output` there and that origin
+    # serves nothing else, so an app's active content runs away from the dashboard. None: outputs
+    # are served on pgqueue's own origin, sandboxed (no script runs). docs/security.md.
+    endpoint_output_origin: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -182,6 +189,13 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.mode == "serve"
+
+    @property
+    def output_origin(self) -> str | None:
+        """PGQUEUE_ENDPOINT_OUTPUT_ORIGIN as `scheme://host[:port]`, lower case, no trailing slash."""
+        if not self.endpoint_output_origin:
+            return None
+        return self.endpoint_output_origin.strip().rstrip("/").lower()
 
     def with_overrides(self, **changes: Any) -> Settings:
         clean = {k: v for k, v in changes.items() if v is not None}
@@ -276,6 +290,8 @@ class Settings:
                     "PGQUEUE_ALLOWED_HOSTS takes comma-separated host names like pgqueue.internal,"
                     f" .example.com (subdomains too) or * (any), without scheme, port or path; got {entry!r}"
                 )
+        if self.endpoint_output_origin is not None:
+            _validate_output_origin(self.endpoint_output_origin)
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
@@ -348,6 +364,24 @@ def _valid_allowed_host(entry: str) -> bool:
         return True
     except ValueError:
         return _HOST_NAME.fullmatch(bare) is not None
+
+
+def _validate_output_origin(value: str) -> None:
+    parts = urlsplit(value.strip())
+    problem = None
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        problem = "its port is not a number"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "it is not an http(s) URL with a host"
+    elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        problem = "it has a path, query or user name: an origin is scheme://host[:port] only"
+    if problem:
+        raise ConfigError(
+            f"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN must be an origin such as https://outputs.example.com,"
+            f" another name for this server; {problem} (got {value!r})"
+        )
 
 
 def _validate_egress(settings: Settings) -> None:

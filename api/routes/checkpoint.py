@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from api import deps, limits
+from api import deps, limits, security
 from api.routes.events import read_body
 from pgqueue import ids
 from pgqueue.errors import Conflict, NotFound, Unauthorized
@@ -32,7 +32,8 @@ from pgqueue.store import durable_endpoints
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_sdk_key)])
 # The output of a durable endpoint's run: its token is the authentication (the user's browser or
-# client follows the endpoint's redirect here, without any key).
+# client follows the endpoint's redirect here, without any key). It is the app's response, served
+# on pgqueue's origin sandboxed, or on PGQUEUE_ENDPOINT_OUTPUT_ORIGIN (api/security.py).
 output_router = APIRouter()
 
 # How long GET .../output waits for the run to end before answering 202 (the client asks again).
@@ -88,7 +89,9 @@ async def checkpoint_steps(run_id: str, request: Request) -> JSONResponse:
 
 def _run_response(run_id: str, row: dict[str, Any]) -> Response:
     """The endpoint's own response when the run completed with one (RunComplete's data is
-    {status, headers, body}), else the output as JSON; a failed or cancelled run as a JSON error."""
+    {status, headers, body}), else the output as JSON; a failed or cancelled run as a JSON error.
+    Its cookies and security headers are dropped, and pgqueue's set, by api/security.py
+    (SecurityHeaders), whatever the run stored."""
     if row["status"] == "failed":
         error = row["error"] if isinstance(row["error"], dict) else {}
         message = str(error.get("message") or "the run failed")
@@ -116,6 +119,11 @@ async def run_output(run_id: str, request: Request, token: str | None = None) ->
     cfg = deps.settings(request)
     if not endpoint.verify_output_token(run_id, token, cfg.signing_keys):
         raise Unauthorized("missing or invalid token: use the one in the durable endpoint's redirect")
+    if cfg.output_origin is not None and not security.on_output_origin(request.scope, cfg):
+        # The SDK redirects its client to pgqueue's API origin; outputs are served from their own.
+        query = request.url.query
+        return RedirectResponse(f"{cfg.output_origin}{request.url.path}" + (f"?{query}" if query else ""),
+                                status_code=307)
     deadline = time.monotonic() + OUTPUT_WAIT_S
     while True:
         async with deps.pool(request).connection() as conn:
