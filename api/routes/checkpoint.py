@@ -8,7 +8,9 @@ steps, ts}`; 200 when stored (a duplicate is stored once and answered 200 too); 
 `{"error", "status"}` when the call that sent it no longer holds its queue item or the run has
 ended (the SDK stops the function: StaleDispatchError); 400 for anything malformed or a step this
 endpoint does not store (the SDK then sends its steps in the call's answer). Authenticated like
-every SDK endpoint (the signing key, raw or hashed, in production).
+every SDK endpoint (the signing key, raw or hashed, in production), and each write by the lease of
+the request that sent it: `qi_id` of `/async`, the `fn_id` that `POST /v1/checkpoint` answered for
+`/steps`.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ async def checkpoint_new_run(request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         started = await endpoint.start(conn, _applier(request), new, received_at=received_at)
     keys = deps.settings(request).signing_keys
-    data = {"run_id": started.run_id, "fn_id": started.function_id, "app_id": started.app_id,
+    # fn_id carries the request's lease: the SDK sends it back with each /steps (endpoint.request_ref).
+    data = {"run_id": started.run_id, "fn_id": started.ref, "app_id": started.app_id,
             "token": endpoint.output_token(started.run_id, keys),
             "realtime_token": endpoint.output_token(started.run_id, keys, purpose="realtime")}
     return JSONResponse({"data": data})
@@ -79,12 +82,12 @@ async def checkpoint_new_run(request: Request) -> JSONResponse:
              summary="Store a durable endpoint's steps, or end or hand over its run")
 async def checkpoint_steps(run_id: str, request: Request) -> JSONResponse:
     received_at = datetime.now(UTC)
-    ops, size = endpoint.parse_steps(run_id, await read_body(request, limits.SDK_BODY_BYTES))
+    steps = endpoint.parse_steps(run_id, await read_body(request, limits.SDK_BODY_BYTES))
     async with deps.pool(request).connection() as conn:
-        result = await endpoint.record(conn, _applier(request), run_id, ops, size, received_at=received_at)
+        result = await endpoint.record(conn, _applier(request), run_id, steps, received_at=received_at)
     if isinstance(result, checkpoint.Stored) and result.failed is not None:
         raise Conflict(f"run {run_id} failed: {result.failed['message']}")
-    return JSONResponse({"data": {"run_id": run_id, "steps": len(ops)}})
+    return JSONResponse({"data": {"run_id": run_id, "steps": len(steps.ops)}})
 
 
 def _run_response(run_id: str, row: dict[str, Any]) -> Response:
