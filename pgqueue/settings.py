@@ -58,6 +58,8 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_ALLOW_LINK_LOCAL": ("allow_link_local", bool),
     "PGQUEUE_ALLOWED_APP_NETWORKS": ("allowed_app_networks", list),
     "PGQUEUE_ALLOWED_APP_HOSTS": ("allowed_app_hosts", list),
+    "PGQUEUE_FETCH_ALLOWED_NETWORKS": ("fetch_allowed_networks", list),
+    "PGQUEUE_FETCH_ALLOWED_HOSTS": ("fetch_allowed_hosts", list),
     "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE": ("require_response_signature", bool),
     "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
@@ -129,6 +131,11 @@ class Settings:
     allow_link_local: bool = False
     allowed_app_networks: tuple[str, ...] = ()
     allowed_app_hosts: tuple[str, ...] = ()
+    # What step.fetch and step.ai.infer may reach (egress.Policy.for_fetch): their own list, so that
+    # allowing apps on this host or in a network does not open them to every function's fetches.
+    # Production: public addresses only, plus these; dev: as for apps.
+    fetch_allowed_networks: tuple[str, ...] = ()
+    fetch_allowed_hosts: tuple[str, ...] = ()
     # Production requires a valid X-Inngest-Signature on every answer of an app (None: production).
     require_response_signature: bool | None = None
     # The rules for calls to apps when they differ from `mode`: `pgqueue worker` and `pgqueue tick`
@@ -385,7 +392,17 @@ def _validate_output_origin(value: str) -> None:
 
 
 def _validate_egress(settings: Settings) -> None:
-    for entry in settings.allowed_app_networks:
+    _validate_networks(settings.allowed_app_networks, "PGQUEUE_ALLOWED_APP_NETWORKS")
+    _validate_networks(settings.fetch_allowed_networks, "PGQUEUE_FETCH_ALLOWED_NETWORKS")
+    for hosts, variable, networks in (
+        (settings.allowed_app_hosts, "PGQUEUE_ALLOWED_APP_HOSTS", "PGQUEUE_ALLOWED_APP_NETWORKS"),
+        (settings.fetch_allowed_hosts, "PGQUEUE_FETCH_ALLOWED_HOSTS", "PGQUEUE_FETCH_ALLOWED_NETWORKS"),
+    ):
+        _validate_hosts(hosts, variable, networks)
+
+
+def _validate_networks(entries: tuple[str, ...], variable: str) -> None:
+    for entry in entries:
         try:
             ipaddress.ip_network(entry)
         except ValueError as exc:
@@ -394,10 +411,13 @@ def _validate_egress(settings: Settings) -> None:
             except ValueError:
                 hint = ""
             raise ConfigError(
-                f"PGQUEUE_ALLOWED_APP_NETWORKS: {entry!r} is not a CIDR network: {exc}{hint};"
+                f"{variable}: {entry!r} is not a CIDR network: {exc}{hint};"
                 " use comma-separated networks, e.g. 10.0.0.0/8,fd00::/8"
             ) from None
-    for entry in settings.allowed_app_hosts:
+
+
+def _validate_hosts(entries: tuple[str, ...], variable: str, networks_variable: str) -> None:
+    for entry in entries:
         name = entry.lower().rstrip(".")
         try:
             address = ipaddress.ip_address(name.strip("[]"))
@@ -405,12 +425,12 @@ def _validate_egress(settings: Settings) -> None:
             pass
         else:
             raise ConfigError(
-                f"PGQUEUE_ALLOWED_APP_HOSTS: {entry!r} is an address, not a host name; list it in"
-                f" PGQUEUE_ALLOWED_APP_NETWORKS as {address}/{address.max_prefixlen}"
+                f"{variable}: {entry!r} is an address, not a host name; list it in"
+                f" {networks_variable} as {address}/{address.max_prefixlen}"
             )
         if _HOST_PATTERN.fullmatch(name) is None:
             raise ConfigError(
-                f"PGQUEUE_ALLOWED_APP_HOSTS: {entry!r} is not a host name; use names such as"
+                f"{variable}: {entry!r} is not a host name; use names such as"
                 " app.internal, or *.internal for every name below internal"
             )
 
