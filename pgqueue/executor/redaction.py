@@ -65,11 +65,6 @@ def url(raw: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def headers(values: Mapping[str, str]) -> dict[str, str]:
-    """The headers with the values of credential headers replaced."""
-    return {name: REDACTED if credential_name(name) else value for name, value in values.items()}
-
-
 @dataclass(frozen=True, slots=True)
 class Secrets:
     """The credential values of one request, to be scrubbed from any text about it."""
