@@ -388,7 +388,9 @@ async def _send(
         async with asyncio.timeout(max(deadline_s, 0.0)):
             first = _origin(httpx.URL(req.url))
             for _ in range(MAX_REDIRECTS + 1):
-                headers = {"accept-encoding": ACCEPT_ENCODING, **req.headers}
+                headers = dict(req.headers)
+                if not any(name.lower() == "accept-encoding" for name in headers):
+                    headers["accept-encoding"] = ACCEPT_ENCODING
                 request = httpx.Request(req.method, req.url, headers=headers, content=req.content)
                 resp = await client.exchange(request)
                 try:
