@@ -135,7 +135,7 @@ class _App(FastAPI):
     its ServerErrorMiddleware carries them too."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return security.SecurityHeaders(super().build_middleware_stack())
+        return security.SecurityHeaders(super().build_middleware_stack(), settings=self.state.settings)
 
 
 class _OpenOnFirstRequest:

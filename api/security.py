@@ -22,13 +22,25 @@ only), framing and referrer policies and nosniff to every response that does not
 marks every cookie `Secure` when the request came over HTTPS. "Came over HTTPS" is the ASGI scheme:
 uvicorn takes X-Forwarded-Proto from the proxies in FORWARDED_ALLOW_IPS only (default 127.0.0.1),
 and on Lambda Mangum takes it from API Gateway.
+
+A durable endpoint's output (`GET /v1/http/runs/{id}/output`) is the app's own response (status,
+headers, body), served to whoever holds the run's token. On pgqueue's origin it must never act as
+the dashboard's script: whatever the run stored and whatever the route sets, its security headers
+are replaced by pgqueue's with `Content-Security-Policy: sandbox` (an opaque origin, no script, no
+forms), its cookies (`Set-Cookie`, `Clear-Site-Data`, `Service-Worker-Allowed`) are dropped, and a
+browser loading it as a script, worker or stylesheet (`Sec-Fetch-Dest`) is refused. With
+PGQUEUE_ENDPOINT_OUTPUT_ORIGIN (another name for this server), outputs are served there instead:
+pgqueue's origin redirects to it, that origin serves outputs and nothing else (no dashboard, no
+API, no session cookie), and an output's own headers apply there, cookies still dropped.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -60,6 +72,40 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cross-origin-resource-policy", b"same-origin"),
 )
 
+# -- durable endpoint outputs ------------------------------------------------------------------------
+
+OUTPUT_PATH = re.compile(r"/v1/(?:http/runs|checkpoint)/[^/]+/output")
+# Served on pgqueue's origin: a sandboxed document (opaque origin: no script, forms, plugins or
+# popups, and no access to the dashboard's cookies or storage), inline styles and data: images only.
+OUTPUT_CONTENT_SECURITY_POLICY = (
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+OUTPUT_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", OUTPUT_CONTENT_SECURITY_POLICY.encode()),
+    *((name, value) for name, value in SECURITY_HEADERS if name != b"content-security-policy"),
+)
+# Never passed on from an output, on any origin: state it would leave in the browser for the origin
+# that serves it (cookies, a wiped session, a service worker's scope).
+OUTPUT_NEVER_PASSED = frozenset({
+    b"set-cookie", b"set-cookie2", b"clear-site-data", b"service-worker-allowed",
+})
+# Replaced by pgqueue's own on its origin: every header that loosens or sets a browser policy.
+OUTPUT_REPLACED = OUTPUT_NEVER_PASSED | {name for name, _ in SECURITY_HEADERS} | {
+    b"content-security-policy-report-only", b"cross-origin-embedder-policy", b"permissions-policy",
+    b"feature-policy", b"document-policy", b"origin-agent-cluster", b"x-xss-protection",
+    b"x-permitted-cross-domain-policies", b"x-dns-prefetch-control", b"report-to", b"reporting-endpoints",
+    b"nel", b"strict-transport-security", b"link", b"refresh", b"speculation-rules", b"supports-loading-mode",
+}
+# What a browser says it loads a response as (Sec-Fetch-Dest) when it would run or apply it in the
+# page that asked: an output is a document or data for a client, never a page's subresource.
+SCRIPT_DESTINATIONS = frozenset({
+    "script", "worker", "sharedworker", "serviceworker", "audioworklet", "paintworklet",
+    "sharedstorageworklet", "style", "xslt", "json",
+})
+
+OutputKind = Literal["own", "separate"]
+
 
 def _split_host(value: str) -> tuple[str, int | None] | None:
     """`name[:port]` or `[v6][:port]` → (lower-case name without brackets or trailing dot, port)."""
@@ -79,6 +125,9 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
 def host_allowed(name: str, settings: Settings) -> bool:
     """Whether this server answers to a Host name (lower case, without port and brackets)."""
     if name in LOOPBACK_NAMES or _loopback_address(name):
+        return True
+    output = settings.output_origin
+    if output is not None and name == (urlsplit(output).hostname or "").removesuffix("."):
         return True
     bind = settings.host.strip("[]").lower()
     if bind not in WILDCARD_ADDRESSES and name == bind:
@@ -115,6 +164,30 @@ def same_origin(origin: str, scheme: str, host: str) -> bool:
     return (parts.scheme, parts.hostname.removesuffix("."), origin_port) == (scheme, own[0], own_port)
 
 
+def on_output_origin(scope: Scope, settings: Settings) -> bool:
+    """Whether the request came to PGQUEUE_ENDPOINT_OUTPUT_ORIGIN (its Host is the origin's name
+    and port), rather than to pgqueue's own origin."""
+    output = settings.output_origin
+    if output is None:
+        return False
+    host = Headers(scope=scope).get("host")
+    split = _split_host(host) if host else None
+    if split is None:
+        return False
+    parts = urlsplit(output)
+    default_port = DEFAULT_PORTS[parts.scheme]
+    name = (parts.hostname or "").removesuffix(".")
+    return split[0] == name and (split[1] or default_port) == (parts.port or default_port)
+
+
+def output_kind(scope: Scope, settings: Settings) -> OutputKind | None:
+    """A durable endpoint's output served on pgqueue's own origin or on the output origin; None for
+    every other request."""
+    if not OUTPUT_PATH.fullmatch(scope["path"]):
+        return None
+    return "separate" if on_output_origin(scope, settings) else "own"
+
+
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
@@ -131,6 +204,19 @@ def refusal(scope: Scope, settings: Settings) -> Refusal | None:
     """Why this request is refused before it reaches a route, or None."""
     headers = Headers(scope=scope)
     host = headers.get("host")
+    path: str = scope["path"]
+    if on_output_origin(scope, settings) and not (OUTPUT_PATH.fullmatch(path) or path == "/health"):
+        return Refusal(404, (
+            f"not found: this origin ({settings.output_origin}, PGQUEUE_ENDPOINT_OUTPUT_ORIGIN) serves"
+            " durable endpoints' output only; the dashboard and the API are on pgqueue's own origin"
+        ), f"Host {host!r} (the endpoint output origin)")
+    destination = headers.get("sec-fetch-dest", "").strip().lower()
+    if destination in SCRIPT_DESTINATIONS and output_kind(scope, settings) == "own":
+        return Refusal(403, (
+            f"a durable endpoint's output cannot be loaded as a {destination} (Sec-Fetch-Dest): it is"
+            " the app's response, served for a client or a browser tab; set PGQUEUE_ENDPOINT_OUTPUT_ORIGIN"
+            " to serve outputs that pages use as active content from an origin of their own"
+        ), f"Sec-Fetch-Dest {destination!r}")
     check_host = not settings.production or bool(settings.allowed_hosts)
     if check_host and host is not None:
         split = _split_host(host)
@@ -149,7 +235,6 @@ def refusal(scope: Scope, settings: Settings) -> Refusal | None:
             f"cross-origin request refused: Origin {origin!r} is not this server. The dev server has no"
             " keys, so only pages it serves itself, the SDKs and other non-browser clients may call it"
         ), f"Origin {origin!r}")
-    path: str = scope["path"]
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
     if scope["method"] not in SAFE_METHODS and path.startswith(API_PREFIXES) and has_body:
         content_type = headers.get("content-type", "")
@@ -183,21 +268,38 @@ def _secure_cookie(value: bytes) -> bytes:
     return value if b"secure" in attributes else value + b"; Secure"
 
 
+def output_headers(headers: list[tuple[bytes, bytes]], kind: OutputKind) -> list[tuple[bytes, bytes]]:
+    """The headers an endpoint output leaves with: on pgqueue's origin its own security headers and
+    cookies give way to the sandbox's; on the output origin only its cookies are dropped."""
+    if kind == "own":
+        kept = [(name, value) for name, value in headers if name.lower() not in OUTPUT_REPLACED]
+        return kept + list(OUTPUT_SECURITY_HEADERS)
+    kept = [(name, value) for name, value in headers if name.lower() not in OUTPUT_NEVER_PASSED]
+    if not any(name.lower() == b"x-content-type-options" for name, _ in kept):
+        kept.append((b"x-content-type-options", b"nosniff"))
+    return kept
+
+
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings | None = None) -> None:
         self.app = app
+        self.settings = settings or Settings()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         https = scope.get("scheme") == "https"
+        output = output_kind(scope, self.settings)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                if output is not None:
+                    headers = output_headers(headers, output)
+                else:
+                    present = {name.lower() for name, _ in headers}
+                    headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
                 if https:
                     headers = [(name, _secure_cookie(value) if name.lower() == b"set-cookie" else value)
                                for name, value in headers]

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pgqueue.errors import ConfigError
 from pgqueue.protocol import signing
@@ -57,6 +58,8 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_ALLOW_LINK_LOCAL": ("allow_link_local", bool),
     "PGQUEUE_ALLOWED_APP_NETWORKS": ("allowed_app_networks", list),
     "PGQUEUE_ALLOWED_APP_HOSTS": ("allowed_app_hosts", list),
+    "PGQUEUE_FETCH_ALLOWED_NETWORKS": ("fetch_allowed_networks", list),
+    "PGQUEUE_FETCH_ALLOWED_HOSTS": ("fetch_allowed_hosts", list),
     "PGQUEUE_REQUIRE_RESPONSE_SIGNATURE": ("require_response_signature", bool),
     "PGQUEUE_KICK_FUNCTION": ("kick_function", str),
     "PGQUEUE_KICK_DEBOUNCE_MS": ("kick_debounce_ms", int),
@@ -66,6 +69,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
+    "PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": ("endpoint_output_origin", str),
 }
 
 
@@ -127,6 +131,11 @@ class Settings:
     allow_link_local: bool = False
     allowed_app_networks: tuple[str, ...] = ()
     allowed_app_hosts: tuple[str, ...] = ()
+    # What step.fetch and step.ai.infer may reach (egress.Policy.for_fetch): their own list, so that
+    # allowing apps on this host or in a network does not open them to every function's fetches.
+    # Production: public addresses only, plus these; dev: as for apps.
+    fetch_allowed_networks: tuple[str, ...] = ()
+    fetch_allowed_hosts: tuple[str, ...] = ()
     # Production requires a valid X-Inngest-Signature on every answer of an app (None: production).
     require_response_signature: bool | None = None
     # The rules for calls to apps when they differ from `mode`: `pgqueue worker` and `pgqueue tick`
@@ -158,6 +167,11 @@ class Settings:
     # always checked in dev mode, in serve mode only when set. ".example.com" matches subdomains
     # too, "*" any host.
     allowed_hosts: tuple[str, ...] = ()
+    # Where durable endpoints' outputs are served (scheme://host[:port], another name for this
+    # server): pgqueue's own origin redirects `GET /v1/http/runs/{id}/output` there and that origin
+    # serves nothing else, so an app's active content runs away from the dashboard. None: outputs
+    # are served on pgqueue's own origin, sandboxed (no script runs). docs/security.md.
+    endpoint_output_origin: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -182,6 +196,13 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.mode == "serve"
+
+    @property
+    def output_origin(self) -> str | None:
+        """PGQUEUE_ENDPOINT_OUTPUT_ORIGIN as `scheme://host[:port]`, lower case, no trailing slash."""
+        if not self.endpoint_output_origin:
+            return None
+        return self.endpoint_output_origin.strip().rstrip("/").lower()
 
     def with_overrides(self, **changes: Any) -> Settings:
         clean = {k: v for k, v in changes.items() if v is not None}
@@ -276,6 +297,8 @@ class Settings:
                     "PGQUEUE_ALLOWED_HOSTS takes comma-separated host names like pgqueue.internal,"
                     f" .example.com (subdomains too) or * (any), without scheme, port or path; got {entry!r}"
                 )
+        if self.endpoint_output_origin is not None:
+            _validate_output_origin(self.endpoint_output_origin)
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
@@ -350,8 +373,36 @@ def _valid_allowed_host(entry: str) -> bool:
         return _HOST_NAME.fullmatch(bare) is not None
 
 
+def _validate_output_origin(value: str) -> None:
+    parts = urlsplit(value.strip())
+    problem = None
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        problem = "its port is not a number"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "it is not an http(s) URL with a host"
+    elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        problem = "it has a path, query or user name: an origin is scheme://host[:port] only"
+    if problem:
+        raise ConfigError(
+            f"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN must be an origin such as https://outputs.example.com,"
+            f" another name for this server; {problem} (got {value!r})"
+        )
+
+
 def _validate_egress(settings: Settings) -> None:
-    for entry in settings.allowed_app_networks:
+    _validate_networks(settings.allowed_app_networks, "PGQUEUE_ALLOWED_APP_NETWORKS")
+    _validate_networks(settings.fetch_allowed_networks, "PGQUEUE_FETCH_ALLOWED_NETWORKS")
+    for hosts, variable, networks in (
+        (settings.allowed_app_hosts, "PGQUEUE_ALLOWED_APP_HOSTS", "PGQUEUE_ALLOWED_APP_NETWORKS"),
+        (settings.fetch_allowed_hosts, "PGQUEUE_FETCH_ALLOWED_HOSTS", "PGQUEUE_FETCH_ALLOWED_NETWORKS"),
+    ):
+        _validate_hosts(hosts, variable, networks)
+
+
+def _validate_networks(entries: tuple[str, ...], variable: str) -> None:
+    for entry in entries:
         try:
             ipaddress.ip_network(entry)
         except ValueError as exc:
@@ -360,10 +411,13 @@ def _validate_egress(settings: Settings) -> None:
             except ValueError:
                 hint = ""
             raise ConfigError(
-                f"PGQUEUE_ALLOWED_APP_NETWORKS: {entry!r} is not a CIDR network: {exc}{hint};"
+                f"{variable}: {entry!r} is not a CIDR network: {exc}{hint};"
                 " use comma-separated networks, e.g. 10.0.0.0/8,fd00::/8"
             ) from None
-    for entry in settings.allowed_app_hosts:
+
+
+def _validate_hosts(entries: tuple[str, ...], variable: str, networks_variable: str) -> None:
+    for entry in entries:
         name = entry.lower().rstrip(".")
         try:
             address = ipaddress.ip_address(name.strip("[]"))
@@ -371,12 +425,12 @@ def _validate_egress(settings: Settings) -> None:
             pass
         else:
             raise ConfigError(
-                f"PGQUEUE_ALLOWED_APP_HOSTS: {entry!r} is an address, not a host name; list it in"
-                f" PGQUEUE_ALLOWED_APP_NETWORKS as {address}/{address.max_prefixlen}"
+                f"{variable}: {entry!r} is an address, not a host name; list it in"
+                f" {networks_variable} as {address}/{address.max_prefixlen}"
             )
         if _HOST_PATTERN.fullmatch(name) is None:
             raise ConfigError(
-                f"PGQUEUE_ALLOWED_APP_HOSTS: {entry!r} is not a host name; use names such as"
+                f"{variable}: {entry!r} is not a host name; use names such as"
                 " app.internal, or *.internal for every name below internal"
             )
 

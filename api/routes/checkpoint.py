@@ -8,7 +8,9 @@ steps, ts}`; 200 when stored (a duplicate is stored once and answered 200 too); 
 `{"error", "status"}` when the call that sent it no longer holds its queue item or the run has
 ended (the SDK stops the function: StaleDispatchError); 400 for anything malformed or a step this
 endpoint does not store (the SDK then sends its steps in the call's answer). Authenticated like
-every SDK endpoint (the signing key, raw or hashed, in production).
+every SDK endpoint (the signing key, raw or hashed, in production), and each write by the lease of
+the request that sent it: `qi_id` of `/async`, the `fn_id` that `POST /v1/checkpoint` answered for
+`/steps`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from api import deps, limits
+from api import deps, limits, security
 from api.routes.events import read_body
 from pgqueue import ids
 from pgqueue.errors import Conflict, NotFound, Unauthorized
@@ -32,7 +34,8 @@ from pgqueue.store import durable_endpoints
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_sdk_key)])
 # The output of a durable endpoint's run: its token is the authentication (the user's browser or
-# client follows the endpoint's redirect here, without any key).
+# client follows the endpoint's redirect here, without any key). It is the app's response, served
+# on pgqueue's origin sandboxed, or on PGQUEUE_ENDPOINT_OUTPUT_ORIGIN (api/security.py).
 output_router = APIRouter()
 
 # How long GET .../output waits for the run to end before answering 202 (the client asks again).
@@ -68,7 +71,8 @@ async def checkpoint_new_run(request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         started = await endpoint.start(conn, _applier(request), new, received_at=received_at)
     keys = deps.settings(request).signing_keys
-    data = {"run_id": started.run_id, "fn_id": started.function_id, "app_id": started.app_id,
+    # fn_id carries the request's lease: the SDK sends it back with each /steps (endpoint.request_ref).
+    data = {"run_id": started.run_id, "fn_id": started.ref, "app_id": started.app_id,
             "token": endpoint.output_token(started.run_id, keys),
             "realtime_token": endpoint.output_token(started.run_id, keys, purpose="realtime")}
     return JSONResponse({"data": data})
@@ -78,17 +82,19 @@ async def checkpoint_new_run(request: Request) -> JSONResponse:
              summary="Store a durable endpoint's steps, or end or hand over its run")
 async def checkpoint_steps(run_id: str, request: Request) -> JSONResponse:
     received_at = datetime.now(UTC)
-    ops, size = endpoint.parse_steps(run_id, await read_body(request, limits.SDK_BODY_BYTES))
+    steps = endpoint.parse_steps(run_id, await read_body(request, limits.SDK_BODY_BYTES))
     async with deps.pool(request).connection() as conn:
-        result = await endpoint.record(conn, _applier(request), run_id, ops, size, received_at=received_at)
+        result = await endpoint.record(conn, _applier(request), run_id, steps, received_at=received_at)
     if isinstance(result, checkpoint.Stored) and result.failed is not None:
         raise Conflict(f"run {run_id} failed: {result.failed['message']}")
-    return JSONResponse({"data": {"run_id": run_id, "steps": len(ops)}})
+    return JSONResponse({"data": {"run_id": run_id, "steps": len(steps.ops)}})
 
 
 def _run_response(run_id: str, row: dict[str, Any]) -> Response:
     """The endpoint's own response when the run completed with one (RunComplete's data is
-    {status, headers, body}), else the output as JSON; a failed or cancelled run as a JSON error."""
+    {status, headers, body}), else the output as JSON; a failed or cancelled run as a JSON error.
+    Its cookies and security headers are dropped, and pgqueue's set, by api/security.py
+    (SecurityHeaders), whatever the run stored."""
     if row["status"] == "failed":
         error = row["error"] if isinstance(row["error"], dict) else {}
         message = str(error.get("message") or "the run failed")
@@ -116,6 +122,11 @@ async def run_output(run_id: str, request: Request, token: str | None = None) ->
     cfg = deps.settings(request)
     if not endpoint.verify_output_token(run_id, token, cfg.signing_keys):
         raise Unauthorized("missing or invalid token: use the one in the durable endpoint's redirect")
+    if cfg.output_origin is not None and not security.on_output_origin(request.scope, cfg):
+        # The SDK redirects its client to pgqueue's API origin; outputs are served from their own.
+        query = request.url.query
+        return RedirectResponse(f"{cfg.output_origin}{request.url.path}" + (f"?{query}" if query else ""),
+                                status_code=307)
     deadline = time.monotonic() + OUTPUT_WAIT_S
     while True:
         async with deps.pool(request).connection() as conn:

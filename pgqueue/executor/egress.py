@@ -1,4 +1,5 @@
-"""Egress policy: which addresses pgqueue may call when it calls an app (runs, server-initiated sync).
+"""Egress policy: which addresses pgqueue may call when it calls an app (runs, server-initiated sync),
+and, separately, which ones functions may reach through pgqueue (step.fetch, step.ai.infer).
 
 An app URL is attacker-reachable input (whoever syncs an app chooses it), so every call is checked
 on the *resolved* address at connect time, by the transport that makes every connection
@@ -16,6 +17,13 @@ goes to the address that was checked. Sync checks the same policy up front so a 
   (CIDRs) or PGQUEUE_ALLOWED_APP_HOSTS (the host name in the URL) allows them; dev allows them.
 - IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses are judged by
   the IPv4 address they embed; Teredo (2001::/32) is refused like the rest of 2001::/23.
+
+Fetches (`Policy.for_fetch`) have their own list: an app's URL is chosen by whoever syncs it, a
+fetch's by the function's code and whatever its input says, so allowing apps on this host
+(PGQUEUE_ALLOW_LOOPBACK) must not let every function reach pgqueue's own API or any other local
+service. In production a fetch reaches public addresses, plus PGQUEUE_FETCH_ALLOWED_NETWORKS and
+PGQUEUE_FETCH_ALLOWED_HOSTS, and never link-local or metadata addresses; dev mode keeps the dev
+policy for both.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -49,6 +57,8 @@ ALLOW_LOOPBACK = "PGQUEUE_ALLOW_LOOPBACK"
 ALLOW_LINK_LOCAL = "PGQUEUE_ALLOW_LINK_LOCAL"
 ALLOWED_NETWORKS = "PGQUEUE_ALLOWED_APP_NETWORKS"
 ALLOWED_HOSTS = "PGQUEUE_ALLOWED_APP_HOSTS"
+FETCH_ALLOWED_NETWORKS = "PGQUEUE_FETCH_ALLOWED_NETWORKS"
+FETCH_ALLOWED_HOSTS = "PGQUEUE_FETCH_ALLOWED_HOSTS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,9 @@ class Refusal:
             ALLOW_LINK_LOCAL: f"set {ALLOW_LINK_LOCAL}=1 to allow link-local and cloud metadata addresses",
             ALLOW_LOOPBACK: f"set {ALLOW_LOOPBACK}=1 to allow apps on this host, or {ALLOWED_NETWORKS}",
             ALLOWED_NETWORKS: f"allow it with {ALLOWED_NETWORKS} (CIDRs) or {ALLOWED_HOSTS} (host names)",
+            FETCH_ALLOWED_NETWORKS: (f"step.fetch and step.ai.infer reach it only if {FETCH_ALLOWED_NETWORKS}"
+                                     f" (CIDRs) or {FETCH_ALLOWED_HOSTS} (host names) list it; the settings"
+                                     " for apps do not apply to them"),
         }[self.setting]
         return f"refusing to call {shown}, {self.reason}; {fix}"
 
@@ -157,6 +170,8 @@ class Policy:
     networks: tuple[IPNetwork, ...] = ()
     hosts: tuple[str, ...] = ()
     own_addresses: Callable[[], frozenset[IPAddress]] = field(default=lambda: interface_addresses())
+    # Requests made for functions (step.fetch, step.ai.infer): refusals name the fetch settings.
+    fetch: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -168,14 +183,41 @@ class Policy:
             hosts=tuple(normalize_host(h) for h in settings.allowed_app_hosts),
         )
 
+    @classmethod
+    def for_fetch(cls, settings: Settings) -> Policy:
+        """What functions may reach through pgqueue: in production public addresses and the fetch
+        lists only (never link-local or metadata); in dev what dev apps may."""
+        if not settings.production_calls:
+            return replace(DEV_POLICY, fetch=True)
+        return cls(
+            allow_loopback=False,
+            allow_link_local=False,
+            allow_private=False,
+            networks=tuple(ipaddress.ip_network(n) for n in settings.fetch_allowed_networks),
+            hosts=tuple(normalize_host(h) for h in settings.fetch_allowed_hosts),
+            fetch=True,
+        )
+
+    def _setting(self, setting: str | None) -> str | None:
+        """The setting a refusal names: for fetches their own list, or nothing (link-local)."""
+        if not self.fetch or setting is None:
+            return setting
+        return None if setting == ALLOW_LINK_LOCAL else FETCH_ALLOWED_NETWORKS
+
     def check(self, address: str | IPAddress, *, host: str | None = None) -> Refusal | None:
         """None if `address` (reached through the URL host `host`) may be called."""
+        refused = self._check(address, host=host)
+        if refused is None or not self.fetch:
+            return refused
+        return replace(refused, setting=self._setting(refused.setting))
+
+    def _check(self, address: str | IPAddress, *, host: str | None = None) -> Refusal | None:
         ip = ipaddress.ip_address(address.split("%")[0]) if isinstance(address, str) else address
         shown = str(ip)
         if isinstance(ip, ipaddress.IPv6Address):
             embedded, how = _embedded_ipv4(ip)
             if embedded is not None:
-                inner = self.check(embedded, host=host)
+                inner = self._check(embedded, host=host)
                 if inner is None:
                     return None
                 return Refusal(shown, f"{how} of {embedded}, {inner.reason}", inner.setting)

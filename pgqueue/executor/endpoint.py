@@ -3,8 +3,12 @@ JS SDK 4.x `inngest.endpoint(handler)`).
 
 The SDK creates the run with `POST /v1/checkpoint` when the handler's first step ends (or it
 returns) and reports each later step with `POST /v1/checkpoint/{runId}/steps`. The run's first
-call item is leased to that request (pgqueue.endpoint_run_start_v1): step outputs are stored under
-the lease like a checkpointing call's (pgqueue.checkpoint_store_v1), and the rest (the return value
+call item is leased to that request (pgqueue.endpoint_run_start_v1), and the answer's `fn_id`
+carries that lease (`<function id>.<item id>.<lease token>`, `request_ref`): the SDK sends it back
+with every later checkpoint, which is stored only with it, as a call's `ctx.qi_id` fences `/async`
+(the signing key alone, which every app holds, does not let one app write another's run). Step
+outputs are stored under the lease like a checkpointing call's (pgqueue.checkpoint_store_v1), and
+the rest (the return value
 as RunComplete, a failed step, a sleep, a wait, parallel steps) is applied exactly as a call's
 answer, which ends the run or hands it to the queue. From then on pgqueue calls the endpoint itself
 (its URL and method, `X-Run-Id` and a signature header) and the SDK goes on from the stored steps.
@@ -19,6 +23,7 @@ own response. The token is an HMAC of the run id with the signing key (`output_t
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from datetime import datetime, timedelta
 from hashlib import sha256
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from pgqueue import ids, storable
 from pgqueue.db.pool import Conn
@@ -132,14 +138,39 @@ def parse_new_run(raw: bytes, *, now_ms: int) -> NewRun:
                   _ops(body.get("steps"), len(raw)), len(raw))
 
 
-def parse_steps(run_id: str, raw: bytes) -> tuple[tuple[Op, ...], int]:
-    """The body of `POST /v1/checkpoint/{runId}/steps`: `{run_id, fn_id, app_id, steps: [op, ...], ts}`."""
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """`POST /v1/checkpoint/{runId}/steps`: the ops, and the `fn_id` that names the lease the
+    request holds (`request_ref`; checked by `record` once the run is known)."""
+
+    ops: tuple[Op, ...]
+    body_size: int
+    fn_id: object
+
+
+def request_ref(function_id: object, item_id: int, lease_token: UUID) -> str:
+    """`fn_id` of `POST /v1/checkpoint`'s answer: the function, and the lease of the run's item the
+    endpoint's request holds, which the SDK sends back with each later checkpoint."""
+    return f"{function_id}{checkpoint.REF_SEPARATOR}{item_id}{checkpoint.REF_SEPARATOR}{lease_token}"
+
+
+def parse_steps(run_id: str, raw: bytes) -> Steps:
+    """The body of `POST /v1/checkpoint/{runId}/steps`: `{run_id, fn_id, app_id, steps: [op, ...], ts}`,
+    fn_id as `POST /v1/checkpoint` answered it (`request_ref`)."""
     body = _json_object(raw, '{"run_id": ..., "fn_id": ..., "app_id": ..., "steps": [...]}')
     if body.get("run_id") not in (None, run_id):
         raise InvalidInput(f"run_id {body.get('run_id')!r} in the body is not the run {run_id!r} of the path")
     if "steps" not in body:
         raise InvalidInput("steps is missing: a list of step opcodes")
-    return _ops(body["steps"], len(raw)), len(raw)
+    return Steps(_ops(body["steps"], len(raw)), len(raw), body.get("fn_id"))
+
+
+def _lease_of(run_id: str, fn_id: object) -> tuple[int, UUID]:
+    _, sep, ref = fn_id.partition(checkpoint.REF_SEPARATOR) if isinstance(fn_id, str) else ("", "", "")
+    if not sep:
+        raise InvalidInput(f"fn_id {fn_id!r} is not the one POST /v1/checkpoint answered for run {run_id}: "
+                           "only the request that holds a durable endpoint's run may store its steps")
+    return checkpoint.parse_queue_item_ref(ref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +178,7 @@ class Started:
     run_id: str
     app_id: str
     function_id: str
+    ref: str  # fn_id of the answer: request_ref
 
 
 async def start(conn: Conn, applier: Applier, new: NewRun, *, received_at: datetime) -> Started:
@@ -161,18 +193,20 @@ async def start(conn: Conn, applier: Applier, new: NewRun, *, received_at: datet
     )
     if row["verdict"] == "exists":
         raise checkpoint.Stale(f"run {new.run_id} exists already")
+    ref = request_ref(row["function_id"], int(row["item_id"]), row["lease_token"])
     if new.ops:
-        await record(conn, applier, new.run_id, new.ops, new.body_size, received_at=received_at)
-    return Started(new.run_id, str(row["app_id"]), str(row["function_id"]))
+        await record(conn, applier, new.run_id, Steps(new.ops, new.body_size, ref), received_at=received_at)
+    return Started(new.run_id, str(row["app_id"]), str(row["function_id"]), ref)
 
 
 async def record(
-    conn: Conn, applier: Applier, run_id: str, ops: tuple[Op, ...], body_size: int, *, received_at: datetime
+    conn: Conn, applier: Applier, run_id: str, steps: Steps, *, received_at: datetime
 ) -> ApplyResult | checkpoint.Stored:
-    """Steps of a request that holds its run: outputs are stored and the request goes on holding
-    it; anything else is applied like a call's answer (the run ends or goes to the queue).
-    NotFound, InvalidInput (not a durable endpoint's run) or Stale (409: the request no longer
-    holds the run, or it ended)."""
+    """Steps of a request that holds its run (the lease in `steps`): outputs are stored and the
+    request goes on holding it; anything else is applied like a call's answer (the run ends or goes
+    to the queue). NotFound, InvalidInput (not a durable endpoint's run) or Stale (409: the lease is
+    not the one the request holds, the request no longer holds the run, or it ended)."""
+    ops, body_size = steps.ops, steps.body_size
     row = await durable_endpoints.held_item(conn, run_id)
     if row is None:
         raise NotFound(f"run {run_id} not found")
@@ -184,7 +218,13 @@ async def record(
         raise checkpoint.Stale(
             f"the endpoint's request no longer holds run {run_id} (it went on in pgqueue's queue, or the "
             f"request said nothing for {LEASE_S} s): the steps were not stored")
-    item = QueueItem.from_row(row)
+    item_id, lease_token = _lease_of(run_id, steps.fn_id)
+    if row["id"] != item_id or not hmac.compare_digest(str(row["lease_token"]), str(lease_token)):
+        raise checkpoint.Stale(
+            f"fn_id does not name the lease that holds run {run_id} (it is the answer of POST /v1/checkpoint "
+            "for that run, sent back as it is): the steps were not stored")
+    # Fenced by the token given, not the one just read: a lease taken over in between refuses it.
+    item = dataclasses.replace(QueueItem.from_row(row), lease_token=lease_token)
     lease_until = received_at + timedelta(seconds=LEASE_S)
     if all(op.op in checkpoint.CHECKPOINT_OPS for op in ops):
         cp = checkpoint.Checkpoint(run_id, None, item.id, item.lease_token, ops, body_size)

@@ -13,7 +13,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import telemetry
-from pgqueue.executor import completion, gateway, invoke
+from pgqueue.executor import completion, gateway, invoke, redaction, transport
 from pgqueue.executor.apply import Applier, ApplyResult, SleepWoke, TimeoutFired
 from pgqueue.models import QueueItem
 from pgqueue.protocol import outcome, signing
@@ -54,6 +54,7 @@ class Executor:
         pool: AsyncConnectionPool,
         client: httpx.AsyncClient,
         *,
+        fetch_client: gateway.Client | None = None,
         signing_key: str | None,
         signing_key_fallback: str | None = None,
         backoff_scale: float = 1.0,
@@ -67,6 +68,11 @@ class Executor:
     ) -> None:
         self.pool = pool
         self.client = client
+        # step.fetch / step.ai.infer go out through their own client (its own egress policy, no
+        # cookie jar; Services passes invoke.fetch_client_for): the calls' one by default.
+        if fetch_client is None and isinstance(client, transport.AppClient):
+            fetch_client = client
+        self.fetch_client = fetch_client
         self.signing_key = signing_key
         self.signing_key_fallback = signing_key_fallback
         self.signing_keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
@@ -109,7 +115,8 @@ class Executor:
             error = {"name": "StateTooLarge", "message": str(exc)}
             return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)
         except ValueError as exc:  # the synced URL cannot be parsed: no retry can fix that
-            error = {"name": "AppUnreachable", "message": f"the app URL {ctx['url']!r} is not valid: {exc}"}
+            shown = redaction.url(str(ctx["url"]))
+            error = {"name": "AppUnreachable", "message": f"the app URL {shown!r} is not valid: {exc}"}
             return await self.record(item, outcome.CallError(error, retriable=False), started_at=started_at)
         telemetry.sending(request.headers, ctx)  # traces (optional): the app gets the call span's traceparent
         async with self.gate(item) if self.gate is not None else contextlib.nullcontext():
@@ -137,7 +144,10 @@ class Executor:
             # step.fetch / step.ai.infer: pgqueue makes the request, within what is left of the
             # call's deadline (the item's lease is bounded by it).
             elapsed = (datetime.now(UTC) - started_at).total_seconds()
-            performed = await gateway.perform(self.client, result, deadline_s=self.call_timeout_s - elapsed)
+            if self.fetch_client is None:
+                raise RuntimeError("this Executor has no client for step.fetch and step.ai.infer")
+            deadline_s = self.call_timeout_s - elapsed
+            performed = await gateway.perform(self.fetch_client, result, deadline_s=deadline_s)
             result, body_size = performed.outcome, body_size + performed.response_bytes
         if isinstance(result, outcome.CallError):
             log.info(

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pgqueue.executor import checkpoint, egress, transport
+from pgqueue.executor import checkpoint, egress, redaction, transport
 from pgqueue.models import QueueItem
 from pgqueue.protocol import canonical, signing
 from pgqueue.protocol.outcome import CallError, Response, transport_error
@@ -170,23 +170,27 @@ async def _send(
                 chunks.append(chunk)
             headers = {k.lower(): v for k, v in resp.headers.items()}
             return Response(resp.status_code, headers, b"".join(chunks))
+    # The app's URL as messages show it: an app URL can carry a credential too (redaction.py).
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         # Retrying cannot fix the URL: the app must be synced again with a valid one.
-        message = f"the app URL {req.url!r} is not valid: {exc}"
+        message = f"the app URL {redaction.url(req.url)!r} is not valid: {exc}"
         return CallError({"name": "AppUnreachable", "message": message}, retriable=False)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         if refusal := egress.refusal_of(exc):
             return CallError({"name": "ForbiddenAddress", "message": refusal}, retriable=False)
-        return transport_error(f"could not connect to the app at {req.url}: {type(exc).__name__}: {exc}",
+        shown = redaction.url(req.url)
+        return transport_error(f"could not connect to the app at {shown}: {type(exc).__name__}: {exc}",
                                name="AppUnreachable")
     except httpx.TimeoutException as exc:
-        return transport_error(f"calling {req.url} timed out ({type(exc).__name__})", name="CallTimedOut")
+        shown = redaction.url(req.url)
+        return transport_error(f"calling {shown} timed out ({type(exc).__name__})", name="CallTimedOut")
     except httpx.HTTPError as exc:
-        return transport_error(f"calling {req.url} failed: {type(exc).__name__}: {exc}")
+        return transport_error(f"calling {redaction.url(req.url)} failed: {type(exc).__name__}: {exc}")
     except (OSError, ValueError) as exc:
         # What a transport raises outside httpx's own errors (a resolver error, an address it cannot
         # use): the app cannot be reached, which is the app's problem, never the engine's.
-        return transport_error(f"could not reach the app at {req.url}: {type(exc).__name__}: {exc}",
+        shown = redaction.url(req.url)
+        return transport_error(f"could not reach the app at {shown}: {type(exc).__name__}: {exc}",
                                name="AppUnreachable")
 
 
@@ -214,3 +218,10 @@ def client_for(settings: Settings, *, call_timeout_s: float | None = None) -> tr
         call_timeout_s=settings.call_timeout_s if call_timeout_s is None else call_timeout_s,
         policy=egress.Policy.from_settings(settings),
     )
+
+
+def fetch_client_for(settings: Settings) -> transport.AppClient:
+    """The HTTP client for the requests functions make through pgqueue (step.fetch, step.ai.infer),
+    with their own egress policy (egress.Policy.for_fetch), not the apps'."""
+    return new_client(connect_timeout_s=settings.connect_timeout_s, call_timeout_s=settings.call_timeout_s,
+                      policy=egress.Policy.for_fetch(settings))

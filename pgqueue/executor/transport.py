@@ -54,6 +54,15 @@ class AppClient(httpx.AsyncClient):
         # Parsing one in httpx costs twice the rest of building the request.
         self._urls: dict[str, httpx.URL] = {}
 
+    async def exchange(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` as it is, straight to the transport: no cookie jar (a cookie one fetch
+        received is never sent with another), no auth from the URL, no redirects (the caller
+        decides, pgqueue/executor/gateway.py). The response streams; the caller closes it."""
+        request.extensions.setdefault("timeout", self._timeouts)
+        response = await self._app_transport.handle_async_request(request)
+        response.request = request
+        return response
+
     @contextlib.asynccontextmanager
     async def call(self, url: str, body: bytes, headers: dict[str, str], *,
                    method: str = "POST") -> AsyncIterator[httpx.Response]:

@@ -123,6 +123,7 @@ async def run_tick(
         result = await _tick(services, started, budget_s, now=now, grace_s=grace_s, linger_s=linger)
     finally:
         await services.client.aclose()
+        await services.fetch_client.aclose()
         if own_pool:
             await pool.close()
     if metrics_name is not None:

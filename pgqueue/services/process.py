@@ -43,6 +43,8 @@ class Services:
             {notify.EVENTS_CHANNEL: self.events_wakeup, notify.QUEUE_CHANNEL: self.queue_wakeup},
         )
         self.client = invoke.client_for(settings)
+        # step.fetch / step.ai.infer: their own connections and egress policy.
+        self.fetch_client = invoke.fetch_client_for(settings)
         # Adaptive concurrency per app: the executor reports each call, the worker's claim caps by it.
         self.app_limits = (
             AppLimits(LimitPolicy(floor=settings.adaptive_min,
@@ -53,6 +55,7 @@ class Services:
         self.executor = Executor(
             pool,
             self.client,
+            fetch_client=self.fetch_client,
             signing_key=settings.signing_key,  # workers sign whenever a key is configured
             signing_key_fallback=settings.signing_key_fallback,
             backoff_scale=settings.backoff_scale,
@@ -112,6 +115,7 @@ class Services:
     async def stop(self) -> None:
         if not self.started:
             await self.client.aclose()
+            await self.fetch_client.aclose()
             return
         if self.retention is not None:
             await self.retention.stop()
@@ -121,4 +125,5 @@ class Services:
         await self.rescuer.stop()
         await self.listener.stop()
         await self.client.aclose()
+        await self.fetch_client.aclose()
         self.started = False

@@ -158,7 +158,7 @@ async def delete_pending_step_item(conn: Conn, run_id: str, step_id: str) -> boo
 
 
 async def signal_send(conn: Conn, signal: str, data: Any) -> str | None:
-    """Resume the run waiting for `signal` (see pgqueue.signal_send_v1): its id, or None."""
+    """Resume the run waiting for `signal` (see pgqueue.signal_send_v2): its id, or None."""
     cur = await conn.execute(q("pause_signal_send"), {"signal": signal, "data": Jsonb(data)})
     row = await cur.fetchone()
     return row["run_id"] if row else None

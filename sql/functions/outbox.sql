@@ -12,13 +12,15 @@
 -- events without any privilege on pgqueue's tables.
 --
 -- Limits, as for the Event API: names up to 512 characters, not starting with `inngest/`;
--- `data` and `user` JSON objects; each event at most `pgqueue.max_event_bytes` bytes as jsonb text
--- (a setting, default 524288 = PGQUEUE_MAX_EVENT_BYTES's default), nested at most 128 levels, no
--- number beyond a double's range; at most 5,000 events per send_events call. Errors are SQLSTATE
--- 22023 (invalid_parameter_value) or 54000 (program_limit_exceeded) with a message naming the event.
+-- `data` and `user` JSON objects; each event at most `max_event_bytes` bytes as jsonb text (a row
+-- of pgqueue.limits, default 524288 = PGQUEUE_MAX_EVENT_BYTES's default: pgqueue's to set, never
+-- the caller's, which a session setting was), nested at most 128 levels, no number beyond a
+-- double's range; at most 5,000 events per send_events call. Errors are SQLSTATE 22023
+-- (invalid_parameter_value) or 54000 (program_limit_exceeded) with a message naming the event.
 
--- pgqueue.outbox_event_v1: one validated event as event_ingest_v1 takes it (internal).
-CREATE OR REPLACE FUNCTION pgqueue.outbox_event_v1(
+-- pgqueue.outbox_event_v2: one validated event as event_ingest_v1 takes it (internal). Version 1
+-- read its limit from the session setting pgqueue.max_event_bytes (dropped by migration 0016).
+CREATE OR REPLACE FUNCTION pgqueue.outbox_event_v2(
     p_where text, p_name text, p_data jsonb, p_id text, p_ts_ms bigint, p_user jsonb, p_v text)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -27,7 +29,7 @@ AS $$
 DECLARE
     v_event   jsonb;
     v_size    integer;
-    v_max     integer := coalesce(nullif(current_setting('pgqueue.max_event_bytes', true), '')::integer, 524288);
+    v_max     bigint := coalesce((SELECT l.value FROM pgqueue.limits l WHERE l.name = 'max_event_bytes'), 524288);
     v_now_ms  bigint := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
     v_id      text;
 BEGIN
@@ -70,7 +72,8 @@ BEGIN
     v_size := octet_length(v_event::text);
     IF v_size > v_max THEN
         RAISE EXCEPTION '% is % bytes; the limit is % bytes', p_where, v_size, v_max
-            USING ERRCODE = '54000', HINT = 'raise it with SET pgqueue.max_event_bytes (and PGQUEUE_MAX_EVENT_BYTES)';
+            USING ERRCODE = '54000',
+                  HINT = 'pgqueue''s role raises it in pgqueue.limits (and PGQUEUE_MAX_EVENT_BYTES for POST /e)';
     END IF;
     v_id := pgqueue.ulid_encode_v1(v_now_ms, pgqueue.ulid_entropy_v1());
     RETURN v_event || jsonb_build_object(
@@ -91,7 +94,7 @@ AS $$
 DECLARE
     v_event jsonb;
 BEGIN
-    v_event := pgqueue.outbox_event_v1(
+    v_event := pgqueue.outbox_event_v2(
         'the event', send_event.name, send_event.data, send_event.id,
         CASE WHEN send_event.ts IS NULL THEN NULL
              ELSE floor(extract(epoch FROM send_event.ts) * 1000)::bigint END,
@@ -140,7 +143,7 @@ BEGIN
            OR jsonb_typeof(v_ts) = 'number' AND (v_ts)::numeric <> trunc((v_ts)::numeric) THEN
             RAISE EXCEPTION 'event %: `ts` must be an integer timestamp in milliseconds', i USING ERRCODE = '22023';
         END IF;
-        v_rows := v_rows || jsonb_build_array(pgqueue.outbox_event_v1(
+        v_rows := v_rows || jsonb_build_array(pgqueue.outbox_event_v2(
             format('event %s', i), v_item ->> 'name', nullif(v_item -> 'data', 'null'),
             v_item ->> 'id', CASE WHEN jsonb_typeof(v_ts) = 'number' THEN (v_ts)::numeric::bigint END,
             nullif(v_item -> 'user', 'null'), v_item ->> 'v'));

@@ -7,6 +7,7 @@
 --   pgqueue.send_signal(signal text, data jsonb DEFAULT NULL) RETURNS text
 --     the id of the run that was waiting, or NULL when no run waits for this signal (the signal
 --     is then dropped, as Inngest drops it: POST /v1/signals answers 404).
+--   The signal's data is at most `max_event_bytes` of pgqueue.limits (pgqueue's own, as for events).
 -- SECURITY DEFINER like pgqueue.send_event: sql/grants/sender.sql grants it with the outbox.
 --
 -- What a resume does is what pgqueue/runner/matching.py does for an event that resumes a wait:
@@ -18,13 +19,15 @@
 --
 -- Errors are SQLSTATE 22023 (invalid_parameter_value) or 54000 (program_limit_exceeded).
 
-CREATE OR REPLACE FUNCTION pgqueue.signal_send_v1(p_signal text, p_data jsonb)
+-- pgqueue.signal_send_v2: version 1 read its limit from the session setting pgqueue.max_event_bytes,
+-- which the caller could SET; this one reads pgqueue.limits.
+CREATE OR REPLACE FUNCTION pgqueue.signal_send_v2(p_signal text, p_data jsonb)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_max    integer := coalesce(nullif(current_setting('pgqueue.max_event_bytes', true), '')::integer, 524288);
+    v_max    bigint := coalesce((SELECT l.value FROM pgqueue.limits l WHERE l.name = 'max_event_bytes'), 524288);
     v_memo   jsonb;
     v_size   integer;
     v_pause  record;
@@ -49,7 +52,8 @@ BEGIN
     v_size := octet_length(v_memo::text);
     IF v_size > v_max THEN
         RAISE EXCEPTION 'the signal is % bytes; the limit is % bytes', v_size, v_max
-            USING ERRCODE = '54000', HINT = 'raise it with SET pgqueue.max_event_bytes (and PGQUEUE_MAX_EVENT_BYTES)';
+            USING ERRCODE = '54000',
+                  HINT = 'pgqueue''s role raises it in pgqueue.limits (and PGQUEUE_MAX_EVENT_BYTES for POST /e)';
     END IF;
 
     -- Read the holder, then lock in the order used everywhere (the run, then its pause). The pause
@@ -98,6 +102,18 @@ BEGIN
 END
 $$;
 
+-- Version 1 stays for the API processes of the previous release during a deploy (POST /v1/signals
+-- calls it by name); it now takes version 2's limit.
+CREATE OR REPLACE FUNCTION pgqueue.signal_send_v1(p_signal text, p_data jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN pgqueue.signal_send_v2(p_signal, p_data);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pgqueue.send_signal(signal text, data jsonb DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
@@ -105,7 +121,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN pgqueue.signal_send_v1(send_signal.signal, send_signal.data);
+    RETURN pgqueue.signal_send_v2(send_signal.signal, send_signal.data);
 END
 $$;
 

@@ -26,13 +26,13 @@ LIMIT %(limit)s
 -- name: inspect_recent_failures
 SELECT run_id, function_id, function_slug, app_name, event_id, error_name, error_message, error,
        failed_attempts, created_at, ended_at
-FROM pgqueue.recent_failures
+FROM pgqueue.recent_failures_payload
 LIMIT %(limit)s
 
 -- name: inspect_run_timeline
 SELECT run_id, at, seq, entry, step_id, step_name, op, attempt, outcome, status_code, duration_ms,
        output, error, status
-FROM pgqueue.run_timeline
+FROM pgqueue.run_timeline_payload
 WHERE run_id = %(run_id)s
 ORDER BY at, seq
 

@@ -93,4 +93,4 @@ ORDER BY 1, 2
 -- name: pause_signal_send
 -- POST /v1/signals: the internal function behind pgqueue.send_signal (sql/functions/signals.sql);
 -- the run that was waiting, or NULL.
-SELECT pgqueue.signal_send_v1(%(signal)s, %(data)s) AS run_id
+SELECT pgqueue.signal_send_v2(%(signal)s, %(data)s) AS run_id

@@ -115,9 +115,15 @@ WHERE r.status IN ('queued', 'running')
 COMMENT ON VIEW pgqueue.stuck_runs IS
     'Live runs that are not moving: expired leases not rescued, overdue calls, orphaned runs.';
 
--- pgqueue.recent_failures: runs that failed in the last 24 hours, newest first, with the error and
--- how many attempts failed on the way.
-CREATE OR REPLACE VIEW pgqueue.recent_failures AS
+-- Payload columns (event data, step and run outputs, error messages) are in the *_payload views
+-- only: sql/grants/readonly.sql grants every view but those to the read-only role, and
+-- sql/grants/payload.sql grants those to a role of their own (what a step returns or an error
+-- says can be a customer's data or an API key). The views without the suffix read their payload
+-- twin with its owner's rights and leave those columns out.
+
+-- pgqueue.recent_failures_payload: runs that failed in the last 24 hours, newest first, with the
+-- error and how many attempts failed on the way.
+CREATE OR REPLACE VIEW pgqueue.recent_failures_payload AS
 SELECT r.id AS run_id,
        r.function_id,
        f.slug AS function_slug,
@@ -135,10 +141,20 @@ LEFT JOIN pgqueue.apps a ON a.id = f.app_id
 WHERE r.status = 'failed' AND r.ended_at >= now() - interval '24 hours'
 ORDER BY r.ended_at DESC, r.id DESC;
 
-COMMENT ON VIEW pgqueue.recent_failures IS 'Runs that failed in the last 24 hours, newest first.';
+COMMENT ON VIEW pgqueue.recent_failures_payload IS
+    'Runs that failed in the last 24 hours, newest first, with their error (payload: sql/grants/payload.sql).';
 
--- pgqueue.run_timeline: what happened to a run, in order — always filter on run_id (each branch
--- then reads one run through its index). `entry` is one of
+-- pgqueue.recent_failures: the same without the error's message and body (error_name stays).
+CREATE OR REPLACE VIEW pgqueue.recent_failures AS
+SELECT run_id, function_id, function_slug, app_name, event_id, error_name, failed_attempts, created_at, ended_at
+FROM pgqueue.recent_failures_payload
+ORDER BY ended_at DESC, run_id DESC;
+
+COMMENT ON VIEW pgqueue.recent_failures IS
+    'Runs that failed in the last 24 hours, newest first (error name only; messages in recent_failures_payload).';
+
+-- pgqueue.run_timeline_payload: what happened to a run, in order — always filter on run_id (each
+-- branch then reads one run through its index). `entry` is one of
 --   queued    the run was created (at = created_at)
 --   attempt   one call of the app or one wake-up (sleep, timeout): outcome ok | retry | failed |
 --             discarded, with status_code, error and duration_ms
@@ -146,7 +162,7 @@ COMMENT ON VIEW pgqueue.recent_failures IS 'Runs that failed in the last 24 hour
 --             a memo of exactly {"data": x} shows x, exactly {"error": e} is a failed step
 --   ended     the run ended (status completed | failed | cancelled, with output or error)
 -- Order by (at, seq): seq breaks ties within one timestamp.
-CREATE OR REPLACE VIEW pgqueue.run_timeline AS
+CREATE OR REPLACE VIEW pgqueue.run_timeline_payload AS
 SELECT r.id AS run_id, r.created_at AS at, 0::bigint AS seq, 'queued'::text AS entry,
        NULL::text AS step_id, NULL::text AS step_name, NULL::text AS op, NULL::integer AS attempt,
        NULL::text AS outcome, NULL::integer AS status_code, NULL::bigint AS duration_ms,
@@ -179,8 +195,18 @@ SELECT r.id, r.ended_at, 9223372036854775807, 'ended', NULL, NULL, NULL, NULL, N
 FROM pgqueue.runs r
 WHERE r.ended_at IS NOT NULL;
 
+COMMENT ON VIEW pgqueue.run_timeline_payload IS
+    'Per-run history with outputs and errors (payload: sql/grants/payload.sql). Filter on run_id; order by at, seq.';
+
+-- pgqueue.run_timeline: the same history without outputs and error bodies; error_name is the
+-- error's name (`name` of an error object), e.g. UnsignedResponse, StepError, TypeError.
+CREATE OR REPLACE VIEW pgqueue.run_timeline AS
+SELECT run_id, at, seq, entry, step_id, step_name, op, attempt, outcome, status_code, duration_ms, status,
+       error ->> 'name' AS error_name
+FROM pgqueue.run_timeline_payload;
+
 COMMENT ON VIEW pgqueue.run_timeline IS
-    'Per-run history: queued, each attempt, each memoised step, ended. Filter on run_id; order by at, seq.';
+    'Per-run history: queued, each attempt, each memoised step, ended (no outputs or error bodies). Filter on run_id.';
 
 -- pgqueue.app_concurrency (adaptive concurrency per app) is defined by migration 0014 with its table:
 -- this file is also replayed over schemas migrated part of the way.

@@ -223,6 +223,44 @@ def test_loopback_and_this_hosts_addresses_follow_allow_loopback() -> None:
     assert policy(own=own, allow_loopback=True).check("10.1.1.1") is not None
 
 
+def fetch_policy(
+    mode: str = "serve", *, own: frozenset[egress.IPAddress] = NO_OWN, **overrides: Any
+) -> egress.Policy:
+    """The policy of step.fetch / step.ai.infer that `pgqueue <mode>` builds from its settings."""
+    keys = {"signing_key": SIGNING_KEY, "event_keys": ("k",)} if mode == "serve" else {}
+    settings = Settings(mode=mode, **keys, **overrides).validated()  # type: ignore[arg-type]
+    return dataclasses.replace(egress.Policy.for_fetch(settings), own_addresses=lambda: own)
+
+
+def test_fetches_have_an_allow_list_of_their_own() -> None:
+    own = frozenset({ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("10.9.9.9")})
+    # Everything opened for apps opens nothing for fetches.
+    apps_opened = {"allow_loopback": True, "allow_link_local": True, "allowed_app_hosts": ("h",),
+                   **ALL_NETWORKS}
+    closed = fetch_policy(own=own, **apps_opened)
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "10.9.9.9", "93.184.216.34", "192.168.1.1",
+                    "fd00::1"):
+        refusal = closed.check(address, host="h")
+        assert refusal is not None and refusal.setting == "PGQUEUE_FETCH_ALLOWED_NETWORKS", (address, refusal)
+        assert "the settings for apps do not apply" in refusal.message("h")
+    for address in ("169.254.169.254", "fe80::1", "fd00:ec2::254", "0.0.0.0"):
+        refusal = closed.check(address, host="h")
+        assert refusal is not None and refusal.setting is None, (address, refusal)
+    public = [address for address in PUBLIC if ipaddress.ip_address(address) not in own]
+    assert public and all(closed.check(address) is None for address in public)
+    # The fetch lists open what they name, never link-local or metadata addresses.
+    listed = fetch_policy(own=own, fetch_allowed_networks=("127.0.0.0/8", "10.0.0.0/8"),
+                          fetch_allowed_hosts=("svc.internal",))
+    assert listed.check("127.0.0.1") is None and listed.check("10.9.9.9") is None
+    assert listed.check("192.168.1.1", host="svc.internal") is None
+    assert listed.check("192.168.1.1", host="other.internal") is not None and listed.check("::1") is not None
+    everything = fetch_policy(own=own, fetch_allowed_networks=("0.0.0.0/0", "::/0"), allow_link_local=True)
+    assert everything.check("169.254.169.254") is not None and everything.check("fe80::1") is not None
+    # Dev mode fetches as dev apps are called.
+    assert fetch_policy("dev", own=own).check("127.0.0.1") is None
+    assert fetch_policy("dev", own=own).check("169.254.169.254") is not None
+
+
 def test_this_hosts_addresses_come_from_its_interfaces() -> None:
     own = egress.interface_addresses()
     assert ipaddress.ip_address("127.0.0.1") in own
@@ -239,6 +277,9 @@ def test_this_hosts_addresses_come_from_its_interfaces() -> None:
         ({"allowed_app_networks": ("intranet",)}, (NETWORKS, "'intranet'", "10.0.0.0/8")),
         ({"allowed_app_hosts": ("10.0.0.1",)}, (HOSTS, "an address", f"{NETWORKS} as 10.0.0.1/32")),
         ({"allowed_app_hosts": ("app internal",)}, (HOSTS, "not a host name")),
+        ({"fetch_allowed_networks": ("10.0.0.1/8",)}, ("PGQUEUE_FETCH_ALLOWED_NETWORKS", "did you mean")),
+        ({"fetch_allowed_hosts": ("10.0.0.1",)}, ("PGQUEUE_FETCH_ALLOWED_HOSTS",
+                                                  "PGQUEUE_FETCH_ALLOWED_NETWORKS as 10.0.0.1/32")),
     ],
 )
 def test_bad_egress_settings_fail_fast_naming_the_fix(

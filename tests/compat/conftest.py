@@ -98,6 +98,8 @@ def start_server(
         full_env.setdefault("PGQUEUE_SIGNING_KEY", SIGNING_KEY)
         full_env.setdefault("PGQUEUE_EVENT_KEYS", EVENT_KEY)
         full_env.setdefault("PGQUEUE_ALLOW_LOOPBACK", "1")
+        # ... and so do the services their step.fetch / step.ai.infer reach (tests/compat/upstream_stub.py).
+        full_env.setdefault("PGQUEUE_FETCH_ALLOWED_NETWORKS", "127.0.0.0/8")
         args.append("--migrate")
         headers["authorization"] = f"Bearer {full_env['PGQUEUE_SIGNING_KEY']}"
     proc = start_process(f"pgqueue-{mode}", pgqueue_argv(*args), env=full_env, url=url)

@@ -43,9 +43,10 @@ class ServeProc:
 
 
 def start_serve(
-    database_url: str, env: dict[str, str] | None = None, *, name: str = "pgqueue-serve"
+    database_url: str, env: dict[str, str] | None = None, *, name: str = "pgqueue-serve",
+    port: int | None = None,
 ) -> ServeProc:
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     full_env = {
         "DATABASE_URL": database_url,

@@ -1,11 +1,16 @@
 """pgqueue/executor/gateway.py against a real HTTP server on loopback, through the executor's own
 HTTP client (the egress policy's transport): what the SDK-level tests (tests/compat/test_*_ops.py)
 cannot reach with the SDKs' default models: the other AI formats' credentials, header joining,
-redirects, the size limit, the egress refusal in production, malformed ops."""
+redirects, the size limit, the egress refusal in production, malformed ops; and (issue 22) that no
+credential is stored, logged or carried to another origin, and that compressed bodies are decoded
+within the cap."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +22,7 @@ from pgqueue.protocol.outcome import Op, Ops
 from pgqueue.settings import Settings
 from tests.compat import upstream_stub
 from tests.compat.upstream_stub import Upstream
+from tests.helpers import stub
 
 upstream = upstream_stub.upstream  # the fixture, by name
 
@@ -110,3 +116,130 @@ async def test_malformed_ops_fail_their_step_without_a_request(
     result = await _one(client, op)
     assert result.op == "StepFailed", result
     assert fragment in result.error["message"]
+
+
+# -- credentials, redirects, compressed bodies (issue 22) -----------------------------------------
+
+
+def _echo(method: str, path: str, headers: dict[str, str], body: bytes) -> stub.Answer:
+    return stub.json_answer(200, {"method": method, "path": path, "headers": headers, "body": body.decode()})
+
+
+async def test_a_redirect_to_another_origin_carries_none_of_the_callers_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    with stub.running(_echo) as elsewhere:
+        def origin(method: str, path: str, headers: dict[str, str], body: bytes) -> stub.Answer:
+            if path.startswith("/away"):
+                return 307, {"Location": f"{elsewhere.url}/landed"}, b""
+            if path.startswith("/see-other"):
+                return 303, {"Location": "/here"}, b""
+            if path.startswith("/loop"):
+                return 302, {"Location": "/loop"}, b""
+            return _echo(method, path, headers, body)
+
+        with stub.running(origin) as here:
+            headers = {"Authorization": "Bearer sk-123456", "X-Custom": "mine", "Content-Type": "text/plain"}
+            away = await _one(client, _fetch(f"{here.url}/away", method="POST", body="payload",
+                                             headers=headers))
+            assert away.op == "StepRun", away
+            landed = json.loads(away.data["body"])
+            # 307 keeps the method and body; the headers stayed with the origin they were given for.
+            assert (landed["path"], landed["method"], landed["body"]) == ("/landed", "POST", "payload")
+            assert not {"authorization", "x-custom", "content-type"} & set(landed["headers"]), landed
+            # 303 turns into a GET without a body; within the origin the caller's headers stay.
+            other = await _one(client, _fetch(f"{here.url}/see-other", method="POST", body="x",
+                                              headers=headers))
+            seen = json.loads(other.data["body"])
+            assert (seen["path"], seen["method"], seen["body"]) == ("/here", "GET", "")
+            assert seen["headers"]["authorization"] == "Bearer sk-123456"
+            assert seen["headers"]["x-custom"] == "mine"
+            assert "content-type" not in seen["headers"]
+            looping = await _one(client, _fetch(f"{here.url}/loop"))
+            assert looping.op == "StepError" and "more than 20 redirects" in looping.error["message"]
+
+
+async def test_an_ai_call_follows_no_redirect(client: httpx.AsyncClient) -> None:
+    with stub.running(_echo) as elsewhere, stub.running(
+            lambda m, p, h, b: (308, {"Location": f"{elsewhere.url}/v1/chat/completions"}, b"")) as moved:
+        result = await _one(client, _ai(f"{moved.url}/v1/chat/completions", "anthropic"))
+    assert result.op == "StepFailed", result  # a retry would be redirected again
+    assert "redirect (308)" in result.error["message"] and elsewhere.seen() == []
+
+
+async def test_no_credential_reaches_a_stored_error_or_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "k-5ec2e7-key"
+    big = b'{"pad": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+
+    def echoing_error(method: str, path: str, headers: dict[str, str], body: bytes) -> stub.Answer:
+        return stub.json_answer(401, {"error": f"bad key in {path} / {headers.get('x-api-key')}"})
+
+    gemini = f"/v1beta/models/m:generateContent?key={key}"
+    with stub.running(lambda m, p, h, b: (200, {}, big)) as huge, stub.running(echoing_error) as echoing:
+        caplog.set_level("INFO", logger="pgqueue.executor.gateway")
+        results = [
+            await _one(client, _ai(f"{huge.url}{gemini}", "gemini", auth_key=key)),
+            await _one(client, _ai(f"{echoing.url}/v1/messages", "anthropic", auth_key=key)),
+            await _one(client, _ai(f"ftp://127.0.0.1{gemini}", "gemini", auth_key=key)),
+            await _one(client, _fetch("http://user:pw-123456@127.0.0.1:1/x?token=tok-123456")),
+        ]
+    assert [r.op for r in results] == ["StepFailed", "StepError", "StepFailed", "StepError"], results
+    stored = json.dumps([r.error for r in results]) + caplog.text
+    for secret in (key, "pw-123456", "tok-123456"):
+        assert secret not in stored, (secret, stored)
+    assert results[0].error["name"] == "OutputTooLarge" and "key=[REDACTED]" in results[0].error["message"]
+
+
+async def test_a_fetch_stores_its_url_without_credentials_and_sends_basic_auth(
+    client: httpx.AsyncClient,
+) -> None:
+    with stub.running(_echo) as echo:
+        host = echo.url.removeprefix("http://")
+        result = await _one(client, _fetch(f"http://ann:pw-123456@{host}/data?api_key=k-123456&page=2"))
+    assert result.op == "StepRun", result
+    assert result.data["url"] == f"http://ann:[REDACTED]@{host}/data?api_key=[REDACTED]&page=2"
+    sent = json.loads(result.data["body"])
+    assert sent["path"] == "/data?api_key=k-123456&page=2"  # the request itself is as asked
+    assert sent["headers"]["authorization"] == "Basic " + base64.b64encode(b"ann:pw-123456").decode()
+
+
+@pytest.mark.parametrize(("encoding", "encode"), [
+    ("gzip", gzip.compress),
+    ("deflate", zlib.compress),  # zlib-wrapped, as the RFC says
+    ("deflate", lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)),  # raw, as some servers send
+    ("gzip, gzip", lambda data: gzip.compress(gzip.compress(data))),
+])
+async def test_compressed_bodies_are_decoded(
+    client: httpx.AsyncClient, encoding: str, encode: Any
+) -> None:
+    text = "hello, compressed world " * 1000
+    with stub.running(lambda m, p, h, b: (200, {"Content-Encoding": encoding}, encode(text.encode()))) as up:
+        result = await _one(client, _fetch(f"{up.url}/z"))
+    assert result.op == "StepRun" and result.data["body"] == text, result
+
+
+async def test_a_compressed_body_is_refused_as_soon_as_it_passes_the_cap(client: httpx.AsyncClient) -> None:
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))
+    just_under = gzip.compress(b"a" * (gateway.MAX_RESPONSE_BYTES - 100))
+    with stub.running(lambda m, p, h, b: (200, {"Content-Encoding": "gzip"}, bomb if "bomb" in p else
+                                          just_under if "under" in p else b"\x1f\x8bnot gzip")) as up:
+        refused = await _one(client, _fetch(f"{up.url}/bomb"))
+        taken = await _one(client, _fetch(f"{up.url}/under"))
+        broken = await _one(client, _fetch(f"{up.url}/broken"))
+    assert refused.op == "StepFailed" and refused.error["name"] == "OutputTooLarge", refused
+    assert taken.op == "StepRun" and len(taken.data["body"]) == gateway.MAX_RESPONSE_BYTES - 100
+    assert broken.op == "StepError" and "DecodingError" in broken.error["message"], broken
+
+
+async def test_a_cookie_one_fetch_received_is_not_sent_with_the_next(client: httpx.AsyncClient) -> None:
+    def site(method: str, path: str, headers: dict[str, str], body: bytes) -> stub.Answer:
+        if path == "/login":
+            return 200, {"Set-Cookie": "session=run-a-secret; Path=/"}, b"ok"
+        return _echo(method, path, headers, body)
+
+    with stub.running(site) as up:
+        await _one(client, _fetch(f"{up.url}/login"))
+        later = await _one(client, _fetch(f"{up.url}/me"))
+    assert "cookie" not in json.loads(later.data["body"])["headers"]

@@ -437,3 +437,23 @@ def test_0009_compacts_stored_keys_exactly_as_python_does(
         assert [r[0] for r in stored] == expected, table
     with psycopg.connect(url, autocommit=True) as conn, pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("INSERT INTO pgqueue.event_dedupe VALUES (%s, 'e2', now())", ("x" * 201,))
+
+
+def test_0016_carries_a_database_wide_event_limit_over_to_pgqueue_limits(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = empty_database_url
+    every = migrate.migrations()
+    monkeypatch.setattr(migrate, "migrations", lambda: every[:15])  # the schema before 0016
+    migrate.migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(sql.SQL("ALTER DATABASE {} SET pgqueue.max_event_bytes = '1048576'").format(
+            sql.Identifier(name)))
+    monkeypatch.setattr(migrate, "migrations", lambda: every)
+    assert 16 in migrate.migrate(url).applied
+    assert _rows(url, "SELECT name, value FROM pgqueue.limits") == [("max_event_bytes", 1048576)]
+    # The setting is read no more: a session that sets it changes nothing.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET pgqueue.max_event_bytes = '10'")
+        assert conn.execute("SELECT pgqueue.send_event('x', '{\"a\": 1}')").fetchone()

@@ -216,13 +216,16 @@ def test_stuck_runs_names_each_reason(db: Db, seeded: dict[str, Any]) -> None:
 
 
 def test_recent_failures_are_the_last_24_hours_newest_first(db: Db, seeded: dict[str, Any]) -> None:
-    rows = db.rows("SELECT * FROM pgqueue.recent_failures")
+    rows = db.rows("SELECT * FROM pgqueue.recent_failures_payload")
 
     assert [r["run_id"] for r in rows] == [seeded["failed"]]
     assert rows[0]["error_name"] == "RuntimeError"
     assert rows[0]["error_message"] == "boom"
     assert rows[0]["failed_attempts"] == 2
     assert rows[0]["function_slug"] == "shop-a" and rows[0]["app_name"] == "shop"
+    # The view without payload: the same rows, without the error's message and body.
+    public = db.rows("SELECT * FROM pgqueue.recent_failures")
+    assert public == [{k: v for k, v in rows[0].items() if k not in ("error_message", "error")}]
 
 
 def test_run_timeline_orders_queued_attempts_steps_and_end(db: Db, seeded: dict[str, Any]) -> None:
@@ -237,7 +240,7 @@ def test_run_timeline_orders_queued_attempts_steps_and_end(db: Db, seeded: dict[
     db.step(run_id, "h3", "notify", {"error": {"name": "Error", "message": "smtp down"}}, op="StepFailed",
             at=start + timedelta(seconds=4))
 
-    rows = db.rows("SELECT * FROM pgqueue.run_timeline WHERE run_id = %s ORDER BY at, seq", (run_id,))
+    rows = db.rows("SELECT * FROM pgqueue.run_timeline_payload WHERE run_id = %s ORDER BY at, seq", (run_id,))
 
     assert [(r["entry"], r["step_name"], r["outcome"]) for r in rows] == [
         ("queued", None, None),
@@ -255,6 +258,11 @@ def test_run_timeline_orders_queued_attempts_steps_and_end(db: Db, seeded: dict[
     assert rows[1]["error"] == {"message": "flaky"} and rows[2]["duration_ms"] == 30
     assert rows[-1]["status"] == "completed" and rows[-1]["output"] == {"total": 3}
     assert rows[-1]["duration_ms"] == 5000
+    # The view without payload: the same entries with the errors' names, no outputs or error bodies.
+    public = db.rows("SELECT * FROM pgqueue.run_timeline WHERE run_id = %s ORDER BY at, seq", (run_id,))
+    assert [{k: v for k, v in r.items() if k != "error_name"} for r in public] == [
+        {k: v for k, v in r.items() if k not in ("output", "error")} for r in rows]
+    assert [r["error_name"] for r in public] == [None, None, None, None, None, "Error", None]
 
 
 def test_metrics_is_one_row_of_headline_numbers(db: Db, seeded: dict[str, Any]) -> None:
@@ -273,7 +281,8 @@ def test_metrics_is_one_row_of_headline_numbers(db: Db, seeded: dict[str, Any]) 
 
 
 def test_views_are_cheap_on_an_empty_database(db: Db) -> None:
-    for view in ("queue_depth", "active_leases", "stuck_runs", "recent_failures", "run_timeline"):
+    for view in ("queue_depth", "active_leases", "stuck_runs", "recent_failures", "run_timeline",
+                 "recent_failures_payload", "run_timeline_payload"):
         assert db.rows(sql.SQL("SELECT * FROM {}").format(sql.Identifier("pgqueue", view)).as_string()) == []  # type: ignore[arg-type]
     m = db.one("SELECT * FROM pgqueue.metrics()")
     assert m["runs_queued"] == 0 and m["oldest_due_age_s"] == 0

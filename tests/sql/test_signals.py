@@ -1,4 +1,4 @@
-"""Signal waits and pgqueue.signal_send_v1 on real PostgreSQL, under real concurrency (one
+"""Signal waits and pgqueue.signal_send_v2 on real PostgreSQL, under real concurrency (one
 connection per actor): one waiting run per signal name (fail / replace, even when two runs take
 the name at the same moment), an expired holder gives the name up, and however many senders race,
 a signal resumes its run exactly once."""

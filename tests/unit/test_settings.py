@@ -183,6 +183,10 @@ def test_test_harness_variables_are_not_settings_but_not_refused() -> None:
         ({"PGQUEUE_ALLOWED_HOSTS": "https://pgqueue.example"}, "PGQUEUE_ALLOWED_HOSTS takes comma-separated"),
         ({"PGQUEUE_ALLOWED_HOSTS": "pgqueue.example:8288"}, "without scheme, port or path"),
         ({"PGQUEUE_ALLOWED_HOSTS": "ok.example,a/b"}, "got 'a/b'"),
+        ({"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": "outputs.example"}, "not an http(s) URL with a host"),
+        ({"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": "https://outputs.example/out"}, "scheme://host[:port] only"),
+        ({"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": "https://u:p@outputs.example"}, "has a path, query or user"),
+        ({"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": "https://outputs.example:port"}, "port is not a number"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], expected: str) -> None:
@@ -221,3 +225,9 @@ def test_allowed_hosts_are_a_list_of_names_addresses_and_patterns() -> None:
     assert settings.allowed_hosts == ("pgqueue.internal", ".dev.example", "10.0.0.5", "[fd00::1]", "*")
     assert Settings.from_env({}).allowed_hosts == ()
     assert "did you mean PGQUEUE_ALLOWED_HOSTS" in _error({"PGQUEUE_ALLOWED_HOST": "x"})
+
+
+def test_the_endpoint_output_origin_is_kept_as_an_origin() -> None:
+    settings = Settings.from_env({"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": "https://Outputs.Example:8443/"})
+    assert settings.output_origin == "https://outputs.example:8443"
+    assert Settings.from_env({}).output_origin is None
