@@ -52,6 +52,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_LOGIN_LOCKOUT_S": ("login_lockout_s", float),
     "PGQUEUE_LOGIN_MAX_LOCKOUT_S": ("login_max_lockout_s", float),
     "PGQUEUE_RETENTION_DAYS": ("retention_days", float),
+    "PGQUEUE_PARTITION_HOURS": ("partition_hours", float),
     "PGQUEUE_LOG_FORMAT": ("log_format", str),
     "PGQUEUE_POOLER": ("pooler", bool),
     "PGQUEUE_ALLOW_LOOPBACK": ("allow_loopback", bool),
@@ -119,6 +120,10 @@ class Settings:
     login_max_lockout_s: float = 900.0
     # Finished runs and old events are deleted after this many days; 0 keeps everything.
     retention_days: float = 7.0
+    # Width of the history's time partitions (events, runs, steps, attempts); retention drops whole
+    # partitions. Applies to partitions made from now on. Hot-path statements lock every partition
+    # of a table, so keep retention / width below ~30 (docs/operations.md).
+    partition_hours: float = 24.0
     log_format: str = "text"
     # Behind PgBouncer (transaction mode) or RDS Proxy: no server-side prepared statements, no
     # LISTEN (services poll). The Lambda handlers always set it.
@@ -253,6 +258,11 @@ class Settings:
         if self.retention_days < 0:
             raise ConfigError(
                 f"PGQUEUE_RETENTION_DAYS must be >= 0 (0 keeps everything), got {self.retention_days}"
+            )
+        if not 1 <= self.partition_hours <= 744 or self.partition_hours != int(self.partition_hours):
+            raise ConfigError(
+                f"PGQUEUE_PARTITION_HOURS must be a whole number of hours from 1 to 744 (31 days),"
+                f" got {self.partition_hours}"
             )
         if self.log_format.lower() not in _LOG_FORMATS:
             raise ConfigError(

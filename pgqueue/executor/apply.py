@@ -198,11 +198,9 @@ class Applier:
                     race = bool(pause["race"]) if pause is not None else bool(held["race"])
                     return await self._continue(conn, item, run, race=race)
                 case RunDone(output=output):
-                    await steps.record_attempt(
-                        conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
-                        outcome="ok", status_code=200, started_at=started_at,
-                    )
-                    return await self._finish(conn, run, "completed", output=output)
+                    # the call is recorded on the run (pgqueue.calls), as the group commit does
+                    return await self._finish(conn, run, "completed", output=output,
+                                              call=(started_at, item.attempt))
                 case CallError():
                     return await self._call_error(conn, item, run, outcome, started_at)
                 case Ops():
@@ -271,6 +269,7 @@ class Applier:
         race = False  # a race-mode step ended in this answer: discovery at once
         max_attempts = run["max_attempts"]
         totals: list[steps.Recorded] = []
+        stored_ids: list[str] = []
 
         def pending(op: Op) -> bool:
             """An op reported again while its item or pause is still open (a race's losers, which
@@ -283,6 +282,7 @@ class Applier:
                                         attempt=item.attempt)
             if stored:
                 totals.append(stored)
+                stored_ids.append(op.id)
             return stored is not None
 
         # Waits first, so an event sent by a sibling step of the same answer is not missed.
@@ -351,11 +351,8 @@ class Applier:
                     # out of time): the item ends, so the run's next discovery call is queued below.
                     progress = True
                 case "RunComplete":
-                    await steps.record_attempt(
-                        conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
-                        outcome="ok", status_code=206, started_at=started_at,
-                    )
-                    return await self._finish(conn, run, "completed", output=op.data)
+                    return await self._finish(conn, run, "completed", output=op.data,
+                                              call=(started_at, item.attempt))
 
         if totals:
             exceeded = limit_error(totals[-1])
@@ -377,11 +374,16 @@ class Applier:
             await queue.retry(conn, item, delay_s=delay, error=retry_error)
         else:
             await queue.delete(conn, item.id)
-        await steps.record_attempt(
-            conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
-            outcome="retry" if retry_error else "ok", status_code=206, error=retry_error,
-            started_at=started_at,
-        )
+        if retry_error is None and len(stored_ids) == 1 and len(outcome.ops) == 1:
+            # one step from one call: the call is recorded on the step (pgqueue.calls), as the group
+            # commit records it
+            await steps.mark_call(conn, item.run_id, stored_ids[0], started_at)
+        else:
+            await steps.record_attempt(
+                conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                outcome="retry" if retry_error else "ok", status_code=206, error=retry_error,
+                started_at=started_at,
+            )
         if sum(op.op != "DiscoveryRequest" for op in outcome.ops) > 1:  # parallel steps
             await runs.force_step_plan(conn, item.run_id)
         queued = retry_error is not None or any(op.op in QUEUEING_OPS for op in outcome.ops)
@@ -514,9 +516,10 @@ class Applier:
         return ApplyResult(applied=True, enqueued=True)
 
     async def _finish(
-        self, conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
+        self, conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None,
+        call: tuple[datetime, int] | None = None,
     ) -> ApplyResult:
-        ended = await transitions.finish(conn, run, status, output=output, error=error)
+        ended = await transitions.finish(conn, run, status, output=output, error=error, call=call)
         return ApplyResult(applied=True, finished=status if ended else None)
 
 

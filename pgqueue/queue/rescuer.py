@@ -6,7 +6,8 @@ unparked (a lost wake-up), work that paused functions queued since their pause i
 rest of their held work, and what would otherwise grow without bound is pruned: expired dedupe and
 idempotency windows, cancelOn listeners past their timeout, and once a minute the pause paths no
 pause uses any more (it briefly locks out pause creation) and the throttle and rate-limit keys idle
-for a minute (it reads that table)."""
+for a minute (it reads that table). Once a minute it also makes the history's time partitions
+ahead of need (pgqueue.history_ensure_v1), so no insert waits for one."""
 
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ import logging
 import time
 from dataclasses import dataclass
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.notify import Wakeup
 from pgqueue.queue import interrupts
 from pgqueue.service_loop import LoopService
-from pgqueue.store import operations, pauses, queue
-from pgqueue.store import flow_control
+from pgqueue.store import flow_control, operations, partitions, pauses, queue
 
 log = logging.getLogger(__name__)
 
 
-PATHS_PRUNE_INTERVAL_S = 60.0  # pause paths and idle GCRA keys
+PATHS_PRUNE_INTERVAL_S = 60.0  # pause paths and idle GCRA keys, and history partitions made ahead
+PARTITIONS_AHEAD_S = 2 * 86400.0  # at least; and never fewer than three partitions
+PARTITION_LOCK_TIMEOUT_MS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +43,16 @@ class Rescuer(LoopService):
 
     def __init__(
         self, pool: AsyncConnectionPool, *, queue_wakeup: Wakeup | None = None, interval_s: float = 2.0,
-        backoff_scale: float = 1.0,
+        backoff_scale: float = 1.0, partition_width_s: float = 86400.0,
     ) -> None:
         self.pool = pool
         self.backoff_scale = backoff_scale
+        self.partition_width_s = partition_width_s
         self.queue_wakeup = queue_wakeup
         self.interval_s = interval_s
         self._paths_pruned_at: float | None = None
         self._gcra_pruned_at: float | None = None
+        self._partitions_checked_at: float | None = None
         super().__init__()
 
     async def run_once(self) -> RescueTick:
@@ -66,12 +71,38 @@ class Rescuer(LoopService):
             if self._gcra_pruned_at is None or now - self._gcra_pruned_at >= PATHS_PRUNE_INTERVAL_S:
                 pruned += await flow_control.prune_idle_gcra(conn)
                 self._gcra_pruned_at = now
+        if self._partitions_checked_at is None or now - self._partitions_checked_at >= PATHS_PRUNE_INTERVAL_S:
+            await self.make_partitions()
+            async with self.pool.connection() as conn:
+                stale = await partitions.reconcile_live_runs(conn)
+            if stale:
+                log.warning("%d runs had ended without their end recorded in live_runs", stale)
+            self._partitions_checked_at = now
         await interrupts.fail_exhausted(self.pool, rescued, interrupts.LEASE_EXPIRED_ERROR)
         if n:
             log.warning("rescued %d items whose lease expired", n)
             if self.queue_wakeup:
                 self.queue_wakeup.set()
         return RescueTick(n, pruned)
+
+    async def make_partitions(self) -> int:
+        """History partitions ahead of time (never on the hot path): each set in its own transaction,
+        giving up on a busy lock until the next check. Returns how many sets were made."""
+        ahead_s = max(PARTITIONS_AHEAD_S, 3 * self.partition_width_s)
+        made = 0
+        for _ in range(64):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    if not await partitions.partitions_due(conn, ahead_s):
+                        break
+                    await partitions.lock_timeout(conn, PARTITION_LOCK_TIMEOUT_MS)
+                    made += await partitions.ensure_partitions(conn, self.partition_width_s, ahead_s)
+            except psycopg.errors.LockNotAvailable:
+                log.info("history partitions: a table was busy; the next check makes them")
+                break
+        if made:
+            log.info("made %d history partition set(s) ahead", made)
+        return made
 
     async def round(self) -> None:
         await self.run_once()

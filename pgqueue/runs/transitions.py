@@ -4,6 +4,7 @@ own the transaction; the lock order everywhere is run, then its items and pauses
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -37,14 +38,16 @@ async def continue_run(
 
 
 async def finish(
-    conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None
+    conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None,
+    call: tuple[datetime, int] | None = None,
 ) -> bool:
-    """Completed or failed: state-guarded; False when the run had already ended."""
+    """Completed or failed: state-guarded; False when the run had already ended. `call`: the start
+    and attempt of the call that returned the run's value."""
     problem = storable.problem(output) if output is not None else None
     if problem:
         status, output = "failed", None
         error = storable.unstorable_error("the function's return value", problem)
-    finished = await runs.finish(conn, run["id"], status=status, output=output, error=error)
+    finished = await runs.finish(conn, run["id"], status=status, output=output, error=error, call=call)
     await queue.delete_for_run(conn, run["id"])
     await pauses.delete_for_run(conn, run["id"])
     await runs.singleton_release(conn, run["id"])

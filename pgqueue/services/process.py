@@ -22,8 +22,8 @@ from pgqueue.queue.rescuer import Rescuer
 from pgqueue.queue.worker import Worker
 from pgqueue.runner.cron import CronScheduler
 from pgqueue.runner.loop import Runner
+from pgqueue.services.retention import Retention
 from pgqueue.settings import Settings
-from pgqueue.store.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class Services:
         self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup,
                              poll_interval_s=poll_s, handoff=self.worker)
         self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0),
-                               backoff_scale=settings.backoff_scale)
+                               backoff_scale=settings.backoff_scale,
+                               partition_width_s=settings.partition_hours * 3600.0)
         self.cron = CronScheduler(pool, queue_wakeup=self.queue_wakeup, interval_s=min(max(poll_s, 0.5), 5.0))
         # Finished runs and old events are pruned after PGQUEUE_RETENTION_DAYS (0 keeps everything).
         self.retention = (

@@ -44,9 +44,11 @@ async def force_step_plan(conn: Conn, run_id: str) -> None:
 
 
 async def finish(
-    conn: Conn, run_id: str, *, status: str, output: Any = None, error: Any = None
+    conn: Conn, run_id: str, *, status: str, output: Any = None, error: Any = None,
+    call: tuple[datetime, int] | None = None,
 ) -> dict[str, Any] | None:
-    """Completed/failed; None when the run was already finished (someone else won)."""
+    """Completed/failed; None when the run was already finished (someone else won). `call`: the
+    start and attempt of the call whose answer ended it (recorded on the run, not as an attempt)."""
     cur = await conn.execute(
         q("run_finish"),
         {
@@ -54,6 +56,8 @@ async def finish(
             "status": status,
             "output": Jsonb(output) if output is not None else None,
             "error": Jsonb(error) if error is not None else None,
+            "call_started_at": call[0] if call else None,
+            "call_attempt": call[1] if call else None,
         },
     )
     return await cur.fetchone()

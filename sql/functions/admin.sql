@@ -59,6 +59,7 @@ CREATE OR REPLACE FUNCTION pgqueue.internal_event_emit_v1(p_id text, p_name text
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     ms bigint := 0;
@@ -86,6 +87,7 @@ CREATE OR REPLACE FUNCTION pgqueue.cancel_run(p_run_id text, p_reason text DEFAU
 RETURNS TABLE (run_id text, status text, cancelled_event_id text, finished_event_id text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -124,6 +126,8 @@ BEGIN
     UPDATE pgqueue.runs
     SET status = 'cancelled', ended_at = now(), started_at = coalesce(started_at, now()), error = v_error
     WHERE id = p_run_id;
+    PERFORM pgqueue.runs_ended_v1(ARRAY[p_run_id], ARRAY[r.function_id], ARRAY['cancelled'], ARRAY[r.created_at],
+                                  ARRAY[now()]);
     DELETE FROM pgqueue.queue_items q WHERE q.run_id = p_run_id;
     DELETE FROM pgqueue.pauses p WHERE p.run_id = p_run_id;
     DELETE FROM pgqueue.singletons s WHERE s.run_id = p_run_id;
@@ -170,13 +174,13 @@ CREATE OR REPLACE FUNCTION pgqueue.retry_run(p_run_id text)
 RETURNS TABLE (run_id text, status text, steps_cleared integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 #variable_conflict use_column
 DECLARE
     r record;
     archived timestamptz;
     cleared integer := 0;
-    freed bigint := 0;
 BEGIN
     SELECT * INTO r FROM pgqueue.runs WHERE id = p_run_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -198,19 +202,16 @@ BEGIN
             USING ERRCODE = 'lock_not_available';
     END IF;
 
-    WITH gone AS (
-        DELETE FROM pgqueue.steps s
-        WHERE s.run_id = p_run_id
-          AND CASE WHEN jsonb_typeof(s.memo) = 'object' THEN s.memo ? 'error' AND s.memo - 'error' = '{}'::jsonb
-                   ELSE false END
-        RETURNING octet_length(s.memo::text) AS size
-    )
-    SELECT count(*), coalesce(sum(size), 0) INTO cleared, freed FROM gone;
+    DELETE FROM pgqueue.steps s
+    WHERE s.run_id = p_run_id
+      AND CASE WHEN jsonb_typeof(s.memo) = 'object' THEN s.memo ? 'error' AND s.memo - 'error' = '{}'::jsonb
+               ELSE false END;
+    GET DIAGNOSTICS cleared = ROW_COUNT;
 
     UPDATE pgqueue.runs
-    SET status = 'running', ended_at = NULL, output = NULL, error = NULL,
-        step_count = greatest(step_count - cleared, 0), state_bytes = greatest(state_bytes - freed, 0)
+    SET status = 'running', ended_at = NULL, output = NULL, error = NULL
     WHERE id = p_run_id;
+    PERFORM pgqueue.runs_reopened_v1(p_run_id, r.function_id, r.created_at);
     -- The call holds the run's concurrency keys and priority, like every call of the run.
     INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
     VALUES (p_run_id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s)
@@ -251,6 +252,7 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER  -- a read-only role (sql/grants/readonly.sql) gets the numbers, not the tables
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 #variable_conflict use_column
 BEGIN

@@ -14,6 +14,7 @@ RETURNS TABLE (verdict text, stored integer, step_count integer, state_bytes big
                item_step_id text, item_attempt integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     v_run  record;
@@ -21,8 +22,12 @@ DECLARE
     v_n    integer;
     v_size bigint;
 BEGIN
-    SELECT r.status::text AS status, r.step_count, r.state_bytes INTO v_run
-    FROM pgqueue.runs r WHERE r.id = p_run_id FOR UPDATE;
+    SELECT r.status::text AS status, t.step_count, t.state_bytes INTO v_run
+    FROM pgqueue.runs r
+    -- the run's step count and state size: its steps' (they are no counters on runs since 0017)
+    CROSS JOIN LATERAL (SELECT count(*)::integer AS step_count, coalesce(sum(s.size), 0)::bigint AS state_bytes
+                        FROM pgqueue.steps s WHERE s.run_id = r.id) t
+    WHERE r.id = p_run_id FOR UPDATE OF r;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'missing', 0, 0, 0::bigint, NULL::text, NULL::text, NULL::integer;
         RETURN;
@@ -60,10 +65,6 @@ BEGIN
         RETURNING octet_length(memo::text) AS size
     )
     SELECT count(*), coalesce(sum(s.size), 0) INTO v_n, v_size FROM s;
-    IF v_n > 0 THEN
-        UPDATE pgqueue.runs r SET step_count = r.step_count + v_n, state_bytes = r.state_bytes + v_size
-        WHERE r.id = p_run_id;
-    END IF;
     RETURN QUERY SELECT 'ok', v_n, v_run.step_count + v_n, v_run.state_bytes + v_size, v_run.status,
                         v_item.step_id, v_item.attempt;
 END

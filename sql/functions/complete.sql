@@ -3,8 +3,9 @@
 -- is applied exactly as pgqueue/executor/apply.py applies the same outcome, in one transaction:
 --
 --   kind 'step'  the SDK answered one step's output (206 with one StepRun/Step): the output is
---                memoised (first stored output wins), the item deleted, the attempt recorded, and
---                the run's next discovery call queued once nothing else of it is pending;
+--                memoised with the call's start (first stored output wins), and the run's next
+--                discovery call queued once nothing else of it is pending (the item itself, when it
+--                was that call);
 --   kind 'done'  the function returned (200, or 206 with one RunComplete): the run completes, its
 --                items, pauses and singleton slot go, inngest/function.finished is emitted.
 --
@@ -69,6 +70,8 @@ DECLARE
     v_held bigint[];
     v_class jsonb;
     v_race text[];
+    v_reused bigint[];
+    v_ended integer;
 BEGIN
     -- Fencing, in the lock order used everywhere: the runs, then the items still leased with the
     -- caller's tokens.
@@ -103,13 +106,16 @@ BEGIN
                     WHEN count(*) OVER per_run > 1 AND bool_or(x.kind = 'done') OVER per_run THEN 'fallback'
                     WHEN x.kind = 'step' AND (
                          count(*) OVER per_step > 1
-                         OR r.step_count + count(*) OVER per_run_ordered > p_max_steps
-                         OR r.state_bytes + sum(octet_length(x.memo::text)) OVER per_run_ordered > p_max_state_bytes
+                         OR t.n + count(*) OVER per_run_ordered > p_max_steps
+                         OR t.size + sum(octet_length(x.memo::text)) OVER per_run_ordered > p_max_state_bytes
                          OR EXISTS (SELECT 1 FROM pgqueue.steps s WHERE s.run_id = x.run_id AND s.step_id = x.step_id))
                          THEN 'fallback'
                     ELSE x.kind END AS class
         FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, kind text, step_id text, memo jsonb)
         LEFT JOIN pgqueue.runs r ON r.id = x.run_id
+        -- the run's step count and state size so far: its steps' (a probe of steps_pkey per run)
+        CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(s.size), 0) AS size
+                            FROM pgqueue.steps s WHERE s.run_id = x.run_id) t
         WINDOW per_run AS (PARTITION BY x.run_id),
                per_step AS (PARTITION BY x.run_id, x.step_id),
                per_run_ordered AS (PARTITION BY x.run_id ORDER BY x.item_id)
@@ -118,15 +124,13 @@ BEGIN
     -- Calls whose run had ended: the item goes, the attempt is recorded as discarded.
     DELETE FROM pgqueue.queue_items q USING jsonb_to_recordset(p_batch) AS x(item_id bigint)
     WHERE q.id = x.item_id AND v_class ->> x.item_id::text = 'discarded';
-    INSERT INTO pgqueue.attempts (run_id, item_id, step_id, attempt, outcome, status_code, started_at)
-    SELECT x.run_id, x.item_id, x.item_step_id, x.attempt,
-           CASE WHEN v_class ->> x.item_id::text = 'discarded' THEN 'discarded' ELSE 'ok' END,
-           CASE v_class ->> x.item_id::text WHEN 'step' THEN 206 WHEN 'done' THEN x.status_code END,
-           x.started_at
+    -- A successful call is recorded on what it produced (the step, or the run's value: see
+    -- pgqueue.calls), so only a discarded call gets an attempts row here.
+    INSERT INTO pgqueue.attempts (run_id, item_id, step_id, attempt, outcome, started_at)
+    SELECT x.run_id, x.item_id, x.item_step_id, x.attempt, 'discarded', x.started_at
     FROM jsonb_to_recordset(p_batch)
-         AS x(item_id bigint, run_id text, item_step_id text, attempt integer, status_code integer,
-              started_at timestamptz)
-    WHERE v_class ->> x.item_id::text IN ('discarded', 'step', 'done')
+         AS x(item_id bigint, run_id text, item_step_id text, attempt integer, started_at timestamptz)
+    WHERE v_class ->> x.item_id::text = 'discarded'
     ORDER BY x.item_id;
 
     UPDATE pgqueue.runs r SET request_version = v.request_version
@@ -136,23 +140,34 @@ BEGIN
           ORDER BY x.run_id, x.item_id DESC) v
     WHERE r.id = v.run_id AND r.request_version <> v.request_version;
 
-    -- Steps: memoise (the run's step count and state size move with it), drop the item, and queue
-    -- the run's next discovery call once nothing else of it is pending (run-level timers,
-    -- $start-timeout and $finish-timeout, do not hold it back), or at once after a race step.
-    WITH stored AS (
-        INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
-        SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt
-        FROM jsonb_to_recordset(p_batch)
-             AS x(item_id bigint, run_id text, step_id text, step_name text, memo jsonb, attempt integer)
-        WHERE v_class ->> x.item_id::text = 'step'
-        ORDER BY x.item_id
-        RETURNING run_id, octet_length(memo::text) AS size
-    )
-    UPDATE pgqueue.runs r SET step_count = r.step_count + s.n, state_bytes = r.state_bytes + s.size
-    FROM (SELECT stored.run_id, count(*) AS n, sum(stored.size) AS size FROM stored GROUP BY stored.run_id) s
-    WHERE r.id = s.run_id;
+    -- Steps: memoise, and queue the run's next discovery call once nothing else of it is pending
+    -- (run-level timers, $start-timeout and $finish-timeout, do not hold it back), or at once after a
+    -- race step. A discovery call that was the run's only pending work goes back to the queue as
+    -- that next call (one update instead of a delete and an insert: half the queue's writes for a
+    -- run of sequential steps); any other item is deleted.
+    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, started_at)
+    SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt, x.started_at
+    FROM jsonb_to_recordset(p_batch)
+         AS x(item_id bigint, run_id text, step_id text, step_name text, memo jsonb, attempt integer,
+              started_at timestamptz)
+    WHERE v_class ->> x.item_id::text = 'step'
+    ORDER BY x.item_id;
+    SELECT coalesce(array_agg(q.id), '{}') INTO v_reused FROM (
+        SELECT q1.id FROM jsonb_to_recordset(p_batch) AS x(item_id bigint)
+        CROSS JOIN LATERAL (SELECT * FROM pgqueue.queue_items q0 WHERE q0.id = x.item_id LIMIT 1) q1
+        WHERE v_class ->> x.item_id::text = 'step' AND q1.kind = 'call' AND q1.step_id = 'step'
+          AND NOT EXISTS (SELECT 1 FROM pgqueue.queue_items o
+                          WHERE o.run_id = q1.run_id AND o.id <> q1.id
+                            AND NOT (o.kind = 'timeout' AND starts_with(o.step_id, '$')))
+        ORDER BY q1.id
+    ) q;
+    UPDATE pgqueue.queue_items q
+    SET state = 'available', run_at = now(), attempt = 0, lease_token = NULL, lease_expires_at = NULL,
+        leased_by = NULL, leased_at = NULL, last_error = NULL, interrupts = 0, race = false,
+        throttle_key = NULL, throttle = NULL, step_name = NULL, created_at = now()
+    WHERE q.id = ANY (v_reused);
     DELETE FROM pgqueue.queue_items q USING jsonb_to_recordset(p_batch) AS x(item_id bigint)
-    WHERE q.id = x.item_id AND v_class ->> x.item_id::text = 'step';
+    WHERE q.id = x.item_id AND v_class ->> x.item_id::text = 'step' AND NOT q.id = ANY (v_reused);
     INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
     SELECT r.id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s
     FROM pgqueue.runs r
@@ -163,16 +178,25 @@ BEGIN
                           WHERE q.run_id = r.id AND NOT (q.kind = 'timeout' AND starts_with(q.step_id, '$'))))
     ORDER BY r.id
     ON CONFLICT (run_id, step_id) DO NOTHING;
-    IF FOUND THEN
+    IF FOUND OR cardinality(v_reused) > 0 THEN
         PERFORM pg_notify('pgqueue_queue', '');
     END IF;
 
     -- Return values: the run completes, its items, pauses and singleton slot go.
-    UPDATE pgqueue.runs r
-    SET status = 'completed', output = nullif(x.output, 'null'::jsonb), error = NULL, ended_at = now(),
-        started_at = coalesce(r.started_at, now())
-    FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, output jsonb)
-    WHERE r.id = x.run_id AND v_class ->> x.item_id::text = 'done';
+    WITH ended AS (
+        UPDATE pgqueue.runs r
+        SET status = 'completed', output = nullif(x.output, 'null'::jsonb), error = NULL, ended_at = now(),
+            started_at = coalesce(r.started_at, now()), final_call_started_at = x.started_at,
+            final_call_attempt = x.attempt
+        FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, output jsonb, started_at timestamptz,
+                                              attempt integer)
+        WHERE r.id = x.run_id AND v_class ->> x.item_id::text = 'done'
+        RETURNING r.id, r.function_id, r.created_at, r.ended_at
+    )
+    -- their end recorded once for the batch (live_runs, run_counts)
+    SELECT pgqueue.runs_ended_v1(array_agg(e.id), array_agg(e.function_id), array_agg('completed'::text),
+                                 array_agg(e.created_at), array_agg(e.ended_at))
+    INTO v_ended FROM ended e;
     DELETE FROM pgqueue.queue_items q USING jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)
     WHERE q.run_id = x.run_id AND v_class ->> x.item_id::text = 'done';
     DELETE FROM pgqueue.pauses p USING jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text)

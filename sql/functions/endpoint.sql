@@ -16,6 +16,7 @@ RETURNS TABLE (verdict text, app_id uuid, function_id uuid, item_id bigint, leas
                max_attempts integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     v_app   uuid;
@@ -56,6 +57,7 @@ BEGIN
                                      lease_expires_at, leased_by, leased_at)
     VALUES (p_run_id, v_fn, 'call', 'step', p_retries + 1, 'leased', v_token, p_lease_until, 'endpoint', now())
     RETURNING id INTO v_item;
+    PERFORM pgqueue.run_counts_add_v1(ARRAY[v_fn], ARRAY['created'], ARRAY[now()], NULL);
     RETURN QUERY SELECT 'ok', v_app, v_fn, v_item, v_token, p_retries + 1;
 END
 $$;

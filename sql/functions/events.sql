@@ -9,6 +9,7 @@ CREATE OR REPLACE FUNCTION pgqueue.event_ingest_v1(p_events jsonb)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 -- "is this id stored already" probes the events' primary key: the kept plan, made for the size
 -- of events at the time, hashed the whole table on every request (planner: 100 input rows)
 SET enable_hashjoin = off
@@ -83,15 +84,18 @@ END
 $$;
 
 -- pgqueue.run_create_v2: as run_create_v1, plus correlation_id (a run started by step.invoke) and
--- replay_of (a replay) on each run. Every way of starting a run goes through this function, after
+-- replay_of (a replay) on each run, and the pins of events over an hour older than the run. Every
+-- way of starting a run goes through this function, after
 -- pgqueue/runner/starting.py has taken the target function's flow-control decisions.
 CREATE OR REPLACE FUNCTION pgqueue.run_create_v2(p_runs jsonb)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     created integer;
+    v_functions uuid[];
 BEGIN
     WITH input AS (
         SELECT * FROM jsonb_to_recordset(p_runs)
@@ -108,6 +112,14 @@ BEGIN
         ON CONFLICT (id) DO NOTHING
         RETURNING id
     ),
+    pins AS (
+        -- An event over an hour older than its new run (a replay, a runner catching up) may be in a
+        -- partition that expires first: the run pins it (sql/functions/history.sql).
+        INSERT INTO pgqueue.event_pins (event_id, run_id)
+        SELECT e.eid, i.id FROM input i JOIN r USING (id) CROSS JOIN LATERAL unnest(i.event_ids) AS e(eid)
+        WHERE e.eid < (SELECT pgqueue.ulid_bound_v1(now() - interval '1 hour'))
+        ON CONFLICT DO NOTHING
+    ),
     items AS (
         INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits,
                                          priority_s, throttle_key, throttle, run_at)
@@ -115,9 +127,11 @@ BEGIN
                coalesce(i.priority_s, 0), i.throttle_key, i.throttle,
                now() + make_interval(secs => coalesce(i.delay_s, 0))
         FROM input i JOIN r USING (id)
-        RETURNING 1
+        RETURNING function_id
     )
-    SELECT count(*) INTO created FROM items;
+    SELECT count(*), coalesce(array_agg(items.function_id), '{}') INTO created, v_functions FROM items;
+    PERFORM pgqueue.run_counts_add_v1(v_functions, array_fill('created'::text, ARRAY[created]),
+                                      array_fill(now(), ARRAY[created]), NULL);
 
     IF created > 0 THEN
         PERFORM pg_notify('pgqueue_queue', '');

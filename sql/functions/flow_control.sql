@@ -173,7 +173,7 @@ BEGIN
     FOR k IN SELECT DISTINCT b.blocked_key FROM pgqueue.queue_items b WHERE b.blocked LOOP
         SELECT b.climits[array_position(b.ckeys, k)] INTO lim
         FROM pgqueue.queue_items b WHERE b.blocked AND b.blocked_key = k LIMIT 1;
-        SELECT count(*) INTO in_use FROM pgqueue.queue_items l WHERE l.state = 'leased' AND l.ckeys @> ARRAY[k];
+        SELECT count(*) INTO in_use FROM pgqueue.queue_items l WHERE l.state = 'leased' AND cardinality(l.ckeys) > 0 AND l.ckeys @> ARRAY[k];
         IF coalesce(lim, 0) - in_use > 0 THEN
             UPDATE pgqueue.queue_items SET blocked = false, blocked_key = NULL
             WHERE id IN (SELECT b.id FROM pgqueue.queue_items b WHERE b.blocked AND b.blocked_key = k
@@ -271,6 +271,7 @@ CREATE OR REPLACE FUNCTION pgqueue.debounce_push_v2(
 RETURNS TABLE (run_id text, previous_event_id text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     v_now    timestamptz := coalesce(p_now, now());
@@ -327,6 +328,7 @@ CREATE OR REPLACE FUNCTION pgqueue.batch_append_v2(
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     b    record;

@@ -25,6 +25,7 @@ CREATE OR REPLACE FUNCTION pgqueue.singleton_claim_v1(p_function_id uuid, p_key 
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     holder text;

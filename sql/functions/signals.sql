@@ -25,6 +25,7 @@ CREATE OR REPLACE FUNCTION pgqueue.signal_send_v2(p_signal text, p_data jsonb)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
 DECLARE
     v_max    bigint := coalesce((SELECT l.value FROM pgqueue.limits l WHERE l.name = 'max_event_bytes'), 524288);
@@ -70,14 +71,9 @@ BEGIN
         DELETE FROM pgqueue.pauses p WHERE p.id = v_pause.id AND p.signal = p_signal;
         CONTINUE WHEN NOT FOUND OR v_status NOT IN ('queued', 'running');
 
-        WITH stored AS (
-            INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
-            VALUES (v_pause.run_id, v_pause.step_id, v_pause.step_name, 'WaitForSignal', v_memo, 0)
-            ON CONFLICT (run_id, step_id) DO NOTHING
-            RETURNING run_id, octet_length(memo::text) AS size
-        )
-        UPDATE pgqueue.runs r SET step_count = r.step_count + 1, state_bytes = r.state_bytes + stored.size
-        FROM stored WHERE r.id = stored.run_id;
+        INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
+        VALUES (v_pause.run_id, v_pause.step_id, v_pause.step_name, 'WaitForSignal', v_memo, 0)
+        ON CONFLICT (run_id, step_id) DO NOTHING;
         -- The timeout that would have resumed the step with null.
         DELETE FROM pgqueue.queue_items q
         WHERE q.run_id = v_pause.run_id AND q.step_id = v_pause.step_id AND q.state = 'available';

@@ -31,11 +31,20 @@ UPDATE pgqueue.runs SET force_step_plan = true WHERE id = %(run_id)s AND NOT for
 
 -- name: run_finish
 -- State-guarded: only a live run can finish; zero rows means someone else (cancel) won.
-UPDATE pgqueue.runs
-SET status = %(status)s::pgqueue.run_status, output = %(output)s::jsonb, error = %(error)s::jsonb,
-    ended_at = now(), started_at = coalesce(started_at, now())
-WHERE id = %(run_id)s AND status IN ('queued', 'running')
-RETURNING id, function_id, event_id, event_ids, correlation_id
+-- A run ended by a call's answer records that call (its start and attempt) instead of an attempts row.
+-- Its end is recorded (live_runs, run_counts, run_failures) in the same statement.
+WITH ended AS (
+    UPDATE pgqueue.runs
+    SET status = %(status)s::pgqueue.run_status, output = %(output)s::jsonb, error = %(error)s::jsonb,
+        ended_at = now(), started_at = coalesce(started_at, now()),
+        final_call_started_at = %(call_started_at)s, final_call_attempt = %(call_attempt)s
+    WHERE id = %(run_id)s AND status IN ('queued', 'running')
+    RETURNING id, function_id, event_id, event_ids, correlation_id, status, created_at, ended_at
+), recorded AS (
+    SELECT pgqueue.runs_ended_v1(array_agg(id), array_agg(function_id), array_agg(status::text),
+                                 array_agg(created_at), array_agg(ended_at)) AS n FROM ended
+)
+SELECT e.id, e.function_id, e.event_id, e.event_ids, e.correlation_id FROM ended e CROSS JOIN recorded
 
 -- name: run_get
 SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
@@ -63,11 +72,17 @@ ORDER BY r.id DESC
 LIMIT %(limit)s
 
 -- name: run_cancel
-UPDATE pgqueue.runs
-SET status = 'cancelled', ended_at = now(), started_at = coalesce(started_at, now()),
-    error = jsonb_build_object('name', 'Cancelled', 'message', %(reason)s::text)
-WHERE id = %(run_id)s AND status IN ('queued', 'running')
-RETURNING id, function_id, event_id, event_ids, correlation_id
+WITH ended AS (
+    UPDATE pgqueue.runs
+    SET status = 'cancelled', ended_at = now(), started_at = coalesce(started_at, now()),
+        error = jsonb_build_object('name', 'Cancelled', 'message', %(reason)s::text)
+    WHERE id = %(run_id)s AND status IN ('queued', 'running')
+    RETURNING id, function_id, event_id, event_ids, correlation_id, status, created_at, ended_at
+), recorded AS (
+    SELECT pgqueue.runs_ended_v1(array_agg(id), array_agg(function_id), array_agg(status::text),
+                                 array_agg(created_at), array_agg(ended_at)) AS n FROM ended
+)
+SELECT e.id, e.function_id, e.event_id, e.event_ids, e.correlation_id FROM ended e CROSS JOIN recorded
 
 -- name: idempotency_claim
 SELECT pgqueue.idempotency_claim_v1(%(function_id)s, %(key)s, %(run_id)s) AS claimed

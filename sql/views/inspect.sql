@@ -105,9 +105,10 @@ SELECT r.id,
        coalesce(r.started_at, r.created_at),
        extract(epoch FROM now() - coalesce(r.started_at, r.created_at))::double precision,
        'live run with no queue item and no pause'
-FROM pgqueue.runs r
+FROM pgqueue.live_runs l   -- the live runs, not a scan of every run
+JOIN pgqueue.runs r ON r.id = l.run_id
 LEFT JOIN pgqueue.functions f ON f.id = r.function_id
-WHERE r.status IN ('queued', 'running')
+WHERE l.ended_at IS NULL AND r.status IN ('queued', 'running')
   AND r.created_at < now() - interval '1 minute'
   AND NOT EXISTS (SELECT 1 FROM pgqueue.queue_items q WHERE q.run_id = r.id)
   AND NOT EXISTS (SELECT 1 FROM pgqueue.pauses p WHERE p.run_id = r.id);
@@ -135,10 +136,11 @@ SELECT r.id AS run_id,
        (SELECT count(*) FROM pgqueue.attempts t WHERE t.run_id = r.id AND t.outcome <> 'ok') AS failed_attempts,
        r.created_at,
        r.ended_at
-FROM pgqueue.runs r
+FROM pgqueue.run_failures x  -- the failed runs, not a scan of every run
+JOIN pgqueue.runs r ON r.id = x.run_id
 LEFT JOIN pgqueue.functions f ON f.id = r.function_id
 LEFT JOIN pgqueue.apps a ON a.id = f.app_id
-WHERE r.status = 'failed' AND r.ended_at >= now() - interval '24 hours'
+WHERE x.ended_at >= now() - interval '24 hours' AND r.status = 'failed'
 ORDER BY r.ended_at DESC, r.id DESC;
 
 COMMENT ON VIEW pgqueue.recent_failures_payload IS
@@ -152,6 +154,38 @@ ORDER BY ended_at DESC, run_id DESC;
 
 COMMENT ON VIEW pgqueue.recent_failures IS
     'Runs that failed in the last 24 hours, newest first (error name only; messages in recent_failures_payload).';
+
+-- pgqueue.calls_payload: every call of an app (and every wake-up) of every run — always filter on
+-- run_id.
+-- A call that ended in a stored step or in the run's value is recorded on that step (started_at)
+-- or run (final_call_*), not as an attempts row (half a run's writes were attempts rows): those
+-- read as step_id 'step' (a discovery call), outcome ok, status 206 or 200, item_id NULL.
+-- `seq` orders calls that started at the same time (attempts: their id; the others: negative).
+CREATE OR REPLACE VIEW pgqueue.calls_payload AS
+SELECT t.run_id, t.id AS seq, t.item_id, t.step_id, t.attempt, t.outcome, t.status_code, t.error,
+       t.started_at, t.ended_at
+FROM pgqueue.attempts t
+UNION ALL
+SELECT s.run_id, -s.seq, NULL::bigint, 'step'::text, s.attempt, 'ok'::text, 206, NULL::jsonb, s.started_at, s.created_at
+FROM pgqueue.steps s
+WHERE s.started_at IS NOT NULL
+UNION ALL
+SELECT r.id, -9223372036854775807, NULL::bigint, 'step'::text, r.final_call_attempt, 'ok'::text, 200, NULL::jsonb,
+       r.final_call_started_at, r.ended_at
+FROM pgqueue.runs r
+WHERE r.final_call_started_at IS NOT NULL;
+
+COMMENT ON VIEW pgqueue.calls_payload IS
+    'Every call of an app and wake-up of a run, with its error (payload: sql/grants/payload.sql). Filter on run_id.';
+
+-- pgqueue.calls: the same without the error's body (error_name stays).
+CREATE OR REPLACE VIEW pgqueue.calls AS
+SELECT run_id, seq, item_id, step_id, attempt, outcome, status_code, error ->> 'name' AS error_name, started_at,
+       ended_at
+FROM pgqueue.calls_payload;
+
+COMMENT ON VIEW pgqueue.calls IS
+    'Every call of an app and wake-up of a run (error name only; bodies in calls_payload). Filter on run_id.';
 
 -- pgqueue.run_timeline_payload: what happened to a run, in order — always filter on run_id (each
 -- branch then reads one run through its index). `entry` is one of
@@ -169,9 +203,9 @@ SELECT r.id AS run_id, r.created_at AS at, 0::bigint AS seq, 'queued'::text AS e
        NULL::jsonb AS output, NULL::jsonb AS error, 'queued'::text AS status
 FROM pgqueue.runs r
 UNION ALL
-SELECT t.run_id, t.started_at, t.id, 'attempt', t.step_id, s.name, NULL, t.attempt + 1, t.outcome,
+SELECT t.run_id, t.started_at, t.seq, 'attempt', t.step_id, s.name, NULL, t.attempt + 1, t.outcome,
        t.status_code, (extract(epoch FROM t.ended_at - t.started_at) * 1000)::bigint, NULL, t.error, NULL
-FROM pgqueue.attempts t
+FROM pgqueue.calls_payload t
 LEFT JOIN pgqueue.steps s ON s.run_id = t.run_id AND s.step_id = t.step_id
 UNION ALL
 SELECT s.run_id, s.created_at, s.seq, 'step', s.step_id, s.name, s.op, s.attempt + 1,

@@ -415,7 +415,11 @@ def test_0009_compacts_stored_keys_exactly_as_python_does(
     url = empty_database_url
     every = migrate.migrations()
     monkeypatch.setattr(migrate, "migrations", lambda: every[:8])  # the schema before 0009
+    # the functions and views are written for the head schema: replayed once it is reached
+    replayable = migrate._replayable_files
+    monkeypatch.setattr(migrate, "_replayable_files", lambda: [])
     migrate.migrate(url)
+    monkeypatch.setattr(migrate, "_replayable_files", replayable)
     long_key = "ключ-" * 60 + "é"  # 301 characters, multi-byte: the digest is over UTF-8 bytes
     with psycopg.connect(url, autocommit=True) as conn:
         app = conn.execute(
@@ -445,7 +449,10 @@ def test_0016_carries_a_database_wide_event_limit_over_to_pgqueue_limits(
     url = empty_database_url
     every = migrate.migrations()
     monkeypatch.setattr(migrate, "migrations", lambda: every[:15])  # the schema before 0016
+    replayable = migrate._replayable_files  # written for the head schema: replayed once it is reached
+    monkeypatch.setattr(migrate, "_replayable_files", lambda: [])
     migrate.migrate(url)
+    monkeypatch.setattr(migrate, "_replayable_files", replayable)
     with psycopg.connect(url, autocommit=True) as conn:
         name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         conn.execute(sql.SQL("ALTER DATABASE {} SET pgqueue.max_event_bytes = '1048576'").format(
@@ -457,3 +464,108 @@ def test_0016_carries_a_database_wide_event_limit_over_to_pgqueue_limits(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET pgqueue.max_event_bytes = '10'")
         assert conn.execute("SELECT pgqueue.send_event('x', '{\"a\": 1}')").fetchone()
+
+
+def test_every_column_holding_a_run_or_event_id_compares_in_the_c_collation(database_url: str) -> None:
+    # The history tables are partitioned by ULID in the "C" collation (0017). A join compares in the
+    # collation of its sides, and an index of another collation cannot serve it: a run_id column in
+    # the default collation made the group commit scan all of queue_items instead of probing it.
+    rows = _rows(
+        database_url,
+        "SELECT c.relname || '.' || a.attname, coalesce(co.collname, '(default)')"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100"
+        " WHERE c.relnamespace = 'pgqueue'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        "   AND a.attnum > 0 AND NOT a.attisdropped"
+        "   AND (a.attname ~ '(^|_)(run_id|event_id|event_ids|run_ids)$' OR a.attname IN ('replay_of'))",
+    )
+    assert len(rows) >= 10, rows  # the check sees the columns
+
+    wrong = sorted(f"{column} ({collation})" for column, collation in rows if collation != "C")
+
+    assert wrong == [], "declare these `text COLLATE \"C\"`: " + ", ".join(wrong)
+
+
+def test_0017_moves_a_populated_database_into_time_partitions(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `pgqueue migrate` converts a database with history: every row lands in the partition of its
+    # id's time (or the DEFAULT one), identities continue, old events of newer runs are pinned.
+    from datetime import UTC, datetime, timedelta
+
+    from pgqueue import ids
+
+    url = empty_database_url
+    every = migrate.migrations()
+    monkeypatch.setattr(migrate, "migrations", lambda: every[:16])  # the schema before 0017
+    replayable = migrate._replayable_files  # written for the head schema: replayed once it is reached
+    monkeypatch.setattr(migrate, "_replayable_files", lambda: [])
+    migrate.migrate(url)
+    monkeypatch.setattr(migrate, "_replayable_files", replayable)
+    now = datetime.now(UTC)
+    runs = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        app = conn.execute("INSERT INTO pgqueue.apps (name, url) VALUES ('a', 'http://x') RETURNING id").fetchone()
+        fn = conn.execute("INSERT INTO pgqueue.functions (app_id, slug, name, url, config) "
+                          "VALUES (%s, 'a-f', 'f', 'http://x', '{}') RETURNING id", (app[0],)).fetchone()  # type: ignore[index]
+        old_event = ids.new_ulid(int((now - timedelta(days=10)).timestamp() * 1000))
+        for days in (10, 3, 0):
+            at = now - timedelta(days=days)
+            event_id = old_event if days == 10 else ids.new_ulid(int(at.timestamp() * 1000))
+            if days != 10:
+                conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'a/go', '{}', 0)",
+                             (event_id,))
+            else:
+                conn.execute("INSERT INTO pgqueue.events (id, name, data, ts, external_id) "
+                             "VALUES (%s, 'a/go', '{\"n\": 1}', 0, 'ext')", (event_id,))
+            run_id = ids.new_ulid(int(at.timestamp() * 1000))
+            runs[days] = run_id
+            conn.execute("INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts,"
+                         " step_count, state_bytes) VALUES (%s, %s, %s, ARRAY[%s], 'running', 3, 1, 10)",
+                         (run_id, fn[0], event_id, event_id))  # type: ignore[index]
+            conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, op, memo) VALUES (%s, 's1', 'StepRun',"
+                         " '{\"data\": 1}')", (run_id,))
+            conn.execute("INSERT INTO pgqueue.attempts (run_id, item_id, step_id, attempt, outcome, started_at)"
+                         " VALUES (%s, 1, 's1', 0, 'ok', now())", (run_id,))
+            conn.execute("INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts)"
+                         " VALUES (%s, %s, 'call', 'step', 3)", (run_id, fn[0]))  # type: ignore[index]
+        # a replay made today of the 10-day-old event, and an id that is no ULID
+        runs["replay"] = ids.new_ulid()
+        conn.execute("INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts,"
+                     " ended_at) VALUES (%s, %s, %s, ARRAY[%s], 'completed', 3, now())",
+                     (runs["replay"], fn[0], old_event, old_event))  # type: ignore[index]
+        conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES ('legacy-1', 'a/go', '{}', 0)")
+        before = {table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(  # type: ignore[arg-type]
+            sql.Identifier("pgqueue", table))).fetchone()[0] for table in ("events", "runs", "steps", "attempts")}  # type: ignore[index]
+        max_step_seq = conn.execute("SELECT max(seq) FROM pgqueue.steps").fetchone()[0]  # type: ignore[index]
+
+    monkeypatch.setattr(migrate, "migrations", lambda: every)
+    assert 17 in migrate.migrate(url).applied
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table, n in before.items():
+            assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(  # type: ignore[arg-type]
+                sql.Identifier("pgqueue", table))).fetchone()[0] == n, table  # type: ignore[index]
+            kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass",
+                                (f"pgqueue.{table}",)).fetchone()[0]  # type: ignore[index]
+            assert kind == "p", table
+        # each run is in its own day's partition, with its step and attempt; the odd id in the default
+        for days in (10, 3, 0):
+            day = (now - timedelta(days=days)).strftime("%Y%m%d")
+            where = conn.execute("SELECT tableoid::regclass::text FROM pgqueue.runs WHERE id = %s",
+                                 (runs[days],)).fetchone()[0]  # type: ignore[index]
+            assert where == f"pgqueue.runs_p{day}t0000"
+            steps_where = conn.execute("SELECT tableoid::regclass::text FROM pgqueue.steps WHERE run_id = %s",
+                                       (runs[days],)).fetchone()[0]  # type: ignore[index]
+            assert steps_where == f"pgqueue.steps_p{day}t0000"
+        assert conn.execute("SELECT tableoid::regclass::text FROM pgqueue.events WHERE id = 'legacy-1'"
+                            ).fetchone()[0] == "pgqueue.events_default"  # type: ignore[index]
+        assert conn.execute("SELECT run_id FROM pgqueue.event_pins WHERE event_id = %s", (old_event,)
+                            ).fetchall() == [(runs["replay"],)]
+        # the step counters became the steps' own sizes; identities go on after the copied rows
+        assert conn.execute("SELECT count(*), sum(size) > 0 FROM pgqueue.steps WHERE run_id = %s",
+                            (runs[0],)).fetchone() == (1, True)
+        new_seq = conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, op, memo) VALUES (%s, 's2',"
+                               " 'StepRun', '{}') RETURNING seq", (runs[0],)).fetchone()[0]  # type: ignore[index]
+        assert new_seq > max_step_seq
+        assert conn.execute("SELECT count(*) FROM pgqueue.queue_items").fetchone()[0] == 3  # type: ignore[index]

@@ -40,6 +40,8 @@ READER_COLUMNS: dict[str, list[str]] = {
                       "expired"],
     "app_concurrency": ["app_id", "app_name", "workers", "concurrency_limit", "in_flight", "min_worker_limit",
                         "max_worker_limit", "updated_at"],
+    "calls": ["run_id", "seq", "item_id", "step_id", "attempt", "outcome", "status_code", "error_name",
+              "started_at", "ended_at"],
     "concurrency_usage": ["function_slug", "concurrency_key", "limit", "in_use", "queued", "parked",
                           "advisory_lock_key"],
     "flow_queue": ["function_slug", "due", "scheduled", "parked", "leased", "oldest_due_at"],
@@ -165,5 +167,5 @@ def test_the_reader_reads_no_payload_from_any_view(
 
     # The payload role is the one that reads outputs and errors, and only through its views.
     payload_columns, payload_values = _everything(payload, run_ids)
-    assert sorted(payload_columns) == ["recent_failures_payload", "run_timeline_payload"]
+    assert sorted(payload_columns) == ["calls_payload", "recent_failures_payload", "run_timeline_payload"]
     assert SECRET in payload_values

@@ -45,9 +45,13 @@ class Twin:
                                (event_id, Jsonb({"n": 1}), ids.ulid_time_ms(event_id)))
             await conn.execute(
                 "INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts,"
-                " started_at,"
-                " step_count) VALUES (%s, %s, %s, ARRAY[%s], 'running', 3, now(), %s)",
-                (run_id, self.fn, event_id, event_id, steps))
+                " started_at) VALUES (%s, %s, %s, ARRAY[%s], 'running', 3, now())",
+                (run_id, self.fn, event_id, event_id))
+            # a run's step count is its stored steps' (`steps` earlier steps already stored)
+            await conn.execute(
+                "INSERT INTO pgqueue.steps (run_id, step_id, op, memo)"
+                " SELECT %s, 'earlier-' || n, 'StepRun', '{\"data\": null}' FROM generate_series(1, %s) AS n",
+                (run_id, steps))
             for step_id in items:
                 await conn.execute(
                     "INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts)"
@@ -62,9 +66,11 @@ class Twin:
         """Everything an apply writes for a run, with ids and clocks left out."""
         async with self.pool.connection() as conn:
             run = await (await conn.execute(
-                "SELECT status::text, output, error, request_version, step_count, state_bytes,"
+                "SELECT status::text, output, error, request_version,"
+                " (SELECT count(*) FROM pgqueue.steps s WHERE s.run_id = r.id) AS step_count,"
+                " (SELECT coalesce(sum(s.size), 0) FROM pgqueue.steps s WHERE s.run_id = r.id) AS state_bytes,"
                 " ended_at IS NOT NULL"
-                " AS ended FROM pgqueue.runs WHERE id = %s", (run_id,))).fetchone()
+                " AS ended FROM pgqueue.runs r WHERE id = %s", (run_id,))).fetchone()
             steps = await (await conn.execute(
                 "SELECT step_id, name, op, memo, attempt FROM pgqueue.steps WHERE run_id = %s ORDER BY seq",
                 (run_id,))).fetchall()

@@ -1,5 +1,5 @@
 """The inspection views, pgqueue.metrics(), the admin functions (cancel_run, retry_run), the
-read-only grant script and retention, against a database with known contents."""
+read-only grant script, against a database with known contents (retention: test_history.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from psycopg.types.json import Jsonb
 from pgqueue import ids
 from pgqueue.db.pool import open_pool
 from pgqueue.runs import transitions
-from pgqueue.store import retention, runs
-from pgqueue.store.retention import Retention
+from pgqueue.store import runs
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC)  # reset by the `db` fixture: every test seeds relative to its own start
@@ -60,7 +59,7 @@ class Db:
     def event(self, name: str = "shop/go", *, received_at: datetime | None = None, external_id: str | None = None,
               data: Any = None) -> str:
         received_at = received_at or NOW
-        event_id = ids.new_ulid()
+        event_id = ids.new_ulid(int(received_at.timestamp() * 1000))  # ids are made with their rows
         self.run(
             "INSERT INTO pgqueue.events (id, name, data, ts, external_id, received_at) VALUES (%s, %s, %s, %s, %s, %s)",
             (event_id, name, Jsonb(data if data is not None else {"n": 1}), ids.ulid_time_ms(event_id), external_id,
@@ -72,7 +71,7 @@ class Db:
                 created_at: datetime | None = None, ended_at: datetime | None = None, error: Any = None,
                 output: Any = None, correlation_id: str | None = None) -> str:
         created_at = created_at or NOW
-        run_id = ids.new_ulid()
+        run_id = ids.new_ulid(int(created_at.timestamp() * 1000))
         if status in ("completed", "failed", "cancelled") and ended_at is None:
             ended_at = created_at + timedelta(seconds=1)
         self.run(
@@ -84,6 +83,9 @@ class Db:
              Jsonb(error) if error is not None else None, Jsonb(output) if output is not None else None,
              correlation_id),
         )
+        if ended_at is not None:  # recorded as pgqueue's end paths record it (run_failures, counts)
+            self.run("SELECT pgqueue.runs_ended_v1(ARRAY[%s], ARRAY[%s::uuid], ARRAY[%s], ARRAY[%s::timestamptz],"
+                     " ARRAY[%s::timestamptz])", (run_id, function_id, status, created_at, ended_at))
         return run_id
 
     def item(self, run_id: str, function_id: uuid.UUID, *, step_id: str = "step", kind: str = "call",
@@ -107,10 +109,6 @@ class Db:
             "INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, created_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (run_id, step_id, name, op, Jsonb(memo), attempt, at),
-        )
-        self.run(
-            "UPDATE pgqueue.runs SET step_count = step_count + 1, state_bytes = state_bytes + octet_length(%s::text)"
-            " WHERE id = %s", (Jsonb(memo), run_id),
         )
 
     def attempt(self, run_id: str, step_id: str, attempt: int, outcome: str, *, start: datetime,
@@ -380,7 +378,9 @@ def test_retry_run_resumes_a_failed_run_from_its_failed_step(db: Db, seeded: dic
     out = db.one("SELECT * FROM pgqueue.retry_run(%s)", (run_id,))
 
     assert (out["status"], out["steps_cleared"]) == ("running", 1)
-    run = db.one("SELECT status::text, error, ended_at, step_count FROM pgqueue.runs WHERE id = %s", (run_id,))
+    run = db.one("SELECT status::text, error, ended_at,"
+                 " (SELECT count(*) FROM pgqueue.steps s WHERE s.run_id = r.id) AS step_count"
+                 " FROM pgqueue.runs r WHERE id = %s", (run_id,))
     assert run == {"status": "running", "error": None, "ended_at": None, "step_count": 1}
     assert [r["name"] for r in db.rows("SELECT name FROM pgqueue.steps WHERE run_id = %s", (run_id,))] == ["charge"]
     items = db.rows("SELECT kind, step_id, state::text, attempt FROM pgqueue.queue_items WHERE run_id = %s", (run_id,))
@@ -433,71 +433,3 @@ def test_readonly_grant_script_is_idempotent_and_grants_views_only(db: Db, seede
     finally:
         db.run(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)).as_string())  # type: ignore[arg-type]
         db.run(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)).as_string())  # type: ignore[arg-type]
-
-
-# -- retention ------------------------------------------------------------------------------------
-
-
-async def test_retention_deletes_old_finished_runs_and_unneeded_events_only(db: Db) -> None:
-    app = db.app()
-    fn = db.function(app, "shop-r")
-    old = NOW - timedelta(days=10)
-    gone_event = db.event(received_at=old)
-    gone_run = db.run_row(fn, gone_event, status="completed", created_at=old)
-    db.step(gone_run, "h1", "a", {"data": 1})
-    db.attempt(gone_run, "step", 0, "ok", start=old)
-    # kept: a recent finished run and its (old) event; a live old run and its event; an old run whose
-    # idempotency window is still open; an old event in the inbox; an old event of an open dedupe window
-    recent_event = db.event(received_at=old)
-    recent_run = db.run_row(fn, recent_event, status="failed", created_at=NOW - timedelta(days=1))
-    live_event = db.event(received_at=old)
-    live_run = db.run_row(fn, live_event, created_at=old)
-    db.item(live_run, fn, kind="sleep", step_id="nap", run_at=NOW + timedelta(days=1))
-    idem_run = db.run_row(fn, db.event(received_at=NOW), status="completed", created_at=old)
-    db.run("INSERT INTO pgqueue.idempotency_keys (function_id, key, run_id, expires_at) VALUES (%s, 'k', %s, now() + interval '1 hour')",
-           (fn, idem_run))
-    inbox_event = db.event(received_at=old)
-    db.run("INSERT INTO pgqueue.event_inbox (event_id) VALUES (%s)", (inbox_event,))
-    dedupe_event = db.event(received_at=old, external_id="ext-1")
-    db.run("INSERT INTO pgqueue.event_dedupe (external_id, event_id, expires_at) VALUES ('ext-1', %s, now() + interval '1 hour')",
-           (dedupe_event,))
-    lonely_events = [db.event(received_at=old) for _ in range(5)]
-    fresh_event = db.event()
-
-    pool = await open_pool(db.url, max_size=2)
-    try:
-        pruner = Retention(pool, retention_days=7, batch_size=2, max_batches=2, pause_s=0)
-        first = await pruner.run_once()
-        second = await pruner.run_once()
-    finally:
-        await pool.close()
-
-    # gone_run's event + 5 lonely events = 6 events, 2 per batch, 2 batches per tick: 4 then 2
-    assert (first.runs_deleted, first.events_deleted, first.done) == (1, 4, False)
-    assert (second.runs_deleted, second.events_deleted, second.done) == (0, 2, True)
-    remaining_runs = {r["id"] for r in db.rows("SELECT id FROM pgqueue.runs")}
-    assert remaining_runs == {recent_run, live_run, idem_run}
-    assert db.rows("SELECT 1 FROM pgqueue.steps WHERE run_id = %s", (gone_run,)) == []
-    assert db.rows("SELECT 1 FROM pgqueue.attempts WHERE run_id = %s", (gone_run,)) == []
-    remaining_events = {r["id"] for r in db.rows("SELECT id FROM pgqueue.events")}
-    assert remaining_events >= {recent_event, live_event, inbox_event, dedupe_event, fresh_event}
-    assert not remaining_events & {gone_event, *lonely_events}
-
-
-async def test_retention_prune_batches_skip_rows_locked_by_others(db: Db) -> None:
-    app = db.app()
-    fn = db.function(app, "shop-l")
-    old = NOW - timedelta(days=30)
-    run_id = db.run_row(fn, db.event(received_at=old), status="completed", created_at=old)
-    holder = psycopg.connect(db.url)
-    try:
-        holder.execute("SELECT 1 FROM pgqueue.runs WHERE id = %s FOR UPDATE", (run_id,))
-        async with await psycopg.AsyncConnection.connect(db.url, autocommit=True, row_factory=dict_row) as conn:
-            async with conn.transaction():
-                deleted = await retention.prune_runs(conn, NOW - timedelta(days=7), 10)
-        assert deleted == 0  # skipped, not waited for
-    finally:
-        holder.rollback()
-        holder.close()
-    async with await psycopg.AsyncConnection.connect(db.url, autocommit=True, row_factory=dict_row) as conn:
-        assert await retention.prune_runs(conn, NOW - timedelta(days=7), 10) == 1

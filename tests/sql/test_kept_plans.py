@@ -23,14 +23,26 @@ from pgqueue.db.queries import q
 ROWS = 5_000
 TABLES = ("runs", "events", "steps", "queue_items")
 
+# A table and its partitions (the history tables are partitioned by time): statistics are kept per
+# partition, and storage parameters can be set only on the partitions.
+_FAMILY = """
+SELECT c.relname::text AS relname,
+       coalesce((SELECT p.relname::text FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+                 WHERE i.inhrelid = c.oid), c.relname::text) AS family
+FROM pg_class c
+WHERE c.relnamespace = 'pgqueue'::regnamespace AND c.relkind = 'r'
+"""
+
 
 @pytest.fixture
 def conn(module_database_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(module_database_url, autocommit=True) as c:
+        for relname, family in c.execute(_FAMILY).fetchall():
+            if family in (*TABLES, "event_inbox"):
+                name = sql.Identifier("pgqueue", relname)
+                c.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(name))
         for table in (*TABLES, "event_inbox"):
-            name = sql.Identifier("pgqueue", table)
-            c.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(name))
-            c.execute(sql.SQL("TRUNCATE {} CASCADE").format(name))
+            c.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier("pgqueue", table)))
         yield c
 
 
@@ -98,16 +110,18 @@ def flush_counters(conn: psycopg.Connection) -> None:
 
 def fetched(conn: psycopg.Connection, table: str) -> int:
     """Rows of `table` fetched through its indexes in the current transaction."""
-    row = conn.execute("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables"
-                       " WHERE schemaname = 'pgqueue' AND relname = %s", (table,)).fetchone()
-    return int(row[0]) if row else 0
+    row = conn.execute("SELECT sum(s.idx_tup_fetch) FROM pg_stat_xact_user_tables s"
+                       f" JOIN ({_FAMILY}) f USING (relname) WHERE s.schemaname = 'pgqueue' AND f.family = %s",
+                       (table,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def scanned(conn: psycopg.Connection) -> dict[str, int]:
     """Rows read by sequential scans of the big tables in the current transaction."""
-    rows = conn.execute("SELECT relname, seq_tup_read FROM pg_stat_xact_user_tables"
-                        " WHERE schemaname = 'pgqueue' AND relname = ANY (%s)", (list(TABLES),)).fetchall()
-    return {name: n for name, n in rows if n}
+    rows = conn.execute("SELECT f.family, sum(s.seq_tup_read) FROM pg_stat_xact_user_tables s"
+                        f" JOIN ({_FAMILY}) f USING (relname) WHERE s.schemaname = 'pgqueue'"
+                        " AND f.family = ANY (%s) GROUP BY f.family", (list(TABLES),)).fetchall()
+    return {name: int(n) for name, n in rows if n}
 
 
 def warm_then_grow(conn: psycopg.Connection, fn: uuid.UUID) -> None:

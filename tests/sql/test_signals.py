@@ -137,7 +137,7 @@ async def test_racing_senders_resume_the_run_exactly_once(pool: AsyncConnectionP
             "SELECT step_id, op, memo FROM pgqueue.steps WHERE run_id = %s", (run_id,))).fetchall()
         items = await (await conn.execute(
             "SELECT kind, step_id FROM pgqueue.queue_items WHERE run_id = %s", (run_id,))).fetchall()
-        cur = await conn.execute("SELECT step_count FROM pgqueue.runs WHERE id = %s", (run_id,))
+        cur = await conn.execute("SELECT count(*) AS step_count FROM pgqueue.steps WHERE run_id = %s", (run_id,))
         run = await cur.fetchone()
     assert steps == [{"step_id": "s1", "op": "WaitForSignal",
                       "memo": {"data": {"signal": "go", "data": {"sender": winners[0]}}}}]
