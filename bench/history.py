@@ -103,7 +103,7 @@ def revision(ref: str | None) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def measure(code: Path, runs: int, warmup: int, waldump: bool = False) -> dict[str, Any]:
+def measure(code: Path, runs: int, warmup: int, waldump: bool = False, past_days: int = 0) -> dict[str, Any]:
     """Every figure for one revision of pgqueue, on its own fresh cluster."""
     tmp = Path(tempfile.mkdtemp(prefix="pgqueue-history-"))
     pg = embedded.start(tmp / "pgdata")
@@ -112,6 +112,11 @@ def measure(code: Path, runs: int, warmup: int, waldump: bool = False) -> dict[s
     try:
         subprocess.run([sys.executable, "-m", "pgqueue", "migrate"], cwd=code, env={**os.environ, **env},
                        check=True, capture_output=True)
+        if past_days:  # the partitions a database with that much history has (when partitioned)
+            with psycopg.connect(pg.url, autocommit=True) as conn:
+                if conn.execute("SELECT to_regclass('pgqueue.history_partitions') IS NOT NULL").fetchone()[0]:
+                    conn.execute("SELECT pgqueue.history_backfill_v1(date_trunc('day', now())"
+                                 " - make_interval(days => %s), interval '1 day')", (past_days,))
         port, app_port = free_port(), free_port()
         srv = start_process("history-server", [sys.executable, "-m", "pgqueue", "dev", "--port", str(port)],
                             env=env, url=f"http://127.0.0.1:{port}", cwd=code)
@@ -188,14 +193,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--baseline-ref", help="a git revision measured the same way, in the same run")
     parser.add_argument("--waldump", action="store_true", help="print pg_waldump --stats for each window")
+    parser.add_argument("--past-days", type=int, default=0,
+                        help="make daily partitions this many days back first (the sets retention keeps)")
     args = parser.parse_args()
     results: dict[str, dict[str, float]] = {}
     settings: dict[str, str] = {}
     if args.baseline_ref:
         with revision(args.baseline_ref) as code:
-            m = measure(code, args.runs, args.warmup, args.waldump)
+            m = measure(code, args.runs, args.warmup, args.waldump, args.past_days)
             results[args.baseline_ref] = per_run(m)
-    m = measure(ROOT, args.runs, args.warmup, args.waldump)
+    m = measure(ROOT, args.runs, args.warmup, args.waldump, args.past_days)
     settings = m["settings"]
     results["this tree"] = per_run(m)
     print(f"PostgreSQL {settings.get('server_version')} fsync={settings.get('fsync')} "

@@ -3,10 +3,10 @@
 Events, runs, steps and attempts live in time partitions (migration 0017). A round expires every
 partition set past the window (pgqueue.history_expire_v1): the few rows retention keeps — live runs
 and their steps, attempts and events, runs that ended within the window, what an idempotency or
-dedupe window or the runner's inbox still names — move into a small partition with the same bounds,
-and the rest is dropped with its files: no WAL per row, no dead tuples, space returned at once.
-Then it prunes, in small batches, the rows those small partitions (and the DEFAULT partitions, for
-ids that are not ULIDs of a covered time) no longer keep, and old bulk-cancellation records.
+dedupe window or the runner's inbox still names — move into the small archive partition below the
+sets, and the rest is dropped with its files: no WAL per row, no dead tuples, space returned at
+once. Then it prunes, in small batches, the rows the archive (and the DEFAULT partitions, for ids
+that are not ULIDs of a covered time) no longer keeps, and old bulk-cancellation records.
 
 An expiry holds ACCESS EXCLUSIVE on the parent tables for milliseconds; it waits for a lock at most
 `lock_timeout_ms` and otherwise gives up until the next round, so the queue never waits behind it
@@ -34,7 +34,7 @@ BATCH = 1000
 @dataclass(frozen=True, slots=True)
 class RetentionTick:
     expired: tuple[partitions.Expired, ...] = field(default_factory=tuple)  # partition sets, in order
-    runs_deleted: int = 0  # row by row, from compacted and default partitions
+    runs_deleted: int = 0  # row by row, from the archive and default partitions
     events_deleted: int = 0
     cancellations_deleted: int = 0
     done: bool = True  # False: a lock was busy or a budget ran out; the next round goes on

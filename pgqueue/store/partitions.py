@@ -1,5 +1,5 @@
 """History partitions and retention (sql/functions/history.sql): make partitions ahead, expire whole
-partition sets past the retention window, prune what compacted sets no longer keep."""
+partition sets past the retention window, prune what the archive partitions no longer keep."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pgqueue.db.queries import q
 @dataclass(frozen=True, slots=True)
 class Expired:
     suffix: str  # the partition set, e.g. p20261207t0000
-    part: str  # runs (with steps and attempts) | events | dropped (an emptied compacted set)
-    kept: int  # rows moved into the compacted partition
+    part: str  # runs (with steps and attempts) | events
+    kept: int  # rows moved into the archive partition
 
 
 async def lock_timeout(conn: Conn, ms: int) -> None:
@@ -37,14 +37,14 @@ async def ensure_partitions(conn: Conn, width_s: float, ahead_s: float) -> int:
 
 
 async def expire(conn: Conn, retention_s: float, now: datetime | None = None) -> Expired | None:
-    """Expire one partition set's runs or events, or drop one emptied compacted set; None: nothing due."""
+    """Expire one partition set's runs or events; None: nothing is due."""
     cur = await conn.execute(q("partitions_expire"), {"now": now, "retention_s": retention_s})
     row = await cur.fetchone()
     return Expired(row["suffix"], row["part"], int(row["kept"])) if row else None
 
 
 async def prune(conn: Conn, retention_s: float, limit: int, now: datetime | None = None) -> tuple[int, int]:
-    """One batch of rows the compacted and default partitions no longer keep: (runs, events) deleted."""
+    """One batch of rows the archive and default partitions no longer keep: (runs, events) deleted."""
     cur = await conn.execute(q("partitions_prune"), {"now": now, "retention_s": retention_s, "limit": limit})
     row = await cur.fetchone()
     return (int(row["runs_deleted"]), int(row["events_deleted"])) if row else (0, 0)

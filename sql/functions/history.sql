@@ -1,18 +1,22 @@
 -- History at scale: the partitions of events, runs, steps and attempts (migration 0017) are made
 -- ahead of time by the rescuer (history_ensure_v1) and expire as a whole (history_expire_v1): a
 -- partition set past the retention window is dropped, after the few rows retention must keep are
--- moved into a small partition with the same bounds (a "compacted" set, pruned row by row
--- afterwards by history_prune_v1). Every function here is maintenance, never the hot path; each
--- takes its locks under the caller's lock_timeout and is retried on the next round when it cannot.
+-- moved into the ARCHIVE partition below every set (`<table>_archive`, from MINVALUE up to the
+-- oldest set), whose upper bound then moves up over the dropped set. The archive stays small (only
+-- what retention keeps) and is pruned row by row (history_prune_v1). However long runs live, each
+-- table has one archive, the sets of the window, and its DEFAULT partition: hot-path statements
+-- lock every partition of the tables they read (PostgreSQL 15), so their number must stay small.
+-- Every function here is maintenance, never the hot path; each takes its locks under the caller's
+-- lock_timeout and is retried on the next round when it cannot.
 --
 -- What retention keeps, whatever its age: a live run (queued or running) with its steps, attempts
 -- and events; a run that ended less than the retention window ago (runs that outlive their
--- creation by more than an hour are found by the runs_kept index; every shorter one ended within
--- an hour of its partition's end, which is why a set expires an hour after the window); a run an
+-- creation by more than an hour keep their live_runs row until then; every shorter one ended
+-- within an hour of its set's end, which is why a set expires an hour after the window); a run an
 -- open idempotency window names; an event in the runner's inbox, recorded by an open dedupe
--- window, or pinned by a run that still exists (event_pins). Events partitions expire one
--- partition after the runs of the same bounds: a run is made from events of its own or the
--- previous partition, or pins them.
+-- window, or pinned by a run that still exists (event_pins). Events partitions expire one set
+-- after the runs of the same bounds: a run is made from events of its own or the previous set,
+-- or pins them.
 
 -- pgqueue.history_columns_v1: the stored columns of a history table, quoted and comma-separated,
 -- for copying rows between its partitions (a generated column is computed again, not copied).
@@ -54,7 +58,7 @@ BEGIN
         EXECUTE format('CREATE TABLE pgqueue.%I (LIKE pgqueue.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)',
                        v_table || '_' || v_suffix, v_table);
         EXECUTE format('ALTER TABLE pgqueue.%I SET (autovacuum_freeze_min_age = 0, fillfactor = %s)',
-                       v_table || '_' || v_suffix, CASE v_table WHEN 'runs' THEN 75 ELSE 100 END);
+                       v_table || '_' || v_suffix, CASE v_table WHEN 'runs' THEN 85 ELSE 100 END);
         -- Rows that went to the DEFAULT partition for want of this one (attaching with them there
         -- would fail): moved under a lock on the default partition, so none arrives in between.
         EXECUTE format('LOCK TABLE pgqueue.%I IN ACCESS EXCLUSIVE MODE', v_table || '_default');
@@ -110,53 +114,50 @@ BEGIN
 END
 $$;
 
--- pgqueue.history_swap_v1: replace the partition `<p_table>_<p_suffix>` by a new table holding only
--- its rows whose `p_key` column is in `p_keep`, or drop it when none is. The caller holds ACCESS
+-- pgqueue.history_merge_v1: merge the partition `<p_table>_<p_suffix>` [.., p_hi) into the archive
+-- partition below it: its rows whose `p_key` column is in `p_keep` move into the archive, the
+-- partition is dropped, and the archive's upper bound becomes p_hi. Rows of the DEFAULT partition
+-- below p_hi (ids from a clock far behind) move into the archive too. The caller holds ACCESS
 -- EXCLUSIVE on the parent. Returns the rows kept.
-CREATE OR REPLACE FUNCTION pgqueue.history_swap_v1(p_table text, p_suffix text, p_key text, p_keep text[])
+CREATE OR REPLACE FUNCTION pgqueue.history_merge_v1(
+    p_table text, p_suffix text, p_key text, p_hi text, p_keep text[])
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_old text := p_table || '_' || p_suffix;
-    v_new text := p_table || '_' || p_suffix || '_c';
-    v_bounds text;
+    v_archive text := p_table || '_archive';
+    v_cols text := pgqueue.history_columns_v1(p_table);
     v_kept bigint := 0;
 BEGIN
     IF p_table NOT IN ('events', 'runs', 'steps', 'attempts') THEN
         RAISE EXCEPTION 'not a history table: %', p_table;
     END IF;
-    IF to_regclass(format('pgqueue.%I', v_old)) IS NULL THEN
-        RETURN 0;
+    EXECUTE format('ALTER TABLE pgqueue.%I DETACH PARTITION pgqueue.%I', p_table, v_archive);
+    IF to_regclass(format('pgqueue.%I', v_old)) IS NOT NULL THEN
+        IF cardinality(p_keep) > 0 THEN
+            EXECUTE format('INSERT INTO pgqueue.%I (%s) SELECT %s FROM pgqueue.%I WHERE %I = ANY ($1)',
+                           v_archive, v_cols, v_cols, v_old, p_key) USING p_keep;
+            GET DIAGNOSTICS v_kept = ROW_COUNT;
+        END IF;
+        EXECUTE format('ALTER TABLE pgqueue.%I DETACH PARTITION pgqueue.%I', p_table, v_old);
+        EXECUTE format('DROP TABLE pgqueue.%I', v_old);
     END IF;
-    SELECT pg_get_expr(c.relpartbound, c.oid) INTO v_bounds
-    FROM pg_class c WHERE c.oid = format('pgqueue.%I', v_old)::regclass;
-    IF cardinality(p_keep) > 0 THEN
-        EXECUTE format('CREATE TABLE pgqueue.%I (LIKE pgqueue.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)',
-                       v_new, p_table);
-        EXECUTE format('INSERT INTO pgqueue.%I (%s) SELECT %s FROM pgqueue.%I WHERE %I = ANY ($1)',
-                       v_new, pgqueue.history_columns_v1(p_table), pgqueue.history_columns_v1(p_table), v_old, p_key)
-            USING p_keep;
-        GET DIAGNOSTICS v_kept = ROW_COUNT;
-    END IF;
-    EXECUTE format('ALTER TABLE pgqueue.%I DETACH PARTITION pgqueue.%I', p_table, v_old);
-    EXECUTE format('DROP TABLE pgqueue.%I', v_old);
-    IF v_kept > 0 THEN
-        EXECUTE format('ALTER TABLE pgqueue.%I ATTACH PARTITION pgqueue.%I %s', p_table, v_new, v_bounds);
-        EXECUTE format('ALTER TABLE pgqueue.%I RENAME TO %I', v_new, v_old);
-    ELSIF cardinality(p_keep) > 0 THEN
-        EXECUTE format('DROP TABLE pgqueue.%I', v_new);
-    END IF;
+    EXECUTE format('WITH moved AS (DELETE FROM pgqueue.%I WHERE %I < %L RETURNING *) '
+                   'INSERT INTO pgqueue.%I (%s) SELECT %s FROM moved',
+                   p_table || '_default', p_key, p_hi, v_archive, v_cols, v_cols);
+    EXECUTE format('ALTER TABLE pgqueue.%I ATTACH PARTITION pgqueue.%I FOR VALUES FROM (MINVALUE) TO (%L)',
+                   p_table, v_archive, p_hi);
     RETURN v_kept;
 END
 $$;
 
 -- pgqueue.history_expire_v1: expire the oldest partition set that is past the window: its runs
 -- (with their steps and attempts) once `ends_at + 1 hour <= p_now - p_retention`, its events one
--- partition later, after the runs of the next set. One set's runs or events per call, in the
--- caller's transaction (which should set a lock_timeout: this takes ACCESS EXCLUSIVE on the
--- parents for the swap, milliseconds). Returns what it did, or no row when nothing is due.
+-- set later, after the runs of the next set. One set's runs or events per call, in the caller's
+-- transaction (which should set a lock_timeout: this takes ACCESS EXCLUSIVE on the parents for
+-- the merge, milliseconds). Returns what it did, or no row when nothing is due.
 CREATE OR REPLACE FUNCTION pgqueue.history_expire_v1(p_now timestamptz, p_retention interval)
 RETURNS TABLE (suffix text, part text, kept bigint)
 LANGUAGE plpgsql
@@ -170,7 +171,7 @@ DECLARE
 BEGIN
     -- Runs, steps and attempts of the oldest set past the window.
     SELECT * INTO h FROM pgqueue.history_partitions x
-    WHERE x.runs_compacted_at IS NULL AND x.ends_at + interval '1 hour' <= v_cutoff
+    WHERE x.runs_archived_at IS NULL AND x.ends_at + interval '1 hour' <= v_cutoff
     ORDER BY x.starts_at LIMIT 1;
     IF FOUND THEN
         LOCK TABLE pgqueue.runs, pgqueue.steps, pgqueue.attempts IN ACCESS EXCLUSIVE MODE;
@@ -184,19 +185,19 @@ BEGIN
         ) k;
         suffix := h.suffix;
         part := 'runs';
-        kept := pgqueue.history_swap_v1('runs', h.suffix, 'id', v_keep);
-        PERFORM pgqueue.history_swap_v1('steps', h.suffix, 'run_id', v_keep);
-        PERFORM pgqueue.history_swap_v1('attempts', h.suffix, 'run_id', v_keep);
-        UPDATE pgqueue.history_partitions x SET runs_compacted_at = p_now WHERE x.suffix = h.suffix;
+        kept := pgqueue.history_merge_v1('runs', h.suffix, 'id', h.hi, v_keep);
+        PERFORM pgqueue.history_merge_v1('steps', h.suffix, 'run_id', h.hi, v_keep);
+        PERFORM pgqueue.history_merge_v1('attempts', h.suffix, 'run_id', h.hi, v_keep);
+        UPDATE pgqueue.history_partitions x SET runs_archived_at = p_now WHERE x.suffix = h.suffix;
         RETURN NEXT;
         RETURN;
     END IF;
 
     -- Events of the oldest set whose next set's runs have expired (or that has no next set).
     SELECT * INTO h FROM pgqueue.history_partitions x
-    WHERE x.events_compacted_at IS NULL AND x.runs_compacted_at IS NOT NULL
+    WHERE x.runs_archived_at IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM pgqueue.history_partitions n
-                      WHERE n.starts_at = x.ends_at AND n.runs_compacted_at IS NULL)
+                      WHERE n.starts_at = x.ends_at AND n.runs_archived_at IS NULL)
     ORDER BY x.starts_at LIMIT 1;
     IF FOUND THEN
         LOCK TABLE pgqueue.events IN ACCESS EXCLUSIVE MODE;
@@ -204,75 +205,27 @@ BEGIN
         part := 'events';
         SELECT coalesce(array_agg(DISTINCT k.id), '{}') INTO v_keep
         FROM pgqueue.history_kept_events_v1(h.lo, h.hi, p_now) k;
-        kept := pgqueue.history_swap_v1('events', h.suffix, 'id', v_keep);
-        UPDATE pgqueue.history_partitions x SET events_compacted_at = p_now WHERE x.suffix = h.suffix;
+        kept := pgqueue.history_merge_v1('events', h.suffix, 'id', h.hi, v_keep);
+        DELETE FROM pgqueue.history_partitions x WHERE x.suffix = h.suffix;
         RETURN NEXT;
         RETURN;
     END IF;
-
-    -- A compacted set whose partitions retention has emptied: dropped, and forgotten (its bounds
-    -- take rows again only through the DEFAULT partitions, which is what a gap means).
-    FOR h IN SELECT * FROM pgqueue.history_partitions x
-             WHERE x.runs_compacted_at IS NOT NULL AND x.events_compacted_at IS NOT NULL
-             ORDER BY x.starts_at LOOP
-        IF pgqueue.history_set_empty_v1(h.suffix) THEN
-            LOCK TABLE pgqueue.runs, pgqueue.steps, pgqueue.attempts, pgqueue.events IN ACCESS EXCLUSIVE MODE;
-            IF pgqueue.history_set_empty_v1(h.suffix) THEN
-                PERFORM pgqueue.history_swap_v1(t, h.suffix, 'id', '{}')
-                FROM unnest(ARRAY['runs', 'steps', 'attempts', 'events']) AS t;
-                DELETE FROM pgqueue.history_partitions x WHERE x.suffix = h.suffix;
-                suffix := h.suffix;
-                part := 'dropped';
-                kept := 0;
-                RETURN NEXT;
-                RETURN;
-            END IF;
-        END IF;
-    END LOOP;
-END
-$$;
-
--- pgqueue.history_set_empty_v1: do the four partitions of a set hold no row (or not exist)?
-CREATE OR REPLACE FUNCTION pgqueue.history_set_empty_v1(p_suffix text)
-RETURNS boolean
-LANGUAGE plpgsql
-STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_table text;
-    v_any boolean;
-BEGIN
-    FOREACH v_table IN ARRAY ARRAY['runs', 'steps', 'attempts', 'events'] LOOP
-        IF to_regclass(format('pgqueue.%I', v_table || '_' || p_suffix)) IS NOT NULL THEN
-            EXECUTE format('SELECT EXISTS (SELECT 1 FROM pgqueue.%I)', v_table || '_' || p_suffix) INTO v_any;
-            IF v_any THEN
-                RETURN false;
-            END IF;
-        END IF;
-    END LOOP;
-    RETURN true;
 END
 $$;
 
 -- pgqueue.history_kept_events_v1: the events in [p_lo, p_hi) that retention keeps: an event of a
--- run that still exists in a compacted partition (every run of a full partition is of a later set,
--- made from its own or the previous set's events, or pins them), pinned by a run that exists, in
--- the runner's inbox, or recorded by an open dedupe window.
+-- run in the archive (every run of a set is of a later set than these events, made from its own
+-- or the previous set's events, or pins them), pinned by a run that exists, in the runner's
+-- inbox, or recorded by an open dedupe window.
 CREATE OR REPLACE FUNCTION pgqueue.history_kept_events_v1(p_lo text, p_hi text, p_now timestamptz)
 RETURNS TABLE (id text)
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
 AS $$
-DECLARE
-    h record;
 BEGIN
-    FOR h IN SELECT x.lo, x.hi FROM pgqueue.history_partitions x WHERE x.runs_compacted_at IS NOT NULL LOOP
-        RETURN QUERY SELECT DISTINCT e.eid::text FROM pgqueue.runs r CROSS JOIN LATERAL unnest(r.event_ids) AS e(eid)
-                     WHERE r.id >= h.lo AND r.id < h.hi AND e.eid >= p_lo AND e.eid < p_hi;
-    END LOOP;
+    RETURN QUERY SELECT DISTINCT e.eid::text FROM pgqueue.runs_archive r CROSS JOIN LATERAL unnest(r.event_ids) AS e(eid)
+                 WHERE e.eid >= p_lo AND e.eid < p_hi;
     RETURN QUERY SELECT p.event_id::text FROM pgqueue.event_pins p
                  WHERE p.event_id >= p_lo AND p.event_id < p_hi
                    AND EXISTS (SELECT 1 FROM pgqueue.runs r WHERE r.id = p.run_id);
@@ -282,33 +235,29 @@ BEGIN
 END
 $$;
 
--- pgqueue.history_prune_v1: row by row, what retention no longer keeps in the compacted partitions
--- (small: only what an expiry kept) and in the DEFAULT partitions (rows whose ids are not ULIDs of
--- a covered time), at most p_limit runs and p_limit events per call, and the pins of runs that are
--- gone. Each range is read on its own, so only small partitions are scanned. Returns (runs,
--- events) deleted.
+-- pgqueue.history_prune_v1: row by row, what retention no longer keeps in the archive partitions
+-- (small: only what expiries kept) and in the DEFAULT partitions (rows whose ids are not ULIDs of
+-- a covered time), at most p_limit runs and p_limit events per call; the pins of runs that are
+-- gone; long runs' live_runs rows and run failures retention no longer keeps; counts older than
+-- the window. Returns (runs, events) deleted.
 CREATE OR REPLACE FUNCTION pgqueue.history_prune_v1(p_now timestamptz, p_retention interval, p_limit integer)
 RETURNS TABLE (runs_deleted bigint, events_deleted bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_cutoff timestamptz := p_now - p_retention;
-    v_runs text[] := '{}';
-    v_events bigint := 0;
+    v_runs text[];
     n bigint;
-    h record;
 BEGIN
     -- Runs that ended before the window and no open idempotency window names.
-    FOR h IN SELECT x.lo, x.hi FROM pgqueue.history_partitions x WHERE x.runs_compacted_at IS NOT NULL LOOP
-        v_runs := v_runs || ARRAY(
-            SELECT r.id::text FROM pgqueue.runs r
-            WHERE r.id >= h.lo AND r.id < h.hi AND r.ended_at < v_cutoff
-              AND NOT EXISTS (SELECT 1 FROM pgqueue.idempotency_keys k WHERE k.run_id = r.id AND k.expires_at > p_now)
-            LIMIT p_limit FOR UPDATE SKIP LOCKED);
-    END LOOP;
-    v_runs := v_runs || ARRAY(
+    v_runs := ARRAY(
+        SELECT r.id::text FROM pgqueue.runs_archive r
+        WHERE r.ended_at < v_cutoff
+          AND NOT EXISTS (SELECT 1 FROM pgqueue.idempotency_keys k WHERE k.run_id = r.id AND k.expires_at > p_now)
+        LIMIT p_limit FOR UPDATE SKIP LOCKED)
+      || ARRAY(
         SELECT r.id::text FROM pgqueue.runs_default r
         WHERE r.ended_at < v_cutoff
           AND NOT EXISTS (SELECT 1 FROM pgqueue.idempotency_keys k WHERE k.run_id = r.id AND k.expires_at > p_now)
@@ -317,30 +266,16 @@ BEGIN
     DELETE FROM pgqueue.attempts a WHERE a.run_id = ANY (v_runs);
     DELETE FROM pgqueue.runs r WHERE r.id = ANY (v_runs);
     DELETE FROM pgqueue.event_pins p WHERE p.run_id = ANY (v_runs);
-    DELETE FROM pgqueue.run_failures f
-    WHERE f.run_id IN (SELECT f1.run_id FROM pgqueue.run_failures f1
-                       WHERE f1.ended_at < v_cutoff AND NOT EXISTS (SELECT 1 FROM pgqueue.runs r WHERE r.id = f1.run_id)
-                       LIMIT p_limit);
-    -- long runs retention no longer keeps (their rows went with their partitions or just above)
-    DELETE FROM pgqueue.live_runs l
-    WHERE l.run_id IN (SELECT l1.run_id FROM pgqueue.live_runs l1 WHERE l1.ended_at < v_cutoff LIMIT p_limit);
-    DELETE FROM pgqueue.run_counts c
-    WHERE (c.minute, c.function_id, c.shard) IN (
-        SELECT c1.minute, c1.function_id, c1.shard FROM pgqueue.run_counts c1
-        WHERE c1.minute < v_cutoff LIMIT p_limit);
     runs_deleted := cardinality(v_runs);
 
-    -- Events of compacted sets that nothing keeps any more.
-    FOR h IN SELECT x.lo, x.hi FROM pgqueue.history_partitions x WHERE x.events_compacted_at IS NOT NULL LOOP
-        DELETE FROM pgqueue.events e
-        WHERE e.id >= h.lo AND e.id < h.hi
-          AND e.id IN (SELECT e1.id FROM pgqueue.events e1
-                       WHERE e1.id >= h.lo AND e1.id < h.hi
-                         AND e1.id NOT IN (SELECT k.id FROM pgqueue.history_kept_events_v1(h.lo, h.hi, p_now) k)
-                       LIMIT p_limit);
-        GET DIAGNOSTICS n = ROW_COUNT;
-        v_events := v_events + n;
-    END LOOP;
+    -- Events of the archive that nothing keeps any more.
+    DELETE FROM pgqueue.events_archive e
+    WHERE e.id IN (SELECT e1.id FROM pgqueue.events_archive e1
+                   WHERE e1.id NOT IN (SELECT k.id FROM pgqueue.history_kept_events_v1(
+                                           '', pgqueue.history_archive_hi_v1('events'), p_now) k)
+                   LIMIT p_limit);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    events_deleted := n;
     -- Events of the default partition received before the window that nothing needs.
     DELETE FROM pgqueue.events_default e
     WHERE e.id IN (SELECT e1.id FROM pgqueue.events_default e1
@@ -354,13 +289,36 @@ BEGIN
                                      WHERE d.event_id = e1.id AND d.expires_at > p_now)
                    LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT;
-    events_deleted := v_events + n;
+    events_deleted := events_deleted + n;
 
-    -- Pins of runs that are gone (their set expired).
+    -- Pins of runs that are gone (their set expired), runs' bookkeeping retention no longer keeps.
     DELETE FROM pgqueue.event_pins p
     WHERE p.ctid IN (SELECT p1.ctid FROM pgqueue.event_pins p1
                      WHERE NOT EXISTS (SELECT 1 FROM pgqueue.runs r WHERE r.id = p1.run_id) LIMIT p_limit);
+    DELETE FROM pgqueue.live_runs l
+    WHERE l.run_id IN (SELECT l1.run_id FROM pgqueue.live_runs l1 WHERE l1.ended_at < v_cutoff LIMIT p_limit);
+    DELETE FROM pgqueue.run_failures f
+    WHERE f.run_id IN (SELECT f1.run_id FROM pgqueue.run_failures f1
+                       WHERE f1.ended_at < v_cutoff AND NOT EXISTS (SELECT 1 FROM pgqueue.runs r WHERE r.id = f1.run_id)
+                       LIMIT p_limit);
+    DELETE FROM pgqueue.run_counts c
+    WHERE (c.minute, c.function_id, c.shard) IN (
+        SELECT c1.minute, c1.function_id, c1.shard FROM pgqueue.run_counts c1
+        WHERE c1.minute < v_cutoff LIMIT p_limit);
     RETURN NEXT;
+END
+$$;
+
+-- pgqueue.history_archive_hi_v1: the upper bound of a table's archive partition.
+CREATE OR REPLACE FUNCTION pgqueue.history_archive_hi_v1(p_table text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''([^'']*)''\)')
+            FROM pg_class c WHERE c.oid = format('pgqueue.%I', p_table || '_archive')::regclass);
 END
 $$;
 
@@ -469,5 +427,53 @@ BEGIN
         LIMIT p_limit);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
+END
+$$;
+
+-- pgqueue.history_backfill_v1: partition sets of `p_width` for older history, from p_starts up to
+-- the oldest set: the archive's upper bound moves down to p_starts first (the archive must hold no
+-- row at or above it). For imports of older events and runs, and for tests that need old data in
+-- sets of its own. Returns how many sets it made.
+CREATE OR REPLACE FUNCTION pgqueue.history_backfill_v1(p_starts timestamptz, p_width interval)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_first timestamptz;
+    v_bound text := pgqueue.ulid_bound_v1(p_starts);
+    v_table text;
+    v_key text;
+    v_at timestamptz;
+    v_made integer := 0;
+    v_any boolean;
+BEGIN
+    SELECT min(h.starts_at) INTO v_first FROM pgqueue.history_partitions h;
+    IF v_first IS NULL OR p_starts >= v_first THEN
+        RETURN 0;
+    END IF;
+    LOCK TABLE pgqueue.events, pgqueue.runs, pgqueue.steps, pgqueue.attempts IN ACCESS EXCLUSIVE MODE;
+    IF pgqueue.history_archive_hi_v1('runs') < pgqueue.ulid_bound_v1(v_first)
+       OR pgqueue.history_archive_hi_v1('events') < pgqueue.ulid_bound_v1(v_first) THEN
+        RAISE EXCEPTION 'history sets have expired: backfill goes below the oldest set ever made only';
+    END IF;
+    FOREACH v_table IN ARRAY ARRAY['events', 'runs', 'steps', 'attempts'] LOOP
+        v_key := CASE WHEN v_table IN ('events', 'runs') THEN 'id' ELSE 'run_id' END;
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM pgqueue.%I WHERE %I >= %L)', v_table || '_archive', v_key, v_bound)
+            INTO v_any;
+        IF v_any THEN
+            RAISE EXCEPTION '%_archive holds rows at or after %: cannot backfill sets there', v_table, p_starts;
+        END IF;
+        EXECUTE format('ALTER TABLE pgqueue.%I DETACH PARTITION pgqueue.%I', v_table, v_table || '_archive');
+        EXECUTE format('ALTER TABLE pgqueue.%I ATTACH PARTITION pgqueue.%I FOR VALUES FROM (MINVALUE) TO (%L)',
+                       v_table, v_table || '_archive', v_bound);
+    END LOOP;
+    v_at := p_starts;
+    WHILE v_at < v_first LOOP
+        PERFORM pgqueue.history_partition_create_v2(v_at, least(v_at + p_width, v_first));
+        v_at := least(v_at + p_width, v_first);
+        v_made := v_made + 1;
+    END LOOP;
+    RETURN v_made;
 END
 $$;

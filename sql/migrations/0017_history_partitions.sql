@@ -6,8 +6,9 @@
 -- ULID prefix of an instant (pgqueue.ulid_bound_v1) and the id itself is the partition key:
 -- `ON CONFLICT (id)`, every lookup by id and every (run_id, step_id) probe still hit one index of
 -- one partition. Retention drops whole partitions (pgqueue.history_expire_v1, sql/functions/
--- history.sql) instead of deleting rows: no WAL per row, no dead tuples, space returned at once.
--- A DEFAULT partition takes ids that are not ULIDs of a covered time (none are made by pgqueue).
+-- history.sql) instead of deleting rows: no WAL per row, no dead tuples, space returned at once;
+-- what it must keep (live runs...) moves into one small ARCHIVE partition below every set. A
+-- DEFAULT partition takes ids that are not ULIDs of a covered time (none are made by pgqueue).
 --
 -- The keys are compared in the "C" collation, whatever the database's default: bounds and ids are
 -- uppercase Crockford base32 of equal length, ordered by their bytes. So is every other column that
@@ -79,17 +80,16 @@ BEGIN
 END
 $$;
 
--- One row per partition set: the four tables' partitions with these bounds. `compacted_at`: the
--- set expired and was rewritten with only the rows retention keeps (live runs, their steps,
--- attempts and events); compacted partitions are small and pruned row by row after that.
+-- One row per partition set: the four tables' partitions with these bounds. `runs_archived_at`:
+-- the set's runs, steps and attempts expired (what retention keeps moved into the archive
+-- partitions, the rest dropped); the row goes when its events have too.
 CREATE TABLE pgqueue.history_partitions (
-    suffix              text PRIMARY KEY,          -- p20261207t0000: the tables are runs_<suffix>, ...
-    lo                  text COLLATE "C" NOT NULL, -- ULID bounds [lo, hi)
-    hi                  text COLLATE "C" NOT NULL,
-    starts_at           timestamptz NOT NULL,
-    ends_at             timestamptz NOT NULL,
-    runs_compacted_at   timestamptz,               -- runs, steps, attempts
-    events_compacted_at timestamptz,
+    suffix            text PRIMARY KEY,            -- p20261207t0000: the tables are runs_<suffix>, ...
+    lo                text COLLATE "C" NOT NULL,   -- ULID bounds [lo, hi)
+    hi                text COLLATE "C" NOT NULL,
+    starts_at         timestamptz NOT NULL,
+    ends_at           timestamptz NOT NULL,
+    runs_archived_at  timestamptz,
     CHECK (lo < hi AND starts_at < ends_at)
 );
 
@@ -118,7 +118,7 @@ BEGIN
         -- History is written once and read rarely: the insert-driven autovacuum freezes each page
         -- while it is recent (freeze_min_age 0), so no anti-wraparound vacuum rewrites a day later.
         EXECUTE format('ALTER TABLE pgqueue.%I SET (autovacuum_freeze_min_age = 0, fillfactor = %s)',
-                       v_table || '_' || v_suffix, CASE v_table WHEN 'runs' THEN 75 ELSE 100 END);
+                       v_table || '_' || v_suffix, CASE v_table WHEN 'runs' THEN 85 ELSE 100 END);
         EXECUTE format('ALTER TABLE pgqueue.%I ATTACH PARTITION pgqueue.%I FOR VALUES FROM (%L) TO (%L)',
                        v_table, v_table || '_' || v_suffix, v_lo, v_hi);
     END LOOP;
@@ -313,10 +313,16 @@ DO $$
 DECLARE
     v_oldest timestamptz;
     v_day timestamptz;
+    v_table text;
 BEGIN
     SELECT least(min(pgqueue.ulid_time_v1(e.id)), now()) INTO v_oldest FROM pgqueue.events_v15 e;
     SELECT least(v_oldest, min(pgqueue.ulid_time_v1(r.id)), now()) INTO v_oldest FROM pgqueue.runs_v15 r;
     v_day := date_trunc('day', coalesce(v_oldest, now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    -- the archive partitions: below every set (what retention keeps of expired sets)
+    FOREACH v_table IN ARRAY ARRAY['events', 'runs', 'steps', 'attempts'] LOOP
+        EXECUTE format('CREATE TABLE pgqueue.%I PARTITION OF pgqueue.%I FOR VALUES FROM (MINVALUE) TO (%L)',
+                       v_table || '_archive', v_table, pgqueue.ulid_bound_v1(v_day));
+    END LOOP;
     WHILE v_day < now() + interval '3 days' LOOP
         PERFORM pgqueue.history_partition_create_v1(v_day, v_day + interval '1 day');
         v_day := v_day + interval '1 day';

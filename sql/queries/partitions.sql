@@ -20,7 +20,7 @@ FROM pgqueue.history_prune_v1(coalesce(%(now)s::timestamptz, now()), make_interv
                               %(limit)s)
 
 -- name: partitions_list
-SELECT suffix, lo, hi, starts_at, ends_at, runs_compacted_at, events_compacted_at
+SELECT suffix, lo, hi, starts_at, ends_at, runs_archived_at
 FROM pgqueue.history_partitions ORDER BY starts_at
 
 -- name: live_runs_reconcile

@@ -1,7 +1,7 @@
 """History in time partitions (migration 0017, sql/functions/history.sql): partitions made ahead,
-whole partitions dropped by retention with everything retention must keep moved aside first, rows
-outside every partition caught by the DEFAULT partitions, and lookups by id that read one
-partition. Against a real PostgreSQL, with ids made at the times the rows claim."""
+whole partitions dropped by retention with everything retention must keep moved into the archive
+partition first, rows outside every partition caught by the DEFAULT partitions, and lookups by id
+that read one partition. Against a real PostgreSQL, with ids made at the times the rows claim."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ class Db:
         return {next(iter(r.values())) for r in self.rows(query, params)}
 
     def partition_set(self, day: datetime) -> str:
-        """The partition set of the UTC day `day` falls in (made if missing)."""
+        """The partition set of the UTC day `day` falls in (made if missing: older days by backfill)."""
         start = day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        self.conn.execute("SELECT pgqueue.history_backfill_v1(%s, interval '1 day')", (start,))
         self.conn.execute("SELECT pgqueue.history_partition_create_v2(%s, %s)", (start, start + DAY))
         return "p" + start.strftime("%Y%m%dt%H%M")
 
@@ -171,8 +172,8 @@ def test_a_lookup_by_id_reads_one_partition_in_a_kept_plan(db: Db, query: str) -
     explain = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE lookup({})")
     plan = "\n".join(r["QUERY PLAN"] for r in db.conn.execute(explain.format(sql.Literal(some_id))).fetchall())
 
-    partitions = db.one("SELECT count(*) AS n FROM pgqueue.history_partitions")["n"]
-    assert f"Subplans Removed: {partitions}" in plan, plan  # every partition but the id's one (+ default)
+    sets = db.one("SELECT count(*) AS n FROM pgqueue.history_partitions")["n"]
+    assert f"Subplans Removed: {sets + 1}" in plan, plan  # every partition but the id's: sets, archive, default
     assert plan.count("Index Scan") + plan.count("Index Only Scan") == 1, plan
     assert "Seq Scan" not in plan, plan
 
@@ -228,30 +229,42 @@ async def test_retention_drops_expired_partitions_and_keeps_what_is_still_needed
                          ([gone_event, live_event, long_event, idem_event, inbox_event, dedupe_event,
                            replayed_event, *lonely],))
     assert kept_events == {live_event, long_event, idem_event, inbox_event, dedupe_event, replayed_event}
-    # the partitions that remain hold only what was kept: the rest went with the old files
-    assert db.one(f"SELECT count(*) AS n FROM pgqueue.runs_{suffix}")["n"] == 3  # type: ignore[arg-type]
-    assert db.one("SELECT runs_compacted_at IS NOT NULL AS r, events_compacted_at IS NOT NULL AS e"
-                  " FROM pgqueue.history_partitions WHERE suffix = %s", (suffix,)) == {"r": True, "e": True}
+    # the set's partitions are gone; what was kept is in the archive, whose bound moved over them
+    assert db.tables(suffix) == set()
+    assert db.ids("SELECT id FROM pgqueue.runs_archive") == {live, long_run, idem}
+    assert db.ids("SELECT run_id FROM pgqueue.steps_archive") == {live, long_run, idem}
+    assert db.rows("SELECT 1 FROM pgqueue.history_partitions WHERE suffix = %s", (suffix,)) == []
 
 
-async def test_a_compacted_partition_is_pruned_as_its_runs_end_and_dropped_when_empty(db: Db) -> None:
+async def test_the_archive_is_pruned_as_its_runs_end(db: Db) -> None:
     now = datetime.now(UTC)
     old = (now - 20 * DAY).replace(hour=12)
-    suffix = db.partition_set(old)
+    db.partition_set(old)
     db.partition_set(old + DAY)
     event = db.event(old)
     live = db.run(old, [event])
     await retention_round(db, now=now)
-    assert db.ids(f"SELECT id FROM pgqueue.runs_{suffix}") == {live}  # type: ignore[arg-type]
+    assert db.ids("SELECT id FROM pgqueue.runs_archive") == {live}
+    assert db.ids("SELECT id FROM pgqueue.events_archive") == {event}
 
     db.end(live, now - 8 * DAY)  # it ended before the window (it lived 12 days)
     pruned = await retention_round(db, now=now)
-    dropped = await retention_round(db, now=now)
 
     assert (pruned.runs_deleted, pruned.events_deleted) == (1, 1)
-    assert [(e.suffix, e.part) for e in dropped.expired] == [(suffix, "dropped")]
-    assert db.tables(suffix) == set()
-    assert db.rows("SELECT 1 FROM pgqueue.history_partitions WHERE suffix = %s", (suffix,)) == []
+    assert db.ids("SELECT id FROM pgqueue.runs_archive") == set()
+    assert db.ids("SELECT run_id FROM pgqueue.steps_archive") == set()
+    assert db.ids("SELECT id FROM pgqueue.events_archive") == set()
+    assert db.ids("SELECT run_id FROM pgqueue.live_runs WHERE run_id = %s", (live,)) == set()
+
+
+def test_each_table_has_its_sets_one_archive_and_one_default_partition(db: Db) -> None:
+    # hot-path statements lock every partition of what they read: their number stays the window's
+    sets = db.one("SELECT count(*) AS n FROM pgqueue.history_partitions")["n"]
+    for table in ("events", "runs", "steps", "attempts"):
+        partitions = db.ids("SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                            " WHERE i.inhparent = %s::regclass", (f"pgqueue.{table}",))
+        assert {f"{table}_archive", f"{table}_default"} <= partitions
+        assert len(partitions) == sets + 2, partitions
 
 
 async def test_an_expiry_gives_up_on_a_busy_table_and_the_next_round_does_it(db: Db) -> None:
@@ -270,7 +283,7 @@ async def test_an_expiry_gives_up_on_a_busy_table_and_the_next_round_does_it(db:
 
     assert busy.expired == () and not busy.done
     assert [(e.suffix, e.part, e.kept) for e in again.expired][:1] == [(suffix, "runs", 0)]
-    assert f"runs_{suffix}" not in db.tables(suffix)
+    assert db.tables(suffix) == set()
 
 
 async def test_dropping_a_partition_writes_as_little_wal_for_many_rows_as_for_few(db: Db) -> None:
@@ -297,5 +310,5 @@ async def test_dropping_a_partition_writes_as_little_wal_for_many_rows_as_for_fe
 
 def test_history_functions_refuse_other_tables(db: Db) -> None:
     with pytest.raises(psycopg.errors.RaiseException, match="not a history table"):
-        db.conn.execute("SELECT pgqueue.history_swap_v1('functions', 'p20000101t0000', 'id', '{}')")
+        db.conn.execute("SELECT pgqueue.history_merge_v1('functions', 'p20000101t0000', 'id', '0', '{}')")
 
