@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -121,9 +122,10 @@ class Settings:
     # Finished runs and old events are deleted after this many days; 0 keeps everything.
     retention_days: float = 7.0
     # Width of the history's time partitions (events, runs, steps, attempts); retention drops whole
-    # partitions. Applies to partitions made from now on. Hot-path statements lock every partition
-    # of a table, so keep retention / width below ~30 (docs/operations.md).
-    partition_hours: float = 24.0
+    # partitions. Applies to partitions made from now on. Unset: a third of the retention window in
+    # whole days (1..31; 30 days when everything is kept). Hot-path statements lock every partition
+    # of a table (PostgreSQL 15): each partition set costs ~3% of the throughput (docs/operations.md).
+    partition_hours: float | None = None
     log_format: str = "text"
     # Behind PgBouncer (transaction mode) or RDS Proxy: no server-side prepared statements, no
     # LISTEN (services poll). The Lambda handlers always set it.
@@ -178,6 +180,15 @@ class Settings:
     # are served on pgqueue's own origin, sandboxed (no script runs). docs/security.md.
     endpoint_output_origin: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def partition_width_hours(self) -> int:
+        """PGQUEUE_PARTITION_HOURS, or a third of the retention window in whole days (1..31)."""
+        if self.partition_hours is not None:
+            return int(self.partition_hours)
+        if self.retention_days <= 0:
+            return 30 * 24
+        return min(31, max(1, math.ceil(self.retention_days / 3))) * 24
 
     @property
     def signing_keys(self) -> tuple[str, ...]:
@@ -259,7 +270,9 @@ class Settings:
             raise ConfigError(
                 f"PGQUEUE_RETENTION_DAYS must be >= 0 (0 keeps everything), got {self.retention_days}"
             )
-        if not 1 <= self.partition_hours <= 744 or self.partition_hours != int(self.partition_hours):
+        if self.partition_hours is not None and (
+            not 1 <= self.partition_hours <= 744 or self.partition_hours != int(self.partition_hours)
+        ):
             raise ConfigError(
                 f"PGQUEUE_PARTITION_HOURS must be a whole number of hours from 1 to 744 (31 days),"
                 f" got {self.partition_hours}"

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 PATHS_PRUNE_INTERVAL_S = 60.0  # pause paths and idle GCRA keys, and history partitions made ahead
-PARTITIONS_AHEAD_S = 2 * 86400.0  # at least; and never fewer than three partitions
+PARTITIONS_AHEAD_S = 86400.0  # at least: a day of maintenance outage costs nothing; and one whole set
 PARTITION_LOCK_TIMEOUT_MS = 2000
 
 
@@ -88,7 +88,7 @@ class Rescuer(LoopService):
     async def make_partitions(self) -> int:
         """History partitions ahead of time (never on the hot path): each set in its own transaction,
         giving up on a busy lock until the next check. Returns how many sets were made."""
-        ahead_s = max(PARTITIONS_AHEAD_S, 3 * self.partition_width_s)
+        ahead_s = max(PARTITIONS_AHEAD_S, self.partition_width_s)
         made = 0
         for _ in range(64):
             try:

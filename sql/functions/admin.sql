@@ -257,16 +257,20 @@ AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
+    -- Nothing here reads all runs: the live ones are listed in live_runs (each probed for its
+    -- status), the ended and started ones counted per minute in run_counts.
     WITH live AS (
         SELECT count(*) FILTER (WHERE r.status = 'queued') AS queued,
                count(*) FILTER (WHERE r.status = 'running') AS running
-        FROM pgqueue.runs r WHERE r.status IN ('queued', 'running')          -- index runs_live
+        FROM pgqueue.live_runs l JOIN pgqueue.runs r ON r.id = l.run_id
+        WHERE l.ended_at IS NULL
     ),
-    ended AS (
-        SELECT count(*) FILTER (WHERE r.status = 'completed') AS completed,
-               count(*) FILTER (WHERE r.status = 'failed') AS failed,
-               count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled
-        FROM pgqueue.runs r WHERE r.ended_at >= now() - interval '1 hour'    -- index runs_ended
+    counted AS (
+        SELECT coalesce(sum(c.completed) FILTER (WHERE c.minute >= now() - interval '1 hour'), 0)::bigint AS completed,
+               coalesce(sum(c.failed) FILTER (WHERE c.minute >= now() - interval '1 hour'), 0)::bigint AS failed,
+               coalesce(sum(c.cancelled) FILTER (WHERE c.minute >= now() - interval '1 hour'), 0)::bigint AS cancelled,
+               coalesce(sum(c.created) FILTER (WHERE c.minute >= now() - interval '5 minutes'), 0)::bigint AS started
+        FROM pgqueue.run_counts c WHERE c.minute >= date_trunc('minute', now() - interval '1 hour')
     ),
     items AS (
         -- work a paused function holds is not due: it waits for the resume, not for a worker
@@ -285,17 +289,17 @@ BEGIN
                count(*) FILTER (WHERE f.archived_at IS NULL AND f.paused_at IS NOT NULL) AS paused
         FROM pgqueue.functions f
     )
-    SELECT live.queued, live.running, ended.completed, ended.failed, ended.cancelled,
-           (SELECT count(*) FROM pgqueue.runs r WHERE r.created_at >= now() - interval '5 minutes'),
+    SELECT live.queued, live.running, counted.completed, counted.failed, counted.cancelled, counted.started,
            items.due, items.scheduled, items.leased, items.expired,
            coalesce(items.oldest_due::double precision, 0),
            (SELECT count(*) FROM pgqueue.pauses p WHERE p.kind <> 'cancel'),
-           (SELECT count(*) FROM pgqueue.events e WHERE e.received_at >= now() - interval '1 hour'),
+           -- the events of the last hour, by id (ids are made when events arrive): an index-only range
+           (SELECT count(*) FROM pgqueue.events e WHERE e.id >= pgqueue.ulid_bound_v1(now() - interval '1 hour')),
            (SELECT count(*) FROM pgqueue.event_inbox),
            (SELECT count(DISTINCT s.run_id) FROM pgqueue.stuck_runs s),
            (SELECT count(*) FROM pgqueue.apps),
            fns.active, fns.paused,
            now()
-    FROM live, ended, items, fns;
+    FROM live, counted, items, fns;
 END
 $$;

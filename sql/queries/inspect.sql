@@ -53,18 +53,28 @@ ORDER BY (f.id::text = %(ref)s) DESC
 LIMIT 1
 
 -- name: inspect_function_run_counts
--- A function's runs per status since a time (index runs_function_created).
+-- A function's live runs by status (live_runs), and its runs that ended since a time by how they
+-- ended (run_counts, per minute): never a count over all of its runs.
 SELECT r.status::text AS status, count(*) AS runs
-FROM pgqueue.runs r
-WHERE r.function_id = %(function_id)s AND r.created_at >= %(since)s
+FROM pgqueue.live_runs l JOIN pgqueue.runs r ON r.id = l.run_id
+WHERE l.function_id = %(function_id)s AND l.ended_at IS NULL
 GROUP BY r.status
+UNION ALL
+SELECT x.status, x.runs FROM (
+    SELECT unnest(ARRAY['completed', 'failed', 'cancelled']) AS status,
+           unnest(ARRAY[sum(c.completed), sum(c.failed), sum(c.cancelled)])::bigint AS runs
+    FROM pgqueue.run_counts c
+    WHERE c.function_id = %(function_id)s AND c.minute >= date_trunc('minute', %(since)s::timestamptz)
+) x WHERE x.runs > 0
 
 -- name: inspect_runs_for_events
--- The runs each of a page of events started (index runs_event_ids).
+-- The runs each of a page of events started: a run's first event by runs_event, the others of a
+-- batch by runs_batch_events (the GIN holds only runs of more than one event).
 SELECT e.event_id, r.id, r.function_id, f.slug AS function_slug, r.status::text AS status,
        r.created_at, r.ended_at
 FROM unnest(%(event_ids)s::text[]) AS e(event_id)
-JOIN pgqueue.runs r ON r.event_ids @> ARRAY[e.event_id]
+JOIN pgqueue.runs r ON r.event_id = e.event_id
+                    OR (cardinality(r.event_ids) > 1 AND r.event_ids @> ARRAY[e.event_id::text])
 JOIN pgqueue.functions f ON f.id = r.function_id
 ORDER BY e.event_id, r.id
 

@@ -56,15 +56,47 @@ WHERE r.id = %(run_id)s
 SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
        r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts
 FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
-WHERE r.event_ids @> ARRAY[%(event_id)s::text]
+-- a run's first event by runs_event, the others of a batch by runs_batch_events
+WHERE r.event_id = %(event_id)s OR (cardinality(r.event_ids) > 1 AND r.event_ids @> ARRAY[%(event_id)s::text])
 ORDER BY r.id
 
 -- name: run_list
+-- Newest first, a page at a time. Live runs are read from live_runs and failed ones from
+-- run_failures (a one-time filter skips the branches the status rules out), everything else by
+-- the runs' own ids, so a page reads about as many runs as it shows; a time range also bounds the
+-- ids (ten minutes' margin for the clocks of the hosts that made them).
+WITH fn AS (
+    SELECT f.id FROM pgqueue.functions f
+    WHERE %(function)s::text IS NOT NULL AND (f.slug = %(function)s OR f.id::text = %(function)s)
+), bounds AS (
+    SELECT coalesce(pgqueue.ulid_bound_v1(%(created_after)s::timestamptz - interval '10 minutes'), '') AS lo,
+           least(coalesce(%(before_id)s::text, '~'),
+                 coalesce(pgqueue.ulid_bound_v1(%(created_before)s::timestamptz + interval '10 minutes'), '~')) AS hi
+), picked AS (
+    (SELECT l.run_id AS id FROM pgqueue.live_runs l JOIN pgqueue.runs r1 ON r1.id = l.run_id, bounds b
+     WHERE %(status)s::text IN ('queued', 'running') AND l.ended_at IS NULL
+       AND l.run_id >= b.lo AND l.run_id < b.hi AND r1.status = %(status)s::pgqueue.run_status
+       AND (%(function)s::text IS NULL OR l.function_id IN (SELECT fn.id FROM fn))
+     ORDER BY l.run_id DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT x.run_id FROM pgqueue.run_failures x, bounds b
+     WHERE %(status)s::text = 'failed' AND x.run_id >= b.lo AND x.run_id < b.hi
+       AND (%(function)s::text IS NULL OR x.function_id IN (SELECT fn.id FROM fn))
+     ORDER BY x.run_id DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT r.id FROM pgqueue.runs r, bounds b
+     WHERE (%(status)s::text IS NULL OR %(status)s::text NOT IN ('queued', 'running', 'failed'))
+       AND r.id >= b.lo AND r.id < b.hi
+       AND (%(status)s::text IS NULL OR r.status = %(status)s::pgqueue.run_status)
+       AND (%(function)s::text IS NULL OR r.function_id IN (SELECT fn.id FROM fn))
+     ORDER BY r.id DESC LIMIT %(limit)s)
+)
 SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
        r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts
-FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+FROM picked p
+JOIN pgqueue.runs r ON r.id = p.id
+JOIN pgqueue.functions f ON f.id = r.function_id
 WHERE (%(status)s::text IS NULL OR r.status = %(status)s::pgqueue.run_status)
-  AND (%(function)s::text IS NULL OR f.slug = %(function)s OR f.id::text = %(function)s)
   AND (%(before_id)s::text IS NULL OR r.id < %(before_id)s)
   AND (%(created_after)s::timestamptz IS NULL OR r.created_at >= %(created_after)s)
   AND (%(created_before)s::timestamptz IS NULL OR r.created_at < %(created_before)s)

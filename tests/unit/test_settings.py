@@ -231,3 +231,24 @@ def test_the_endpoint_output_origin_is_kept_as_an_origin() -> None:
     settings = Settings.from_env({"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": "https://Outputs.Example:8443/"})
     assert settings.output_origin == "https://outputs.example:8443"
     assert Settings.from_env({}).output_origin is None
+
+
+@pytest.mark.parametrize(
+    ("env", "hours"),
+    [
+        ({}, 72),  # a third of the default 7-day window, in whole days
+        ({"PGQUEUE_RETENTION_DAYS": "1"}, 24),
+        ({"PGQUEUE_RETENTION_DAYS": "30"}, 240),
+        ({"PGQUEUE_RETENTION_DAYS": "365"}, 744),  # at most 31 days
+        ({"PGQUEUE_RETENTION_DAYS": "0"}, 720),  # everything kept: monthly sets
+        ({"PGQUEUE_PARTITION_HOURS": "6"}, 6),
+    ],
+)
+def test_the_history_partition_width_follows_the_retention_window(env: dict[str, str], hours: int) -> None:
+    assert Settings.from_env(env).partition_width_hours == hours
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "745"])
+def test_a_partition_width_that_is_not_whole_hours_up_to_31_days_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="PGQUEUE_PARTITION_HOURS"):
+        Settings.from_env({"PGQUEUE_PARTITION_HOURS": value}).validate()
