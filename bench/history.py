@@ -73,6 +73,27 @@ GROUP BY rels.family
 """
 
 
+def postgres_cpu_s(data_dir: str) -> float:
+    """CPU seconds (user + system) of the cluster's postmaster and its live children."""
+    try:
+        postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster or ppid == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def snapshot(url: str) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -83,7 +104,7 @@ def snapshot(url: str) -> dict[str, Any]:
         stats = {r[0]: tuple(int(x) for x in r[1:]) for r in conn.execute(_TABLE_STATS)}
     assert wal is not None and lsn is not None
     return {"records": int(wal[0]), "fpi": int(wal[1]), "wal": int(lsn[0]), "lsn": lsn[1], "data_dir": lsn[2],
-            "sizes": sizes, "stats": stats}
+            "sizes": sizes, "stats": stats, "cpu": postgres_cpu_s(lsn[2])}
 
 
 @contextlib.contextmanager
@@ -165,6 +186,7 @@ def per_run(m: dict[str, Any]) -> dict[str, float]:
     b, a, n = m["before"], m["after"], m["runs"]
     out = {
         "runs/s": m["rate"],
+        "PostgreSQL CPU ms": (a["cpu"] - b["cpu"]) * 1000 / n,
         "WAL bytes": (a["wal"] - b["wal"]) / n,
         "WAL records": (a["records"] - b["records"]) / n,
         "full-page images": (a["fpi"] - b["fpi"]) / n,

@@ -19,7 +19,7 @@ from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration, parse_instant
 from pgqueue.errors import ExpressionError, InvalidInput
 from pgqueue.events.objects import event_object
-from pgqueue.models import QueueItem
+from pgqueue.models import DISCOVERY_STEP, QueueItem
 from pgqueue.protocol.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.queue import backoff
 from pgqueue.runner import starting, timeouts
@@ -377,7 +377,8 @@ class Applier:
         if retry_error is None and len(stored_ids) == 1 and len(outcome.ops) == 1:
             # one step from one call: the call is recorded on the step (pgqueue.calls), as the group
             # commit records it
-            await steps.mark_call(conn, item.run_id, stored_ids[0], started_at)
+            await steps.mark_call(conn, item.run_id, stored_ids[0], started_at,
+                                  planned=item.step_id != DISCOVERY_STEP)
         else:
             await steps.record_attempt(
                 conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 PATHS_PRUNE_INTERVAL_S = 60.0  # pause paths and idle GCRA keys, and history partitions made ahead
-PARTITIONS_AHEAD_S = 86400.0  # at least: a day of maintenance outage costs nothing; and one whole set
+PARTITIONS_AHEAD_S = 86400.0  # a day of a stopped rescuer costs nothing (with sets of 8 hours or more)
 PARTITION_LOCK_TIMEOUT_MS = 2000
 
 
@@ -88,7 +88,8 @@ class Rescuer(LoopService):
     async def make_partitions(self) -> int:
         """History partitions ahead of time (never on the hot path): each set in its own transaction,
         giving up on a busy lock until the next check. Returns how many sets were made."""
-        ahead_s = max(PARTITIONS_AHEAD_S, self.partition_width_s)
+        # every set lies on the hot path (its locks): a day ahead, but at most three sets and at least one
+        ahead_s = max(self.partition_width_s, min(PARTITIONS_AHEAD_S, 3 * self.partition_width_s))
         made = 0
         for _ in range(64):
             try:

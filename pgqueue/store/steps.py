@@ -58,9 +58,11 @@ async def memo_map(conn: Conn, run_id: str) -> dict[str, Any]:
     return dict(row["steps"]) if row else {}
 
 
-async def mark_call(conn: Conn, run_id: str, step_id: str, started_at: datetime) -> None:
-    """Record on a stored step the call that produced it (instead of an attempts row)."""
-    await conn.execute(q("step_mark_call"), {"run_id": run_id, "step_id": step_id, "started_at": started_at})
+async def mark_call(conn: Conn, run_id: str, step_id: str, started_at: datetime, *, planned: bool) -> None:
+    """Record on a stored step the call that produced it (instead of an attempts row); `planned`:
+    the call was the step's own queue item, not a discovery call."""
+    await conn.execute(q("step_mark_call"),
+                       {"run_id": run_id, "step_id": step_id, "started_at": started_at, "planned": planned})
 
 
 async def record_attempt(

@@ -224,7 +224,7 @@ END
 $$;
 
 -- pgqueue.metrics: one row of headline numbers, cheap enough to poll every 15-60 s. Queue figures
--- read the small queue_items table; run counts use the runs_live and runs_ended indexes (0006).
+-- read the small queue_items table; run counts read live_runs and the per-minute run_counts (0017).
 -- /metrics on the server renders this row for Prometheus.
 CREATE OR REPLACE FUNCTION pgqueue.metrics()
 RETURNS TABLE (

@@ -145,11 +145,12 @@ BEGIN
     -- race step. A discovery call that was the run's only pending work goes back to the queue as
     -- that next call (one update instead of a delete and an insert: half the queue's writes for a
     -- run of sequential steps); any other item is deleted.
-    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, started_at)
-    SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt, x.started_at
+    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, started_at, call_planned)
+    SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt, x.started_at,
+           nullif(x.item_step_id <> 'step', false)
     FROM jsonb_to_recordset(p_batch)
          AS x(item_id bigint, run_id text, step_id text, step_name text, memo jsonb, attempt integer,
-              started_at timestamptz)
+              started_at timestamptz, item_step_id text)
     WHERE v_class ->> x.item_id::text = 'step'
     ORDER BY x.item_id;
     SELECT coalesce(array_agg(q.id), '{}') INTO v_reused FROM (

@@ -216,8 +216,10 @@ CREATE TABLE pgqueue.steps (
     attempt     integer NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- the call that returned this step's output started then (NULL: no call, e.g. a signal); the
-    -- call needs no attempts row (pgqueue.calls shows it as one)
+    -- call needs no attempts row (pgqueue.calls shows it as one). call_planned: that call was the
+    -- step's own queue item (a planned, parallel step), not a discovery call (NULL).
     started_at  timestamptz,
+    call_planned boolean,
     CONSTRAINT steps_pkey PRIMARY KEY (run_id, step_id)
 ) PARTITION BY RANGE (run_id);
 
@@ -264,6 +266,7 @@ CREATE TABLE pgqueue.live_runs (
     ended_at     timestamptz
 ) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
         autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX live_runs_function ON pgqueue.live_runs (function_id, run_id);  -- bulk cancel, pause, counts
 
 -- Runs that failed, newest last: what "recent failures" lists, without an index on runs.status
 -- (any index on status would make every run's start and end a non-HOT update).

@@ -9,19 +9,25 @@ ORDER BY (f.id::text = %(ref)s) DESC LIMIT 1
 SELECT id, slug, paused_at, items FROM pgqueue.function_pause_v1(%(id)s, %(paused)s)
 
 -- name: runs_live_in_range
+-- A function's live runs (live_runs), each checked on its run row.
 SELECT r.id, r.event_id, r.event_ids
-FROM pgqueue.runs r
-WHERE r.function_id = %(function_id)s AND r.status IN ('queued', 'running')
+FROM pgqueue.live_runs l JOIN pgqueue.runs r ON r.id = l.run_id
+WHERE l.function_id = %(function_id)s AND l.ended_at IS NULL AND r.status IN ('queued', 'running')
   AND (%(after)s::timestamptz IS NULL OR r.created_at >= %(after)s)
   AND r.created_at < %(before)s
-  AND (%(after_id)s::text IS NULL OR r.id > %(after_id)s)
-ORDER BY r.id
+  AND (%(after_id)s::text IS NULL OR l.run_id > %(after_id)s)
+ORDER BY l.run_id
 LIMIT %(limit)s
 
 -- name: runs_ended_in_range
+-- A function's runs by creation time, read by their ids (runs_function): a time range bounds the
+-- ids, with ten minutes' margin for the clocks of the hosts that made them.
 SELECT r.id, r.function_id, r.event_id, r.event_ids, r.max_attempts
 FROM pgqueue.runs r
-WHERE r.function_id = %(function_id)s AND r.status::text = ANY(%(statuses)s::text[])
+WHERE r.function_id = %(function_id)s
+  AND r.id >= pgqueue.ulid_bound_v1(%(after)s::timestamptz - interval '10 minutes')
+  AND r.id < pgqueue.ulid_bound_v1(%(before)s::timestamptz + interval '10 minutes')
+  AND r.status::text = ANY(%(statuses)s::text[])
   AND r.created_at >= %(after)s AND r.created_at < %(before)s
 ORDER BY r.id
 LIMIT %(limit)s
@@ -56,6 +62,6 @@ WITH d AS (
 SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM k) AS pruned
 
 -- name: runs_live_of_function
-SELECT r.id FROM pgqueue.runs r
-WHERE r.function_id = %(function_id)s AND r.status IN ('queued', 'running')
-ORDER BY r.id LIMIT %(limit)s
+SELECT l.run_id AS id FROM pgqueue.live_runs l
+WHERE l.function_id = %(function_id)s AND l.ended_at IS NULL
+ORDER BY l.run_id LIMIT %(limit)s

@@ -159,14 +159,16 @@ COMMENT ON VIEW pgqueue.recent_failures IS
 -- run_id.
 -- A call that ended in a stored step or in the run's value is recorded on that step (started_at)
 -- or run (final_call_*), not as an attempts row (half a run's writes were attempts rows): those
--- read as step_id 'step' (a discovery call), outcome ok, status 206 or 200, item_id NULL.
+-- read as outcome ok, status 206 or 200, item_id NULL, step_id the step's own (its planned item) or
+-- 'step' (a discovery call).
 -- `seq` orders calls that started at the same time (attempts: their id; the others: negative).
 CREATE OR REPLACE VIEW pgqueue.calls_payload AS
 SELECT t.run_id, t.id AS seq, t.item_id, t.step_id, t.attempt, t.outcome, t.status_code, t.error,
        t.started_at, t.ended_at
 FROM pgqueue.attempts t
 UNION ALL
-SELECT s.run_id, -s.seq, NULL::bigint, 'step'::text, s.attempt, 'ok'::text, 206, NULL::jsonb, s.started_at, s.created_at
+SELECT s.run_id, -s.seq, NULL::bigint, CASE WHEN s.call_planned THEN s.step_id ELSE 'step' END, s.attempt,
+       'ok'::text, 206, NULL::jsonb, s.started_at, s.created_at
 FROM pgqueue.steps s
 WHERE s.started_at IS NOT NULL
 UNION ALL

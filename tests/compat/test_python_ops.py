@@ -66,8 +66,8 @@ def test_group_parallel_race(py_stack: tuple[Server, App]) -> None:
     assert run["output"] == {"results": ["slow", "fast"], "after": "after"}
     for step in ("slow", "fast", "after-race"):
         assert app.count(run["run_id"], step) == 1, step
-    attempts = rows(server.database_url,
-                    "SELECT step_id, outcome FROM pgqueue.attempts WHERE run_id = %s ORDER BY id",
+    attempts = rows(server.database_url,  # every call: attempts, and those recorded with their step or run
+                    "SELECT step_id, outcome FROM pgqueue.calls WHERE run_id = %s ORDER BY started_at, seq",
                     (run["run_id"],))
     assert {a["outcome"] for a in attempts} == {"ok"}, attempts  # the re-planned slow step is no error
     # Race mode: a discovery call after each of the two steps (and the first and the last one).
