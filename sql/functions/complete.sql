@@ -108,7 +108,7 @@ BEGIN
                          count(*) OVER per_step > 1
                          OR t.n + count(*) OVER per_run_ordered > p_max_steps
                          OR t.size + sum(octet_length(x.memo::text)) OVER per_run_ordered > p_max_state_bytes
-                         OR EXISTS (SELECT 1 FROM pgqueue.steps s WHERE s.run_id = x.run_id AND s.step_id = x.step_id))
+                         OR st.stored)
                          THEN 'fallback'
                     ELSE x.kind END AS class
         FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, kind text, step_id text, memo jsonb)
@@ -116,6 +116,10 @@ BEGIN
         -- the run's step count and state size so far: its steps' (a probe of steps_pkey per run)
         CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(s.size), 0) AS size
                             FROM pgqueue.steps s WHERE s.run_id = x.run_id) t
+        -- the step stored already? A probe per element: as an EXISTS in the CASE the plan became a
+        -- hashed subplan that read every stored step of every partition on each batch
+        LEFT JOIN LATERAL (SELECT true AS stored FROM pgqueue.steps s
+                           WHERE s.run_id = x.run_id AND s.step_id = x.step_id LIMIT 1) st ON true
         WINDOW per_run AS (PARTITION BY x.run_id),
                per_step AS (PARTITION BY x.run_id, x.step_id),
                per_run_ordered AS (PARTITION BY x.run_id ORDER BY x.item_id)

@@ -163,6 +163,8 @@ def test_the_group_commit_reads_only_its_runs(conn: psycopg.Connection) -> None:
         complete(conn, leased[:3], "step")
         complete(conn, leased[3:], "done")
         assert scanned(conn) == {}
+        # each run's own steps, probed by key: not every stored step (a hashed subplan read all 5,000)
+        assert fetched(conn, "steps") <= 20, fetched(conn, "steps")
 
 
 def test_the_group_commit_finds_its_leases_by_key_among_many(conn: psycopg.Connection) -> None:
