@@ -50,14 +50,16 @@ ON CONFLICT DO NOTHING;
 _ROWS = """
 WITH t AS (SELECT now() - interval '20 days' AS at),
 ids AS (
-    SELECT n, left(pgqueue.ulid_bound_v1(t.at), 10) || 'E' || lpad(n::text, 15, '0') AS event_id,
-           left(pgqueue.ulid_bound_v1(t.at), 10) || 'R' || lpad(n::text, 15, '0') AS run_id, t.at
+    SELECT n, left(pgqueue.ulid_encode_v1((extract(epoch FROM t.at) * 1000)::bigint, 0), 10) || 'E'
+              || lpad(n::text, 15, '0') AS event_id,
+           left(pgqueue.ulid_encode_v1((extract(epoch FROM t.at) * 1000)::bigint, 0), 10) || 'R'
+              || lpad(n::text, 15, '0') AS run_id, t.at
     FROM t, generate_series(%(first)s, %(last)s) AS n
 ), ev AS (
     INSERT INTO pgqueue.events (id, name, data, ts, received_at)
-    SELECT event_id, 'bench/go', '{"k": 1}', 0, at FROM ids
+    SELECT event_id, 'bench/go', '{"k": 1}'::jsonb, 0, at FROM ids
     UNION ALL
-    SELECT left(event_id, 10) || 'L' || right(event_id, 15), 'bench/lone', '{"k": 2}', 0, at FROM ids
+    SELECT left(event_id, 10) || 'L' || right(event_id, 15), 'bench/lone', '{"k": 2}'::jsonb, 0, at FROM ids
 ), r AS (
     INSERT INTO pgqueue.runs (id, function_id, event_id, event_ids, status, max_attempts, created_at, started_at,
                               ended_at, output)
