@@ -56,6 +56,26 @@ async def function(conn: Conn, ref: str) -> dict[str, Any]:
     return fn
 
 
+async def function_of_app(conn: Conn, app: dict[str, Any], ref: str) -> dict[str, Any]:
+    """A function of `app` named the way Inngest's REST API names it: the id the SDK declares
+    (`long-sleep`); also pgqueue's slug (`<app>-long-sleep`, the composite id the SDK syncs) or the
+    function's UUID."""
+    fn = await store.resolve_function(conn, ref)
+    if fn is None or fn["app_id"] != app["id"]:
+        # The SDKs sync `<app id>-<function id>` as the function's id (pgqueue's slug).
+        in_app = await store.resolve_function(conn, f"{app['name']}-{ref}")
+        if in_app is not None and in_app["app_id"] == app["id"]:
+            return in_app
+    if fn is None:
+        raise NotFound(
+            f"function {ref!r} not found in app {app['name']!r}: give the function's id as the SDK"
+            f" declares it (e.g. 'long-sleep'), its slug ('{app['name']}-long-sleep') or its UUID"
+        )
+    if fn["app_id"] != app["id"]:
+        raise InvalidInput(f"function {ref} does not belong to app {app['name']}")
+    return fn
+
+
 async def set_paused(conn: Conn, ref: str, paused: bool) -> dict[str, Any]:
     """Paused functions store their events but start nothing (cron ticks are skipped too), and
     their queued work is held, not claimed, until they are resumed; calls in flight finish."""
@@ -87,10 +107,11 @@ async def bulk_cancel(
     program = _compile_if(if_expr)
     app = await apps.get_app(conn, app_ref)
     if app is None:
-        raise NotFound(f"app {app_ref} not found")
-    fn = await function(conn, function_ref)
-    if fn["app_id"] != app["id"]:
-        raise InvalidInput(f"function {function_ref} does not belong to app {app_ref}")
+        raise NotFound(
+            f"app {app_ref!r} not found: give the app's id as its SDK client declares it"
+            " (Inngest(app_id=...) in Python, new Inngest({ id }) in JS) or the app's UUID"
+        )
+    fn = await function_of_app(conn, app, function_ref)
     if started_after is not None and started_after >= started_before:
         raise InvalidInput("started_after must be earlier than started_before")
     async with conn.transaction():
