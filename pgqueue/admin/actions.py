@@ -9,11 +9,12 @@ from typing import Any
 from pgqueue import expressions, ids, storable
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
+from pgqueue.events import keys
 from pgqueue.events.objects import event_object
 from pgqueue.models import AppSpec
 from pgqueue.runner import starting
 from pgqueue.runs import transitions
-from pgqueue.store import apps, events, runs
+from pgqueue.store import apps, event_keys, events, runs
 from pgqueue.store import operations as store
 
 BULK_BATCH = 200
@@ -233,3 +234,37 @@ async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, st
 
 async def prune(conn: Conn) -> int:
     return await store.prune_expired_keys(conn)
+
+
+# -- event keys ------------------------------------------------------------------------------------
+
+
+def _key_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip() or len(raw.strip()) > 200:
+        raise InvalidInput("`name` must be a non-empty string of at most 200 characters")
+    return raw.strip()
+
+
+async def create_event_key(conn: Conn, name: Any, event_names: Any = None) -> tuple[dict[str, Any], str]:
+    """A new event key (returned once; only its hash is stored), optionally limited to event names."""
+    key = keys.new_key()
+    row = await event_keys.create(conn, name=_key_name(name), key=key, event_names=keys.event_names(event_names))
+    return row, key
+
+
+async def update_event_key(conn: Conn, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    row = await event_keys.update(
+        conn, key_id, name=_key_name(body["name"]) if "name" in body else None,
+        set_event_names="event_names" in body, event_names=keys.event_names(body.get("event_names")),
+    )
+    if row is None:
+        raise NotFound(f"event key {key_id} not found")
+    return row
+
+
+async def revoke_event_key(conn: Conn, key_id: str) -> dict[str, Any]:
+    """Revoked keys are refused from the next request on, on every process (they are looked up per request)."""
+    row = await event_keys.revoke(conn, key_id)
+    if row is None:
+        raise NotFound(f"event key {key_id} not found")
+    return row
