@@ -1,5 +1,5 @@
-"""Retention: delete finished runs (with their steps and attempts), old events and old bulk
-cancellation records after `PGQUEUE_RETENTION_DAYS`.
+"""Retention: delete finished runs (with their steps and attempts), old events, old bulk
+cancellation records and old webhook deliveries after `PGQUEUE_RETENTION_DAYS`.
 
 Deletes go in small batches, each its own short transaction with `FOR UPDATE SKIP LOCKED`, so the
 pruner never waits on a row the queue is using and never holds locks the queue waits on. Nothing
@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.db.pool import Conn
 from pgqueue.db.queries import q
+from pgqueue.store import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,11 @@ class Retention:
         runs, runs_done = await self._drain(prune_runs, cutoff)
         events, events_done = await self._drain(prune_events, cutoff)
         cancellations, cancellations_done = await self._drain(prune_cancellations, cutoff)
+        deliveries, deliveries_done = await self._drain(webhooks.prune_deliveries, cutoff)
+        cancellations_done = cancellations_done and deliveries_done
+        if deliveries:
+            log.info("retention: deleted %d webhook deliveries older than %s", deliveries,
+                     cutoff.isoformat(timespec="seconds"))
         if runs or events or cancellations:
             log.info(
                 "retention: deleted %d runs, %d events and %d cancellation records older than %s",
