@@ -39,6 +39,7 @@ STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
           "7d": timedelta(days=7)}
 PAGE_SIZE = 50
+MOVED_NOTICE = timedelta(days=7)  # how long the apps page says an app was synced from a new URL
 FLASH_COOKIE = "pgqueue_flash"
 
 
@@ -215,7 +216,8 @@ async def apps_page(request: Request) -> HTMLResponse:
     for fn in functions:
         by_app.setdefault(fn["app_id"], []).append(fn)
     return render(request, "apps.html", session, nav="apps", apps=app_rows, functions=by_app,
-                  flow_control=schemas.flow_control, levels=levels)
+                  flow_control=schemas.flow_control, levels=levels,
+                  moved_since=datetime.now(UTC) - MOVED_NOTICE)
 
 
 @router.get("/functions/{ref}", response_class=HTMLResponse)
