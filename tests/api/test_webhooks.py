@@ -247,3 +247,43 @@ async def test_in_production_a_webhook_url_needs_no_event_key_and_rest_needs_the
     hook = r.json()["data"]
     assert (await deliver(api, hook, b'{"a": 1}')).status_code == 200
     assert_error(await api.client.post("/e/whk_unknown", json={"a": 1}), 401, "Event key not found")
+
+
+def _csrf(html: str) -> str:
+    import re
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+async def test_the_dashboard_creates_fixes_and_redelivers(api: Api) -> None:
+    page = await api.client.get("/webhooks")
+    assert page.status_code == 200 and "No webhooks yet" in page.text
+    token = _csrf(page.text)
+    created = await api.client.post("/ui/webhooks", data={
+        "csrf_token": token, "name": "Dash",
+        "transform": "function transform(evt) { return { name: 'dash/' + evt.kind.trim(), data: evt } }"})
+    assert created.status_code == 201, created.text
+    import re
+    url = re.search(r"(http://[^<\s]+/e/whk_[^<\s]+)", created.text)
+    assert url is not None and "data-created-webhook" in created.text
+    key = url.group(1).rsplit("/", 1)[1]
+    [row] = await api.rows("SELECT id FROM pgqueue.webhooks")
+    hook = {"id": row["id"], "key": key}
+    assert_error(await deliver(api, hook, b'{"n": 1}'), 400, "the transform threw")
+    detail = await api.client.get(f"/webhooks/{row['id']}?outcome=failed")
+    assert 'data-delivery="failed"' in detail.text and "Re-deliver" in detail.text
+    saved = await api.client.post(f"/ui/webhooks/{row['id']}", data={
+        "csrf_token": token, "name": "Dash", "transform": "function transform(evt) { return { name: 'dash/fixed', data: evt } }"})
+    assert saved.status_code == 303
+    [failed] = await deliveries(api, hook, "failed")
+    done = await api.client.post(f"/ui/webhooks/{row['id']}/deliveries/{failed['id']}/redeliver", data={"csrf_token": token})
+    assert done.status_code == 303
+    assert [e["name"] for e in await api.rows("SELECT name FROM pgqueue.events")] == ["dash/fixed"]
+    keys_page = await api.client.get("/event-keys")
+    made = await api.client.post("/ui/event-keys", data={"csrf_token": token, "name": "ui key", "event_names": "dash/*\n"})
+    assert made.status_code == 201 and "evk_" in made.text and "dash/*" in made.text, keys_page.text[:200]
+    [k] = await api.rows("SELECT id FROM pgqueue.event_keys")
+    revoked = await api.client.post(f"/ui/event-keys/{k['id']}/revoke", data={"csrf_token": token})
+    assert revoked.status_code == 303
+    assert 'data-key-state="revoked"' in (await api.client.get("/event-keys")).text
