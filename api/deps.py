@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
-
-from typing import Any
 
 from api import auth
 from api.limits import runs_before_body

@@ -52,8 +52,12 @@ async def blast(url: str, n: int, concurrency: int, *, event_api: bool) -> tuple
 
 def transform_alone(n: int = 2000) -> float:
     budget = transforms.Budget()
-    inputs = {"evt": {"n": 1, "kind": "push"}, "headers": {"Content-Type": "application/json"}, "query": {},
-              "raw": '{"n": 1, "kind": "push"}'}
+    inputs = {
+        "evt": {"n": 1, "kind": "push"},
+        "headers": {"Content-Type": "application/json"},
+        "query": {},
+        "raw": '{"n": 1, "kind": "push"}',
+    }
     start = time.perf_counter()
     for _ in range(n):
         transforms.run_sync(TRIVIAL, inputs, budget)
@@ -69,12 +73,17 @@ def main() -> None:
     args = parser.parse_args()
     with database(args.database_url) as url:
         port = free_port()
-        server = start_process("bench-webhooks", pgqueue_argv("dev", "--port", str(port)),
-                               env={"DATABASE_URL": url, "PGQUEUE_LOG_LEVEL": "warning"},
-                               url=f"http://127.0.0.1:{port}")
+        server = start_process(
+            "bench-webhooks",
+            pgqueue_argv("dev", "--port", str(port)),
+            env={"DATABASE_URL": url, "PGQUEUE_LOG_LEVEL": "warning"},
+            url=f"http://127.0.0.1:{port}",
+        )
         try:
             wait_http(server, "/health")
-            r = httpx.post(f"{server.url}/v1/webhooks", json={"name": "bench", "transform": TRIVIAL}, timeout=30)
+            r = httpx.post(
+                f"{server.url}/v1/webhooks", json={"name": "bench", "transform": TRIVIAL}, timeout=30
+            )
             assert r.status_code == 201, r.text
             hook_url = r.json()["data"]["url"]
             # warm both paths up (connections, plans)
@@ -82,16 +91,22 @@ def main() -> None:
             asyncio.run(blast(hook_url, 200, args.concurrency, event_api=False))
             results: dict[str, list[tuple[float, list[float]]]] = {"POST /e": [], "webhook": []}
             for _ in range(args.rounds):
-                results["POST /e"].append(asyncio.run(
-                    blast(f"{server.url}/e/bench", args.requests, args.concurrency, event_api=True)))
-                results["webhook"].append(asyncio.run(
-                    blast(hook_url, args.requests, args.concurrency, event_api=False)))
+                results["POST /e"].append(
+                    asyncio.run(
+                        blast(f"{server.url}/e/bench", args.requests, args.concurrency, event_api=True)
+                    )
+                )
+                results["webhook"].append(
+                    asyncio.run(blast(hook_url, args.requests, args.concurrency, event_api=False))
+                )
         finally:
             server.terminate()
         settings = pg_settings(url)
-    print(f"PostgreSQL {settings.get('server_version')} (fsync={settings.get('fsync')},"
-          f" synchronous_commit={settings.get('synchronous_commit')}); one `pgqueue dev` process;"
-          f" {args.requests} requests x {args.rounds} rounds, {args.concurrency} in flight, one event each")
+    print(
+        f"PostgreSQL {settings.get('server_version')} (fsync={settings.get('fsync')},"
+        f" synchronous_commit={settings.get('synchronous_commit')}); one `pgqueue dev` process;"
+        f" {args.requests} requests x {args.rounds} rounds, {args.concurrency} in flight, one event each"
+    )
     print(f"{'path':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     rates = {}
     for name, rounds in results.items():
@@ -100,7 +115,9 @@ def main() -> None:
         rates[name] = rate
         print(f"{name:<10}{rate:>10.0f}{pct(lat, 50):>10.1f}{pct(lat, 99):>10.1f}")
     print(f"webhook / POST /e: {rates['webhook'] / rates['POST /e']:.2f}")
-    print(f"the trivial transform alone (fresh QuickJS runtime per call): {transform_alone():.3f} ms per call")
+    print(
+        f"the trivial transform alone (fresh QuickJS runtime per call): {transform_alone():.3f} ms per call"
+    )
 
 
 if __name__ == "__main__":

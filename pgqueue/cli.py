@@ -159,16 +159,19 @@ async def _event_keys(settings: Settings, args: argparse.Namespace) -> int:
     ) as conn:
         if args.action == "create":
             row, key = await actions.create_event_key(conn, args.name, args.events)
-            print(json.dumps({"id": row["id"], "name": row["name"], "event_names": row["event_names"], "key": key}))
+            print(json.dumps({"id": row["id"], "name": row["name"], "event_names": row["event_names"],
+                              "key": key}))
             print("pgqueue: this is the only time the key is shown; store it now", file=sys.stderr)
         elif args.action == "list":
             for row in await event_keys.list_keys(conn, include_revoked=not args.active):
+                revoked = row["revoked_at"].isoformat() if row["revoked_at"] else None
                 print(json.dumps({"id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
-                                  "event_names": row["event_names"], "created_at": row["created_at"].isoformat(),
-                                  "revoked_at": row["revoked_at"].isoformat() if row["revoked_at"] else None}))
+                                  "event_names": row["event_names"],
+                                  "created_at": row["created_at"].isoformat(), "revoked_at": revoked}))
         else:
             row = await actions.revoke_event_key(conn, args.id)
-            print(json.dumps({"id": row["id"], "name": row["name"], "revoked_at": row["revoked_at"].isoformat()}))
+            print(json.dumps({"id": row["id"], "name": row["name"],
+                              "revoked_at": row["revoked_at"].isoformat()}))
     return 0
 
 

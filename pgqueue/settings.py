@@ -278,7 +278,8 @@ class Settings:
                 )
         if self.transform_time_limit_ms > 60_000 or self.transform_memory_mb > 1024:
             raise ConfigError(
-                "PGQUEUE_TRANSFORM_TIME_LIMIT_MS is at most 60000 and PGQUEUE_TRANSFORM_MEMORY_MB at most 1024"
+                "PGQUEUE_TRANSFORM_TIME_LIMIT_MS is at most 60000 and PGQUEUE_TRANSFORM_MEMORY_MB at most"
+                " 1024"
                 f" (got {self.transform_time_limit_ms} and {self.transform_memory_mb}): a transform maps one"
                 " request to events"
             )

@@ -28,8 +28,8 @@ from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
 from pgqueue.events import ingest, signatures, transforms
 from pgqueue.models import DISCOVERY_STEP
 from pgqueue.store import apps, event_keys, events, inspect, runs
-from pgqueue.store import webhooks as webhooks_store
 from pgqueue.store import events as events_store
+from pgqueue.store import webhooks as webhooks_store
 
 log = logging.getLogger("pgqueue.api")
 HERE = Path(__file__).resolve().parent
@@ -548,7 +548,9 @@ def _public_url(request: Request) -> str:
     return (deps.settings(request).public_url or str(request.base_url)).rstrip("/")
 
 
-async def _webhooks_page(request: Request, session: auth.Session, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+async def _webhooks_page(
+    request: Request, session: auth.Session, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
     async with deps.pool(request).connection() as conn:
         rows = await webhooks_store.list_webhooks(conn)
     return render(request, "webhooks.html", session, status_code=status_code, nav="webhooks", webhooks=rows,
@@ -567,7 +569,9 @@ async def create_webhook(request: Request) -> Response:
     try:
         async with deps.pool(request).connection() as conn:
             row, key = await webhook_actions.create(
-                conn, deps.settings(request), {"name": form.get("name", ""), "transform": form.get("transform") or None})
+                conn, deps.settings(request),
+                {"name": form.get("name", ""), "transform": form.get("transform") or None},
+            )
     except PgQueueError as exc:
         return _done(form, "/webhooks", "error", exc.message)
     # Rendered, not redirected: the URL is shown once and never goes into a cookie.
@@ -583,8 +587,9 @@ async def _webhook_page(request: Request, webhook_id: str, session: auth.Session
             return render(request, "missing.html", session, status_code=404, nav="webhooks", what="webhook",
                           ref=webhook_id)
         rows = await webhooks_store.list_deliveries(conn, webhook_id, outcome=outcome, limit=PAGE_SIZE)
-    return render(request, "webhook.html", session, nav="webhooks", webhook=row, deliveries=rows, outcome=outcome,
-                  outcomes=("accepted", "failed", "refused", "redelivered"), schemes=signatures.SCHEMES, **ctx)
+    return render(request, "webhook.html", session, nav="webhooks", webhook=row, deliveries=rows,
+                  outcome=outcome, outcomes=("accepted", "failed", "refused", "redelivered"),
+                  schemes=signatures.SCHEMES, **ctx)
 
 
 @router.get("/webhooks/{webhook_id}", response_class=HTMLResponse)
@@ -598,10 +603,12 @@ async def update_webhook(webhook_id: str, request: Request) -> Response:
     try:
         async with deps.pool(request).connection() as conn:
             await webhook_actions.update(conn, deps.settings(request), webhook_id,
-                                         {"name": form.get("name", ""), "transform": form.get("transform", "")})
+                                         {"name": form.get("name", ""),
+                                          "transform": form.get("transform", "")})
     except PgQueueError as exc:
         return _done(form, f"/webhooks/{webhook_id}", "error", exc.message)
-    return _done(form, f"/webhooks/{webhook_id}", "ok", "Webhook saved: the next delivery runs the new transform.")
+    return _done(form, f"/webhooks/{webhook_id}", "ok",
+                 "Webhook saved: the next delivery runs the new transform.")
 
 
 @router.post("/ui/webhooks/{webhook_id}/verify")
@@ -659,7 +666,9 @@ async def redeliver(webhook_id: str, delivery_id: str, request: Request) -> Resp
                  f"Re-delivered: {len(delivery.events)} event(s) stored.")
 
 
-async def _keys_page(request: Request, session: auth.Session, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+async def _keys_page(
+    request: Request, session: auth.Session, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
     async with deps.pool(request).connection() as conn:
         rows = await event_keys.list_keys(conn)
     return render(request, "event_keys.html", session, status_code=status_code, nav="keys", keys=rows,

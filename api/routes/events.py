@@ -101,7 +101,8 @@ async def send_events(event_key: str, request: Request) -> JSONResponse:
 
 
 async def receive_webhook(request: Request, webhook: dict[str, Any], started_ns: int) -> JSONResponse:
-    """A delivery to a webhook's URL: its transform turns the request into events (pgqueue/admin/webhook_actions.py).
+    """A delivery to a webhook's URL: its transform turns the request into events
+    (pgqueue/admin/webhook_actions.py).
     Answers as POST /e does, or 4xx with the reason; the delivery is recorded either way."""
     cfg = deps.settings(request)
     limit = limits.webhook_body_bytes(cfg)

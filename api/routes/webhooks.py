@@ -125,8 +125,11 @@ async def get_webhook(webhook_id: str, request: Request) -> JSONResponse:
     return JSONResponse({"data": webhook_json(row, request)})
 
 
-@router.patch("/v1/webhooks/{webhook_id}", tags=["webhooks"],
-              summary="Change a webhook's name, transform or signature verification")
+@router.patch(
+    "/v1/webhooks/{webhook_id}",
+    tags=["webhooks"],
+    summary="Change a webhook's name, transform or signature verification",
+)
 async def update_webhook(webhook_id: str, request: Request) -> JSONResponse:
     body = await json_object(request)
     async with deps.pool(request).connection() as conn:
@@ -134,8 +137,11 @@ async def update_webhook(webhook_id: str, request: Request) -> JSONResponse:
     return JSONResponse({"data": webhook_json(row, request)})
 
 
-@router.post("/v1/webhooks/{webhook_id}/rotate-key", tags=["webhooks"],
-             summary="Give a webhook a new URL (the old one stops working)")
+@router.post(
+    "/v1/webhooks/{webhook_id}/rotate-key",
+    tags=["webhooks"],
+    summary="Give a webhook a new URL (the old one stops working)",
+)
 async def rotate_webhook_key(webhook_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         row, key = await webhook_actions.rotate_key(conn, webhook_id)
@@ -152,7 +158,10 @@ async def delete_webhook(webhook_id: str, request: Request) -> JSONResponse:
 
 @router.get("/v1/webhooks/{webhook_id}/deliveries", tags=["webhooks"], summary="List a webhook's deliveries")
 async def list_deliveries(
-    webhook_id: str, request: Request, outcome: str | None = None, cursor: str | None = None,
+    webhook_id: str,
+    request: Request,
+    outcome: str | None = None,
+    cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> JSONResponse:
     if outcome is not None and outcome not in OUTCOMES:
@@ -160,12 +169,19 @@ async def list_deliveries(
     async with deps.pool(request).connection() as conn:
         await _webhook(conn, webhook_id)
         rows = await store.list_deliveries(conn, webhook_id, outcome=outcome, before_id=cursor, limit=limit)
-    return JSONResponse({"data": [delivery_json(r) for r in rows],
-                         "metadata": {"cursor": rows[-1]["id"] if len(rows) == limit else None}})
+    return JSONResponse(
+        {
+            "data": [delivery_json(r) for r in rows],
+            "metadata": {"cursor": rows[-1]["id"] if len(rows) == limit else None},
+        }
+    )
 
 
-@router.get("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}", tags=["webhooks"],
-            summary="Get a delivery with its kept request")
+@router.get(
+    "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}",
+    tags=["webhooks"],
+    summary="Get a delivery with its kept request",
+)
 async def get_delivery(webhook_id: str, delivery_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         row = await store.get_delivery(conn, webhook_id, delivery_id)
@@ -174,14 +190,24 @@ async def get_delivery(webhook_id: str, delivery_id: str, request: Request) -> J
     return JSONResponse({"data": delivery_json(row, full=True)})
 
 
-@router.post("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", tags=["webhooks"],
-             summary="Run a failed delivery through the current transform again")
+@router.post(
+    "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    tags=["webhooks"],
+    summary="Run a failed delivery through the current transform again",
+)
 async def redeliver(webhook_id: str, delivery_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         delivery = await webhook_actions.redeliver(conn, deps.settings(request), webhook_id, delivery_id)
     await wake(request, delivery.queued)
-    return JSONResponse({"data": {"delivery_id": delivery.delivery_id, "redelivery_of": delivery_id,
-                                  "ids": [e.id for e in delivery.events]}})
+    return JSONResponse(
+        {
+            "data": {
+                "delivery_id": delivery.delivery_id,
+                "redelivery_of": delivery_id,
+                "ids": [e.id for e in delivery.events],
+            }
+        }
+    )
 
 
 # -- event keys ------------------------------------------------------------------------------------
@@ -202,7 +228,9 @@ async def list_event_keys(request: Request, include_revoked: bool = True) -> JSO
     return JSONResponse({"data": [event_key_json(r) for r in rows]})
 
 
-@router.patch("/v1/event-keys/{key_id}", tags=["event keys"], summary="Rename an event key or change its filter")
+@router.patch(
+    "/v1/event-keys/{key_id}", tags=["event keys"], summary="Rename an event key or change its filter"
+)
 async def update_event_key(key_id: str, request: Request) -> JSONResponse:
     body = await json_object(request)
     async with deps.pool(request).connection() as conn:

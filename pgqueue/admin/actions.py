@@ -248,7 +248,8 @@ def _key_name(raw: Any) -> str:
 async def create_event_key(conn: Conn, name: Any, event_names: Any = None) -> tuple[dict[str, Any], str]:
     """A new event key (returned once; only its hash is stored), optionally limited to event names."""
     key = keys.new_key()
-    row = await event_keys.create(conn, name=_key_name(name), key=key, event_names=keys.event_names(event_names))
+    row = await event_keys.create(conn, name=_key_name(name), key=key,
+                                  event_names=keys.event_names(event_names))
     return row, key
 
 
@@ -263,7 +264,8 @@ async def update_event_key(conn: Conn, key_id: str, body: dict[str, Any]) -> dic
 
 
 async def revoke_event_key(conn: Conn, key_id: str) -> dict[str, Any]:
-    """Revoked keys are refused from the next request on, on every process (they are looked up per request)."""
+    """Revoked keys are refused from the next request on, on every process (each request looks its
+    key up)."""
     row = await event_keys.revoke(conn, key_id)
     if row is None:
         raise NotFound(f"event key {key_id} not found")

@@ -33,7 +33,7 @@ def _name(raw: Any) -> str:
 
 def _verification(raw: Any, settings: Settings) -> tuple[dict[str, Any], str]:
     if not isinstance(raw, dict):
-        raise InvalidInput("`verify` must be an object like {\"scheme\": \"github\", \"secret\": \"...\"} or null")
+        raise InvalidInput('`verify` must be an object like {"scheme": "github", "secret": "..."} or null')
     verification = signatures.Verification.from_json(raw)
     signatures.check_secret(verification, raw.get("secret"))
     return verification.to_json(), secrets.seal(str(raw["secret"]), settings.signing_keys)
@@ -66,8 +66,9 @@ async def update(conn: Conn, settings: Settings, webhook_id: str, body: dict[str
     verify, sealed = (None, None)
     if set_verify and body["verify"] is not None:
         verify, sealed = _verification(body["verify"], settings)
-    row = await store.update(conn, webhook_id, name=name, transform=source, set_verify=set_verify, verify=verify,
-                             secret_enc=sealed)
+    row = await store.update(
+        conn, webhook_id, name=name, transform=source, set_verify=set_verify, verify=verify, secret_enc=sealed
+    )
     if row is None:
         raise NotFound(f"webhook {webhook_id} not found")
     return row
@@ -99,9 +100,17 @@ class Delivery:
 async def refuse(conn: Conn, webhook: dict[str, Any], delivery: Delivery, error: PgQueueError) -> None:
     """Record a refused delivery (bad signature, too large): its headers, never its body."""
     await store.record_delivery(
-        conn, webhook["id"], outcome="refused", status_code=error.status, error=error.message,
-        method=delivery.method, content_type=delivery.content_type, headers=deliveries.kept_headers(delivery.headers),
-        query=delivery.query, body=None, body_bytes=len(delivery.body),
+        conn,
+        webhook["id"],
+        outcome="refused",
+        status_code=error.status,
+        error=error.message,
+        method=delivery.method,
+        content_type=delivery.content_type,
+        headers=deliveries.kept_headers(delivery.headers),
+        query=delivery.query,
+        body=None,
+        body_bytes=len(delivery.body),
     )
 
 
@@ -120,12 +129,17 @@ def check_signature(webhook: dict[str, Any], settings: Settings, delivery: Deliv
 
 
 async def transform(webhook: dict[str, Any], settings: Settings, delivery: Delivery) -> list[Event]:
-    inputs = deliveries.transform_inputs(delivery.body, delivery.content_type, delivery.headers, delivery.query)
-    budget = transforms.Budget(time_s=settings.transform_time_limit_ms / 1000,
-                               memory_bytes=settings.transform_memory_mb * transforms.MiB)
+    inputs = deliveries.transform_inputs(
+        delivery.body, delivery.content_type, delivery.headers, delivery.query
+    )
+    budget = transforms.Budget(
+        time_s=settings.transform_time_limit_ms / 1000,
+        memory_bytes=settings.transform_memory_mb * transforms.MiB,
+    )
     result = await transforms.run(webhook["transform"], inputs, budget)
-    return deliveries.events_from(result, max_event_bytes=settings.max_event_bytes,
-                                max_events=settings.max_events_per_request)
+    return deliveries.events_from(
+        result, max_event_bytes=settings.max_event_bytes, max_events=settings.max_events_per_request
+    )
 
 
 async def deliver(conn: Conn, webhook: dict[str, Any], settings: Settings, delivery: Delivery) -> Delivery:
@@ -140,14 +154,28 @@ async def deliver(conn: Conn, webhook: dict[str, Any], settings: Settings, deliv
         delivery.events = await transform(webhook, settings, delivery)
     except InvalidInput as exc:  # TransformFailed, PayloadTooLarge, a body that is not JSON/UTF-8
         await store.record_delivery(
-            conn, webhook["id"], outcome="failed", status_code=exc.status, error=exc.message, method=delivery.method,
-            content_type=delivery.content_type, headers=deliveries.kept_headers(delivery.headers),
-            query=delivery.query, body=delivery.body, body_bytes=len(delivery.body),
+            conn,
+            webhook["id"],
+            outcome="failed",
+            status_code=exc.status,
+            error=exc.message,
+            method=delivery.method,
+            content_type=delivery.content_type,
+            headers=deliveries.kept_headers(delivery.headers),
+            query=delivery.query,
+            body=delivery.body,
+            body_bytes=len(delivery.body),
         )
         raise
     delivery.delivery_id, delivery.queued = await store.accept_delivery(
-        conn, webhook["id"], delivery.events, method=delivery.method, content_type=delivery.content_type,
-        headers=deliveries.kept_headers(delivery.headers), query=delivery.query, body_bytes=len(delivery.body),
+        conn,
+        webhook["id"],
+        delivery.events,
+        method=delivery.method,
+        content_type=delivery.content_type,
+        headers=deliveries.kept_headers(delivery.headers),
+        query=delivery.query,
+        body_bytes=len(delivery.body),
     )
     return delivery
 
@@ -166,11 +194,17 @@ async def redeliver(conn: Conn, settings: Settings, webhook_id: str, delivery_id
             raise NotFound(f"delivery {delivery_id} of webhook {webhook_id} not found")
         if kept["outcome"] != "failed" or kept["body"] is None:
             raise InvalidInput(
-                f"delivery {delivery_id} is {kept['outcome']}: only a failed delivery (whose request was kept)"
+                f"delivery {delivery_id} is {kept['outcome']}: only a failed delivery"
+                " (whose request was kept)"
                 " can be re-delivered"
             )
-        delivery = Delivery(body=bytes(kept["body"]), content_type=kept["content_type"], headers=kept["headers"],
-                            query=kept["query"], method=kept["method"])
+        delivery = Delivery(
+            body=bytes(kept["body"]),
+            content_type=kept["content_type"],
+            headers=kept["headers"],
+            query=kept["query"],
+            method=kept["method"],
+        )
         try:
             delivery.events = await transform(webhook, settings, delivery)
         except InvalidInput as exc:
@@ -179,8 +213,14 @@ async def redeliver(conn: Conn, settings: Settings, webhook_id: str, delivery_id
         else:
             failed = None
             delivery.delivery_id, delivery.queued = await store.accept_delivery(
-                conn, webhook_id, delivery.events, method=delivery.method, content_type=delivery.content_type,
-                headers=kept["headers"], query=kept["query"], body_bytes=kept["body_bytes"],
+                conn,
+                webhook_id,
+                delivery.events,
+                method=delivery.method,
+                content_type=delivery.content_type,
+                headers=kept["headers"],
+                query=kept["query"],
+                body_bytes=kept["body_bytes"],
                 redelivery_of=delivery_id,
             )
     if failed is not None:
@@ -190,5 +230,6 @@ async def redeliver(conn: Conn, settings: Settings, webhook_id: str, delivery_id
 
 def too_large(limit: int, declared: int | None) -> PayloadTooLarge:
     size = f"{declared} bytes" if declared is not None else "over the limit"
-    return PayloadTooLarge(f"the delivery's body is {size}; a webhook takes at most {limit} bytes"
-                           " (PGQUEUE_MAX_EVENT_BYTES x 4)")
+    return PayloadTooLarge(
+        f"the delivery's body is {size}; a webhook takes at most {limit} bytes (PGQUEUE_MAX_EVENT_BYTES x 4)"
+    )

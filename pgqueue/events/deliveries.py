@@ -85,7 +85,9 @@ def transform_inputs(
             evt = ingest.parse_body(body)
         except InvalidInput:
             if media == "application/json" or media.endswith("+json"):
-                raise InvalidInput("the delivery's body is not valid JSON (its Content-Type says JSON)") from None
+                raise InvalidInput(
+                    "the delivery's body is not valid JSON (its Content-Type says JSON)"
+                ) from None
             evt = None  # XML, plain text...: the transform reads `raw`
     problem = ingest.unstorable(evt)
     if problem:
@@ -99,11 +101,15 @@ def events_from(result: Any, *, max_event_bytes: int, max_events: int) -> list[E
     items = result if isinstance(result, list) else [result]
     if not isinstance(result, list | dict):
         kind = "null" if result is None else type(result).__name__
-        raise TransformFailed(f"the transform returned {kind}: return an event {{name, data}} or an array of events")
+        raise TransformFailed(
+            f"the transform returned {kind}: return an event {{name, data}} or an array of events"
+        )
     if len(items) > max_events:
         raise PayloadTooLarge(f"the transform returned {len(items)} events; the limit is {max_events}")
     try:
-        normalised = [ingest.normalise_event(r, i, max_event_bytes=max_event_bytes) for i, r in enumerate(items)]
+        normalised = [
+            ingest.normalise_event(r, i, max_event_bytes=max_event_bytes) for i, r in enumerate(items)
+        ]
     except PayloadTooLarge as exc:
         raise PayloadTooLarge(f"the transform's {exc.message}") from None
     except InvalidInput as exc:

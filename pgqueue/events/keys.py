@@ -24,14 +24,20 @@ def event_names(raw: Any) -> list[str] | None:
     if raw is None:
         return None
     if not isinstance(raw, list) or not raw or len(raw) > MAX_FILTERS:
-        raise InvalidInput(f"`event_names` must be null (any event) or a list of 1 to {MAX_FILTERS} event names")
+        raise InvalidInput(
+            f"`event_names` must be null (any event) or a list of 1 to {MAX_FILTERS} event names"
+        )
     out: list[str] = []
     for name in raw:
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
-            raise InvalidInput(f"`event_names` holds event names (strings of 1 to {MAX_NAME_LENGTH} characters)")
+            raise InvalidInput(
+                f"`event_names` holds event names (strings of 1 to {MAX_NAME_LENGTH} characters)"
+            )
         name = name.strip()
         if "*" in name and not (name.endswith(("/*", ".*")) and name.count("*") == 1):
-            raise InvalidInput(f"`event_names`: {name!r} may only end in a wildcard after / or . (like shop/*)")
+            raise InvalidInput(
+                f"`event_names`: {name!r} may only end in a wildcard after / or . (like shop/*)"
+            )
         out.append(name)
     return out
 

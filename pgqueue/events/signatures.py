@@ -50,11 +50,19 @@ class Verification:
         if scheme not in SCHEMES:
             raise InvalidInput(f"`verify.scheme` must be one of {', '.join(SCHEMES)}, got {scheme!r}")
         header = raw.get("header")
-        if header is not None and (not isinstance(header, str) or not header.strip() or scheme != "hmac-sha256"):
+        if header is not None and (
+            not isinstance(header, str) or not header.strip() or scheme != "hmac-sha256"
+        ):
             raise InvalidInput("`verify.header` is a header name, and only for the hmac-sha256 scheme")
         tolerance = raw.get("tolerance_s", DEFAULT_TOLERANCE_S)
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int) or not 1 <= tolerance <= MAX_TOLERANCE_S:
-            raise InvalidInput(f"`verify.tolerance_s` must be a whole number of seconds from 1 to {MAX_TOLERANCE_S}")
+        if (
+            isinstance(tolerance, bool)
+            or not isinstance(tolerance, int)
+            or not 1 <= tolerance <= MAX_TOLERANCE_S
+        ):
+            raise InvalidInput(
+                f"`verify.tolerance_s` must be a whole number of seconds from 1 to {MAX_TOLERANCE_S}"
+            )
         return cls(scheme, header.strip() if isinstance(header, str) else None, tolerance)
 
 
@@ -111,7 +119,12 @@ def _timely(ts_text: str, tolerance_s: int, now: float, what: str) -> None:
 
 
 def verify(
-    verification: Verification, key: bytes, body: bytes, headers: Mapping[str, str], *, now: float | None = None
+    verification: Verification,
+    key: bytes,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
 ) -> None:
     """Raise Unauthorized (401) naming what is wrong, or return when the signature holds.
     `headers` are looked up case-insensitively (pass lower-cased names)."""
@@ -160,7 +173,9 @@ def verify(
                 " svix-id, svix-timestamp, svix-signature also accepted)"
             )
         expected = _hmac(key, f"{msg_id}.{stamp}.".encode() + body)
-        signatures = [d for entry in value.split() if entry.startswith("v1,") and (d := _b64(entry[3:])) is not None]
+        signatures = [
+            d for entry in value.split() if entry.startswith("v1,") and (d := _b64(entry[3:])) is not None
+        ]
         if not _any_equal(expected, signatures):
             raise Unauthorized(f"{prefix}signature does not match the body: check the webhook's secret")
         _timely(stamp, verification.tolerance_s, now, f"{prefix}timestamp")

@@ -100,12 +100,16 @@ def _reason(exc: BaseException, budget: Budget) -> str:
     if isinstance(exc, quickjs.StackOverflow) or "stack size exceeded" in first:
         return "the transform exceeded its stack (recursion too deep)"
     if "interrupted" in first:
-        return (f"the transform ran past its time budget of {budget.time_s * 1000:g} ms"
-                " (an endless loop?) and was stopped")
+        return (
+            f"the transform ran past its time budget of {budget.time_s * 1000:g} ms"
+            " (an endless loop?) and was stopped"
+        )
     if "out of memory" in first or first == "null":
         # `null`: memory ran out while the engine built the error itself
         return f"the transform used more than its memory budget of {budget.memory_bytes // MiB} MiB"
-    where = next((line.strip() for line in text.splitlines()[1:] if line.strip().startswith("at transform")), "")
+    where = next(
+        (line.strip() for line in text.splitlines()[1:] if line.strip().startswith("at transform")), ""
+    )
     return f"the transform threw {first}" + (f" ({where})" if where else "")
 
 
@@ -113,7 +117,10 @@ def check_source(source: str) -> None:
     """Refuse a transform that does not compile or defines no `transform` function (at create and
     update, so a webhook never starts out failing every delivery for a typo)."""
     if not isinstance(source, str) or not source.strip():
-        raise InvalidInput("`transform` must be JavaScript source defining function transform(evt, headers, queryParams, raw)")
+        raise InvalidInput(
+            "`transform` must be JavaScript source defining"
+            " function transform(evt, headers, queryParams, raw)"
+        )
     if len(source) > MAX_SOURCE_CHARS:
         raise InvalidInput(f"`transform` is longer than {MAX_SOURCE_CHARS} characters")
 
@@ -145,7 +152,9 @@ def run_sync(source: str, inputs: dict[str, Any], budget: Budget) -> Any:
     except (quickjs.JSException, quickjs.StackOverflow) as exc:
         raise TransformFailed(_reason(exc, budget)) from None
     if out == "undefined":
-        raise TransformFailed("the transform returned undefined: return an event {name, data} or an array of events")
+        raise TransformFailed(
+            "the transform returned undefined: return an event {name, data} or an array of events"
+        )
     try:
         return json.loads(out)
     except (TypeError, ValueError):

@@ -12,21 +12,38 @@ from pgqueue.store.webhooks import key_hash
 
 
 async def create(conn: Conn, *, name: str, key: str, event_names: Sequence[str] | None) -> dict[str, Any]:
-    cur = await conn.execute(q("event_key_create"), {
-        "id": ids.new_ulid(), "name": name, "key_hash": key_hash(key), "key_prefix": key[:8],
-        "event_names": list(event_names) if event_names is not None else None,
-    })
+    cur = await conn.execute(
+        q("event_key_create"),
+        {
+            "id": ids.new_ulid(),
+            "name": name,
+            "key_hash": key_hash(key),
+            "key_prefix": key[:8],
+            "event_names": list(event_names) if event_names is not None else None,
+        },
+    )
     row = await cur.fetchone()
     assert row is not None
     return row
 
 
-async def update(conn: Conn, key_id: str, *, name: str | None = None, set_event_names: bool = False,
-                 event_names: Sequence[str] | None = None) -> dict[str, Any] | None:
-    cur = await conn.execute(q("event_key_update"), {
-        "id": key_id, "name": name, "set_event_names": set_event_names,
-        "event_names": list(event_names) if event_names is not None else None,
-    })
+async def update(
+    conn: Conn,
+    key_id: str,
+    *,
+    name: str | None = None,
+    set_event_names: bool = False,
+    event_names: Sequence[str] | None = None,
+) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        q("event_key_update"),
+        {
+            "id": key_id,
+            "name": name,
+            "set_event_names": set_event_names,
+            "event_names": list(event_names) if event_names is not None else None,
+        },
+    )
     return await cur.fetchone()
 
 

@@ -90,13 +90,15 @@ async def test_bulk_cancel_takes_inngests_shape_and_the_slug(client: tuple[httpx
     fn_uuid = r.json()["data"]["function_id"]
     for ref in ("ctl-work", fn_uuid):
         [run_id] = await _runs_for(c, app, [{"name": "ctl/work"}])
-        r = await c.post("/v1/cancellations", json={"app_id": "ctl", "function_id": ref, "started_before": later})
+        r = await c.post("/v1/cancellations",
+                         json={"app_id": "ctl", "function_id": ref, "started_before": later})
         assert r.status_code == 201 and r.json()["data"]["cancelled"] == 1, (ref, r.text)
         assert (await c.get(f"/v1/runs/{run_id}")).json()["data"]["status"] == "Cancelled"
     missing = await c.post("/v1/cancellations", json={"app_id": "ctl", "function_id": "long-sleep"})
     assert missing.status_code == 404
     message = missing.json()["error"]
-    assert "'long-sleep' not found in app 'ctl'" in message and "'ctl-long-sleep'" in message and "UUID" in message
+    assert "'long-sleep' not found in app 'ctl'" in message
+    assert "'ctl-long-sleep'" in message and "UUID" in message
     no_app = await c.post("/v1/cancellations", json={"app_id": "shop", "function_id": "work"})
     assert no_app.status_code == 404 and "app 'shop' not found" in no_app.json()["error"]
 

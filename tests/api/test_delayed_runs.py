@@ -19,7 +19,9 @@ async def _register(api: Api, **extra: object) -> None:
 async def _first_call(api: Api, run_id: str) -> dict[str, object]:
     [item] = await api.rows(
         "SELECT kind, step_id, state::text AS state, extract(epoch FROM run_at) * 1000 AS run_at_ms"
-        " FROM pgqueue.queue_items WHERE run_id = %s AND kind = 'call'", (run_id,))
+        " FROM pgqueue.queue_items WHERE run_id = %s AND kind = 'call'",
+        (run_id,),
+    )
     return item
 
 
@@ -43,8 +45,9 @@ async def test_a_future_ts_creates_the_run_now_and_schedules_its_first_call_for_
 async def test_a_past_or_absent_ts_starts_at_once(api: Api) -> None:
     await _register(api)
     now_ms = time.time() * 1000
-    r = await api.client.post("/e/key", json=[{"name": "shop/remind", "ts": int(now_ms) - 3_600_000},
-                                              {"name": "shop/remind"}])
+    r = await api.client.post(
+        "/e/key", json=[{"name": "shop/remind", "ts": int(now_ms) - 3_600_000}, {"name": "shop/remind"}]
+    )
     assert r.status_code == 200, r.text
     await Runner(api.app.state.pool, wakeup=Wakeup()).drain()
     for event_id in r.json()["ids"]:
@@ -61,7 +64,9 @@ async def test_timeouts_start_counts_from_ts(api: Api) -> None:
     [run] = (await api.client.get(f"/v1/events/{r.json()['ids'][0]}/runs")).json()["data"]
     [timeout] = await api.rows(
         "SELECT extract(epoch FROM run_at) * 1000 AS run_at_ms FROM pgqueue.queue_items"
-        " WHERE run_id = %s AND step_id = '$start-timeout'", (run["run_id"],))
+        " WHERE run_id = %s AND step_id = '$start-timeout'",
+        (run["run_id"],),
+    )
     assert abs(float(timeout["run_at_ms"]) - (ts + 10_000)) < 1_000
 
 

@@ -22,8 +22,13 @@ async def test_create_use_limit_and_revoke_a_key_without_a_restart(make_api: Api
     assert (await _send(api, key, "shop/order.created")).status_code == 200
     assert (await _send(api, EVENT_KEY, "shop/order.created")).status_code == 200  # the environment's key too
 
-    limited = (await api.client.post("/v1/event-keys", headers=BEARER, json={
-        "name": "orders only", "event_names": ["shop/order.*", "billing/paid"]})).json()["data"]
+    limited = (
+        await api.client.post(
+            "/v1/event-keys",
+            headers=BEARER,
+            json={"name": "orders only", "event_names": ["shop/order.*", "billing/paid"]},
+        )
+    ).json()["data"]
     assert (await _send(api, limited["key"], "shop/order.created", "billing/paid")).status_code == 200
     before = await api.counts()
     refused = await _send(api, limited["key"], "shop/order.created", "user/deleted")
@@ -36,8 +41,9 @@ async def test_create_use_limit_and_revoke_a_key_without_a_restart(make_api: Api
     stored = await api.rows("SELECT row_to_json(k)::text AS text FROM pgqueue.event_keys k")
     assert not any(key in row["text"] or limited["key"] in row["text"] for row in stored)
 
-    patched = await api.client.patch(f"/v1/event-keys/{limited['id']}", headers=BEARER,
-                                     json={"event_names": None, "name": "anything now"})
+    patched = await api.client.patch(
+        f"/v1/event-keys/{limited['id']}", headers=BEARER, json={"event_names": None, "name": "anything now"}
+    )
     assert patched.status_code == 200 and patched.json()["data"]["event_names"] is None
     assert (await _send(api, limited["key"], "user/deleted")).status_code == 200
 
@@ -52,20 +58,30 @@ async def test_key_requests_are_validated(serve_api: Api) -> None:
     c = serve_api.client
     assert (await c.post("/v1/event-keys", json={"name": "x"})).status_code == 401  # REST needs the bearer
     assert_error(await c.post("/v1/event-keys", headers=BEARER, json={}), 400, "`name`")
-    assert_error(await c.post("/v1/event-keys", headers=BEARER, json={"name": "x", "event_names": []}), 400,
-                 "`event_names`")
-    assert_error(await c.post("/v1/event-keys", headers=BEARER, json={"name": "x", "event_names": ["a*b"]}), 400,
-                 "wildcard")
+    assert_error(
+        await c.post("/v1/event-keys", headers=BEARER, json={"name": "x", "event_names": []}),
+        400,
+        "`event_names`",
+    )
+    assert_error(
+        await c.post("/v1/event-keys", headers=BEARER, json={"name": "x", "event_names": ["a*b"]}),
+        400,
+        "wildcard",
+    )
 
 
 async def test_serve_without_environment_keys_takes_database_keys(make_api: ApiFactory) -> None:
     api = await make_api(**{**SERVE_SETTINGS, "event_keys": ()})
     assert_error(await _send(api, "anything", "a/b"), 401, "Event key not found")
-    key = (await api.client.post("/v1/event-keys", json={"name": "only"}, headers=BEARER)).json()["data"]["key"]
+    key = (await api.client.post("/v1/event-keys", json={"name": "only"}, headers=BEARER)).json()["data"][
+        "key"
+    ]
     assert (await _send(api, key, "a/b")).status_code == 200
 
 
 async def test_dev_mode_accepts_any_key_but_applies_a_stored_keys_filter(api: Api) -> None:
-    limited = (await api.client.post("/v1/event-keys", json={"name": "l", "event_names": ["a/*"]})).json()["data"]
+    limited = (await api.client.post("/v1/event-keys", json={"name": "l", "event_names": ["a/*"]})).json()[
+        "data"
+    ]
     assert (await _send(api, "whatever", "b/c")).status_code == 200
     assert_error(await _send(api, limited["key"], "b/c"), 403, "may not send 'b/c'")

@@ -57,8 +57,13 @@ def test_the_js_quick_start_runs_as_written(server_factory, tmp_path: Path) -> N
     env_name = run_line.group(1).split("=", 1)[0]
     assert env_name == "INNGEST_DEV"
     node = shutil.which("node") or "node"
-    app = start_process("readme-js", [node, "server.js"], env={env_name: server.url}, url=f"http://127.0.0.1:{port}",
-                        cwd=workdir)
+    app = start_process(
+        "readme-js",
+        [node, "server.js"],
+        env={env_name: server.url},
+        url=f"http://127.0.0.1:{port}",
+        cwd=workdir,
+    )
     try:
         wait_until(lambda: _up(port), timeout=30, message="the quick start's server.js listening")
         # The sync step, as the README gives it.

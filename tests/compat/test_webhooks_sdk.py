@@ -31,8 +31,18 @@ def stack(module_database_url: str) -> Iterator[tuple[Server, App, App]]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {**sdk_env(server, production=True), "PY_APP_ID": "py-hooks"}
-        argv = [sys.executable, "-m", "uvicorn", "tests.compat.apps.py_hooks_app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.compat.apps.py_hooks_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         proc = start_process("py-hooks", argv, env=env, url=base)
         py = App(proc, base + "/api/inngest", "py-hooks", base)
         started.append(py)
@@ -56,17 +66,22 @@ def _webhook(server: Server, **body: Any) -> dict[str, Any]:
 
 
 def _deliver(hook: dict[str, Any], body: bytes, headers: dict[str, str]) -> list[str]:
-    r = httpx.post(hook["url"], content=body, headers={"content-type": "application/json", **headers}, timeout=30)
+    r = httpx.post(
+        hook["url"], content=body, headers={"content-type": "application/json", **headers}, timeout=30
+    )
     assert r.status_code == 200, r.text
     return list(r.json()["ids"])
 
 
 def test_a_signed_github_push_runs_a_python_sdk_function(stack: tuple[Server, App, App]) -> None:
     server, _, _ = stack
-    hook = _webhook(server, name="GitHub", transform=sign.GITHUB_TRANSFORM, verify={"scheme": "github", "secret": SECRET})
+    hook = _webhook(
+        server, name="GitHub", transform=sign.GITHUB_TRANSFORM, verify={"scheme": "github", "secret": SECRET}
+    )
     body = json.dumps(sign.GITHUB_PUSH).encode()
-    [event_id] = _deliver(hook, body, {**sign.github(SECRET, body), "X-GitHub-Event": "push",
-                                       "X-GitHub-Delivery": "d-1"})
+    [event_id] = _deliver(
+        hook, body, {**sign.github(SECRET, body), "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1"}
+    )
     [run] = server.wait_runs(event_id, timeout=60)
     assert run["status"] == "Completed", run
     assert run["output"] == "octocat pushed 1 to octocat/Hello-World"
@@ -76,8 +91,12 @@ def test_a_signed_github_push_runs_a_python_sdk_function(stack: tuple[Server, Ap
 
 def test_a_signed_stripe_event_runs_a_js_sdk_function(stack: tuple[Server, App, App]) -> None:
     server, _, _ = stack
-    hook = _webhook(server, name="Stripe", transform=sign.STRIPE_TRANSFORM,
-                    verify={"scheme": "stripe", "secret": STRIPE_SECRET})
+    hook = _webhook(
+        server,
+        name="Stripe",
+        transform=sign.STRIPE_TRANSFORM,
+        verify={"scheme": "stripe", "secret": STRIPE_SECRET},
+    )
     body = json.dumps(sign.STRIPE_EVENT).encode()
     [event_id] = _deliver(hook, body, sign.stripe(STRIPE_SECRET, body))
     [run] = server.wait_runs(event_id, timeout=60)
@@ -87,7 +106,9 @@ def test_a_signed_stripe_event_runs_a_js_sdk_function(stack: tuple[Server, App, 
 
 @pytest.mark.parametrize(("which", "name"), [("py", "hooks/later"), ("js", "hooks-js/later")])
 def test_a_future_ts_starts_the_first_step_at_ts_not_before(
-    stack: tuple[Server, App, App], which: str, name: str,
+    stack: tuple[Server, App, App],
+    which: str,
+    name: str,
 ) -> None:
     server, py, js = stack
     app = py if which == "py" else js
@@ -100,5 +121,5 @@ def test_a_future_ts_starts_the_first_step_at_ts_not_before(
     assert run["status"] == "Completed", run
     started = run["output"]["started"]
     assert run["output"]["ts"] == ts
-    assert started * 1000 >= ts, (started * 1000 - ts)
+    assert started * 1000 >= ts, started * 1000 - ts
     assert started * 1000 < ts + 10_000

@@ -31,8 +31,13 @@ GITHUB_PUSH = {
     "after": "0000000000000000000000000000000000000000",
     "repository": {"id": 1296269, "full_name": "octocat/Hello-World", "private": False},
     "pusher": {"name": "octocat", "email": "octocat@github.com"},
-    "commits": [{"id": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", "message": "Fix all the bugs",
-                 "author": {"name": "Monalisa Octocat", "email": "support@github.com"}}],
+    "commits": [
+        {
+            "id": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
+            "message": "Fix all the bugs",
+            "author": {"name": "Monalisa Octocat", "email": "support@github.com"},
+        }
+    ],
 }
 
 STRIPE_EVENT = {
@@ -42,8 +47,16 @@ STRIPE_EVENT = {
     "created": 1686089970,
     "type": "charge.succeeded",
     "livemode": False,
-    "data": {"object": {"id": "ch_3NG8Du2eZvKYlo2C0iBpzDMM", "object": "charge", "amount": 2000,
-                        "currency": "usd", "customer": "cus_9s6XKzkNRiz8i3", "paid": True}},
+    "data": {
+        "object": {
+            "id": "ch_3NG8Du2eZvKYlo2C0iBpzDMM",
+            "object": "charge",
+            "amount": 2000,
+            "currency": "usd",
+            "customer": "cus_9s6XKzkNRiz8i3",
+            "paid": True,
+        }
+    },
 }
 
 GITHUB_TRANSFORM = """

@@ -482,7 +482,8 @@ def test_sigterm_while_dev_starts_its_database_still_exits_cleanly(workdir: Path
 
 def test_event_keys_create_list_and_revoke(database_url: str) -> None:
     env = {"DATABASE_URL": database_url}
-    created = run_cli("event-keys", "create", "billing", "--event", "billing/*", "--event", "shop/paid", env=env)
+    created = run_cli("event-keys", "create", "billing", "--event", "billing/*", "--event", "shop/paid",
+                      env=env)
     assert created.returncode == 0, created.stderr
     row = json.loads(created.stdout)
     assert row["key"].startswith("evk_") and row["event_names"] == ["billing/*", "shop/paid"]

@@ -19,7 +19,9 @@ STARTS: dict[str, float] = {}  # run id -> when its first step ran (seconds sinc
 @client.create_function(fn_id="on-push", trigger=inngest.TriggerEvent(event="github/push"))
 async def on_push(ctx: inngest.Context) -> Any:
     data = ctx.event.data
-    return await ctx.step.run("summarise", lambda: f"{data['pusher']} pushed {data['commits']} to {data['repo']}")
+    return await ctx.step.run(
+        "summarise", lambda: f"{data['pusher']} pushed {data['commits']} to {data['repo']}"
+    )
 
 
 @client.create_function(fn_id="later", trigger=inngest.TriggerEvent(event="hooks/later"))
