@@ -391,3 +391,23 @@ async def test_the_dashboard_creates_fixes_and_redelivers(api: Api) -> None:
     revoked = await api.client.post(f"/ui/event-keys/{k['id']}/revoke", data={"csrf_token": token})
     assert revoked.status_code == 303
     assert 'data-key-state="revoked"' in (await api.client.get("/event-keys")).text
+
+
+async def test_a_webhook_made_with_plain_sql_takes_deliveries_and_retention_prunes_them(api: Api) -> None:
+    """The README's INSERT, with a key the operator chose."""
+    await api.execute(
+        "INSERT INTO pgqueue.webhooks (id, name, key_hash, key_prefix, transform)"
+        " VALUES ('github', 'GitHub', encode(sha256(convert_to('whk_from-sql-0123456789', 'UTF8')), 'hex'),"
+        " 'whk_', 'function transform(evt, headers) { return { name: \"github/push\", data: evt }; }')"
+    )
+    r = await deliver(api, {"key": "whk_from-sql-0123456789"}, b'{"ref": "main"}')
+    assert r.status_code == 200, r.text
+    [event] = await stored(api, r.json()["ids"])
+    assert event["name"] == "github/push" and event["data"] == {"ref": "main"}
+    from datetime import UTC, datetime, timedelta
+
+    from pgqueue.store.retention import Retention
+
+    tick = await Retention(api.app.state.pool, retention_days=1).run_once(now=datetime.now(UTC) + timedelta(days=2))
+    assert tick.done
+    assert await api.rows("SELECT id FROM pgqueue.webhook_deliveries") == []
