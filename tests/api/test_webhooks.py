@@ -408,6 +408,7 @@ async def test_a_webhook_made_with_plain_sql_takes_deliveries_and_retention_prun
 
     from pgqueue.store.retention import Retention
 
-    tick = await Retention(api.app.state.pool, retention_days=1).run_once(now=datetime.now(UTC) + timedelta(days=2))
+    retention = Retention(api.app.state.pool, retention_days=1)
+    tick = await retention.run_once(now=datetime.now(UTC) + timedelta(days=2))
     assert tick.done
     assert await api.rows("SELECT id FROM pgqueue.webhook_deliveries") == []
