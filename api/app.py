@@ -32,6 +32,7 @@ from api.routes import runs as runs_routes
 from api.routes import sessions as sessions_routes
 from api.routes import signals as signals_routes
 from api.routes import sync as sync_routes
+from api.routes import webhooks as webhooks_routes
 from pgqueue import __version__
 from pgqueue.apps import sync
 from pgqueue.db import migrate
@@ -105,6 +106,7 @@ def create_app(
     app.include_router(control_routes.router)
     app.include_router(functions_routes.router)
     app.include_router(inspect_routes.router)
+    app.include_router(webhooks_routes.router)
     app.include_router(sessions_routes.router)
     app.include_router(docs.router)
     dashboard.install(app)

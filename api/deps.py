@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
@@ -13,8 +14,10 @@ from api import auth
 from api.limits import runs_before_body
 from pgqueue.db.pool import Conn
 from pgqueue.errors import SchemaNotReady, Unauthorized
+from pgqueue.events import deliveries, keys
 from pgqueue.protocol import signing
 from pgqueue.settings import Settings
+from pgqueue.store import webhooks as webhooks_store
 
 
 def settings(request: Request) -> Settings:
@@ -33,17 +36,32 @@ async def connection(request: Request) -> AsyncIterator[Conn]:
         yield conn
 
 
-def require_event_key(request: Request, event_key: str) -> None:
-    """Dev mode accepts any key; production accepts only configured keys (constant time)."""
-    cfg = settings(request)
-    if not cfg.production:
-        return
+def _environment_key(cfg: Settings, event_key: str) -> bool:
     given = event_key.encode()
     ok = False
-    for key in cfg.event_keys:
+    for key in cfg.event_keys:  # constant time, over every configured key
         ok |= hmac.compare_digest(given, key.encode())
-    if not ok:
+    return ok
+
+
+async def event_key(request: Request, event_key: str) -> dict[str, Any] | None:
+    """What the key of /e/{key} is: None for a key of PGQUEUE_EVENT_KEYS (or any key in dev mode),
+    else the stored key's row: a webhook, or an event key (its `event_names` filter applies).
+
+    Keys are looked up by hash (pgqueue.store.webhooks.key_hash). Dev mode accepts any key, so it
+    looks up only the keys pgqueue makes (whk_ webhooks, evk_ event keys): a plain POST /e costs no
+    query. Production refuses an unknown or revoked key with Inngest's 401."""
+    cfg = settings(request)
+    if _environment_key(cfg, event_key):
+        return None
+    if cfg.production or event_key.startswith((deliveries.KEY_PREFIX, keys.KEY_PREFIX)):
+        async with pool(request).connection() as conn:
+            row = await webhooks_store.lookup_key(conn, event_key)
+        if row is not None and (row["kind"] == "webhook" or row["revoked_at"] is None):
+            return row
+    if cfg.production:
         raise Unauthorized("Event key not found")
+    return None
 
 
 def check_signing_key(request: Request) -> None:

@@ -39,6 +39,12 @@ def event_request_bytes(settings: Settings) -> int:
     return max(settings.max_event_bytes * 4, 16 * MiB)
 
 
+def webhook_body_bytes(settings: Settings) -> int:
+    """Largest body a webhook takes (checked once its key says it is a webhook): a delivery becomes
+    a few events of up to `max_event_bytes` each, and a failed one is kept whole."""
+    return settings.max_event_bytes * 4
+
+
 def body_limit(path: str, settings: Settings) -> int:
     if path.startswith("/e/"):
         return event_request_bytes(settings)

@@ -47,6 +47,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
+from pgqueue.events import deliveries
 from pgqueue.settings import Settings
 
 log = logging.getLogger("pgqueue.api")
@@ -193,6 +194,9 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
+WEBHOOK_PATH = f"/e/{deliveries.KEY_PREFIX}"
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     status: int
@@ -236,7 +240,10 @@ def refusal(scope: Scope, settings: Settings) -> Refusal | None:
             " keys, so only pages it serves itself, the SDKs and other non-browser clients may call it"
         ), f"Origin {origin!r}")
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-    if scope["method"] not in SAFE_METHODS and path.startswith(API_PREFIXES) and has_body:
+    # A webhook's URL (/e/whk_...) takes what providers send (form bodies, XML); a page in the
+    # browser cannot know its key, which is the credential.
+    webhook = path.startswith(WEBHOOK_PATH)
+    if scope["method"] not in SAFE_METHODS and path.startswith(API_PREFIXES) and has_body and not webhook:
         content_type = headers.get("content-type", "")
         if not _is_json(content_type):
             return Refusal(415, (

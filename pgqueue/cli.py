@@ -133,7 +133,46 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default $PGQUEUE_TICK_LINGER_S or 0: stop when idle)")
     tick.add_argument("--metrics", metavar="NAME",
                       help="print a CloudWatch EMF line with dimension FunctionName=NAME")
+    keys = sub.add_parser("event-keys", help="create, list or revoke event keys kept in the database")
+    _common(keys)
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key; it is printed once (only its hash is stored)")
+    create.add_argument("name", help="what the key is for, e.g. 'checkout service'")
+    create.add_argument("--event", action="append", dest="events", metavar="NAME", default=None,
+                        help="limit the key to this event name (repeatable; 'shop/*' for a prefix)")
+    listing = actions.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--active", action="store_true", help="leave revoked keys out")
+    revoke = actions.add_parser("revoke", help="revoke a key: refused from the next request on")
+    revoke.add_argument("id", help="the key's id (from `list`)")
     return parser
+
+
+async def _event_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from psycopg.rows import dict_row
+
+    from pgqueue.admin import actions
+    from pgqueue.store import event_keys
+
+    assert settings.database_url
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True, row_factory=dict_row, prepare_threshold=None
+    ) as conn:
+        if args.action == "create":
+            row, key = await actions.create_event_key(conn, args.name, args.events)
+            print(json.dumps({"id": row["id"], "name": row["name"], "event_names": row["event_names"],
+                              "key": key}))
+            print("pgqueue: this is the only time the key is shown; store it now", file=sys.stderr)
+        elif args.action == "list":
+            for row in await event_keys.list_keys(conn, include_revoked=not args.active):
+                revoked = row["revoked_at"].isoformat() if row["revoked_at"] else None
+                print(json.dumps({"id": row["id"], "name": row["name"], "key_prefix": row["key_prefix"],
+                                  "event_names": row["event_names"],
+                                  "created_at": row["created_at"].isoformat(), "revoked_at": revoked}))
+        else:
+            row = await actions.revoke_event_key(conn, args.id)
+            print(json.dumps({"id": row["id"], "name": row["name"],
+                              "revoked_at": row["revoked_at"].isoformat()}))
+    return 0
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
@@ -276,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             migrate.migrate(settings.database_url)
         else:
             migrate.check_schema(settings.database_url)
+        if args.command == "event-keys":
+            return asyncio.run(_event_keys(settings, args))
         if args.command == "tick":
             from pgqueue.serverless import tick
 

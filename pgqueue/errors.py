@@ -31,6 +31,12 @@ class Unauthorized(PgQueueError):
     status = 401
 
 
+class Forbidden(PgQueueError):
+    """Authenticated, but not allowed this (an event key limited to other event names)."""
+
+    status = 403
+
+
 class NotFound(PgQueueError):
     status = 404
 

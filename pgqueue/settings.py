@@ -72,6 +72,8 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
     "PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": ("endpoint_output_origin", str),
+    "PGQUEUE_TRANSFORM_TIME_LIMIT_MS": ("transform_time_limit_ms", int),
+    "PGQUEUE_TRANSFORM_MEMORY_MB": ("transform_memory_mb", int),
 }
 
 
@@ -179,6 +181,9 @@ class Settings:
     # serves nothing else, so an app's active content runs away from the dashboard. None: outputs
     # are served on pgqueue's own origin, sandboxed (no script runs). docs/security.md.
     endpoint_output_origin: str | None = None
+    # A webhook's transform (pgqueue/events/transforms.py): CPU time and memory for each call.
+    transform_time_limit_ms: int = 250
+    transform_memory_mb: int = 32
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -236,11 +241,6 @@ class Settings:
                 raise ConfigError(
                     "pgqueue serve needs a signing key: set PGQUEUE_SIGNING_KEY or pass --signing-key"
                     " (generate one with `openssl rand -hex 32`)"
-                )
-            if not self.event_keys:
-                raise ConfigError(
-                    "pgqueue serve needs at least one event key: set PGQUEUE_EVENT_KEYS (comma-separated)"
-                    " or pass --event-key"
                 )
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
@@ -322,6 +322,13 @@ class Settings:
                 )
         if self.endpoint_output_origin is not None:
             _validate_output_origin(self.endpoint_output_origin)
+        if self.transform_time_limit_ms > 60_000 or self.transform_memory_mb > 1024:
+            raise ConfigError(
+                "PGQUEUE_TRANSFORM_TIME_LIMIT_MS is at most 60000 and PGQUEUE_TRANSFORM_MEMORY_MB at most"
+                " 1024"
+                f" (got {self.transform_time_limit_ms} and {self.transform_memory_mb}): a transform maps one"
+                " request to events"
+            )
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
@@ -376,6 +383,8 @@ _POSITIVE = (
     "kick_debounce_ms",
     "login_max_failures",
     "login_lockout_s",
+    "transform_time_limit_ms",
+    "transform_memory_mb",
 )
 _LOG_FORMATS = ("text", "json")
 MIN_ADMIN_PASSWORD = 12

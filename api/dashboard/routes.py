@@ -22,13 +22,14 @@ from markupsafe import Markup
 
 from api import auth, deps, schemas, sessions, throttle
 from pgqueue import __version__
-from pgqueue.admin import actions
+from pgqueue.admin import actions, webhook_actions
 from pgqueue.apps import sync
 from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
-from pgqueue.events import ingest
+from pgqueue.events import ingest, signatures, transforms
 from pgqueue.models import DISCOVERY_STEP
-from pgqueue.store import apps, events, inspect, runs
+from pgqueue.store import apps, event_keys, events, inspect, runs
 from pgqueue.store import events as events_store
+from pgqueue.store import webhooks as webhooks_store
 
 log = logging.getLogger("pgqueue.api")
 HERE = Path(__file__).resolve().parent
@@ -39,6 +40,7 @@ STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
           "7d": timedelta(days=7)}
 PAGE_SIZE = 50
+MOVED_NOTICE = timedelta(days=7)  # how long the apps page says an app was synced from a new URL
 FLASH_COOKIE = "pgqueue_flash"
 
 
@@ -215,7 +217,8 @@ async def apps_page(request: Request) -> HTMLResponse:
     for fn in functions:
         by_app.setdefault(fn["app_id"], []).append(fn)
     return render(request, "apps.html", session, nav="apps", apps=app_rows, functions=by_app,
-                  flow_control=schemas.flow_control, levels=levels)
+                  flow_control=schemas.flow_control, levels=levels,
+                  moved_since=datetime.now(UTC) - MOVED_NOTICE)
 
 
 @router.get("/functions/{ref}", response_class=HTMLResponse)
@@ -536,6 +539,169 @@ async def send_event(request: Request) -> Response:
     if queued and services is not None:
         services.wake_runner()
     return _done(form, "/events", "ok", f"Sent {name} as event {parsed[0].id}.")
+
+
+# -- webhooks and event keys ---------------------------------------------------------------------
+
+
+def _public_url(request: Request) -> str:
+    return (deps.settings(request).public_url or str(request.base_url)).rstrip("/")
+
+
+async def _webhooks_page(
+    request: Request, session: auth.Session, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
+    async with deps.pool(request).connection() as conn:
+        rows = await webhooks_store.list_webhooks(conn)
+    return render(request, "webhooks.html", session, status_code=status_code, nav="webhooks", webhooks=rows,
+                  default_transform=transforms.DEFAULT_TRANSFORM, **ctx)
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+async def webhooks_page(request: Request) -> HTMLResponse:
+    return await _webhooks_page(request, await _page_session(request))
+
+
+@router.post("/ui/webhooks", response_class=HTMLResponse)
+async def create_webhook(request: Request) -> Response:
+    form = await _action(request)
+    session = await _page_session(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            row, key = await webhook_actions.create(
+                conn, deps.settings(request),
+                {"name": form.get("name", ""), "transform": form.get("transform") or None},
+            )
+    except PgQueueError as exc:
+        return _done(form, "/webhooks", "error", exc.message)
+    # Rendered, not redirected: the URL is shown once and never goes into a cookie.
+    return await _webhooks_page(request, session, status_code=201, created=row,
+                                created_url=f"{_public_url(request)}/e/{key}")
+
+
+async def _webhook_page(request: Request, webhook_id: str, session: auth.Session, **ctx: Any) -> HTMLResponse:
+    outcome = request.query_params.get("outcome") or None
+    async with deps.pool(request).connection() as conn:
+        row = await webhooks_store.get(conn, webhook_id)
+        if row is None:
+            return render(request, "missing.html", session, status_code=404, nav="webhooks", what="webhook",
+                          ref=webhook_id)
+        rows = await webhooks_store.list_deliveries(conn, webhook_id, outcome=outcome, limit=PAGE_SIZE)
+    return render(request, "webhook.html", session, nav="webhooks", webhook=row, deliveries=rows,
+                  outcome=outcome, outcomes=("accepted", "failed", "refused", "redelivered"),
+                  schemes=signatures.SCHEMES, **ctx)
+
+
+@router.get("/webhooks/{webhook_id}", response_class=HTMLResponse)
+async def webhook_page(webhook_id: str, request: Request) -> HTMLResponse:
+    return await _webhook_page(request, webhook_id, await _page_session(request))
+
+
+@router.post("/ui/webhooks/{webhook_id}")
+async def update_webhook(webhook_id: str, request: Request) -> Response:
+    form = await _action(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            await webhook_actions.update(conn, deps.settings(request), webhook_id,
+                                         {"name": form.get("name", ""),
+                                          "transform": form.get("transform", "")})
+    except PgQueueError as exc:
+        return _done(form, f"/webhooks/{webhook_id}", "error", exc.message)
+    return _done(form, f"/webhooks/{webhook_id}", "ok",
+                 "Webhook saved: the next delivery runs the new transform.")
+
+
+@router.post("/ui/webhooks/{webhook_id}/verify")
+async def verify_webhook(webhook_id: str, request: Request) -> Response:
+    form = await _action(request)
+    scheme = form.get("scheme", "").strip()
+    verify: dict[str, Any] | None = None
+    if scheme:
+        verify = {"scheme": scheme, "secret": form.get("secret", "")}
+        if form.get("header", "").strip() and scheme == "hmac-sha256":
+            verify["header"] = form["header"].strip()
+    try:
+        async with deps.pool(request).connection() as conn:
+            await webhook_actions.update(conn, deps.settings(request), webhook_id, {"verify": verify})
+    except PgQueueError as exc:
+        return _done(form, f"/webhooks/{webhook_id}", "error", exc.message)
+    text = f"Deliveries are now checked with {scheme}." if scheme else "Deliveries are no longer checked."
+    return _done(form, f"/webhooks/{webhook_id}", "ok", text)
+
+
+@router.post("/ui/webhooks/{webhook_id}/rotate", response_class=HTMLResponse)
+async def rotate_webhook(webhook_id: str, request: Request) -> Response:
+    form = await _action(request)
+    session = await _page_session(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            _, key = await webhook_actions.rotate_key(conn, webhook_id)
+    except PgQueueError as exc:
+        return _done(form, f"/webhooks/{webhook_id}", "error", exc.message)
+    return await _webhook_page(request, webhook_id, session, new_url=f"{_public_url(request)}/e/{key}")
+
+
+@router.post("/ui/webhooks/{webhook_id}/delete")
+async def delete_webhook(webhook_id: str, request: Request) -> Response:
+    form = await _action(request)
+    async with deps.pool(request).connection() as conn:
+        deleted = await webhooks_store.delete(conn, webhook_id)
+    if not deleted:
+        return _done(form, "/webhooks", "error", f"Webhook {webhook_id} not found.")
+    return _done(form, "/webhooks", "ok", "Webhook deleted: its URL no longer works.")
+
+
+@router.post("/ui/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver(webhook_id: str, delivery_id: str, request: Request) -> Response:
+    form = await _action(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            delivery = await webhook_actions.redeliver(conn, deps.settings(request), webhook_id, delivery_id)
+    except PgQueueError as exc:
+        return _done(form, f"/webhooks/{webhook_id}", "error", f"Re-delivery failed: {exc.message}")
+    services = request.app.state.services
+    if delivery.queued and services is not None:
+        services.wake_runner()
+    return _done(form, f"/webhooks/{webhook_id}", "ok",
+                 f"Re-delivered: {len(delivery.events)} event(s) stored.")
+
+
+async def _keys_page(
+    request: Request, session: auth.Session, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
+    async with deps.pool(request).connection() as conn:
+        rows = await event_keys.list_keys(conn)
+    return render(request, "event_keys.html", session, status_code=status_code, nav="keys", keys=rows,
+                  env_keys=len(deps.settings(request).event_keys), **ctx)
+
+
+@router.get("/event-keys", response_class=HTMLResponse)
+async def event_keys_page(request: Request) -> HTMLResponse:
+    return await _keys_page(request, await _page_session(request))
+
+
+@router.post("/ui/event-keys", response_class=HTMLResponse)
+async def create_event_key(request: Request) -> Response:
+    form = await _action(request)
+    session = await _page_session(request)
+    names = [line.strip() for line in form.get("event_names", "").splitlines() if line.strip()] or None
+    try:
+        async with deps.pool(request).connection() as conn:
+            row, key = await actions.create_event_key(conn, form.get("name", ""), names)
+    except PgQueueError as exc:
+        return _done(form, "/event-keys", "error", exc.message)
+    return await _keys_page(request, session, status_code=201, created=row, created_key=key)
+
+
+@router.post("/ui/event-keys/{key_id}/revoke")
+async def revoke_event_key(key_id: str, request: Request) -> Response:
+    form = await _action(request)
+    try:
+        async with deps.pool(request).connection() as conn:
+            row = await actions.revoke_event_key(conn, key_id)
+    except PgQueueError as exc:
+        return _done(form, "/event-keys", "error", exc.message)
+    return _done(form, "/event-keys", "ok", f"Event key {row['name']} revoked: it is refused from now on.")
 
 
 # -- wiring --------------------------------------------------------------------------------------

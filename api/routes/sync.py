@@ -42,8 +42,18 @@ async def register(request: Request) -> JSONResponse:
         "synced app %s (%d functions, modified=%s, archived=%s)",
         spec.name, len(spec.functions), result.modified, list(result.archived),
     )
-    return JSONResponse(
-        {"ok": True, "modified": result.modified, "app_id": str(result.app_id), "status": 200}
+    answer = {"ok": True, "modified": result.modified, "app_id": str(result.app_id), "status": 200}
+    if result.moved_from is not None:
+        answer["warning"] = moved_warning(spec.name, result.moved_from, spec.url)
+        log.warning("%s", answer["warning"])
+    return JSONResponse(answer)
+
+
+def moved_warning(app: str, before: str, now: str) -> str:
+    return (
+        f"app {app!r} was synced from {now}, and before from {before}: its functions are now called at"
+        f" {now}. If two different apps use the id {app!r}, give each its own id (Inngest(app_id=...) in"
+        " Python, new Inngest({ id }) in JS), or each sync moves the other's functions"
     )
 
 

@@ -9,11 +9,12 @@ from typing import Any
 from pgqueue import expressions, ids, storable
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
+from pgqueue.events import keys
 from pgqueue.events.objects import event_object
 from pgqueue.models import AppSpec
 from pgqueue.runner import starting
 from pgqueue.runs import transitions
-from pgqueue.store import apps, events, runs
+from pgqueue.store import apps, event_keys, events, runs
 from pgqueue.store import operations as store
 
 BULK_BATCH = 200
@@ -56,6 +57,26 @@ async def function(conn: Conn, ref: str) -> dict[str, Any]:
     return fn
 
 
+async def function_of_app(conn: Conn, app: dict[str, Any], ref: str) -> dict[str, Any]:
+    """A function of `app` named the way Inngest's REST API names it: the id the SDK declares
+    (`long-sleep`); also pgqueue's slug (`<app>-long-sleep`, the composite id the SDK syncs) or the
+    function's UUID."""
+    fn = await store.resolve_function(conn, ref)
+    if fn is None or fn["app_id"] != app["id"]:
+        # The SDKs sync `<app id>-<function id>` as the function's id (pgqueue's slug).
+        in_app = await store.resolve_function(conn, f"{app['name']}-{ref}")
+        if in_app is not None and in_app["app_id"] == app["id"]:
+            return in_app
+    if fn is None:
+        raise NotFound(
+            f"function {ref!r} not found in app {app['name']!r}: give the function's id as the SDK"
+            f" declares it (e.g. 'long-sleep'), its slug ('{app['name']}-long-sleep') or its UUID"
+        )
+    if fn["app_id"] != app["id"]:
+        raise InvalidInput(f"function {ref} does not belong to app {app['name']}")
+    return fn
+
+
 async def set_paused(conn: Conn, ref: str, paused: bool) -> dict[str, Any]:
     """Paused functions store their events but start nothing (cron ticks are skipped too), and
     their queued work is held, not claimed, until they are resumed; calls in flight finish."""
@@ -87,10 +108,11 @@ async def bulk_cancel(
     program = _compile_if(if_expr)
     app = await apps.get_app(conn, app_ref)
     if app is None:
-        raise NotFound(f"app {app_ref} not found")
-    fn = await function(conn, function_ref)
-    if fn["app_id"] != app["id"]:
-        raise InvalidInput(f"function {function_ref} does not belong to app {app_ref}")
+        raise NotFound(
+            f"app {app_ref!r} not found: give the app's id as its SDK client declares it"
+            " (Inngest(app_id=...) in Python, new Inngest({ id }) in JS) or the app's UUID"
+        )
+    fn = await function_of_app(conn, app, function_ref)
     if started_after is not None and started_after >= started_before:
         raise InvalidInput("started_after must be earlier than started_before")
     async with conn.transaction():
@@ -212,3 +234,39 @@ async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, st
 
 async def prune(conn: Conn) -> int:
     return await store.prune_expired_keys(conn)
+
+
+# -- event keys ------------------------------------------------------------------------------------
+
+
+def _key_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip() or len(raw.strip()) > 200:
+        raise InvalidInput("`name` must be a non-empty string of at most 200 characters")
+    return raw.strip()
+
+
+async def create_event_key(conn: Conn, name: Any, event_names: Any = None) -> tuple[dict[str, Any], str]:
+    """A new event key (returned once; only its hash is stored), optionally limited to event names."""
+    key = keys.new_key()
+    row = await event_keys.create(conn, name=_key_name(name), key=key,
+                                  event_names=keys.event_names(event_names))
+    return row, key
+
+
+async def update_event_key(conn: Conn, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    row = await event_keys.update(
+        conn, key_id, name=_key_name(body["name"]) if "name" in body else None,
+        set_event_names="event_names" in body, event_names=keys.event_names(body.get("event_names")),
+    )
+    if row is None:
+        raise NotFound(f"event key {key_id} not found")
+    return row
+
+
+async def revoke_event_key(conn: Conn, key_id: str) -> dict[str, Any]:
+    """Revoked keys are refused from the next request on, on every process (each request looks its
+    key up)."""
+    row = await event_keys.revoke(conn, key_id)
+    if row is None:
+        raise NotFound(f"event key {key_id} not found")
+    return row

@@ -18,6 +18,9 @@ MAX_NAME_LENGTH = 512
 RESERVED_PREFIX = "inngest/"
 # Deeper payloads are refused: later stages (expressions, canonical JSON for signing) recurse.
 MAX_DEPTH = 128
+# A future `ts` schedules the event's runs for that time (pgqueue/runner/starting.py); Inngest
+# accepts up to a year ahead, and so does pgqueue.
+MAX_FUTURE_MS = 365 * 24 * 3600 * 1000
 
 
 def unstorable(value: Any) -> str | None:
@@ -73,6 +76,11 @@ def normalise_event(
     ts = int(ts)
     if ts > 2**53:
         raise InvalidInput(f"{where}: `ts` is too large for a millisecond timestamp")
+    if ts > time.time() * 1000 + MAX_FUTURE_MS:
+        raise InvalidInput(
+            f"{where}: `ts` is more than a year in the future; a future `ts` delays the event's runs"
+            " until then, by at most a year"
+        )
     external_id = raw.get("id")
     if external_id == "":
         external_id = None

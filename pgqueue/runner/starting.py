@@ -15,10 +15,17 @@ What differs by origin, and why:
 - replay (`replay_of`): rate limit and idempotency are not applied (they decide whether an *event*
   starts a run; the operator has decided), nor debounce and batching (a replay re-runs exactly the
   original events). Concurrency, throttle, priority, singleton, cancelOn and timeouts apply.
+
+A future `ts` on the event (Inngest's "schedule a function for later"): the run is created now and
+its first call waits until `ts`, like a run sleeping before its first step, so cancellation,
+cancelOn and `timeouts.start` (counted from `ts`) apply to it meanwhile. Only runs an event starts
+directly are delayed: step.invoke, replays and cron runs start as usual, and a debounce or batch
+window keeps its own time. The delay is taken against this process's clock.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +55,15 @@ class Origin:
 
 
 EVENT = Origin()
+
+
+def ts_delay_s(event: dict[str, Any], now_s: float | None = None) -> float:
+    """How far in the future the event's `ts` lies, in seconds (0 for a past or missing ts)."""
+    ts = event.get("ts")
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        return 0.0
+    now = time.time() if now_s is None else now_s
+    return max(0.0, ts / 1000.0 - now)
 
 
 @dataclass
@@ -80,6 +96,9 @@ class RunStarter:
                 await events.set_skip_reason(conn, event_id, reason)
             return reason
         shape = flow.shape(fn_id, config, event)
+        delay_s = origin.delay_s
+        if origin.folds:  # started by an event (or cron): a future `ts` schedules the run for then
+            delay_s = max(delay_s, ts_delay_s(event))
         run = {
             "id": run_id,
             "function_id": fn_id,
@@ -88,7 +107,7 @@ class RunStarter:
             "max_attempts": fn["retries"] + 1,
             "correlation_id": origin.correlation_id,
             "replay_of": origin.replay_of,
-            "delay_s": origin.delay_s,
+            "delay_s": delay_s,
             **shape.fields(),
         }
         if origin.folds and (config.get("batchEvents") or config.get("debounce")):
@@ -113,7 +132,7 @@ class RunStarter:
                 return None
         self._buffer.append(run)
         self.last_run_id = run_id
-        self._follow_up(run_id, fn, event, origin.delay_s)
+        self._follow_up(run_id, fn, event, delay_s)
         return None
 
     async def _gate(

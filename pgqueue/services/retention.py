@@ -6,7 +6,8 @@ and their steps, attempts and events, runs that ended within the window, what an
 dedupe window or the runner's inbox still names — move into the small archive partition below the
 sets, and the rest is dropped with its files: no WAL per row, no dead tuples, space returned at
 once. Then it prunes, in small batches, the rows the archive (and the DEFAULT partitions, for ids
-that are not ULIDs of a covered time) no longer keeps, and old bulk-cancellation records.
+that are not ULIDs of a covered time) no longer keeps, old bulk-cancellation records and old
+webhook deliveries.
 
 An expiry holds ACCESS EXCLUSIVE on the parent tables for milliseconds; it waits for a lock at most
 `lock_timeout_ms` and otherwise gives up until the next round, so the queue never waits behind it
@@ -24,7 +25,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue.service_loop import LoopService
-from pgqueue.store import partitions
+from pgqueue.store import partitions, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,18 @@ class Retention(LoopService):
             done = False
         async with self.pool.connection() as conn, conn.transaction():
             cancellations = await partitions.prune_cancellations(conn, now - self.retention, self.batch_size)
+        deliveries = 0
+        for _ in range(self.max_batches):  # webhook deliveries (with the raw requests of failed ones)
+            async with self.pool.connection() as conn, conn.transaction():
+                n = await webhooks.prune_deliveries(conn, now - self.retention, self.batch_size)
+            deliveries += n
+            if n < self.batch_size:
+                break
+        else:
+            done = False
+        if deliveries:
+            log.info("retention: deleted %d webhook deliveries older than %s", deliveries,
+                     (now - self.retention).isoformat(timespec="seconds"))
         for step in expired:
             log.info("retention: partition %s %s expired, %d rows kept", step.suffix, step.part, step.kept)
         if runs or events or cancellations:

@@ -20,6 +20,7 @@ class SyncResult:
     modified: bool
     archived: tuple[str, ...]
     archived_ids: tuple[UUID, ...] = ()
+    moved_from: str | None = None  # the URL the app was synced from before, when this sync changed it
 
 
 async def sync(conn: Conn, spec: AppSpec) -> SyncResult:
@@ -42,8 +43,9 @@ async def sync(conn: Conn, spec: AppSpec) -> SyncResult:
     row = await cur.fetchone()
     assert row is not None
     app_id: UUID = row["id"]
+    moved_from = before["url"] if before is not None and before["url"] != spec.url else None
     if before is not None and before["checksum"] == spec.checksum:
-        return SyncResult(app_id, modified=False, archived=())
+        return SyncResult(app_id, modified=False, archived=(), moved_from=moved_from)
     for fn in spec.functions:
         cur = await conn.execute(
             q("function_upsert"),
@@ -77,7 +79,7 @@ async def sync(conn: Conn, spec: AppSpec) -> SyncResult:
     )
     rows = await cur.fetchall()
     return SyncResult(app_id, modified=True, archived=tuple(r["slug"] for r in rows),
-                      archived_ids=tuple(r["id"] for r in rows))
+                      archived_ids=tuple(r["id"] for r in rows), moved_from=moved_from)
 
 
 async def list_apps(conn: Conn) -> list[dict[str, Any]]:

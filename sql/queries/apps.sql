@@ -5,14 +5,18 @@ ON CONFLICT (name) DO UPDATE SET
     url = excluded.url, sdk_language = excluded.sdk_language, sdk_version = excluded.sdk_version,
     framework = excluded.framework, app_version = excluded.app_version, checksum = excluded.checksum,
     sync_error = NULL, synced_at = now(),
-    updated_at = CASE WHEN a.checksum IS DISTINCT FROM excluded.checksum THEN now() ELSE a.updated_at END
-RETURNING id
+    updated_at = CASE WHEN a.checksum IS DISTINCT FROM excluded.checksum THEN now() ELSE a.updated_at END,
+    -- Synced from another URL: its functions are called there from now on (two apps sharing an
+    -- id move each other's functions back and forth); the sync warns, the dashboard says so.
+    previous_url = CASE WHEN a.url IS DISTINCT FROM excluded.url THEN a.url ELSE a.previous_url END,
+    url_changed_at = CASE WHEN a.url IS DISTINCT FROM excluded.url THEN now() ELSE a.url_changed_at END
+RETURNING id, previous_url, url_changed_at
 
 -- name: app_lock
 SELECT pg_advisory_xact_lock(hashtextextended('pgqueue.app:' || %(name)s, 0))
 
 -- name: app_checksum
-SELECT id, checksum FROM pgqueue.apps WHERE name = %(name)s
+SELECT id, checksum, url FROM pgqueue.apps WHERE name = %(name)s
 
 -- name: function_upsert
 INSERT INTO pgqueue.functions AS f (app_id, slug, name, url, config, retries, finish_timeout_ms)
@@ -37,7 +41,7 @@ RETURNING id, slug
 
 -- name: app_list
 SELECT a.id, a.name, a.url, a.sdk_language, a.sdk_version, a.framework, a.app_version,
-       a.sync_error, a.created_at, a.updated_at, a.synced_at,
+       a.sync_error, a.created_at, a.updated_at, a.synced_at, a.previous_url, a.url_changed_at,
        (SELECT count(*) FROM pgqueue.functions f WHERE f.app_id = a.id AND f.archived_at IS NULL) AS function_count
 FROM pgqueue.apps a ORDER BY a.name
 

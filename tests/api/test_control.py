@@ -73,6 +73,36 @@ async def test_bulk_cancel_with_if_expression(client: tuple[httpx.AsyncClient, s
     assert missing.status_code == 404
 
 
+async def test_bulk_cancel_takes_inngests_shape_and_the_slug(client: tuple[httpx.AsyncClient, str]) -> None:
+    """Inngest's body names the function by the id the SDK declares (`work`, in app `ctl`); the
+    slug (`ctl-work`) and the UUID keep working; a 404 names the forms accepted."""
+    c, _ = client
+    app = c.app  # type: ignore[attr-defined]
+    later = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
+    first = await _runs_for(c, app, [{"name": "ctl/work"}])
+    r = await c.post("/v1/cancellations", json={
+        "app_id": "ctl", "function_id": "work",
+        "started_after": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(), "started_before": later,
+    })
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["cancelled"] == 1
+    assert (await c.get(f"/v1/runs/{first[0]}")).json()["data"]["status"] == "Cancelled"
+    fn_uuid = r.json()["data"]["function_id"]
+    for ref in ("ctl-work", fn_uuid):
+        [run_id] = await _runs_for(c, app, [{"name": "ctl/work"}])
+        r = await c.post("/v1/cancellations",
+                         json={"app_id": "ctl", "function_id": ref, "started_before": later})
+        assert r.status_code == 201 and r.json()["data"]["cancelled"] == 1, (ref, r.text)
+        assert (await c.get(f"/v1/runs/{run_id}")).json()["data"]["status"] == "Cancelled"
+    missing = await c.post("/v1/cancellations", json={"app_id": "ctl", "function_id": "long-sleep"})
+    assert missing.status_code == 404
+    message = missing.json()["error"]
+    assert "'long-sleep' not found in app 'ctl'" in message
+    assert "'ctl-long-sleep'" in message and "UUID" in message
+    no_app = await c.post("/v1/cancellations", json={"app_id": "shop", "function_id": "work"})
+    assert no_app.status_code == 404 and "app 'shop' not found" in no_app.json()["error"]
+
+
 async def test_replay_creates_a_new_run_from_the_same_event(client: tuple[httpx.AsyncClient, str]) -> None:
     c, database_url = client
     app = c.app  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ schema check and /health, one-line configuration errors, and `pgqueue dev` on it
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -474,3 +475,26 @@ def test_sigterm_while_dev_starts_its_database_still_exits_cleanly(workdir: Path
     while (data_dir / "postmaster.pid").exists():
         assert time.monotonic() < deadline, f"the cluster outlived `pgqueue dev`:\n{proc.log()}"
         time.sleep(0.05)
+
+
+# --- event keys ---------------------------------------------------------------------------------------------
+
+
+def test_event_keys_create_list_and_revoke(database_url: str) -> None:
+    env = {"DATABASE_URL": database_url}
+    created = run_cli("event-keys", "create", "billing", "--event", "billing/*", "--event", "shop/paid",
+                      env=env)
+    assert created.returncode == 0, created.stderr
+    row = json.loads(created.stdout)
+    assert row["key"].startswith("evk_") and row["event_names"] == ["billing/*", "shop/paid"]
+    assert "only time the key is shown" in created.stderr
+    listed = [json.loads(line) for line in run_cli("event-keys", "list", env=env).stdout.splitlines()]
+    assert [(k["id"], k["revoked_at"]) for k in listed] == [(row["id"], None)]
+    assert row["key"] not in json.dumps(listed)
+    revoked = run_cli("event-keys", "revoke", row["id"], env=env)
+    assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked_at"]
+    assert run_cli("event-keys", "list", "--active", env=env).stdout.strip() == ""
+    missing = run_cli("event-keys", "revoke", "nope", env=env)
+    assert_one_line_error(missing, "event key nope not found")
+    bad = run_cli("event-keys", "create", "x", "--event", "a*b", env=env)
+    assert_one_line_error(bad, "wildcard")

@@ -95,11 +95,11 @@ def test_serve_without_a_signing_key_names_the_variable_the_flag_and_how_to_make
     assert "openssl rand -hex 32" in message
 
 
-def test_serve_without_event_keys_names_the_variable_and_the_flag() -> None:
-    message = _error({"PGQUEUE_SIGNING_KEY": KEY}, mode="serve")
+def test_serve_without_event_keys_in_the_environment_is_allowed() -> None:
+    # Event keys may live in the database (POST /v1/event-keys, `pgqueue event-keys create`).
+    settings = Settings.from_env({"PGQUEUE_SIGNING_KEY": KEY}, mode="serve")
 
-    assert "PGQUEUE_EVENT_KEYS" in message
-    assert "--event-key" in message
+    assert settings.event_keys == () and settings.production
 
 
 def test_a_signing_key_from_a_flag_counts() -> None:
