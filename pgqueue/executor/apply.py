@@ -18,6 +18,7 @@ from pgqueue import storable
 from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration, parse_instant
 from pgqueue.errors import ExpressionError, InvalidInput
+from pgqueue.events import meta as event_meta
 from pgqueue.events.objects import event_object
 from pgqueue.models import QueueItem
 from pgqueue.protocol.outcome import CallError, Op, Ops, Outcome, RunDone
@@ -462,6 +463,10 @@ class Applier:
                                              f"could not invoke {slug!r}: no such function is synced")
         timeout_raw = op.opts.get("timeout")
         timeout_s = None if timeout_raw in (None, "") else parse_duration(timeout_raw)
+        payload = op.opts.get("payload") if isinstance(op.opts.get("payload"), dict) else {}
+        # The invoked run's sessions: the payload's meta (the SDK stamps the caller's ctx.sessions
+        # as propagated_sessions; a manual meta.sessions wins per key), resolved as at ingest.
+        sessions = event_meta.resolve(payload.get("meta"), f"invoke step {op.label!r}")
         correlation_id = f"{item.run_id}.{op.id}"
         created = await pauses.create(
             conn, run_id=item.run_id, kind="invoke", step_id=op.id, step_name=op.label,
@@ -471,7 +476,6 @@ class Applier:
         )
         if created is None:
             return False  # already invoked
-        payload = op.opts.get("payload") if isinstance(op.opts.get("payload"), dict) else {}
         data = dict(payload.get("data") or {}) if isinstance(payload.get("data") or {}, dict) else {}
         data["_inngest"] = {
             "fn_id": target["slug"],
@@ -483,7 +487,8 @@ class Applier:
             data["_inngest"]["expire"] = int(timeout_s * 1000)
         user = payload.get("user") if isinstance(payload.get("user"), dict) else None
         event = await events.insert_direct(conn, INVOKED_EVENT, data, user=user,
-                                           v=payload.get("v") if isinstance(payload.get("v"), str) else None)
+                                           v=payload.get("v") if isinstance(payload.get("v"), str) else None,
+                                           sessions=sessions)
         origin = starting.Origin(correlation_id=correlation_id)
         _, reason = await starting.start_one(conn, {**target, "function_id": target["id"]}, event["id"],
                                              event_object(event), origin=origin)

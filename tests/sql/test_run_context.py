@@ -122,3 +122,27 @@ async def test_the_context_lists_the_runs_events_in_its_order(pool: AsyncConnect
     assert item.context == queried
     assert [e["id"] for e in queried["events"]] == [first["event_id"], later, earlier]
     assert [e["data"] for e in queried["events"][1:]] == [{"n": 2}, {"n": 1}]
+
+
+async def test_each_event_has_a_user_object_and_its_sessions(pool: AsyncConnectionPool) -> None:
+    """Inngest sends every event with `user` (`{}` when its sender gave none): JS SDK middleware
+    reads event.user. `meta.sessions` only on events that carry sessions (migration 0018)."""
+    run_id = await queued_run(pool)
+    with_user, with_sessions = ids.new_ulid(), ids.new_ulid()
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO pgqueue.events (id, name, data, \"user\", ts)"
+                           " VALUES (%s, 'ctx/go', '{}', %s, 1)", (with_user, Jsonb({"id": "u-1"})))
+        await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts, sessions)"
+                           " VALUES (%s, 'ctx/go', '{}', 2, %s)",
+                           (with_sessions, Jsonb({"conversation": "c-1"})))
+        cur = await conn.execute("SELECT event_id FROM pgqueue.runs WHERE id = %s", (run_id,))
+        first = await cur.fetchone()
+        await conn.execute("UPDATE pgqueue.runs SET event_ids = %s WHERE id = %s",
+                           ([first["event_id"], with_user, with_sessions], run_id))
+
+    events = (await context(pool, run_id))["events"]
+
+    assert [e["user"] for e in events] == [{}, {"id": "u-1"}, {}]
+    assert ["meta" in e for e in events] == [False, False, True]
+    assert events[2]["meta"] == {"sessions": {"conversation": "c-1"}}
+
