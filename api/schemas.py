@@ -41,6 +41,7 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "v": row["v"],
         "received_at": iso(row["received_at"]),
         "skip_reason": row["skip_reason"],
+        "sessions": row.get("sessions"),
     }
 
 

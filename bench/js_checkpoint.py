@@ -7,7 +7,12 @@ and stores each with POST /v1/checkpoint/{runId}/async; without it, every step i
 (counted by the app), and CPU seconds per run of the pgqueue server, the app and the database's
 backends (Linux /proc; on a shared machine CPU per run is steadier than runs/s), then the ratios.
 
-Usage: python bench/js_checkpoint.py [--runs 500] [--database-url URL]
+`--scenario parallel` runs instead two sequential steps, two parallel steps and three more steps
+(tests/compat/js_app/wire.js): with checkpointing the calls go back to it once the parallel steps
+have drained, so a run takes 4 requests (it took 10 while pgqueue kept disable_immediate_execution
+on after them).
+
+Usage: python bench/js_checkpoint.py [--runs 500] [--scenario three|parallel] [--database-url URL]
 Without --database-url (or DATABASE_URL) it uses pgqueue's embedded PostgreSQL (fsync on). Needs
 Node.js and the JS app's node_modules (`npm ci` in tests/compat/js_app).
 """
@@ -32,7 +37,11 @@ from bench.e2e import throughput  # noqa: E402
 from tests.helpers.procs import free_port, pgqueue_argv, start_process, wait_http  # noqa: E402
 
 JS_APP = ROOT / "tests" / "compat" / "js_app"
-EVENT = "ckpt/three"
+# scenario -> (app script, event, what a run is)
+SCENARIOS = {
+    "three": ("checkpoint.js", "ckpt/three", "a 3-step function"),
+    "parallel": ("wire.js", "wire/parallel", "2 steps, 2 parallel steps, 3 steps"),
+}
 
 
 def _cpu_s(pid: int) -> float:
@@ -70,10 +79,15 @@ def cpu_snapshot(server_pid: int, app_pid: int, database_url: str) -> dict[str, 
 
 
 def requests_made(app_base: str) -> int:
-    return sum(httpx.get(app_base + "/ledger", timeout=30).json()["requests"].values())
+    ledger = httpx.get(app_base + "/ledger", timeout=30).json()
+    if "requests" in ledger:  # checkpoint.js: run id -> requests
+        return sum(ledger["requests"].values())
+    return sum(len(calls) for calls in ledger["calls"].values())  # wire.js: run id -> [call, ...]
 
 
-def measure(database_url: str, runs: int, *, checkpointing: bool) -> dict[str, float]:
+def measure(
+    database_url: str, runs: int, *, checkpointing: bool, scenario: str = "three"
+) -> dict[str, float]:
     """A pgqueue dev server (checkpointing on or off) and a fresh JS app on `database_url`."""
     node = shutil.which("node")
     if node is None or not (JS_APP / "node_modules" / "inngest").is_dir():
@@ -89,8 +103,9 @@ def measure(database_url: str, runs: int, *, checkpointing: bool) -> dict[str, f
         )
         procs.append(server)
         wait_http(server, "/health")
+        script, event, _ = SCENARIOS[scenario]
         app = start_process(
-            "bench-js-app", [node, "checkpoint.js"],
+            "bench-js-app", [node, script],
             env={"INNGEST_DEV": server.url, "INNGEST_BASE_URL": server.url, "INNGEST_SIGNING_KEY": "",
                  "INNGEST_EVENT_KEY": "", "JS_APP_ID": "bench-js", "PORT": str(app_port)},
             url=f"http://127.0.0.1:{app_port}", cwd=JS_APP,
@@ -99,10 +114,10 @@ def measure(database_url: str, runs: int, *, checkpointing: bool) -> dict[str, f
         wait_http(app, "/ledger")
         httpx.put(app.url + "/api/inngest", timeout=30)
         time.sleep(1.0)
-        throughput(server.url, database_url, 50, EVENT)  # warm-up (JIT, connections)
+        throughput(server.url, database_url, 50, event)  # warm-up (JIT, connections)
         before = requests_made(app.url)
         cpu_before = cpu_snapshot(server.popen.pid, app.popen.pid, database_url)
-        rate = throughput(server.url, database_url, runs, EVENT)
+        rate = throughput(server.url, database_url, runs, event)
         cpu_after = cpu_snapshot(server.popen.pid, app.popen.pid, database_url)
         per_run = (requests_made(app.url) - before) / runs
     finally:
@@ -116,15 +131,16 @@ def measure(database_url: str, runs: int, *, checkpointing: bool) -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="three")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     with database(args.database_url) as url:
-        off = measure(url, args.runs, checkpointing=False)
-        on = measure(url, args.runs, checkpointing=True)
+        off = measure(url, args.runs, checkpointing=False, scenario=args.scenario)
+        on = measure(url, args.runs, checkpointing=True, scenario=args.scenario)
         settings = pg_settings(url)
     print(f"PostgreSQL {settings.get('server_version')} fsync={settings.get('fsync')} "
           f"synchronous_commit={settings.get('synchronous_commit')}; one node process for the app; "
-          f"{args.runs} runs of a 3-step function (JS SDK)")
+          f"{args.runs} runs of {SCENARIOS[args.scenario][2]} (JS SDK)")
     print(f"{'measure':<44}{'off':>12}{'on':>12}{'on/off':>10}")
     for key, label in (("runs_per_s", "runs/s, events accepted -> runs completed"),
                        ("requests_per_run", "app requests per run"),

@@ -85,6 +85,8 @@ class Event:
     user: dict[str, Any] | None = None
     v: str | None = None
     external_id: str | None = None
+    # The sessions the event carries, resolved from its `meta` (pgqueue/events/meta.py)
+    sessions: dict[str, str] | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ class Event:
             "ts": self.ts,
             "v": self.v,
             "external_id": self.external_id,
+            "sessions": self.sessions,
         }
 
 

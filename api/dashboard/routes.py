@@ -27,7 +27,7 @@ from pgqueue.apps import sync
 from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
 from pgqueue.events import ingest, signatures, transforms
 from pgqueue.models import DISCOVERY_STEP
-from pgqueue.store import apps, event_keys, events, inspect, runs
+from pgqueue.store import apps, event_keys, events, inspect, run_metadata, runs
 from pgqueue.store import events as events_store
 from pgqueue.store import webhooks as webhooks_store
 
@@ -295,9 +295,22 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
         pending = await inspect.run_pending(conn, run_id) if run["status"] in ("queued", "running") else []
         event_rows = {r["id"]: r for r in await events.get_many(conn, run["event_ids"])}
         fn = await inspect.function(conn, str(run["function_id"]))
+        metadata_rows = await run_metadata.list_for_run(conn, run_id)
     trigger_events = [event_rows[i] for i in run["event_ids"] if i in event_rows]
+    timeline = build_timeline(rows)
+    # Metadata: each step's beside the step; the run's own, and any of a step not in the timeline
+    # (a step that is still retrying), in the side card.
+    shown = {t.get("step_id") for t in timeline if t["entry"] == "step"}
+    step_metadata: dict[str, list[dict[str, Any]]] = {}
+    run_level: list[dict[str, Any]] = []
+    for m in metadata_rows:
+        if m["step_id"] in shown:
+            step_metadata.setdefault(m["step_id"], []).append(m)
+        else:
+            run_level.append(m)
     return render(request, "run.html", session, nav="runs", run=run, fn=fn, events=trigger_events,
-                  timeline=build_timeline(rows), pending=pending, live=run["status"] in ("queued", "running"))
+                  timeline=timeline, pending=pending, live=run["status"] in ("queued", "running"),
+                  step_metadata=step_metadata, run_metadata=run_level)
 
 
 @router.get("/events", response_class=HTMLResponse)

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from api import deps, limits, schemas
+from api.routes.events import read_body
 from pgqueue.admin import actions
 from pgqueue.errors import InvalidInput, NotFound
+from pgqueue.events import ingest
 from pgqueue.events.objects import event_object
-from pgqueue.store import apps, events, runs, steps
+from pgqueue.runs import metadata
+from pgqueue.store import apps, events, run_metadata, runs, steps
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
@@ -96,13 +99,17 @@ async def list_runs(
     return _data([schemas.run_json(r) for r in rows], cursor=next_cursor)
 
 
-@router.get("/v1/runs/{run_id}", tags=["runs"], summary="One run")
+@router.get("/v1/runs/{run_id}", tags=["runs"], summary="One run",
+            description="`metadata`: the run's own metadata (its steps' are in /jobs and /metadata).")
 async def get_run(run_id: str, request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         row = await runs.get(conn, run_id)
-    if row is None:
-        raise NotFound(f"run {run_id} not found")
-    return _data(schemas.run_json(row))
+        if row is None:
+            raise NotFound(f"run {run_id} not found")
+        meta_rows = await run_metadata.list_for_run(conn, run_id)
+    run = schemas.run_json(row)
+    run["metadata"] = [metadata.entry_json(m) for m in meta_rows if m["scope"] == "run"]
+    return _data(run)
 
 
 @router.delete("/v1/runs/{run_id}", tags=["runs"], summary="Cancel a run")
@@ -119,6 +126,11 @@ async def run_jobs(run_id: str, request: Request) -> JSONResponse:
             raise NotFound(f"run {run_id} not found")
         step_rows = await steps.list_steps(conn, run_id)
         attempt_rows = await steps.list_attempts(conn, run_id)
+        meta_rows = await run_metadata.list_for_run(conn, run_id)
+    step_metadata: dict[str, list[dict[str, Any]]] = {}
+    for m in meta_rows:
+        if m["step_id"]:
+            step_metadata.setdefault(m["step_id"], []).append(metadata.entry_json(m))
     by_step: dict[str, list[dict[str, Any]]] = {}
     for a in attempt_rows:
         by_step.setdefault(a["step_id"], []).append(
@@ -147,9 +159,33 @@ async def run_jobs(run_id: str, request: Request) -> JSONResponse:
                 "attempts": s["attempt"] + 1,
                 "completed_at": schemas.iso(s["created_at"]),
                 "history": by_step.get(s["step_id"], []),
+                "metadata": step_metadata.get(s["step_id"], []),
             }
         )
     return _data(data, attempts=[{"step_id": k, "history": v} for k, v in by_step.items()])
+
+
+@router.post("/v1/runs/{run_id}/metadata", tags=["runs"], summary="Add metadata to a run or one of its steps",
+             description="Inngest's body: `{\"target\": {\"step_id\"?, \"step_index\"?, \"step_attempt\"?,"
+                         " \"span_id\"?}, \"metadata\": [{\"kind\", \"op\", \"values\"}]}` (what the JS SDK's"
+                         " metadata and scoring helpers send). No step_id: the run; a step_id (the step's own"
+                         " id): that step, or one attempt of it. `op` merge, set, delete or add combines with"
+                         " what is stored. 413 over 64 KB per update or 1 MB per run.")
+async def add_metadata(run_id: str, request: Request) -> JSONResponse:
+    updates = metadata.from_request(ingest.parse_body(await read_body(request, limits.DEFAULT_BODY_BYTES)),
+                                     run_id)
+    async with deps.pool(request).connection() as conn:
+        total = await metadata.write(conn, run_id, updates)
+    return _data({"run_id": run_id, "updates": len(updates), "run_metadata_bytes": total})
+
+
+@router.get("/v1/runs/{run_id}/metadata", tags=["runs"], summary="A run's metadata, and its steps'")
+async def get_metadata(run_id: str, request: Request) -> JSONResponse:
+    async with deps.pool(request).connection() as conn:
+        if await runs.get(conn, run_id) is None:
+            raise NotFound(f"run {run_id} not found")
+        rows = await run_metadata.list_for_run(conn, run_id)
+    return _data([metadata.entry_json(r) for r in rows])
 
 
 @router.get("/v0/runs/{run_id}/actions", tags=["sdk"], summary="Memoised step state (SDK use_api)")

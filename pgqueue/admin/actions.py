@@ -10,6 +10,7 @@ from pgqueue import expressions, ids, storable
 from pgqueue.db.pool import Conn
 from pgqueue.errors import Conflict, ExpressionError, InvalidInput, NotFound
 from pgqueue.events import keys
+from pgqueue.events import meta as event_meta
 from pgqueue.events.objects import event_object
 from pgqueue.models import AppSpec
 from pgqueue.runner import starting
@@ -225,9 +226,11 @@ async def invoke(conn: Conn, ref: str, payload: dict[str, Any]) -> tuple[str, st
     problem = storable.problem(data) or storable.problem(user)
     if problem:
         raise InvalidInput(f"the payload {problem}")
+    sessions = event_meta.resolve(payload.get("meta"), "the payload")
     async with conn.transaction():
         data = {**data, "_inngest": {"fn_id": fn["slug"]}}
-        event = await events.insert_direct(conn, "inngest/function.invoked", data, user=user)
+        event = await events.insert_direct(conn, "inngest/function.invoked", data, user=user,
+                                           sessions=sessions)
         run_id, reason = await starting.start_one(conn, _startable(fn), event["id"], event_object(event))
     return event["id"], run_id, reason
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pgqueue import ids, storable
 from pgqueue.errors import InvalidInput, PayloadTooLarge
+from pgqueue.events import meta
 from pgqueue.models import Event
 
 MAX_NAME_LENGTH = 512
@@ -91,7 +92,9 @@ def normalise_event(
     v = raw.get("v")
     if v is not None and not isinstance(v, str):
         raise InvalidInput(f"{where}: `v` must be a string")
-    event = {"name": name, "data": data, "user": user, "ts": ts, "v": v, "external_id": external_id}
+    sessions = meta.resolve(raw.get("meta"), where)
+    event = {"name": name, "data": data, "user": user, "ts": ts, "v": v, "external_id": external_id,
+             "sessions": sessions}
     problem = unstorable(event)
     if problem:
         raise InvalidInput(f"{where} {problem}")

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgqueue.events import meta
+
 
 def event_object(row: dict[str, Any]) -> dict[str, Any]:
-    """The event as functions and expressions see it."""
+    """The event as functions and expressions see it. `user` is always an object (`{}` when the
+    sender gave none), as Inngest's server sends it: JS SDK middleware reads `event.user`.
+    `meta.sessions` only when the event carries sessions (pgqueue/events/meta.py)."""
     ev: dict[str, Any] = {
         "id": row.get("external_id") or row["id"],
         "name": row["name"],
         "data": row["data"],
+        "user": row.get("user") or {},
         "ts": row["ts"],
     }
-    if row.get("user") is not None:
-        ev["user"] = row["user"]
     if row.get("v") is not None:
         ev["v"] = row["v"]
-    return ev
+    return meta.with_meta(ev, row.get("sessions"))

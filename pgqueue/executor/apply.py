@@ -8,6 +8,7 @@ Lock order is always run, then items, everywhere that takes both.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ from pgqueue import storable
 from pgqueue.db.pool import Conn
 from pgqueue.durations import parse_duration, parse_instant
 from pgqueue.errors import ExpressionError, InvalidInput
+from pgqueue.events import meta as event_meta
 from pgqueue.events.objects import event_object
 from pgqueue.models import DISCOVERY_STEP, QueueItem
 from pgqueue.protocol.outcome import CallError, Op, Ops, Outcome, RunDone
 from pgqueue.queue import backoff
 from pgqueue.runner import starting, timeouts
-from pgqueue.runs import pausing, transitions
-from pgqueue.store import apps, events, pauses, queue, runs, steps
+from pgqueue.runs import metadata, pausing, transitions
+from pgqueue.store import apps, events, pauses, queue, run_metadata, runs, steps
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class ApplyResult:
 LOST = ApplyResult(applied=False)
 TIMEOUT_OPS = {"wait": "WaitForEvent", "invoke": "InvokeFunction", "signal": "WaitForSignal"}
 INVOKED_EVENT = "inngest/function.invoked"
+# Opcodes that report a step's result: metadata they carry that cannot be stored fails the step.
+STEP_RESULT_OPS = frozenset({"StepRun", "Step", "StepError", "StepFailed"})
 # Opcodes that queue work of their own (a call, a sleep, a wait, signal or invoke timeout): an
 # answer carrying one wakes the workers.
 QUEUEING_OPS = frozenset({"StepPlanned", "Sleep", "WaitForEvent", "WaitForSignal", "InvokeFunction"})
@@ -256,6 +260,15 @@ class Applier:
                 )
                 return await self._finish(conn, run, "failed", error=error)
 
+        ops = await self._metadata(conn, item, outcome.ops)
+        if isinstance(ops, dict):
+            await steps.record_attempt(
+                conn, run_id=item.run_id, item_id=item.id, step_id=item.step_id, attempt=item.attempt,
+                outcome="failed", status_code=206, error=ops, started_at=started_at,
+            )
+            return await self._finish(conn, run, "failed", error=ops)
+        outcome = dataclasses.replace(outcome, ops=ops)
+
         retry_error: dict[str, Any] | None = None
         for op in outcome.ops:
             if op.op == "StepError" and not outcome.no_retry and item.attempt + 1 < item.max_attempts:
@@ -390,6 +403,40 @@ class Applier:
         queued = retry_error is not None or any(op.op in QUEUEING_OPS for op in outcome.ops)
         return await self._continue(conn, item, run, queued=queued, race=race)
 
+    async def _metadata(
+        self, conn: Conn, item: QueueItem, ops: tuple[Op, ...]
+    ) -> tuple[Op, ...] | dict[str, Any]:
+        """Store the metadata the answer's ops carry (pgqueue/runs/metadata.py), before the ops
+        themselves. An op whose metadata cannot be stored (malformed, over 64 KB, over the run's
+        1 MB) is not dropped: its step fails with InvalidMetadata or MetadataTooLarge (the SDK
+        throws it into the function), or, on an op that is no step result, the run fails with it
+        (the error is returned). A step reported again after it was stored writes nothing again."""
+        carrying = [op for op in ops if op.metadata is not None]
+        if not carrying:
+            return ops
+        stored = await steps.stored_among(conn, item.run_id,
+                                          [op.id for op in carrying if op.op in STEP_RESULT_OPS])
+        out: list[Op] = []
+        for op in ops:
+            if op.metadata is None or (op.op in STEP_RESULT_OPS and op.id in stored):
+                out.append(op)
+                continue
+            try:
+                updates = metadata.from_op(op.metadata, step_id=op.id, attempt=item.attempt,
+                                           label=op.label)
+                async with conn.transaction():  # a savepoint: a refused write leaves nothing behind
+                    await run_metadata.put(conn, item.run_id, [u.to_row() for u in updates],
+                                           max_run_bytes=metadata.MAX_RUN_BYTES)
+            except InvalidInput as exc:
+                error = metadata.metadata_error(exc)
+                if op.op not in STEP_RESULT_OPS:
+                    return error
+                log.info("run %s: step %s fails: %s", item.run_id, op.label, error["message"])
+                out.append(dataclasses.replace(op, op="StepFailed", error=error, metadata=None))
+                continue
+            out.append(op)
+        return tuple(out)
+
     async def _trigger_event(self, conn: Conn, run: dict[str, Any]) -> dict[str, Any]:
         row = await events.get(conn, run["event_id"])
         return event_object(row) if row else {"name": "", "data": {}}
@@ -465,6 +512,10 @@ class Applier:
                                              f"could not invoke {slug!r}: no such function is synced")
         timeout_raw = op.opts.get("timeout")
         timeout_s = None if timeout_raw in (None, "") else parse_duration(timeout_raw)
+        payload = op.opts.get("payload") if isinstance(op.opts.get("payload"), dict) else {}
+        # The invoked run's sessions: the payload's meta (the SDK stamps the caller's ctx.sessions
+        # as propagated_sessions; a manual meta.sessions wins per key), resolved as at ingest.
+        sessions = event_meta.resolve(payload.get("meta"), f"invoke step {op.label!r}")
         correlation_id = f"{item.run_id}.{op.id}"
         created = await pauses.create(
             conn, run_id=item.run_id, kind="invoke", step_id=op.id, step_name=op.label,
@@ -474,7 +525,6 @@ class Applier:
         )
         if created is None:
             return False  # already invoked
-        payload = op.opts.get("payload") if isinstance(op.opts.get("payload"), dict) else {}
         data = dict(payload.get("data") or {}) if isinstance(payload.get("data") or {}, dict) else {}
         data["_inngest"] = {
             "fn_id": target["slug"],
@@ -486,7 +536,8 @@ class Applier:
             data["_inngest"]["expire"] = int(timeout_s * 1000)
         user = payload.get("user") if isinstance(payload.get("user"), dict) else None
         event = await events.insert_direct(conn, INVOKED_EVENT, data, user=user,
-                                           v=payload.get("v") if isinstance(payload.get("v"), str) else None)
+                                           v=payload.get("v") if isinstance(payload.get("v"), str) else None,
+                                           sessions=sessions)
         origin = starting.Origin(correlation_id=correlation_id)
         _, reason = await starting.start_one(conn, {**target, "function_id": target["id"]}, event["id"],
                                              event_object(event), origin=origin)

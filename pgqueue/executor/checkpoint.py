@@ -26,8 +26,8 @@ from pgqueue.errors import Conflict, InvalidInput, NotFound
 from pgqueue.executor.apply import limit_error, output_problem, step_memo
 from pgqueue.models import QueueItem
 from pgqueue.protocol.outcome import Op, parse_op
-from pgqueue.runs import transitions
-from pgqueue.store import runs, steps
+from pgqueue.runs import metadata, transitions
+from pgqueue.store import run_metadata, runs, steps
 
 log = logging.getLogger(__name__)
 
@@ -126,23 +126,28 @@ class Stored:
 
 async def store(conn: Conn, cp: Checkpoint, *, received_at: datetime) -> Stored:
     """Store the checkpoint's steps, fenced by the call's lease, in one statement
-    (pgqueue.checkpoint_store_v1). Raises NotFound (no such run), Stale (the lease is gone or the
-    run ended: nothing stored) or InvalidInput."""
+    (pgqueue.checkpoint_store_v1), and the metadata they carry with them (pgqueue/runs/metadata.py,
+    in the same transaction). Raises NotFound (no such run), Stale (the lease is gone or the run
+    ended: nothing stored) or InvalidInput (metadata that cannot be stored too: the SDK then sends
+    the steps in its answer, where such a step fails with a named error)."""
     memos = [{"step_id": op.id, "name": op.label, "memo": step_memo(op)[0]} for op in cp.ops]
-    row = await steps.checkpoint(conn, cp.run_id, item_id=cp.item_id, lease_token=cp.lease_token,
-                                 fn_id=cp.fn_id, memos=memos)
-    match row["verdict"]:
-        case "missing":
-            raise NotFound(f"run {cp.run_id} not found")
-        case "ended":
-            raise Stale(f"run {cp.run_id} has ended ({row['run_status']}): the checkpoint was not stored")
-        case "stale":
-            raise Stale(f"the call that sent this checkpoint no longer holds queue item {cp.item_id} of run "
-                        f"{cp.run_id} (its lease expired or was taken over): the checkpoint was not stored")
-        case "other_run":
-            raise InvalidInput(f"queue item {cp.item_id} belongs to another run than {cp.run_id}")
-        case "other_function":
-            raise InvalidInput(f"fn_id {cp.fn_id!r} is not the function of queue item {cp.item_id}")
+    carrying = {op.id: metadata.from_op(op.metadata, step_id=op.id, attempt=0, label=op.label)
+                for op in cp.ops if op.metadata is not None}
+    if not carrying:
+        row = await steps.checkpoint(conn, cp.run_id, item_id=cp.item_id, lease_token=cp.lease_token,
+                                     fn_id=cp.fn_id, memos=memos)
+        _check(cp, row)
+    else:
+        async with conn.transaction():
+            await runs.lock(conn, cp.run_id)  # before reading which of its steps are stored
+            before = await steps.stored_among(conn, cp.run_id, list(carrying))
+            row = await steps.checkpoint(conn, cp.run_id, item_id=cp.item_id, lease_token=cp.lease_token,
+                                         fn_id=cp.fn_id, memos=memos)
+            _check(cp, row)
+            fresh = [u.to_row() for step_id, updates in carrying.items() if step_id not in before
+                     for u in updates]
+            if fresh:  # a checkpoint sent again writes its metadata once, as its steps
+                await run_metadata.put(conn, cp.run_id, fresh, max_run_bytes=metadata.MAX_RUN_BYTES)
     stored = int(row["stored"])
     error = limit_error(steps.Recorded(row["step_count"], row["state_bytes"])) if stored else None
     if error is not None:
@@ -158,3 +163,19 @@ async def store(conn: Conn, cp: Checkpoint, *, received_at: datetime) -> Stored:
                 await transitions.finish(conn, run, "failed", error=error)
                 log.info("run %s failed at a checkpoint: %s", cp.run_id, error["message"])
     return Stored(stored, len(cp.ops) - stored, error)
+
+
+def _check(cp: Checkpoint, row: dict[str, Any]) -> None:
+    """Raise unless pgqueue.checkpoint_store_v1 stored the checkpoint (verdict 'ok')."""
+    match row["verdict"]:
+        case "missing":
+            raise NotFound(f"run {cp.run_id} not found")
+        case "ended":
+            raise Stale(f"run {cp.run_id} has ended ({row['run_status']}): the checkpoint was not stored")
+        case "stale":
+            raise Stale(f"the call that sent this checkpoint no longer holds queue item {cp.item_id} of run "
+                        f"{cp.run_id} (its lease expired or was taken over): the checkpoint was not stored")
+        case "other_run":
+            raise InvalidInput(f"queue item {cp.item_id} belongs to another run than {cp.run_id}")
+        case "other_function":
+            raise InvalidInput(f"fn_id {cp.fn_id!r} is not the function of queue item {cp.item_id}")

@@ -78,6 +78,8 @@ def element(
     if not isinstance(outcome, Ops) or len(outcome.ops) != 1 or body_size > MAX_STEP_OUTPUT_BYTES:
         return None
     op = outcome.ops[0]
+    if op.metadata is not None:
+        return None  # metadata is stored with its step by the general path (pgqueue/runs/metadata.py)
     if op.op == "RunComplete":
         if storable.problem(op.data):
             return None

@@ -36,6 +36,9 @@ class Op:
     data: Any = None
     has_data: bool = False
     error: Any = None
+    # The run/step metadata the op carries (JS SDK 4.x: [{kind, scope, op, values}]), as sent;
+    # pgqueue/runs/metadata.py reads it. None when absent.
+    metadata: Any = None
 
     @property
     def label(self) -> str:
@@ -156,6 +159,7 @@ def parse_op(raw: Any) -> Op | None:
         data=raw.get("data"),
         has_data="data" in raw,
         error=raw.get("error"),
+        metadata=raw.get("metadata"),
     )
 
 

@@ -91,13 +91,13 @@ async def insert_internal(conn: Conn, name: str, data: dict[str, Any]) -> str:
 
 
 async def insert_direct(conn: Conn, name: str, data: dict[str, Any], *, user: dict[str, Any] | None = None,
-                        v: str | None = None) -> dict[str, Any]:
+                        v: str | None = None, sessions: dict[str, str] | None = None) -> dict[str, Any]:
     """Store an event that starts one known run (no trigger matching)."""
     event_id = ids.new_ulid()
     cur = await conn.execute(
         q("event_insert_direct"),
         {"id": event_id, "name": name, "data": Jsonb(data), "user": Jsonb(user) if user is not None else None,
-         "ts": ids.ulid_time_ms(event_id), "v": v},
+         "ts": ids.ulid_time_ms(event_id), "v": v, "sessions": Jsonb(sessions) if sessions else None},
     )
     row = await cur.fetchone()
     assert row is not None

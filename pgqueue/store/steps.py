@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,12 @@ async def checkpoint(
     row = await cur.fetchone()
     assert row is not None  # the function always returns its verdict
     return row
+
+
+async def stored_among(conn: Conn, run_id: str, step_ids: Sequence[str]) -> set[str]:
+    """Which of `step_ids` the run has stored already."""
+    cur = await conn.execute(q("step_stored_among"), {"run_id": run_id, "step_ids": list(step_ids)})
+    return {r["step_id"] for r in await cur.fetchall()}
 
 
 async def list_steps(conn: Conn, run_id: str) -> list[dict[str, Any]]:

@@ -497,6 +497,13 @@ $$;
 -- events and stored steps) as one JSON object, read by claim_v6 for each call it leases and by the
 -- run_context query (sql/queries/runs.sql). NULL when the run is gone. Only what a call reads: the
 -- function's config (its whole sync payload) stays out.
+-- Each event has `user` (`{}` when its sender gave none, as Inngest sends it) and, when it carries
+-- sessions, `meta.sessions` (migration 0019; the shape of pgqueue/events/objects.py).
+-- `force_step_plan` is the call's ctx.disable_immediate_execution: set once the run has run steps
+-- in parallel, and off again once nothing of the run is pending (no call, sleep, wait or invoke
+-- open besides the call itself) for runs on request version 2, as Inngest resets it when its
+-- parallel steps have drained: the JS SDK then checkpoints the steps that follow, and ends the run
+-- with RunComplete (version 1, JS `optimizeParallelism: false`, keeps it set, as in Inngest).
 CREATE OR REPLACE FUNCTION pgqueue.run_context_v1(p_run_id text)
 RETURNS jsonb
 LANGUAGE plpgsql  -- not checked against the schema when created (runs.endpoint_url: migration 0015)
@@ -507,16 +514,26 @@ AS $$
 BEGIN
     RETURN (SELECT jsonb_build_object(
         'id', r.id, 'status', r.status::text, 'request_version', r.request_version,
-        'force_step_plan', r.force_step_plan, 'max_attempts', r.max_attempts, 'event_ids', to_jsonb(r.event_ids),
+        -- what the run waits for besides this call (queue_open_count, sql/queries/queue.sql), read
+        -- only for runs that have run steps in parallel (CASE: evaluated in order)
+        'force_step_plan', CASE WHEN NOT r.force_step_plan THEN false
+                                WHEN r.request_version < 2 THEN true
+                                ELSE EXISTS (SELECT 1 FROM pgqueue.queue_items q
+                                             WHERE q.run_id = r.id AND q.step_id <> 'step'
+                                               AND NOT (q.kind = 'timeout' AND starts_with(q.step_id, '$')))
+                                  OR EXISTS (SELECT 1 FROM pgqueue.pauses p
+                                             WHERE p.run_id = r.id AND p.step_id IS NOT NULL) END,
+        'max_attempts', r.max_attempts, 'event_ids', to_jsonb(r.event_ids),
         -- a durable endpoint's run is called at its own request URL, with its method
         'function_id', r.function_id, 'slug', f.slug, 'url', coalesce(r.endpoint_url, f.url),
         'endpoint_method', r.endpoint_method, 'app_id', f.app_id,
         'app_name', a.name, 'started_now', false,
         'events', (SELECT coalesce(jsonb_agg(
                        jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
-                                          'ts', e.ts)
-                       || CASE WHEN e."user" IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('user', e."user") END
+                                          'user', coalesce(e."user", '{}'::jsonb), 'ts', e.ts)
                        || CASE WHEN e.v IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('v', e.v) END
+                       || CASE WHEN e.sessions IS NULL THEN '{}'::jsonb
+                               ELSE jsonb_build_object('meta', jsonb_build_object('sessions', e.sessions)) END
                        ORDER BY u.n), '[]'::jsonb)
                    -- each event by its primary key, in the run's order (the first of a repeated
                    -- id): `e.id = ANY (r.event_ids)` is planned as a scan of a small events table,

@@ -229,9 +229,10 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT coalesce(jsonb_agg(
                        jsonb_build_object('id', coalesce(e.external_id, e.id), 'name', e.name, 'data', e.data,
-                                          'ts', e.ts)
-                       || CASE WHEN e."user" IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('user', e."user") END
+                                          'user', coalesce(e."user", '{}'::jsonb), 'ts', e.ts)
                        || CASE WHEN e.v IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('v', e.v) END
+                       || CASE WHEN e.sessions IS NULL THEN '{}'::jsonb
+                               ELSE jsonb_build_object('meta', jsonb_build_object('sessions', e.sessions)) END
                        ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb) AS all_events
             FROM pgqueue.events e WHERE e.id = ANY (r.event_ids)
         ) ev

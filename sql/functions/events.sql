@@ -4,6 +4,7 @@
 -- 24 h makes the event a duplicate: stored, acknowledged, but it triggers nothing. The window is
 -- keyed by `dedupe_key` (pgqueue.ids.compact_key of the id, so an id of any size fits the index);
 -- a caller that does not send it (an older pgqueue during a deploy) dedupes on the id itself.
+-- `sessions` (migration 0019) is the event's resolved sessions, or absent/null.
 -- Returns the number of events handed to the runner; wakes the runner once (NOTIFY coalesces).
 CREATE OR REPLACE FUNCTION pgqueue.event_ingest_v1(p_events jsonb)
 RETURNS integer
@@ -23,8 +24,8 @@ BEGIN
         FROM ROWS FROM (
                  jsonb_to_recordset(p_events)
                  AS (id text, name text, data jsonb, "user" jsonb, ts bigint, v text, external_id text,
-                     dedupe_key text)
-             ) WITH ORDINALITY AS x(id, name, data, "user", ts, v, external_id, dedupe_key, ord)
+                     dedupe_key text, sessions jsonb)
+             ) WITH ORDINALITY AS x(id, name, data, "user", ts, v, external_id, dedupe_key, sessions, ord)
     ),
     fresh AS (
         SELECT i.* FROM input i
@@ -45,8 +46,8 @@ BEGIN
         RETURNING d.event_id
     ),
     ins AS (
-        INSERT INTO pgqueue.events (id, name, data, "user", ts, v, external_id, skip_reason)
-        SELECT f.id, f.name, f.data, f."user", f.ts, f.v, f.external_id,
+        INSERT INTO pgqueue.events (id, name, data, "user", ts, v, external_id, sessions, skip_reason)
+        SELECT f.id, f.name, f.data, f."user", f.ts, f.v, f.external_id, nullif(f.sessions, 'null'),
                CASE WHEN f.external_id IS NOT NULL AND f.id NOT IN (SELECT event_id FROM ded)
                     THEN 'duplicate event id: an event with this id was received in the last 24 hours' END
         FROM fresh f

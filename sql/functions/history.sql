@@ -266,6 +266,7 @@ BEGIN
     DELETE FROM pgqueue.attempts a WHERE a.run_id = ANY (v_runs);
     DELETE FROM pgqueue.runs r WHERE r.id = ANY (v_runs);
     DELETE FROM pgqueue.event_pins p WHERE p.run_id = ANY (v_runs);
+    DELETE FROM pgqueue.run_metadata m WHERE m.run_id = ANY (v_runs);
     runs_deleted := cardinality(v_runs);
 
     -- Events of the archive that nothing keeps any more.
@@ -291,6 +292,13 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     events_deleted := events_deleted + n;
 
+    -- Metadata of runs whose set expired (few runs have any: a table of its own, pruned here).
+    DELETE FROM pgqueue.run_metadata m
+    WHERE (m.run_id, m.scope, m.step_id, m.attempt, m.span_id, m.kind) IN (
+        SELECT m1.run_id, m1.scope, m1.step_id, m1.attempt, m1.span_id, m1.kind FROM pgqueue.run_metadata m1
+        WHERE m1.run_id < pgqueue.history_archive_hi_v1('runs')
+          AND NOT EXISTS (SELECT 1 FROM pgqueue.runs r WHERE r.id = m1.run_id)
+        LIMIT p_limit);
     -- Pins of runs that are gone (their set expired), runs' bookkeeping retention no longer keeps.
     DELETE FROM pgqueue.event_pins p
     WHERE p.ctid IN (SELECT p1.ctid FROM pgqueue.event_pins p1

@@ -13,7 +13,7 @@ WITH claimed AS (
     )
     RETURNING seq, event_id
 )
-SELECT e.id, e.name, e.data, e."user", e.ts, e.v, e.external_id, e.received_at, e.skip_reason
+SELECT e.id, e.name, e.data, e."user", e.ts, e.v, e.external_id, e.received_at, e.skip_reason, e.sessions
 FROM claimed c
 CROSS JOIN LATERAL (SELECT * FROM pgqueue.events e1 WHERE e1.id = c.event_id LIMIT 1) e
 ORDER BY c.seq
@@ -26,15 +26,15 @@ WITH taken AS (
 SELECT event_id FROM taken ORDER BY seq
 
 -- name: event_get_many
-SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason
+SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason, sessions
 FROM pgqueue.events WHERE id = ANY(%(ids)s::text[])
 
 -- name: event_get
-SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason
+SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason, sessions
 FROM pgqueue.events WHERE id = %(id)s
 
 -- name: event_list
-SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason
+SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason, sessions
 FROM pgqueue.events
 WHERE (%(name)s::text IS NULL OR name = %(name)s)
   AND (%(before_id)s::text IS NULL OR id < %(before_id)s)
@@ -60,9 +60,9 @@ SELECT pg_notify('pgqueue_events', '') FROM i
 
 -- name: event_insert_direct
 -- An event that starts one known run (inngest/function.invoked): stored, not queued for triggers.
-INSERT INTO pgqueue.events (id, name, data, "user", ts, v)
-VALUES (%(id)s, %(name)s, %(data)s::jsonb, %(user)s::jsonb, %(ts)s, %(v)s)
-RETURNING id, name, data, "user", ts, v, external_id, received_at, skip_reason
+INSERT INTO pgqueue.events (id, name, data, "user", ts, v, sessions)
+VALUES (%(id)s, %(name)s, %(data)s::jsonb, %(user)s::jsonb, %(ts)s, %(v)s, %(sessions)s::jsonb)
+RETURNING id, name, data, "user", ts, v, external_id, received_at, skip_reason, sessions
 
 -- name: event_finish_heard
 SELECT pgqueue.finish_heard_v1(%(correlation_id)s) AS heard

@@ -36,3 +36,8 @@ FROM pgqueue.calls_payload WHERE run_id = %(run_id)s ORDER BY started_at, seq
 -- name: step_checkpoint
 -- Steps a running call reports (pgqueue/executor/checkpoint.py), fenced by its lease, in one statement.
 SELECT * FROM pgqueue.checkpoint_store_v1(%(run_id)s, %(item_id)s, %(lease_token)s, %(fn_id)s, %(steps)s::jsonb)
+
+-- name: step_stored_among
+-- Which of these steps of a run are stored already (the metadata of a step reported again is not
+-- written again).
+SELECT step_id FROM pgqueue.steps WHERE run_id = %(run_id)s AND step_id = ANY (%(step_ids)s::text[])

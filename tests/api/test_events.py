@@ -77,6 +77,13 @@ BAD_EVENTS: list[tuple[str, Any, str]] = [
     ("id-object", {"name": "a", "id": {"k": 1}}, "`id` must be a string"),
     ("id-bool", {"name": "a", "id": True}, "`id` must be a string"),
     ("id-too-long", {"name": "a", "id": "x" * 1025}, "`id` is longer"),
+    # meta: the sessions an event carries (pgqueue/events/meta.py; tests/unit/test_event_meta.py)
+    ("meta-list", {"name": "a", "meta": ["s"]}, "`meta` must be a JSON object"),
+    ("meta-session-bool", {"name": "a", "meta": {"sessions": {"conv": True}}}, "string or a number"),
+    ("meta-six-sessions", {"name": "a", "meta": {"sessions": {k: "1" for k in "abcdef"}}},
+     "at most 5 sessions"),
+    ("meta-null-propagated", {"name": "a", "meta": {"propagated_sessions": {"a": None}}}, "null only cuts"),
+    ("meta-nul-in-session", {"name": "a", "meta": {"sessions": {"conv": "c\x00"}}}, "NUL"),
     # What PostgreSQL's jsonb cannot store
     ("nul-in-data-value", {"name": "a", "data": {"k": "x\x00y"}}, "NUL"),
     ("nul-in-data-key", {"name": "a", "data": {"k\x00": 1}}, "NUL"),
@@ -259,6 +266,24 @@ async def test_single_object_body_and_defaults_are_filled(api: Api) -> None:
     assert [r.json()["ids"][0] for r in (resp, resp2, resp3)] == [
         rows[n]["id"] for n in ("shop/defaults", "shop/ts-zero", "shop/ts-float")
     ]
+
+
+async def test_sessions_are_stored_resolved_and_read_back(api: Api) -> None:
+    resp = await post(api, [
+        {"name": "chat/message", "meta": {"sessions": {"conversation": "c-1", "cut": None, "n": 7},
+                                          "propagated_sessions": {"conversation": "parent", "user": "alice",
+                                                                  "cut": "inherited"}}},
+        {"name": "chat/message", "meta": {"sessions": None, "propagated_sessions": {"user": "alice"}}},
+        {"name": "chat/message", "meta": {}},
+    ])
+    assert resp.status_code == 200, resp.text
+    first, cleared, empty = resp.json()["ids"]
+    rows = {r["id"]: r for r in await api.rows("SELECT id, sessions FROM pgqueue.events")}
+    assert rows[first]["sessions"] == {"conversation": "c-1", "n": "7", "user": "alice"}
+    assert rows[cleared]["sessions"] is None
+    assert rows[empty]["sessions"] is None
+    resp = await api.client.get(f"/v1/events/{first}")
+    assert resp.json()["data"]["sessions"] == {"conversation": "c-1", "n": "7", "user": "alice"}
 
 
 def seed_header(millis: int = 1_700_000_000_000, entropy: bytes = bytes(range(10))) -> dict[str, str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pytest
@@ -21,6 +22,7 @@ NOT_FOUND = [
     ("GET", f"/v1/runs/{UNKNOWN_ULID}", f"run {UNKNOWN_ULID} not found"),
     ("GET", "/v1/runs/x", "run x not found"),
     ("GET", f"/v1/runs/{UNKNOWN_ULID}/jobs", "not found"),
+    ("GET", f"/v1/runs/{UNKNOWN_ULID}/metadata", f"run {UNKNOWN_ULID} not found"),
     ("DELETE", f"/v1/runs/{UNKNOWN_ULID}", "not found"),
     ("GET", f"/v0/runs/{UNKNOWN_ULID}/actions", "not found"),
     ("GET", f"/v0/runs/{UNKNOWN_ULID}/batch", "not found"),
@@ -82,6 +84,45 @@ async def test_known_run_and_event_are_found(api: Api) -> None:
     assert cancelled["status"] == "Cancelled"
     # Cancelling again is a conflict, in the same shape.
     assert_error(await api.client.delete(f"/v1/runs/{run['run_id']}"), 409, "already ended")
+
+
+async def test_metadata_and_sessions_are_shown_by_the_api_and_the_dashboard(api: Api) -> None:
+    body = register_body(function("shop-on-chat", {"event": "shop/chat"}))
+    assert (await api.client.post("/fn/register", json=body)).status_code == 200
+    resp = await api.client.post("/e/k", json={"name": "shop/chat",
+                                               "meta": {"sessions": {"conversation": "c-9"}}})
+    [event_id] = resp.json()["ids"]
+    await Runner(api.app.state.pool, wakeup=Wakeup()).run_once()
+    [run] = (await api.client.get(f"/v1/events/{event_id}/runs")).json()["data"]
+    run_id = run["run_id"]
+    # The SDK's use_api path sees the event as a call would: `user` and its sessions.
+    [event] = (await api.client.get(f"/v0/runs/{run_id}/batch")).json()
+    assert (event["user"], event["meta"]) == ({}, {"sessions": {"conversation": "c-9"}})
+
+    for target, values in (({}, {"stage": "triage"}), ({"step_id": "reply"}, {"tokens": 12})):
+        r = await api.client.post(f"/v1/runs/{run_id}/metadata", json={
+            "target": {"run_id": run_id, **target},
+            "metadata": [{"kind": "userland.notes", "op": "merge", "values": values}]})
+        assert r.status_code == 200, r.text
+    assert_error(await api.client.post(f"/v1/runs/{UNKNOWN_ULID}/metadata", json={
+        "metadata": [{"kind": "userland.notes", "op": "set", "values": {}}]}), 404, "not found")
+    assert_error(await api.client.post(f"/v1/runs/{run_id}/metadata", content=b"{",
+                                       headers={"content-type": "application/json"}), 400, "not valid JSON")
+
+    got = (await api.client.get(f"/v1/runs/{run_id}")).json()["data"]
+    assert [(m["scope"], m["kind"], m["values"]) for m in got["metadata"]] == [
+        ("run", "userland.notes", {"stage": "triage"})]
+    listed = (await api.client.get(f"/v1/runs/{run_id}/metadata")).json()["data"]
+    assert [(m["scope"], m.get("step_id"), m["values"]) for m in listed] == [
+        ("run", None, {"stage": "triage"}),
+        ("step", hashlib.sha1(b"reply").hexdigest(), {"tokens": 12})]
+
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert 'id="run-metadata"' in page and "userland.notes" in page and "triage" in page
+    assert "tokens" in page  # a step not (yet) stored: shown in the run's card with its step id
+    assert "conversation=c-9" in page
+    event_page = (await api.client.get(f"/events/{event_id}")).text
+    assert 'id="event-sessions"' in event_page and "c-9" in event_page
 
 
 async def test_health_on_a_migrated_database(shared_api: Api) -> None:

@@ -241,3 +241,33 @@ def test_starting_a_run_reads_its_row_not_every_queued_run(conn: psycopg.Connect
             [(context,)] = conn.execute(q("run_context"), {"run_id": run_id}, prepare=True).fetchall()
             assert context["started_now"] is True
         assert fetched(conn, "runs") < 50
+
+
+def test_a_parallel_runs_context_reads_its_own_items_not_the_queue(conn: psycopg.Connection) -> None:
+    """run_context_v1 asks whether a run that has run steps in parallel still waits for anything
+    (ctx.disable_immediate_execution): one probe of the run's items and pauses by key, however
+    long the queue has grown since the plan was made."""
+    fn = function(conn)
+
+    def parallel(n: int) -> list[str]:
+        runs = create_runs(conn, fn, n)
+        conn.execute("UPDATE pgqueue.runs SET force_step_plan = true, request_version = 2"
+                     " WHERE id = ANY (%s)", (runs,))
+        return runs
+
+    for run_id in parallel(10):
+        conn.execute("SELECT pgqueue.run_context_v1(%s)", (run_id,)).fetchall()
+    deep = parallel(ROWS)
+    conn.execute("INSERT INTO pgqueue.pauses (run_id, kind, step_id, event_name, expires_at)"
+                 " SELECT r, 'wait', 'w', 'plans/never', now() + interval '1h' FROM unnest(%s::text[]) AS r",
+                 (deep[: ROWS // 2],))
+    flush_counters(conn)
+    with conn.transaction():
+        for run_id in deep[-5:]:
+            [(context,)] = conn.execute("SELECT pgqueue.run_context_v1(%s)", (run_id,)).fetchall()
+            assert context["force_step_plan"] is False  # only its own call is open
+        assert scanned(conn) == {}
+        [(pauses_scanned,)] = conn.execute("SELECT seq_tup_read FROM pg_stat_xact_user_tables"
+                                           " WHERE schemaname = 'pgqueue' AND relname = 'pauses'").fetchall()
+        assert pauses_scanned == 0
+        assert fetched(conn, "queue_items") < 50

@@ -122,3 +122,64 @@ async def test_the_context_lists_the_runs_events_in_its_order(pool: AsyncConnect
     assert item.context == queried
     assert [e["id"] for e in queried["events"]] == [first["event_id"], later, earlier]
     assert [e["data"] for e in queried["events"][1:]] == [{"n": 2}, {"n": 1}]
+
+
+async def test_each_event_has_a_user_object_and_its_sessions(pool: AsyncConnectionPool) -> None:
+    """Inngest sends every event with `user` (`{}` when its sender gave none): JS SDK middleware
+    reads event.user. `meta.sessions` only on events that carry sessions (migration 0019)."""
+    run_id = await queued_run(pool)
+    with_user, with_sessions = ids.new_ulid(), ids.new_ulid()
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO pgqueue.events (id, name, data, \"user\", ts)"
+                           " VALUES (%s, 'ctx/go', '{}', %s, 1)", (with_user, Jsonb({"id": "u-1"})))
+        await conn.execute("INSERT INTO pgqueue.events (id, name, data, ts, sessions)"
+                           " VALUES (%s, 'ctx/go', '{}', 2, %s)",
+                           (with_sessions, Jsonb({"conversation": "c-1"})))
+        cur = await conn.execute("SELECT event_id FROM pgqueue.runs WHERE id = %s", (run_id,))
+        first = await cur.fetchone()
+        await conn.execute("UPDATE pgqueue.runs SET event_ids = %s WHERE id = %s",
+                           ([first["event_id"], with_user, with_sessions], run_id))
+
+    events = (await context(pool, run_id))["events"]
+
+    assert [e["user"] for e in events] == [{}, {"id": "u-1"}, {}]
+    assert ["meta" in e for e in events] == [False, False, True]
+    assert events[2]["meta"] == {"sessions": {"conversation": "c-1"}}
+
+
+async def _parallel_run(pool: AsyncConnectionPool, *, request_version: int, pending: str | None) -> str:
+    """A run that has run steps in parallel (force_step_plan), with its next discovery call queued
+    and, besides it, `pending`: another call, a wait's pause, the run's finish timeout, or nothing."""
+    run_id = await queued_run(pool)
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE pgqueue.runs SET force_step_plan = true, request_version = %s"
+                           " WHERE id = %s", (request_version, run_id))
+        cur = await conn.execute("SELECT function_id FROM pgqueue.runs WHERE id = %s", (run_id,))
+        fn = (await cur.fetchone())["function_id"]
+        if pending == "call":
+            await conn.execute("INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id,"
+                               " max_attempts) VALUES (%s, %s, 'call', 'sibling', 1)", (run_id, fn))
+        elif pending == "finish-timeout":
+            await conn.execute("INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id,"
+                               " max_attempts, run_at) VALUES (%s, %s, 'timeout', '$finish-timeout', 1,"
+                               " now() + interval '1h')", (run_id, fn))
+        elif pending == "wait":
+            await conn.execute("INSERT INTO pgqueue.pauses (run_id, kind, step_id, event_name, expires_at)"
+                               " VALUES (%s, 'wait', 'waiter', 'ctx/never', now() + interval '1h')",
+                               (run_id,))
+    return run_id
+
+
+@pytest.mark.parametrize(("request_version", "pending", "plan"), [
+    (2, None, False),  # the parallel steps have drained: checkpointing resumes (Inngest resets it)
+    (2, "finish-timeout", False),  # a run-level timer is nothing the run waits for
+    (2, "call", True),  # a sibling still runs (a race's loser): plan, never run inline
+    (2, "wait", True),
+    (1, None, True),  # version 1 (JS optimizeParallelism: false) keeps planning, as in Inngest
+])
+async def test_disable_immediate_execution_after_parallel_steps(
+    pool: AsyncConnectionPool, request_version: int, pending: str | None, plan: bool,
+) -> None:
+    run_id = await _parallel_run(pool, request_version=request_version, pending=pending)
+
+    assert (await context(pool, run_id))["force_step_plan"] is plan
