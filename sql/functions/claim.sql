@@ -510,6 +510,9 @@ LANGUAGE plpgsql  -- not checked against the schema when created (runs.endpoint_
 VOLATILE  -- a fresh snapshot: called by claim_v6 after the claim's own writes
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan  -- else custom plans of the partitioned history, made on every call
+-- every table by key, whatever its size when the kept plan was made (the queue and the pauses are
+-- probed for one run: a plan made on a near-empty queue scanned all of it on every call)
+SET enable_seqscan = off
 AS $$
 BEGIN
     RETURN (SELECT jsonb_build_object(
