@@ -123,3 +123,49 @@ async def singleton_release(conn: Conn, run_id: str) -> None:
 async def set_correlation(conn: Conn, run_id: str, correlation_id: str) -> None:
     """Mark a run started by step.invoke with the caller's correlation id."""
     await conn.execute(q("run_set_correlation"), {"run_id": run_id, "correlation_id": correlation_id})
+
+
+async def page(
+    conn: Conn,
+    *,
+    time_field: str,
+    after_time: datetime,
+    before_time: datetime,
+    statuses: list[str] | None = None,
+    function_ids: list[UUID] | None = None,
+    app_ids: list[UUID] | None = None,
+    cursor: str | None = None,
+    oldest_first: bool = False,
+    limit: int = 40,
+) -> list[dict[str, Any]]:
+    """Runs whose `time_field` (queued, started or ended) is in [after_time, before_time), in keyset
+    pages by id: newest first after `cursor` (the last id of the previous page), or oldest first."""
+    params = {
+        "time_field": time_field, "from": after_time, "until": before_time, "statuses": statuses,
+        "function_ids": function_ids, "app_ids": app_ids, "limit": limit,
+    }
+    if oldest_first:
+        cur = await conn.execute(q("run_page_oldest_first"), {**params, "after_id": cursor})
+    else:
+        cur = await conn.execute(q("run_page"), {**params, "before_id": cursor})
+    return list(await cur.fetchall())
+
+
+async def page_count(
+    conn: Conn,
+    *,
+    time_field: str,
+    after_time: datetime,
+    before_time: datetime,
+    statuses: list[str] | None = None,
+    function_ids: list[UUID] | None = None,
+    app_ids: list[UUID] | None = None,
+    cap: int = 10_000,
+) -> int:
+    """How many runs `page`'s filter matches, counted up to `cap`."""
+    cur = await conn.execute(q("run_page_count"), {
+        "time_field": time_field, "from": after_time, "until": before_time, "statuses": statuses,
+        "function_ids": function_ids, "app_ids": app_ids, "cap": cap,
+    })
+    row = await cur.fetchone()
+    return int(row["runs"]) if row else 0
