@@ -84,8 +84,10 @@ def _scalar(
 ) -> None:
     scalar = schema.type_map[name]
     assert isinstance(scalar, GraphQLScalarType)
-    scalar.serialize = serialize  # type: ignore[method-assign]
-    scalar.parse_value = parse_value  # type: ignore[method-assign]
+    # graphql-core 3.3 reads coerce_output_value / coerce_input_value; serialize and parse_value are
+    # their names before 3.3, kept in step; literals go through parse_literal
+    scalar.serialize = scalar.coerce_output_value = serialize  # type: ignore[method-assign]
+    scalar.parse_value = scalar.coerce_input_value = parse_value  # type: ignore[method-assign]
     scalar.parse_literal = parse_literal  # type: ignore[method-assign]
 
 
