@@ -283,19 +283,22 @@ async def output(conn: Conn, value: str) -> SpanOutput | None:
 
 
 async def load(conn: Conn, run_id: str) -> Trace | None:
-    """The trace of one run (None: no such run). A handful of reads by the run's keys."""
-    run = await history.run(conn, run_id)
-    if run is None:
-        return None
-    attempts = await history.attempts(conn, run_id)
-    steps = await history.steps(conn, run_id)
-    pending = await history.pending(conn, run_id)
-    builder = _Builder(run, attempts, steps, pending)
-    invoked: dict[str, dict[str, Any]] = {}
-    for step_id, (after, before) in builder.invoke_windows().items():
-        child = await history.invoked_run(conn, f"{run_id}.{step_id}", after=after, before=before)
-        if child is not None:
-            invoked[step_id] = child
+    """The trace of one run (None: no such run): a handful of reads by the run's keys, in one
+    read-only snapshot."""
+    async with conn.transaction():
+        await history.snapshot(conn)
+        run = await history.run(conn, run_id)
+        if run is None:
+            return None
+        attempts = await history.attempts(conn, run_id)
+        steps = await history.steps(conn, run_id)
+        pending = await history.pending(conn, run_id)
+        builder = _Builder(run, attempts, steps, pending)
+        invoked: dict[str, dict[str, Any]] = {}
+        for step_id, (after, before) in builder.invoke_windows().items():
+            child = await history.invoked_run(conn, f"{run_id}.{step_id}", after=after, before=before)
+            if child is not None:
+                invoked[step_id] = child
     return builder.build(invoked)
 
 

@@ -15,6 +15,11 @@ MAX_STEPS = 10_000
 MAX_ATTEMPTS = 50_000
 
 
+async def snapshot(conn: Conn) -> None:
+    """Make the caller's (just begun) transaction read one consistent snapshot."""
+    await conn.execute(q("history_snapshot"))
+
+
 async def run(conn: Conn, run_id: str) -> dict[str, Any] | None:
     cur = await conn.execute(q("history_run"), {"run_id": run_id})
     return await cur.fetchone()

@@ -23,16 +23,22 @@ ORDER BY id
 LIMIT %(limit)s
 
 -- name: history_steps
--- Every stored step without its memo (up to 4 MB each), only what the trace shows of it: the memo's
--- shape ({"data": x} an output, {"error": e} a failure, null a slept sleep or a timed-out wait,
--- anything else the event a wait matched), the matched event's id and name, the error's name.
+-- Every stored step without its memo, only what the trace shows of it: the memo's shape ({"data": x}
+-- an output, {"error": e} a failure, null a slept sleep or a timed-out wait, anything else the event
+-- a wait matched), the matched event's id and name, the error's name. The op says the shape of
+-- step.run memos (StepRun {"data"}, StepFailed {"error"}, pgqueue/executor/apply.py) and sleeps'
+-- (null), so their memos (up to 4 MB each) are never read here; CASE reads the memo of the others
+-- only (waits, invokes, signals).
 SELECT s.step_id, s.name, s.op, s.seq, s.attempt, s.created_at, m.shape,
-       CASE WHEN m.shape = 'error' THEN s.memo -> 'error' ->> 'name' END AS error_name,
-       CASE WHEN m.shape = 'value' AND jsonb_typeof(s.memo) = 'object' THEN s.memo ->> 'id' END AS event_id,
-       CASE WHEN m.shape = 'value' AND jsonb_typeof(s.memo) = 'object' THEN s.memo ->> 'name' END AS event_name
+       CASE WHEN s.op = 'InvokeFunction' AND m.shape = 'error' THEN s.memo -> 'error' ->> 'name' END AS error_name,
+       CASE WHEN s.op = 'WaitForEvent' AND m.shape = 'value' THEN s.memo ->> 'id' END AS event_id,
+       CASE WHEN s.op = 'WaitForEvent' AND m.shape = 'value' THEN s.memo ->> 'name' END AS event_name
 FROM pgqueue.steps s
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN jsonb_typeof(s.memo) = 'null' THEN 'null'
+    SELECT CASE WHEN s.op IN ('StepRun', 'Step') THEN 'data'
+                WHEN s.op = 'StepFailed' THEN 'error'
+                WHEN s.op = 'Sleep' THEN 'null'
+                WHEN jsonb_typeof(s.memo) = 'null' THEN 'null'
                 WHEN jsonb_typeof(s.memo) <> 'object' THEN 'value'
                 WHEN s.memo ? 'data' AND s.memo - 'data' = '{}'::jsonb THEN 'data'
                 WHEN s.memo ? 'error' AND s.memo - 'error' = '{}'::jsonb THEN 'error'
@@ -41,6 +47,11 @@ CROSS JOIN LATERAL (
 WHERE s.run_id = %(run_id)s
 ORDER BY s.seq
 LIMIT %(limit)s
+
+-- name: history_snapshot
+-- A trace reads the run, its attempts, steps and pending work in one snapshot, so a step stored
+-- between two of the reads cannot appear without the call that stored it.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY
 
 -- name: history_pending
 -- What the run waits for now: its queue items (calls, sleeps, timeouts) and its pauses (waits,
