@@ -432,7 +432,9 @@ class _Builder:
                     and sid not in self.item_steps:
                 children.append(self.planned_step_span(sid, None))
         pending_discovery = self.items.get(DISCOVERY_STEP)
-        if pending_discovery is not None and pending_discovery["item_id"] not in self.groups and self.groups:
+        # the run's next call; before the first call, Queued stands for it until it is in flight
+        if pending_discovery is not None and pending_discovery["item_id"] not in self.groups and (
+                self.groups or pending_discovery["state"] == "leased"):
             children.append(self.pending_discovery_span(pending_discovery))
         for step in loose:
             children.append(self.loose_step_span(step))

@@ -96,10 +96,14 @@ def test_a_retry_pending_and_a_planned_call_in_flight() -> None:
         ("Attempt 0", "RUNNING", at(26))]
 
 
-def test_work_still_queued_behind_flow_control() -> None:
+def test_work_still_queued_behind_flow_control_then_its_first_call_in_flight() -> None:
     got = trace.build(run("queued", started=None), [], [], [item(1, "step", created=0)]).root
     assert names(got) == [("Queued", "QUEUED")]
     assert got.children[0].ended_at is None and got.status == trace.SpanStatus.QUEUED
+
+    calling = trace.build(run(started=40), [], [], [item(1, "step", state="leased", leased=40)]).root
+    assert names(calling) == [("Queued", "COMPLETED"), ("Discovery step", "RUNNING")]
+    assert calling.children[0].ended_at == calling.children[1].started_at == at(40)
 
 
 def test_pending_sleep_wait_invoke_and_signal() -> None:
