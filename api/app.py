@@ -27,6 +27,7 @@ from api.routes import checkpoint as checkpoint_routes
 from api.routes import control as control_routes
 from api.routes import events as events_routes
 from api.routes import functions as functions_routes
+from api.routes import gql as gql_routes
 from api.routes import inspect as inspect_routes
 from api.routes import runs as runs_routes
 from api.routes import sessions as sessions_routes
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(functions_routes.router)
     app.include_router(inspect_routes.router)
     app.include_router(webhooks_routes.router)
+    app.include_router(gql_routes.router)
     app.include_router(sessions_routes.router)
     app.include_router(docs.router)
     dashboard.install(app)

@@ -3,7 +3,7 @@ itself reads a byte, and the route class that runs authentication before a body 
 
 Each request gets the limit of its route (`body_limit`): events keep theirs (`PGQUEUE_MAX_EVENT_BYTES`
 per event, checked when the body is parsed; the request at most the larger of 4 x that and 16 MiB),
-SDK endpoints 16 MiB, everything else (REST, dashboard forms) 1 MiB. The body is counted as it
+SDK endpoints 16 MiB, everything else (REST, GraphQL, dashboard forms) 1 MiB. The body is counted as it
 streams: a declared Content-Length over the limit is refused when the app first asks for the body,
 without reading it; a chunked body as soon as the count passes the limit. Either way the answer is
 413 with the usual JSON error. The check is lazy on purpose: an app that answers without reading the
@@ -48,6 +48,8 @@ def webhook_body_bytes(settings: Settings) -> int:
 def body_limit(path: str, settings: Settings) -> int:
     if path.startswith("/e/"):
         return event_request_bytes(settings)
+    if path == "/v0/gql":  # a GraphQL query, not an SDK payload
+        return DEFAULT_BODY_BYTES
     if path == "/fn/register" or path.startswith(("/invoke/", "/v0/", "/v1/checkpoint/")):
         return SDK_BODY_BYTES
     return DEFAULT_BODY_BYTES

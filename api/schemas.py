@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pgqueue.models import RunStatus
+from pgqueue.runs import trace
 
 
 def iso(value: datetime | None) -> str | None:
@@ -155,3 +156,46 @@ def timeline_json(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "status": status_name(row["status"]) if row["status"] else None,
     }
+
+
+def _info_json(info: trace.StepInfo | None) -> dict[str, Any] | None:
+    match info:
+        case trace.SleepInfo():
+            return {"type": "sleep", "sleep_until": iso(info.sleep_until)}
+        case trace.WaitInfo():
+            return {"type": "wait", "event_name": info.event_name, "expression": info.expression,
+                    "timeout": iso(info.timeout), "found_event_id": info.found_event_id,
+                    "timed_out": info.timed_out}
+        case trace.InvokeInfo():
+            return {"type": "invoke", "function_id": info.function_id,
+                    "triggering_event_id": info.triggering_event_id, "run_id": info.run_id,
+                    "timeout": iso(info.timeout), "timed_out": info.timed_out}
+        case trace.SignalInfo():
+            return {"type": "signal", "signal": info.signal, "timeout": iso(info.timeout),
+                    "timed_out": info.timed_out}
+    return None
+
+
+def span_json(span: trace.Span) -> dict[str, Any]:
+    return {
+        "span_id": span.span_id,
+        "name": span.name,
+        "kind": span.kind.value,
+        "status": span.status.value,
+        "queued_at": iso(span.queued_at),
+        "started_at": iso(span.started_at),
+        "ended_at": iso(span.ended_at),
+        "duration_ms": span.duration_ms,
+        "step_id": span.step_id,
+        "step_op": span.step_op.value if span.step_op else None,
+        "attempt": span.attempt,
+        "status_code": span.status_code,
+        "output_id": span.output_id,
+        "info": _info_json(span.info),
+        "children": [span_json(child) for child in span.children],
+    }
+
+
+def trace_json(t: trace.Trace) -> dict[str, Any]:
+    return {"run_id": t.run_id, "function_id": t.function_id, "function_slug": t.function_slug,
+            "app_id": t.app_id, "root": span_json(t.root)}

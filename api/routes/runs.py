@@ -14,7 +14,7 @@ from pgqueue.admin import actions
 from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.events import ingest
 from pgqueue.events.objects import event_object
-from pgqueue.runs import metadata
+from pgqueue.runs import metadata, trace
 from pgqueue.store import apps, events, run_metadata, runs, steps
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
@@ -186,6 +186,33 @@ async def get_metadata(run_id: str, request: Request) -> JSONResponse:
             raise NotFound(f"run {run_id} not found")
         rows = await run_metadata.list_for_run(conn, run_id)
     return _data([metadata.entry_json(r) for r in rows])
+
+
+@router.get("/v1/runs/{run_id}/trace", tags=["runs"], summary="A run's trace: its spans as a tree",
+            description="The spans GraphQL's `run.trace` and the dashboard draw: the queue wait, every"
+                        " call to the app (steps, their retries as `Attempt N` children, discovery calls,"
+                        " the finalization), sleeps, waits and invokes, with `queued_at`/`started_at`/"
+                        "`ended_at` and `output_id`s that `GET /v1/runs/{run_id}/outputs/{output_id}`"
+                        " resolves.")
+async def run_trace(run_id: str, request: Request) -> JSONResponse:
+    async with deps.pool(request).connection() as conn:
+        found = await trace.load(conn, run_id)
+    if found is None:
+        raise NotFound(f"run {run_id} not found")
+    return _data(schemas.trace_json(found))
+
+
+@router.get("/v1/runs/{run_id}/outputs/{output_id}", tags=["runs"], summary="One span's output",
+            description="`data` is the output as JSON text (a step's output, the event a wait matched, the"
+                        " run's result); `error` the error object of a failed step, call or run.")
+async def run_output(run_id: str, output_id: str, request: Request) -> JSONResponse:
+    if trace.decode_output_id(output_id)["r"] != run_id:
+        raise NotFound(f"output {output_id} is not an output of run {run_id}")
+    async with deps.pool(request).connection() as conn:
+        found = await trace.output(conn, output_id)
+    if found is None:
+        raise NotFound(f"output {output_id} not found")
+    return _data({"data": found.data, "error": found.error, "input": found.input})
 
 
 @router.get("/v0/runs/{run_id}/actions", tags=["sdk"], summary="Memoised step state (SDK use_api)")

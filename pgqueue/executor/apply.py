@@ -204,7 +204,7 @@ class Applier:
                 case RunDone(output=output):
                     # the call is recorded on the run (pgqueue.calls), as the group commit does
                     return await self._finish(conn, run, "completed", output=output,
-                                              call=(started_at, item.attempt))
+                                              call=(started_at, item.attempt, item.id))
                 case CallError():
                     return await self._call_error(conn, item, run, outcome, started_at)
                 case Ops():
@@ -365,7 +365,7 @@ class Applier:
                     progress = True
                 case "RunComplete":
                     return await self._finish(conn, run, "completed", output=op.data,
-                                              call=(started_at, item.attempt))
+                                              call=(started_at, item.attempt, item.id))
 
         if totals:
             exceeded = limit_error(totals[-1])
@@ -390,7 +390,7 @@ class Applier:
         if retry_error is None and len(stored_ids) == 1 and len(outcome.ops) == 1:
             # one step from one call: the call is recorded on the step (pgqueue.calls), as the group
             # commit records it
-            await steps.mark_call(conn, item.run_id, stored_ids[0], started_at,
+            await steps.mark_call(conn, item.run_id, stored_ids[0], started_at, item.id,
                                   planned=item.step_id != DISCOVERY_STEP)
         else:
             await steps.record_attempt(
@@ -569,7 +569,7 @@ class Applier:
 
     async def _finish(
         self, conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None,
-        call: tuple[datetime, int] | None = None,
+        call: tuple[datetime, int, int] | None = None,
     ) -> ApplyResult:
         ended = await transitions.finish(conn, run, status, output=output, error=error, call=call)
         return ApplyResult(applied=True, finished=status if ended else None)

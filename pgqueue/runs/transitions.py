@@ -39,10 +39,10 @@ async def continue_run(
 
 async def finish(
     conn: Conn, run: dict[str, Any], status: str, *, output: Any = None, error: Any = None,
-    call: tuple[datetime, int] | None = None,
+    call: tuple[datetime, int, int] | None = None,
 ) -> bool:
-    """Completed or failed: state-guarded; False when the run had already ended. `call`: the start
-    and attempt of the call that returned the run's value."""
+    """Completed or failed: state-guarded; False when the run had already ended. `call`: the start,
+    attempt and queue item of the call that returned the run's value."""
     problem = storable.problem(output) if output is not None else None
     if problem:
         status, output = "failed", None

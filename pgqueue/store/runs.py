@@ -45,10 +45,11 @@ async def force_step_plan(conn: Conn, run_id: str) -> None:
 
 async def finish(
     conn: Conn, run_id: str, *, status: str, output: Any = None, error: Any = None,
-    call: tuple[datetime, int] | None = None,
+    call: tuple[datetime, int, int] | None = None,
 ) -> dict[str, Any] | None:
     """Completed/failed; None when the run was already finished (someone else won). `call`: the
-    start and attempt of the call whose answer ended it (recorded on the run, not as an attempt)."""
+    start, attempt and queue item of the call whose answer ended it (recorded on the run, not as an
+    attempt)."""
     cur = await conn.execute(
         q("run_finish"),
         {
@@ -58,6 +59,7 @@ async def finish(
             "error": Jsonb(error) if error is not None else None,
             "call_started_at": call[0] if call else None,
             "call_attempt": call[1] if call else None,
+            "call_item_id": call[2] if call else None,
         },
     )
     return await cur.fetchone()
@@ -127,3 +129,49 @@ async def singleton_release(conn: Conn, run_id: str) -> None:
 async def set_correlation(conn: Conn, run_id: str, correlation_id: str) -> None:
     """Mark a run started by step.invoke with the caller's correlation id."""
     await conn.execute(q("run_set_correlation"), {"run_id": run_id, "correlation_id": correlation_id})
+
+
+async def page(
+    conn: Conn,
+    *,
+    time_field: str,
+    after_time: datetime,
+    before_time: datetime,
+    statuses: list[str] | None = None,
+    function_ids: list[UUID] | None = None,
+    app_ids: list[UUID] | None = None,
+    cursor: str | None = None,
+    oldest_first: bool = False,
+    limit: int = 40,
+) -> list[dict[str, Any]]:
+    """Runs whose `time_field` (queued, started or ended) is in [after_time, before_time), in keyset
+    pages by id: newest first after `cursor` (the last id of the previous page), or oldest first."""
+    params = {
+        "time_field": time_field, "from": after_time, "until": before_time, "statuses": statuses,
+        "function_ids": function_ids, "app_ids": app_ids, "limit": limit,
+    }
+    if oldest_first:
+        cur = await conn.execute(q("run_page_oldest_first"), {**params, "after_id": cursor})
+    else:
+        cur = await conn.execute(q("run_page"), {**params, "before_id": cursor})
+    return list(await cur.fetchall())
+
+
+async def page_count(
+    conn: Conn,
+    *,
+    time_field: str,
+    after_time: datetime,
+    before_time: datetime,
+    statuses: list[str] | None = None,
+    function_ids: list[UUID] | None = None,
+    app_ids: list[UUID] | None = None,
+    cap: int = 10_000,
+) -> int:
+    """How many runs `page`'s filter matches, counted up to `cap`."""
+    cur = await conn.execute(q("run_page_count"), {
+        "time_field": time_field, "from": after_time, "until": before_time, "statuses": statuses,
+        "function_ids": function_ids, "app_ids": app_ids, "cap": cap,
+    })
+    row = await cur.fetchone()
+    return int(row["runs"]) if row else 0

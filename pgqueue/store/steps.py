@@ -65,11 +65,13 @@ async def memo_map(conn: Conn, run_id: str) -> dict[str, Any]:
     return dict(row["steps"]) if row else {}
 
 
-async def mark_call(conn: Conn, run_id: str, step_id: str, started_at: datetime, *, planned: bool) -> None:
+async def mark_call(
+    conn: Conn, run_id: str, step_id: str, started_at: datetime, item_id: int, *, planned: bool
+) -> None:
     """Record on a stored step the call that produced it (instead of an attempts row); `planned`:
     the call was the step's own queue item, not a discovery call."""
-    await conn.execute(q("step_mark_call"),
-                       {"run_id": run_id, "step_id": step_id, "started_at": started_at, "planned": planned})
+    await conn.execute(q("step_mark_call"), {"run_id": run_id, "step_id": step_id, "started_at": started_at,
+                                             "item_id": item_id, "planned": planned})
 
 
 async def record_attempt(

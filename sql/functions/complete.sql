@@ -149,8 +149,8 @@ BEGIN
     -- race step. A discovery call that was the run's only pending work goes back to the queue as
     -- that next call (one update instead of a delete and an insert: half the queue's writes for a
     -- run of sequential steps); any other item is deleted.
-    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, started_at, call_planned)
-    SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt, x.started_at,
+    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, started_at, call_item_id, call_planned)
+    SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt, x.started_at, x.item_id,
            nullif(x.item_step_id <> 'step', false)
     FROM jsonb_to_recordset(p_batch)
          AS x(item_id bigint, run_id text, step_id text, step_name text, memo jsonb, attempt integer,
@@ -166,8 +166,9 @@ BEGIN
                             AND NOT (o.kind = 'timeout' AND starts_with(o.step_id, '$')))
         ORDER BY q1.id
     ) q;
+    -- A new id: each use of the item is its own call in the history (its attempts group by item).
     UPDATE pgqueue.queue_items q
-    SET state = 'available', run_at = now(), attempt = 0, lease_token = NULL, lease_expires_at = NULL,
+    SET id = DEFAULT, state = 'available', run_at = now(), attempt = 0, lease_token = NULL, lease_expires_at = NULL,
         leased_by = NULL, leased_at = NULL, last_error = NULL, interrupts = 0, race = false,
         throttle_key = NULL, throttle = NULL, step_name = NULL, created_at = now()
     WHERE q.id = ANY (v_reused);
@@ -192,7 +193,7 @@ BEGIN
         UPDATE pgqueue.runs r
         SET status = 'completed', output = nullif(x.output, 'null'::jsonb), error = NULL, ended_at = now(),
             started_at = coalesce(r.started_at, now()), final_call_started_at = x.started_at,
-            final_call_attempt = x.attempt
+            final_call_attempt = x.attempt, final_call_item_id = x.item_id
         FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text, output jsonb, started_at timestamptz,
                                               attempt integer)
         WHERE r.id = x.run_id AND v_class ->> x.item_id::text = 'done'

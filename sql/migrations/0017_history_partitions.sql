@@ -196,6 +196,7 @@ CREATE TABLE pgqueue.runs (
     -- attempt, so it needs no attempts row (pgqueue.calls shows it as one)
     final_call_started_at timestamptz,
     final_call_attempt    integer,
+    final_call_item_id    bigint,
     CONSTRAINT runs_pkey PRIMARY KEY (id),
     CONSTRAINT runs_check CHECK ((status IN ('queued', 'running')) = (ended_at IS NULL))
 ) PARTITION BY RANGE (id);
@@ -215,10 +216,11 @@ CREATE TABLE pgqueue.steps (
     size        integer GENERATED ALWAYS AS (octet_length(memo::text)) STORED,
     attempt     integer NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    -- the call that returned this step's output started then (NULL: no call, e.g. a signal); the
-    -- call needs no attempts row (pgqueue.calls shows it as one). call_planned: that call was the
-    -- step's own queue item (a planned, parallel step), not a discovery call (NULL).
-    started_at  timestamptz,
+    -- the call that returned this step's output (started_at NULL: no call, e.g. a signal): its
+    -- start, its queue item, and whether that item was the step's own (a planned, parallel step)
+    -- rather than a discovery call (NULL); it needs no attempts row (pgqueue.calls shows it as one)
+    started_at   timestamptz,
+    call_item_id bigint,
     call_planned boolean,
     CONSTRAINT steps_pkey PRIMARY KEY (run_id, step_id)
 ) PARTITION BY RANGE (run_id);

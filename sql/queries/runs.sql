@@ -37,7 +37,8 @@ WITH ended AS (
     UPDATE pgqueue.runs
     SET status = %(status)s::pgqueue.run_status, output = %(output)s::jsonb, error = %(error)s::jsonb,
         ended_at = now(), started_at = coalesce(started_at, now()),
-        final_call_started_at = %(call_started_at)s, final_call_attempt = %(call_attempt)s
+        final_call_started_at = %(call_started_at)s, final_call_attempt = %(call_attempt)s,
+        final_call_item_id = %(call_item_id)s
     WHERE id = %(run_id)s AND status IN ('queued', 'running')
     RETURNING id, function_id, event_id, event_ids, correlation_id, status, created_at, ended_at
 ), recorded AS (
@@ -48,7 +49,8 @@ SELECT e.id, e.function_id, e.event_id, e.event_ids, e.correlation_id FROM ended
 
 -- name: run_get
 SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
-       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts
+       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts, r.correlation_id,
+       f.config ? 'batchEvents' AS is_batch
 FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
 WHERE r.id = %(run_id)s
 
@@ -130,3 +132,55 @@ DELETE FROM pgqueue.singletons WHERE run_id = %(run_id)s
 
 -- name: run_set_correlation
 UPDATE pgqueue.runs SET correlation_id = %(correlation_id)s WHERE id = %(run_id)s
+
+-- name: run_page
+-- GraphQL `runs`: runs of a time range (by the time `time_field` names: queued, started or ended),
+-- filtered by functions, apps and statuses, in keyset pages by id (a ULID: queued order), newest
+-- first. created_at < until bounds every time field (a run starts and ends after it is queued), so
+-- the walk starts at `until` on runs_created.
+SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
+       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts, r.correlation_id,
+       f.config ? 'batchEvents' AS is_batch
+FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE r.created_at < %(until)s
+  AND (%(time_field)s <> 'queued' OR r.created_at >= %(from)s)
+  AND (%(time_field)s <> 'started' OR (r.started_at >= %(from)s AND r.started_at < %(until)s))
+  AND (%(time_field)s <> 'ended' OR (r.ended_at >= %(from)s AND r.ended_at < %(until)s))
+  AND (%(statuses)s::text[] IS NULL OR r.status::text = ANY(%(statuses)s::text[]))
+  AND (%(function_ids)s::uuid[] IS NULL OR r.function_id = ANY(%(function_ids)s::uuid[]))
+  AND (%(app_ids)s::uuid[] IS NULL OR f.app_id = ANY(%(app_ids)s::uuid[]))
+  AND (%(before_id)s::text IS NULL OR r.id < %(before_id)s)
+ORDER BY r.id DESC
+LIMIT %(limit)s
+
+-- name: run_page_oldest_first
+-- run_page in the other direction (orderBy direction ASC): oldest first, pages after `after_id`.
+SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
+       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts, r.correlation_id,
+       f.config ? 'batchEvents' AS is_batch
+FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE r.created_at < %(until)s
+  AND (%(time_field)s <> 'queued' OR r.created_at >= %(from)s)
+  AND (%(time_field)s <> 'started' OR (r.started_at >= %(from)s AND r.started_at < %(until)s))
+  AND (%(time_field)s <> 'ended' OR (r.ended_at >= %(from)s AND r.ended_at < %(until)s))
+  AND (%(statuses)s::text[] IS NULL OR r.status::text = ANY(%(statuses)s::text[]))
+  AND (%(function_ids)s::uuid[] IS NULL OR r.function_id = ANY(%(function_ids)s::uuid[]))
+  AND (%(app_ids)s::uuid[] IS NULL OR f.app_id = ANY(%(app_ids)s::uuid[]))
+  AND (%(after_id)s::text IS NULL OR r.id > %(after_id)s)
+ORDER BY r.id
+LIMIT %(limit)s
+
+-- name: run_page_count
+-- How many runs run_page's filter matches, counted up to %(cap)s (a count is a walk of the range).
+SELECT count(*) AS runs FROM (
+    SELECT 1
+    FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
+    WHERE r.created_at < %(until)s
+      AND (%(time_field)s <> 'queued' OR r.created_at >= %(from)s)
+      AND (%(time_field)s <> 'started' OR (r.started_at >= %(from)s AND r.started_at < %(until)s))
+      AND (%(time_field)s <> 'ended' OR (r.ended_at >= %(from)s AND r.ended_at < %(until)s))
+      AND (%(statuses)s::text[] IS NULL OR r.status::text = ANY(%(statuses)s::text[]))
+      AND (%(function_ids)s::uuid[] IS NULL OR r.function_id = ANY(%(function_ids)s::uuid[]))
+      AND (%(app_ids)s::uuid[] IS NULL OR f.app_id = ANY(%(app_ids)s::uuid[]))
+    LIMIT %(cap)s
+) matched

@@ -21,7 +21,8 @@ SELECT coalesce(jsonb_object_agg(step_id, memo), '{}'::jsonb) AS steps FROM pgqu
 
 -- name: step_mark_call
 -- The call that produced a step (one step from one call), recorded on it instead of an attempts row.
-UPDATE pgqueue.steps SET started_at = %(started_at)s, call_planned = nullif(%(planned)s, false)
+UPDATE pgqueue.steps
+SET started_at = %(started_at)s, call_item_id = %(item_id)s, call_planned = nullif(%(planned)s, false)
 WHERE run_id = %(run_id)s AND step_id = %(step_id)s
 
 -- name: attempt_record

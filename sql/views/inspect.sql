@@ -159,21 +159,21 @@ COMMENT ON VIEW pgqueue.recent_failures IS
 -- run_id.
 -- A call that ended in a stored step or in the run's value is recorded on that step (started_at)
 -- or run (final_call_*), not as an attempts row (half a run's writes were attempts rows): those
--- read as outcome ok, status 206 or 200, item_id NULL, step_id the step's own (its planned item) or
--- 'step' (a discovery call).
+-- read as outcome ok, status 206 or 200, step_id the step's own (its planned item) or 'step' (a
+-- discovery call).
 -- `seq` orders calls that started at the same time (attempts: their id; the others: negative).
 CREATE OR REPLACE VIEW pgqueue.calls_payload AS
 SELECT t.run_id, t.id AS seq, t.item_id, t.step_id, t.attempt, t.outcome, t.status_code, t.error,
        t.started_at, t.ended_at
 FROM pgqueue.attempts t
 UNION ALL
-SELECT s.run_id, -s.seq, NULL::bigint, CASE WHEN s.call_planned THEN s.step_id ELSE 'step' END, s.attempt,
+SELECT s.run_id, -s.seq, s.call_item_id, CASE WHEN s.call_planned THEN s.step_id ELSE 'step' END, s.attempt,
        'ok'::text, 206, NULL::jsonb, s.started_at, s.created_at
 FROM pgqueue.steps s
 WHERE s.started_at IS NOT NULL
 UNION ALL
-SELECT r.id, -9223372036854775807, NULL::bigint, 'step'::text, r.final_call_attempt, 'ok'::text, 200, NULL::jsonb,
-       r.final_call_started_at, r.ended_at
+SELECT r.id, -9223372036854775807, r.final_call_item_id, 'step'::text, r.final_call_attempt, 'ok'::text, 200,
+       NULL::jsonb, r.final_call_started_at, r.ended_at
 FROM pgqueue.runs r
 WHERE r.final_call_started_at IS NOT NULL;
 
