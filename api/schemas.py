@@ -97,6 +97,12 @@ def metrics_json(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (iso(v) if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
+def housekeeping_json(counts: dict[str, int]) -> dict[str, int]:
+    """The rescuer's running totals (pgqueue.housekeeping_counts) beside the headline numbers."""
+    return {"rescued_leases_total": counts.get("leases_expired", 0),
+            "missed_unparks_total": counts.get("missed_unparks", 0)}
+
+
 def queue_depth_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "function_id": str(row["function_id"]),

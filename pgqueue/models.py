@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +55,14 @@ class QueueItem:
     app_id: UUID | None = None  # the function's app (claim_v5 on): adaptive concurrency is per app
     # A call's run context read by the claim (claim_v6; pgqueue.store.runs.context's shape), else None.
     context: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The worker lets this call's run continue on the item's lease when its answer is one step's
+    # output (pgqueue.complete_v2): the next call is made at once, with the context it returns.
+    may_continue: bool = field(default=False, compare=False)
+
+    def continued(self, context: dict[str, Any]) -> QueueItem:
+        """The run's next call on this item's lease: a discovery call, first attempt."""
+        return dataclasses.replace(self, step_id=DISCOVERY_STEP, step_name=None, attempt=0, context=context,
+                                   run_started=False, may_continue=False)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> QueueItem:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import deps, limits, schemas
 from pgqueue.errors import NotFound
-from pgqueue.store import inspect, runs
+from pgqueue.store import inspect, queue, runs
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_signing_key)])
 
@@ -22,7 +22,8 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 async def metrics_json(request: Request) -> JSONResponse:
     async with deps.pool(request).connection() as conn:
         row = await inspect.metrics(conn)
-    return JSONResponse({"data": schemas.metrics_json(row)})
+        counts = await queue.housekeeping_counts(conn)
+    return JSONResponse({"data": {**schemas.metrics_json(row), **schemas.housekeeping_json(counts)}})
 
 
 @router.get("/v1/queue", tags=["ops"], summary="Queue depth per function and status, leases, stuck runs")
@@ -54,8 +55,10 @@ def _label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _family(name: str, help_text: str, samples: Iterable[tuple[dict[str, object], float]]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+def _family(
+    name: str, help_text: str, samples: Iterable[tuple[dict[str, object], float]], kind: str = "gauge"
+) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     for labels, value in samples:
         rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
         lines.append(f"{name}{{{rendered}}} {float(value):g}" if rendered else f"{name} {float(value):g}")
@@ -63,7 +66,8 @@ def _family(name: str, help_text: str, samples: Iterable[tuple[dict[str, object]
 
 
 def prometheus_text(
-    m: dict[str, Any], depth: list[dict[str, Any]], levels: Sequence[dict[str, Any]] = ()
+    m: dict[str, Any], depth: list[dict[str, Any]], levels: Sequence[dict[str, Any]] = (),
+    housekeeping: dict[str, int] | None = None,
 ) -> str:
     lines: list[str] = []
     lines += _family("pgqueue_runs_live", "Runs not yet ended, by status.",
@@ -100,6 +104,14 @@ def prometheus_text(
                      [(a, lv["concurrency_limit"]) for a, lv in zip(app, levels, strict=True)])
     lines += _family("pgqueue_app_in_flight", "Calls in flight to an app, over all workers.",
                      [(a, lv["in_flight"]) for a, lv in zip(app, levels, strict=True)])
+    if housekeeping is not None:
+        lines += _family("pgqueue_rescued_leases_total",
+                         "Items whose lease expired, handed back to the queue by the rescuer.",
+                         [({}, housekeeping.get("leases_expired", 0))], kind="counter")
+        lines += _family("pgqueue_missed_unparks_total",
+                         "Parked items the rescuer unparked because their concurrency slot was free:"
+                         " wake-ups the normal path missed (0 in a healthy system).",
+                         [({}, housekeeping.get("missed_unparks", 0))], kind="counter")
     return "\n".join(lines) + "\n"
 
 
@@ -112,4 +124,5 @@ async def prometheus(request: Request) -> PlainTextResponse:
         m = await inspect.metrics(conn)
         depth = await inspect.queue_depth(conn)
         levels = await inspect.app_concurrency(conn)
-    return PlainTextResponse(prometheus_text(m, depth, levels), media_type=PROMETHEUS_TYPE)
+        counts = await queue.housekeeping_counts(conn)
+    return PlainTextResponse(prometheus_text(m, depth, levels, counts), media_type=PROMETHEUS_TYPE)

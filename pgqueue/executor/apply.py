@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -81,6 +81,8 @@ class ApplyResult:
     applied: bool  # False: the lease was lost or the run had ended; nothing changed
     finished: str | None = None  # the run's final status when this apply ended it
     enqueued: bool = False
+    # The run continues on the item's lease (pgqueue.complete_v2): its next call's context.
+    context: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 LOST = ApplyResult(applied=False)

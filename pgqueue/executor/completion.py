@@ -34,6 +34,7 @@ from pgqueue.store import queue
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0)
+CONTINUED = "continued"
 RESULTS = {
     "applied": ApplyResult(applied=True, enqueued=True),
     "finished": ApplyResult(applied=True, finished="completed"),
@@ -42,6 +43,7 @@ RESULTS = {
 }
 FALLBACK = "fallback"
 T = TypeVar("T")
+Completed = tuple[str, dict[str, Any] | None]  # complete_v2's result, and the next context when continued
 
 
 async def with_db_retries(what: str, write: Callable[[], Awaitable[T]]) -> T:
@@ -70,6 +72,7 @@ def element(
         "attempt": item.attempt,
         "started_at": started_at.isoformat(),
         "request_version": getattr(outcome, "request_version", None),
+        "may_continue": item.may_continue,
     }
     if isinstance(outcome, RunDone):
         if storable.problem(outcome.output):
@@ -106,15 +109,16 @@ class CompletionBatcher:
         self.pool = pool
         self.max_batch = max_batch
         self.flushers = flushers
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[str]]] = []
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[Completed]]] = []
         self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches_written = 0
 
-    async def submit(self, elem: dict[str, Any]) -> str:
-        """complete_v1's result for this element; raises psycopg.OperationalError when the database
-        stayed unreachable (the caller hands the lease back; the rescuer is the backstop)."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    async def submit(self, elem: dict[str, Any]) -> Completed:
+        """complete_v2's result for this element (and the run's next context when it continues);
+        raises psycopg.OperationalError when the database stayed unreachable (the caller hands the
+        lease back; the rescuer is the backstop)."""
+        future: asyncio.Future[Completed] = asyncio.get_running_loop().create_future()
         self._pending.append((elem, future))
         if self._active < self.flushers:
             self._active += 1
@@ -131,7 +135,7 @@ class CompletionBatcher:
         finally:
             self._active -= 1
 
-    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[str]]]) -> None:
+    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[Completed]]]) -> None:
         payload = json.dumps([elem for elem, _ in batch], ensure_ascii=False, default=str)
         try:
             results = await self._write(payload)
@@ -140,18 +144,18 @@ class CompletionBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
-        except Exception:  # noqa: BLE001 - one bad element must not fail its batch-mates
+        except Exception:
             log.exception("a batched completion failed; applying its %d calls one by one", len(batch))
             results = {}
         for elem, future in batch:
             if not future.done():
-                future.set_result(results.get(elem["item_id"], FALLBACK))
+                future.set_result(results.get(elem["item_id"], (FALLBACK, None)))
 
-    async def _write(self, payload: str) -> dict[int, str]:
+    async def _write(self, payload: str) -> dict[int, Completed]:
         """Safe to retry: every element is fenced by its lease token, so a batch that did commit
         before its connection died reports `lost` the second time and changes nothing."""
 
-        async def write() -> dict[int, str]:
+        async def write() -> dict[int, Completed]:
             async with self.pool.connection() as conn:
                 return await queue.complete_batch(conn, payload, max_steps=MAX_STEPS,
                                                   max_state_bytes=MAX_STATE_BYTES)

@@ -219,9 +219,11 @@ class Executor:
         telemetry.called(result)  # traces (optional): the call's outcome and its steps
         elem = completion.element(item, result, started_at=started_at, body_size=body_size)
         if elem is not None:
-            status = await self.completions.submit(elem)
+            status, context = await self.completions.submit(elem)
             if status == "lost":
                 log.info("lease lost for item %s of run %s; dropping its outcome", item.id, item.run_id)
+            if status == completion.CONTINUED:
+                return ApplyResult(applied=True, context=context)
             if status != completion.FALLBACK:
                 return completion.RESULTS[status]
 

@@ -2,12 +2,13 @@
 interrupted too often fails its run with LeaseExpired (see pgqueue.queue.interrupts).
 
 Each round also keeps the queue tidy: items parked on a concurrency key with a free slot are
-unparked (a lost wake-up), work that paused functions queued since their pause is parked with the
-rest of their held work, and what would otherwise grow without bound is pruned: expired dedupe and
-idempotency windows, cancelOn listeners past their timeout, and once a minute the pause paths no
-pause uses any more (it briefly locks out pause creation) and the throttle and rate-limit keys idle
-for a minute (it reads that table). Once a minute it also makes the history's time partitions
-ahead of need (pgqueue.history_ensure_v1), so no insert waits for one."""
+unparked (a wake-up the normal path missed: counted and logged apart, none expected), work that
+paused functions queued since their pause is parked with the rest of their held work, and what
+would otherwise grow without bound is pruned: expired dedupe and idempotency windows, cancelOn
+listeners past their timeout, and once a minute the pause paths no pause uses any more (it
+briefly locks out pause creation) and the throttle and rate-limit keys idle for a minute (it reads
+that table). Once a minute it also makes the history's time partitions ahead of need
+(pgqueue.history_ensure_v1), so no insert waits for one."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ PARTITION_LOCK_TIMEOUT_MS = 2000
 
 @dataclass(frozen=True, slots=True)
 class RescueTick:
-    rescued: int
+    rescued: int  # items whose lease expired, handed back to the queue
     pruned: int = 0  # housekeeping rows deleted: expired windows and listeners, unused pause paths
+    unparked: int = 0  # parked items whose concurrency slot was free: a wake-up the normal path missed
 
 
 class Rescuer(LoopService):
@@ -59,7 +61,9 @@ class Rescuer(LoopService):
         async with self.pool.connection() as conn:
             rescued = await queue.rescue_expired(conn, max_interrupts=interrupts.MAX_INTERRUPTS,
                                                  backoff_scale=self.backoff_scale)
-            n = len(rescued) + await queue.unblock_sweep(conn)
+            unparked = await queue.unblock_sweep(conn)
+            if rescued or unparked:
+                await queue.count_housekeeping(conn, leases_expired=len(rescued), missed_unparks=unparked)
             await queue.hold_paused(conn)
             pruned = await operations.prune_expired_keys(conn) + await pauses.expire_cancel_listeners(conn)
             now = time.monotonic()
@@ -79,11 +83,14 @@ class Rescuer(LoopService):
                 log.warning("%d runs had ended without their end recorded in live_runs", stale)
             self._partitions_checked_at = now
         await interrupts.fail_exhausted(self.pool, rescued, interrupts.LEASE_EXPIRED_ERROR)
-        if n:
-            log.warning("rescued %d items whose lease expired", n)
-            if self.queue_wakeup:
-                self.queue_wakeup.set()
-        return RescueTick(n, pruned)
+        if rescued:
+            log.warning("rescued %d items whose lease expired", len(rescued))
+        if unparked:
+            log.warning("unparked %d items waiting on a concurrency key with a free slot (a missed wake-up)",
+                        unparked)
+        if (rescued or unparked) and self.queue_wakeup:
+            self.queue_wakeup.set()
+        return RescueTick(len(rescued), pruned, unparked)
 
     async def make_partitions(self) -> int:
         """History partitions ahead of time (never on the hot path): each set in its own transaction,

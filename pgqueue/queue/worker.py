@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,9 @@ from pgqueue.queue.adaptive import AppLimits
 from pgqueue.store import queue
 
 log = logging.getLogger(__name__)
+
+MAX_CONTINUED_CALLS = 100  # a run continues on one lease for at most this many calls...
+CONTINUE_BUDGET_S = 30.0  # ...and this long, then its next call goes back to the queue
 
 ExecuteFn = Callable[[QueueItem], Awaitable[Any]]
 
@@ -130,8 +135,25 @@ class Worker:
             self.inflight[item.id] = (item, task)
 
     async def _run_item(self, item: QueueItem) -> None:
+        # A run whose call ends in one step's output continues on the item's lease: the next call
+        # goes out at once with the context the group commit returned (pgqueue.complete_v2), so a
+        # started run finishes before the worker takes new work, without a claim per step. Bounded
+        # in calls and time, so a long run goes back to the queue (and its fairness) now and then.
+        chain_started = time.monotonic()
+        calls = 0
         try:
-            await self.execute(item)
+            while True:
+                calls += 1
+                allowed = (not self._stopping and calls < MAX_CONTINUED_CALLS
+                           and time.monotonic() - chain_started < CONTINUE_BUDGET_S)
+                result = await self.execute(dataclasses.replace(item, may_continue=allowed))
+                context = getattr(result, "context", None)
+                if context is None:
+                    break
+                item = item.continued(context)
+                entry = self.inflight.get(item.id)
+                if entry is not None:
+                    self.inflight[item.id] = (item, entry[1])
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -185,10 +185,21 @@ async def interrupt(
 
 async def complete_batch(
     conn: Conn, batch_json: str, *, max_steps: int, max_state_bytes: int
-) -> dict[int, str]:
-    """The executor's group commit (pgqueue.complete_v1): item id -> applied | finished | lost |
-    discarded | fallback."""
+) -> dict[int, tuple[str, dict[str, Any] | None]]:
+    """The executor's group commit (pgqueue.complete_v2): item id -> (applied | finished | lost |
+    discarded | fallback | continued, the run's next context when continued)."""
     cur = await conn.execute(
         q("complete_batch"), {"batch": batch_json, "max_steps": max_steps, "max_state_bytes": max_state_bytes}
     )
-    return {row["item_id"]: row["result"] for row in await cur.fetchall()}
+    return {row["item_id"]: (row["result"], row["context"]) for row in await cur.fetchall()}
+
+
+async def count_housekeeping(conn: Conn, *, leases_expired: int, missed_unparks: int) -> None:
+    """Add to the rescuer's counts (pgqueue.housekeeping_counts, read by /metrics)."""
+    await conn.execute(q("housekeeping_count"),
+                       {"leases_expired": leases_expired, "missed_unparks": missed_unparks})
+
+
+async def housekeeping_counts(conn: Conn) -> dict[str, int]:
+    cur = await conn.execute(q("housekeeping_counts"))
+    return {row["name"]: int(row["n"]) for row in await cur.fetchall()}

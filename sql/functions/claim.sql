@@ -25,7 +25,10 @@
 -- it is; the flag is read once per function, never per item (see function_pause_v1).
 -- Concurrency: for each of an item's keys, the key is locked with pg_try_advisory_xact_lock (a
 -- key busy in another claim is skipped this round) and the leased items holding it are counted
--- once per claim; an item over a limit is parked (blocked) on that key.
+-- once per claim; an item over a limit is parked (blocked) on that key, and for each of its other
+-- keys with a free slot the next item parked there is unparked (the wake-up it may have had).
+-- A parked item is unparked when a slot of its key frees (queue_items_unblock_v1, which waits for
+-- the claim's key lock, so no wake-up falls between a count and a park).
 -- Default bound: a function's items are admitted while fewer than p_fn_default_limit of its
 -- items are leased (counted once per claim; not serialised, so concurrent claims may overshoot it by
 -- at most their batch sizes: it is a guard against runaway fan-out, not an exact limit). While
@@ -235,6 +238,28 @@ BEGIN
                 CONTINUE WHEN busy;
                 IF over_key IS NOT NULL THEN
                     UPDATE pgqueue.queue_items SET blocked = true, blocked_key = over_key WHERE queue_items.id = cand.id;
+                    -- The item may have been unparked for a slot of one of its other keys (a run
+                    -- limit and a key limit): that slot is still free, so the wake-up passes to the
+                    -- next item parked on that key, else nothing would wake it until the rescuer.
+                    FOR i IN 1 .. cardinality(cand.ckeys) LOOP
+                        k := cand.ckeys[i];
+                        CONTINUE WHEN k = over_key;
+                        IF NOT locked ? k THEN
+                            locked := locked || jsonb_build_object(k, pg_try_advisory_xact_lock(hashtextextended(k, 0)));
+                        END IF;
+                        CONTINUE WHEN NOT (locked ->> k)::boolean;
+                        IF NOT counts ? k THEN
+                            SELECT count(*) INTO n FROM pgqueue.queue_items l
+                            WHERE l.state = 'leased' AND cardinality(l.ckeys) > 0 AND l.ckeys @> ARRAY[k];
+                            counts := counts || jsonb_build_object(k, n);
+                        END IF;
+                        IF (counts ->> k)::integer < cand.climits[i] THEN
+                            UPDATE pgqueue.queue_items SET blocked = false, blocked_key = NULL
+                            WHERE queue_items.id = (
+                                SELECT b.id FROM pgqueue.queue_items b WHERE b.blocked AND b.blocked_key = k
+                                ORDER BY b.sort_at, b.id LIMIT 1 FOR UPDATE SKIP LOCKED);
+                        END IF;
+                    END LOOP;
                     CONTINUE;
                 END IF;
                 IF cand.throttle_key IS NOT NULL THEN

@@ -5,7 +5,8 @@
 --   kind 'step'  the SDK answered one step's output (206 with one StepRun/Step): the output is
 --                memoised with the call's start (first stored output wins), and the run's next
 --                discovery call queued once nothing else of it is pending (the item itself, when it
---                was that call);
+--                was that call), or made at once by the same worker on the same lease (`continued`,
+--                with the run's new context);
 --   kind 'done'  the function returned (200, or 206 with one RunComplete): the run completes, its
 --                items, pauses and singleton slot go, inngest/function.finished is emitted.
 --
@@ -51,8 +52,8 @@ END
 $$;
 
 
-CREATE OR REPLACE FUNCTION pgqueue.complete_v1(p_batch jsonb, p_max_steps integer, p_max_state_bytes bigint)
-RETURNS TABLE (item_id bigint, result text)
+CREATE OR REPLACE FUNCTION pgqueue.complete_v2(p_batch jsonb, p_max_steps integer, p_max_state_bytes bigint)
+RETURNS TABLE (item_id bigint, result text, context jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan  -- custom plans of these batch statements cost more than they win
@@ -71,6 +72,7 @@ DECLARE
     v_class jsonb;
     v_race text[];
     v_reused bigint[];
+    v_continued bigint[];
     v_ended integer;
 BEGIN
     -- Fencing, in the lock order used everywhere: the runs, then the items still leased with the
@@ -149,23 +151,36 @@ BEGIN
     -- race step. A discovery call that was the run's only pending work goes back to the queue as
     -- that next call (one update instead of a delete and an insert: half the queue's writes for a
     -- run of sequential steps); any other item is deleted.
-    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, started_at, call_item_id, call_planned)
-    SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt, x.started_at, x.item_id,
-           nullif(x.item_step_id <> 'step', false)
-    FROM jsonb_to_recordset(p_batch)
-         AS x(item_id bigint, run_id text, step_id text, step_name text, memo jsonb, attempt integer,
-              started_at timestamptz, item_step_id text)
-    WHERE v_class ->> x.item_id::text = 'step'
-    ORDER BY x.item_id;
-    SELECT coalesce(array_agg(q.id), '{}') INTO v_reused FROM (
-        SELECT q1.id FROM jsonb_to_recordset(p_batch) AS x(item_id bigint)
+    -- The run's discovery item, when it was the run's only pending work, is the run's next call:
+    -- it continues on its lease when the worker asked for that (its element's `may_continue`), the
+    -- call went through on its first attempt and the function is not paused, the worker calling
+    -- the app again at once with the run's new context (no write, no claim, no wake-up: a run's
+    -- steps follow one another, and started runs finish first); otherwise it goes back to the queue
+    -- (one update instead of a delete and an insert).
+    SELECT coalesce(array_agg(q.id), '{}'), coalesce(array_agg(q.id) FILTER (WHERE q.go_on), '{}')
+    INTO v_reused, v_continued FROM (
+        SELECT q1.id, coalesce(x.may_continue, false) AND q1.attempt = 0 AND f.paused_at IS NULL AS go_on
+        FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, may_continue boolean)
         CROSS JOIN LATERAL (SELECT * FROM pgqueue.queue_items q0 WHERE q0.id = x.item_id LIMIT 1) q1
+        LEFT JOIN pgqueue.functions f ON f.id = q1.function_id
         WHERE v_class ->> x.item_id::text = 'step' AND q1.kind = 'call' AND q1.step_id = 'step'
           AND NOT EXISTS (SELECT 1 FROM pgqueue.queue_items o
                           WHERE o.run_id = q1.run_id AND o.id <> q1.id
                             AND NOT (o.kind = 'timeout' AND starts_with(o.step_id, '$')))
         ORDER BY q1.id
     ) q;
+    v_reused := ARRAY(SELECT u FROM unnest(v_reused) AS u WHERE u <> ALL (v_continued));
+    -- The steps, each with the call that produced it; a continued item's calls are not told apart
+    -- by item (they read as item NULL in pgqueue.calls).
+    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt, started_at, call_item_id, call_planned)
+    SELECT x.run_id, x.step_id, x.step_name, 'StepRun', x.memo, x.attempt, x.started_at,
+           CASE WHEN x.item_id = ANY (v_continued) THEN NULL ELSE x.item_id END,
+           nullif(x.item_step_id <> 'step', false)
+    FROM jsonb_to_recordset(p_batch)
+         AS x(item_id bigint, run_id text, step_id text, step_name text, memo jsonb, attempt integer,
+              started_at timestamptz, item_step_id text)
+    WHERE v_class ->> x.item_id::text = 'step'
+    ORDER BY x.item_id;
     -- A new id: each use of the item is its own call in the history (its attempts group by item).
     UPDATE pgqueue.queue_items q
     SET id = DEFAULT, state = 'available', run_at = now(), attempt = 0, lease_token = NULL, lease_expires_at = NULL,
@@ -173,7 +188,8 @@ BEGIN
         throttle_key = NULL, throttle = NULL, step_name = NULL, created_at = now()
     WHERE q.id = ANY (v_reused);
     DELETE FROM pgqueue.queue_items q USING jsonb_to_recordset(p_batch) AS x(item_id bigint)
-    WHERE q.id = x.item_id AND v_class ->> x.item_id::text = 'step' AND NOT q.id = ANY (v_reused);
+    WHERE q.id = x.item_id AND v_class ->> x.item_id::text = 'step' AND NOT q.id = ANY (v_reused)
+      AND NOT q.id = ANY (v_continued);
     INSERT INTO pgqueue.queue_items (run_id, function_id, kind, step_id, max_attempts, ckeys, climits, priority_s)
     SELECT r.id, r.function_id, 'call', 'step', r.max_attempts, r.ckeys, r.climits, r.priority_s
     FROM pgqueue.runs r
@@ -252,9 +268,29 @@ BEGIN
         PERFORM pg_notify('pgqueue_events', '');
     END IF;
 
+    -- A continued call's run context is read after this batch's writes, as the claim reads it.
     RETURN QUERY
-    SELECT x.item_id, CASE v_class ->> x.item_id::text WHEN 'step' THEN 'applied' WHEN 'done' THEN 'finished'
-                           ELSE v_class ->> x.item_id::text END
-    FROM jsonb_to_recordset(p_batch) AS x(item_id bigint);
+    SELECT x.item_id,
+           CASE WHEN x.item_id = ANY (v_continued) THEN 'continued'
+                ELSE CASE v_class ->> x.item_id::text WHEN 'step' THEN 'applied' WHEN 'done' THEN 'finished'
+                          ELSE v_class ->> x.item_id::text END END,
+           CASE WHEN x.item_id = ANY (v_continued) THEN pgqueue.run_context_v1(x.run_id) END
+    FROM jsonb_to_recordset(p_batch) AS x(item_id bigint, run_id text);
+END
+$$;
+
+-- pgqueue.complete_v1: complete_v2 for workers of the previous release (no element asks to
+-- continue, so no call does).
+CREATE OR REPLACE FUNCTION pgqueue.complete_v1(p_batch jsonb, p_max_steps integer, p_max_state_bytes bigint)
+RETURNS TABLE (item_id bigint, result text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT c.item_id, c.result
+    FROM pgqueue.complete_v2((SELECT coalesce(jsonb_agg(e - 'may_continue'), '[]'::jsonb)
+                              FROM jsonb_array_elements(p_batch) AS e),
+                             p_max_steps, p_max_state_bytes) c;
 END
 $$;

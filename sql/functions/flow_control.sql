@@ -127,8 +127,12 @@ AS $$
 $$;
 
 -- pgqueue.queue_items_unblock_v1: when a leased item ends, unpark one item waiting on each of its
--- concurrency keys. No lock is taken here (completions must not serialise on hot keys); the rare
--- wake-up lost to a concurrent claim is caught by concurrency_unblock_v1, run by the rescuer.
+-- concurrency keys. A claim admits on a key holding that key's advisory lock exclusively, and may
+-- park an item on it for want of the slot this item frees: each key's lock is taken here shared,
+-- which waits for such a claim to commit (so its parked item is seen and unparked) and makes a
+-- claim that starts meanwhile pass the key over until this commits (so it counts the freed slot).
+-- Shared: completions do not queue behind each other on a hot key. concurrency_unblock_v1, run by
+-- the rescuer, stays as the safety net; it should find nothing.
 CREATE OR REPLACE FUNCTION pgqueue.queue_items_unblock_v1()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -138,6 +142,7 @@ DECLARE
     k text;
 BEGIN
     FOREACH k IN ARRAY OLD.ckeys LOOP
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended(k, 0));
         UPDATE pgqueue.queue_items SET blocked = false, blocked_key = NULL
         WHERE id = (SELECT b.id FROM pgqueue.queue_items b
                     WHERE b.blocked AND b.blocked_key = k
@@ -152,12 +157,16 @@ CREATE TRIGGER queue_items_unblock_update AFTER UPDATE OF state ON pgqueue.queue
     FOR EACH ROW WHEN (OLD.state = 'leased' AND NEW.state <> 'leased' AND cardinality(OLD.ckeys) > 0)
     EXECUTE FUNCTION pgqueue.queue_items_unblock_v1();
 DROP TRIGGER IF EXISTS queue_items_unblock_delete ON pgqueue.queue_items;
+-- An item deleted while due and not parked (its run cancelled, say) may have been woken for a
+-- slot it now never takes: the wake-up passes on (waking one too many costs a claim's re-park).
 CREATE TRIGGER queue_items_unblock_delete AFTER DELETE ON pgqueue.queue_items
-    FOR EACH ROW WHEN (OLD.state = 'leased' AND cardinality(OLD.ckeys) > 0)
+    FOR EACH ROW WHEN (cardinality(OLD.ckeys) > 0 AND (OLD.state = 'leased' OR NOT OLD.blocked))
     EXECUTE FUNCTION pgqueue.queue_items_unblock_v1();
 
 -- pgqueue.concurrency_unblock_v1: safety sweep: unpark as many items per key as it has free
--- capacity. Returns the number unparked.
+-- slots that nothing else will take: its leased items, and its due items not parked (a claim
+-- takes or parks them soon, and their ends wake the key), use the slots. Returns the number
+-- unparked: wake-ups the normal path missed (counted apart, none expected).
 CREATE OR REPLACE FUNCTION pgqueue.concurrency_unblock_v1()
 RETURNS integer
 LANGUAGE plpgsql
@@ -167,13 +176,21 @@ DECLARE
     k        text;
     lim      integer;
     in_use   integer;
+    fid      uuid;
     total    integer := 0;
     n        integer;
 BEGIN
     FOR k IN SELECT DISTINCT b.blocked_key FROM pgqueue.queue_items b WHERE b.blocked LOOP
-        SELECT b.climits[array_position(b.ckeys, k)] INTO lim
+        SELECT b.climits[array_position(b.ckeys, k)], b.function_id INTO lim, fid
         FROM pgqueue.queue_items b WHERE b.blocked AND b.blocked_key = k LIMIT 1;
         SELECT count(*) INTO in_use FROM pgqueue.queue_items l WHERE l.state = 'leased' AND cardinality(l.ckeys) > 0 AND l.ckeys @> ARRAY[k];
+        -- a key of scope fn is its function's (pgqueue/runner/flow.py); for an env or account key
+        -- other functions' due items go uncounted: the sweep may unpark early, the claim re-parks
+        SELECT in_use + count(*) INTO in_use FROM (
+            SELECT 1 FROM pgqueue.queue_items d
+            WHERE d.function_id = fid AND d.state = 'available' AND NOT d.blocked AND d.run_at <= now()
+              AND d.ckeys @> ARRAY[k]
+            LIMIT greatest(coalesce(lim, 0) - in_use, 0)) x;
         IF coalesce(lim, 0) - in_use > 0 THEN
             UPDATE pgqueue.queue_items SET blocked = false, blocked_key = NULL
             WHERE id IN (SELECT b.id FROM pgqueue.queue_items b WHERE b.blocked AND b.blocked_key = k

@@ -17,7 +17,9 @@ WHERE r.id = %(run_id)s
 -- name: history_attempts
 -- Every call of the app and every wake-up (sleep, timeout) of the run, in the order they started
 -- (pgqueue.calls_payload: attempts rows, and the successful calls recorded with their step or run).
-SELECT seq AS id, item_id, step_id, attempt, outcome, status_code, error IS NOT NULL AS has_error,
+-- A call made on the lease of the call before it (pgqueue.complete_v2's `continued`) has no item
+-- id of its own: its seq (negative) stands in, so each call stays a group of its own.
+SELECT seq AS id, coalesce(item_id, seq) AS item_id, step_id, attempt, outcome, status_code, error IS NOT NULL AS has_error,
        started_at, ended_at
 FROM pgqueue.calls_payload
 WHERE run_id = %(run_id)s

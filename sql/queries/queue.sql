@@ -90,7 +90,7 @@ SELECT * FROM pgqueue.interrupt_v1(%(ids)s::bigint[], %(tokens)s::uuid[], %(erro
 
 -- name: complete_batch
 -- The executor's group commit of finished calls (see sql/functions/complete.sql).
-SELECT item_id, result FROM pgqueue.complete_v1(%(batch)s::jsonb, %(max_steps)s, %(max_state_bytes)s)
+SELECT item_id, result, context FROM pgqueue.complete_v2(%(batch)s::jsonb, %(max_steps)s, %(max_state_bytes)s)
 
 -- name: queue_report_app_levels
 -- A worker's adaptive concurrency levels (pgqueue.worker_app_levels): its rows upserted, its apps
@@ -112,3 +112,12 @@ WHERE (w.worker = %(worker)s AND w.app_id <> ALL (%(app_ids)s::uuid[]))
 -- name: queue_forget_app_levels
 -- A worker that stops: its levels go with it.
 DELETE FROM pgqueue.worker_app_levels WHERE worker = %(worker)s
+
+-- name: housekeeping_count
+UPDATE pgqueue.housekeeping_counts
+SET n = n + CASE name WHEN 'leases_expired' THEN %(leases_expired)s WHEN 'missed_unparks' THEN %(missed_unparks)s END,
+    updated_at = now()
+WHERE (name = 'leases_expired' AND %(leases_expired)s > 0) OR (name = 'missed_unparks' AND %(missed_unparks)s > 0)
+
+-- name: housekeeping_counts
+SELECT name, n FROM pgqueue.housekeeping_counts ORDER BY name

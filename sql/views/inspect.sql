@@ -162,6 +162,8 @@ COMMENT ON VIEW pgqueue.recent_failures IS
 -- read as outcome ok, status 206 or 200, step_id the step's own (its planned item) or 'step' (a
 -- discovery call).
 -- `seq` orders calls that started at the same time (attempts: their id; the others: negative).
+-- item_id is NULL for a call made on the lease of the call before it (the worker continuing a run
+-- at once, pgqueue.complete_v2): those calls never went through the queue as items of their own.
 CREATE OR REPLACE VIEW pgqueue.calls_payload AS
 SELECT t.run_id, t.id AS seq, t.item_id, t.step_id, t.attempt, t.outcome, t.status_code, t.error,
        t.started_at, t.ended_at

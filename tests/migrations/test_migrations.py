@@ -302,6 +302,7 @@ HOT_FUNCTIONS = (
     "pgqueue.run_context_v1(text)",
     "pgqueue.finish_heard_v1(text)",
     "pgqueue.complete_v1(jsonb,integer,bigint)",
+    "pgqueue.complete_v2(jsonb,integer,bigint)",
 )
 
 

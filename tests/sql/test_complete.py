@@ -1,10 +1,12 @@
-"""pgqueue.complete_v1, the executor's group commit: for the outcomes it owns it must leave exactly
+"""pgqueue.complete_v2, the executor's group commit: for the outcomes it owns it must leave exactly
 the rows the general Applier leaves (checked side by side on twin runs), keep the fencing, hand
-back what it does not own, and write a whole burst of calls in one transaction."""
+back what it does not own, write a whole burst of calls in one transaction, and let a run continue
+on its call's lease only when that call was the run's only work."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -31,9 +33,19 @@ async def general(twin: Twin, item: QueueItem, outcome: Outcome) -> None:
 
 
 async def batched(twin: Twin, item: QueueItem, outcome: Outcome) -> str:
+    status, context = await submit(twin, item, outcome)
+    assert context is None, "only an element that may continue gets the next context"
+    return status
+
+
+async def submit(twin: Twin, item: QueueItem, outcome: Outcome) -> completion.Completed:
     elem = completion.element(item, outcome, started_at=STARTED, body_size=100)
     assert elem is not None, "this outcome belongs to the group commit"
     return await completion.CompletionBatcher(twin.pool).submit(elem)
+
+
+def may_continue(item: QueueItem) -> QueueItem:
+    return dataclasses.replace(item, may_continue=True)
 
 
 @pytest.mark.parametrize("outcome", [STEP, STEP_WRAPPED, RUN_COMPLETE,
@@ -143,7 +155,55 @@ async def test_a_burst_of_calls_is_one_transaction(twin: Twin) -> None:
     batcher = completion.CompletionBatcher(twin.pool)
     elems = [completion.element(i, STEP, started_at=STARTED, body_size=100) for i in items]
     results = await asyncio.gather(*(batcher.submit(e) for e in elems if e is not None))
-    assert results == ["applied"] * 40
+    assert results == [("applied", None)] * 40
     assert batcher.batches_written <= 2
     for item in items[:3]:
         assert [s["step_id"] for s in (await twin.state(item.run_id))["steps"]] == ["s1"]
+
+
+async def test_a_run_continues_on_its_calls_lease(twin: Twin) -> None:
+    """The discovery call was the run's only work: the run's next call is made on the same lease,
+    with the context the claim would have read; nothing is queued, the step is stored."""
+    [item] = await twin.run()
+    status, context = await submit(twin, may_continue(item), STEP)
+    assert status == "continued"
+    assert context is not None and context["steps"] == [["s1", {"data": {"paid": 42}}]]
+    state = await twin.state(item.run_id)
+    assert [s["step_id"] for s in state["steps"]] == ["s1"]
+    assert [(i["step_id"], i["state"], i["attempt"]) for i in state["items"]] == [("step", "leased", 0)]
+    async with twin.pool.connection() as conn:
+        row = await (await conn.execute("SELECT id, lease_token FROM pgqueue.queue_items WHERE run_id = %s",
+                                        (item.run_id,))).fetchone()
+        calls = await (await conn.execute("SELECT item_id FROM pgqueue.calls WHERE run_id = %s",
+                                          (item.run_id,))).fetchall()
+    assert (row["id"], row["lease_token"]) == (item.id, item.lease_token), "the same item, still leased"
+    assert calls == [{"item_id": None}], "a continued call has no item of its own in the history"
+
+    # The next call on that lease ends the run: the same rows as a run whose calls went through the queue.
+    done = RunDone(output={"ok": True}, request_version=1)
+    status, context = await submit(twin, item.continued(context), done)
+    assert (status, context) == ("finished", None)
+    assert (await twin.state(item.run_id))["run"]["status"] == "completed"
+
+
+@pytest.mark.parametrize("why", ["retry", "sibling", "paused", "not-asked"])
+async def test_a_run_goes_back_to_the_queue_when_it_may_not_continue(twin: Twin, why: str) -> None:
+    """A retried call, a run with other pending work, a paused function, a worker that did not ask
+    (stopping, or past its budget): the next call is queued, as without continuation."""
+    items = await twin.run(items=("p1", "step") if why == "sibling" else ("step",))
+    item = next(i for i in items if i.step_id == "step")
+    async with twin.pool.connection() as conn:
+        if why == "retry":
+            await conn.execute("UPDATE pgqueue.queue_items SET attempt = 1 WHERE id = %s", (item.id,))
+            item = dataclasses.replace(item, attempt=1)
+        if why == "paused":
+            await conn.execute("UPDATE pgqueue.functions SET paused_at = now() WHERE id = %s", (twin.fn,))
+    if why != "not-asked":
+        item = may_continue(item)
+    status, context = await submit(twin, item, STEP)
+    assert (status, context) == ("applied", None)
+    async with twin.pool.connection() as conn:
+        await conn.execute("UPDATE pgqueue.functions SET paused_at = NULL WHERE id = %s", (twin.fn,))
+    left = [(i["step_id"], i["state"]) for i in (await twin.state(item.run_id))["items"]]
+    expected = [("p1", "leased")] if why == "sibling" else [("step", "available")]
+    assert left == expected

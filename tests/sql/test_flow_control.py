@@ -186,3 +186,90 @@ def test_flow_control_views_show_usage_parking_and_buckets(conn: psycopg.Connect
     [run] = _runs(conn, fn, 1, delay_s=30)
     conn.execute("SELECT pgqueue.batch_open_v1(%s, 'b', %s)", (fn, run))
     assert conn.execute("SELECT key, size, events FROM pgqueue.pending_batches").fetchone() == ("b", 1, 1)
+
+
+def _blocked(conn: psycopg.Connection, run_ids: list[str]) -> dict[str, str | None]:
+    rows = conn.execute("SELECT run_id, blocked_key FROM pgqueue.queue_items WHERE run_id = ANY(%s)",
+                        (run_ids,)).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def test_a_wake_up_passes_on_when_the_woken_item_parks_on_its_other_key(conn: psycopg.Connection) -> None:
+    """Limits of 2 per function and 1 per key. Two slots of the function free at once and wake two
+    items parked on it, both of key c: the second parks on c, and the function's slot it was woken
+    for goes to the next item parked on the function, not to the rescuer's sweep."""
+    fn = _function(conn, "two-keys")
+
+    def runs(key: str, n: int = 1) -> list[str]:
+        return _runs(conn, fn, n, ckeys=[f"fn:{fn}:k:{key}", f"fn:{fn}"], climits=[1, 2])
+
+    r1, r2 = runs("a") + runs("b")
+    r3, r4 = runs("c", 2)
+    [r5] = runs("d")
+    assert sorted(_claim(conn, 50)) == sorted([r1, r2])
+    assert set(_blocked(conn, [r3, r4, r5]).values()) == {f"fn:{fn}"}
+    conn.execute("DELETE FROM pgqueue.queue_items WHERE run_id = ANY(%s)", ([r1, r2],))  # two slots free
+    assert _blocked(conn, [r3, r4, r5]) == {r3: None, r4: None, r5: f"fn:{fn}"}
+    assert _claim(conn, 50) == [r3]
+    assert _blocked(conn, [r4, r5]) == {r4: f"fn:{fn}:k:c", r5: None}, "r4 parked on c, r5 woken"
+    assert _claim(conn, 50) == [r5]
+    assert conn.execute("SELECT pgqueue.concurrency_unblock_v1()").fetchone() == (0,), "nothing was missed"
+
+
+def test_the_sweep_leaves_slots_that_due_items_will_take(conn: psycopg.Connection) -> None:
+    """A slot freed and the item it woke not claimed yet: no wake-up was missed, the sweep finds
+    nothing (it used to unpark a second item for the same slot and count it as missed)."""
+    fn = _function(conn, "sweep")
+    r = _runs(conn, fn, 4, ckeys=[f"fn:{fn}:k:a"], climits=[2])
+    assert sorted(_claim(conn, 50)) == sorted(r[:2])
+    conn.execute("DELETE FROM pgqueue.queue_items WHERE run_id = %s", (r[0],))
+    assert _blocked(conn, r[2:]) == {r[2]: None, r[3]: f"fn:{fn}:k:a"}
+    assert conn.execute("SELECT pgqueue.concurrency_unblock_v1()").fetchone() == (0,)
+    assert _claim(conn, 50) == [r[2]]
+
+
+def test_continuations_of_older_runs_go_before_newer_runs(conn: psycopg.Connection) -> None:
+    """Inngest's score: a first-attempt call due within 2 s sorts by its run's start (from the run
+    id) minus the priority factor; a retry or an item scheduled further ahead keeps its own time."""
+    from pgqueue import ids
+
+    fn = _function(conn, "ordered")
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    old, newer = ids.new_ulid(now_ms - 60_000), ids.new_ulid(now_ms - 1_000)
+    event_id = ids.new_ulid()
+    conn.execute("INSERT INTO pgqueue.events (id, name, data, ts) VALUES (%s, 'x/y', '{}', 0)", (event_id,))
+    runs = [{"id": rid, "function_id": str(fn), "event_id": event_id, "event_ids": [event_id],
+             "max_attempts": 3} for rid in (newer, old)]
+    conn.execute("SELECT pgqueue.run_create_v1(%s::jsonb)", (json.dumps(runs),))
+    # the old run's item queued after the newer run's (its next step, say): the old run goes first
+    conn.execute("UPDATE pgqueue.queue_items SET run_at = now() WHERE run_id = %s", (old,))
+    assert _claim(conn, 1) == [old]
+    assert _claim(conn, 1) == [newer]
+    sort_at = conn.execute(
+        "UPDATE pgqueue.queue_items SET state = 'available', lease_token = NULL, lease_expires_at = NULL,"
+        " leased_by = NULL, leased_at = NULL, attempt = 1, run_at = now() - interval '1 second'"
+        " WHERE run_id = %s RETURNING sort_at, run_at", (old,)).fetchone()
+    assert sort_at is not None and sort_at[0] == sort_at[1], "a retry keeps its own time"
+    later = conn.execute(
+        "UPDATE pgqueue.queue_items SET attempt = 0, run_at = now() + interval '10 seconds'"
+        " WHERE run_id = %s RETURNING sort_at, run_at", (old,)).fetchone()
+    assert later is not None and later[0] == later[1], "an item scheduled further ahead keeps its own time"
+    started = datetime.fromtimestamp((now_ms - 60_000) / 1000, UTC)
+    soon = conn.execute("UPDATE pgqueue.queue_items SET run_at = now() + interval '1 second'"
+                        " WHERE run_id = %s RETURNING sort_at, %s::timestamptz", (old, started)).fetchone()
+    assert soon is not None and soon[0] == soon[1], "due within 2 s: the run's start"
+
+
+def test_a_woken_item_deleted_before_its_claim_passes_the_wake_up_on(conn: psycopg.Connection) -> None:
+    """A bulk cancellation deletes a leased item (waking the next parked one) and then, in the
+    same transaction, the item it woke: the slot goes to the next parked item."""
+    fn = _function(conn, "cancelled")
+    r = _runs(conn, fn, 4, ckeys=[f"fn:{fn}:k:a"], climits=[1])
+    assert _claim(conn, 50) == [r[0]]
+    with conn.transaction():
+        conn.execute("DELETE FROM pgqueue.queue_items WHERE run_id = %s", (r[0],))
+        assert _blocked(conn, r[1:]) == {r[1]: None, r[2]: f"fn:{fn}:k:a", r[3]: f"fn:{fn}:k:a"}
+        conn.execute("DELETE FROM pgqueue.queue_items WHERE run_id = %s", (r[1],))
+    assert _blocked(conn, r[2:]) == {r[2]: None, r[3]: f"fn:{fn}:k:a"}
+    assert conn.execute("SELECT pgqueue.concurrency_unblock_v1()").fetchone() == (0,)
+    assert _claim(conn, 50) == [r[2]]
