@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pgqueue.errors import ConfigError
 from pgqueue.protocol import signing
@@ -66,6 +67,15 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_MAX_API_RESPONSE_BYTES": ("max_api_response_bytes", int),
     "PGQUEUE_WAKE_MAX_HOPS": ("wake_max_hops", int),
     "PGQUEUE_ALLOWED_HOSTS": ("allowed_hosts", list),
+    "PGQUEUE_REALTIME_MAX_MESSAGE_BYTES": ("realtime_max_message_bytes", int),
+    "PGQUEUE_REALTIME_MAX_STREAM_BYTES": ("realtime_max_stream_bytes", int),
+    "PGQUEUE_REALTIME_RETENTION_S": ("realtime_retention_s", float),
+    "PGQUEUE_REALTIME_TOKEN_TTL_S": ("realtime_token_ttl_s", float),
+    "PGQUEUE_REALTIME_BUFFER_MESSAGES": ("realtime_buffer_messages", int),
+    "PGQUEUE_REALTIME_BUFFER_BYTES": ("realtime_buffer_bytes", int),
+    "PGQUEUE_REALTIME_LISTEN_URL": ("realtime_listen_url", str),
+    "PGQUEUE_REALTIME_POLL_MS": ("realtime_poll_ms", int),
+    "PGQUEUE_REALTIME_URL": ("realtime_url", str),
 }
 
 
@@ -158,6 +168,26 @@ class Settings:
     # always checked in dev mode, in serve mode only when set. ".example.com" matches subdomains
     # too, "*" any host.
     allowed_hosts: tuple[str, ...] = ()
+    # Realtime (pgqueue/realtime/): the largest message one publish may carry (as JSON text), and
+    # the most a streamed publish or a durable endpoint's stream may send in one request.
+    realtime_max_message_bytes: int = 512 * 1024
+    realtime_max_stream_bytes: int = 16 * 1024 * 1024
+    # Published messages are kept this long (fan-out across processes, a durable endpoint's late
+    # subscriber, a retried step's publish recognised, the dashboard), then pruned by the rescuer.
+    realtime_retention_s: float = 600.0
+    # Subscription tokens (POST /v1/realtime/token) must be used to connect within this long.
+    realtime_token_ttl_s: float = 60.0
+    # What one subscriber connection may have waiting to be sent: past either bound it is closed
+    # (logged), so a slow or stuck subscriber never holds up publishers or other subscribers.
+    realtime_buffer_messages: int = 1000
+    realtime_buffer_bytes: int = 8 * 1024 * 1024
+    # A direct connection for realtime's LISTEN when the pool goes through a transaction pooler
+    # (PGQUEUE_POOLER), where LISTEN cannot work; without it realtime polls every realtime_poll_ms.
+    realtime_listen_url: str | None = field(default=None, repr=False)
+    realtime_poll_ms: int = 100
+    # The public URL of a `pgqueue realtime` process: an API that cannot hold subscriber
+    # connections (the Lambda) sends SSE subscribers there (307) and names it in its errors.
+    realtime_url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -276,6 +306,7 @@ class Settings:
                     "PGQUEUE_ALLOWED_HOSTS takes comma-separated host names like pgqueue.internal,"
                     f" .example.com (subdomains too) or * (any), without scheme, port or path; got {entry!r}"
                 )
+        _validate_realtime(self)
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
@@ -330,6 +361,13 @@ _POSITIVE = (
     "kick_debounce_ms",
     "login_max_failures",
     "login_lockout_s",
+    "realtime_max_message_bytes",
+    "realtime_max_stream_bytes",
+    "realtime_retention_s",
+    "realtime_token_ttl_s",
+    "realtime_buffer_messages",
+    "realtime_buffer_bytes",
+    "realtime_poll_ms",
 )
 _LOG_FORMATS = ("text", "json")
 MIN_ADMIN_PASSWORD = 12
@@ -348,6 +386,33 @@ def _valid_allowed_host(entry: str) -> bool:
         return True
     except ValueError:
         return _HOST_NAME.fullmatch(bare) is not None
+
+
+def _validate_realtime(settings: Settings) -> None:
+    if settings.realtime_max_message_bytes > settings.realtime_buffer_bytes:
+        raise ConfigError(
+            f"PGQUEUE_REALTIME_BUFFER_BYTES ({settings.realtime_buffer_bytes}) must be at least"
+            f" PGQUEUE_REALTIME_MAX_MESSAGE_BYTES ({settings.realtime_max_message_bytes}): a subscriber"
+            " must be able to hold one message"
+        )
+    if settings.realtime_max_message_bytes > 64 * 1024 * 1024:
+        raise ConfigError(
+            "PGQUEUE_REALTIME_MAX_MESSAGE_BYTES must be at most 67108864 (64 MiB), got"
+            f" {settings.realtime_max_message_bytes}"
+        )
+    if settings.realtime_token_ttl_s > 86_400:
+        raise ConfigError(
+            "PGQUEUE_REALTIME_TOKEN_TTL_S must be at most 86400 (a day), got"
+            f" {settings.realtime_token_ttl_s:g}: subscription tokens are meant to be short-lived"
+        )
+    if settings.realtime_url is not None:
+        parts = urlsplit(settings.realtime_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+                or parts.query:
+            raise ConfigError(
+                "PGQUEUE_REALTIME_URL must be the origin of a `pgqueue realtime` process, like"
+                f" https://realtime.example.com (no path or query), got {settings.realtime_url!r}"
+            )
 
 
 def _validate_egress(settings: Settings) -> None:

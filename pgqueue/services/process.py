@@ -80,7 +80,8 @@ class Services:
         self.runner = Runner(pool, wakeup=self.events_wakeup, queue_wakeup=self.queue_wakeup,
                              poll_interval_s=poll_s, handoff=self.worker)
         self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0),
-                               backoff_scale=settings.backoff_scale)
+                               backoff_scale=settings.backoff_scale,
+                               realtime_retention_s=settings.realtime_retention_s)
         self.cron = CronScheduler(pool, queue_wakeup=self.queue_wakeup, interval_s=min(max(poll_s, 0.5), 5.0))
         # Finished runs and old events are pruned after PGQUEUE_RETENTION_DAYS (0 keeps everything).
         self.retention = (
