@@ -29,6 +29,7 @@ from pgqueue.events import ingest
 from pgqueue.models import DISCOVERY_STEP
 from pgqueue.store import apps, events, inspect, runs
 from pgqueue.store import events as events_store
+from pgqueue.store import realtime as realtime_store
 
 log = logging.getLogger("pgqueue.api")
 HERE = Path(__file__).resolve().parent
@@ -39,6 +40,7 @@ STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
           "7d": timedelta(days=7)}
 PAGE_SIZE = 50
+REALTIME_MESSAGES = 200  # the newest a run page lists of the run's published realtime messages
 FLASH_COOKIE = "pgqueue_flash"
 
 
@@ -292,9 +294,12 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
         pending = await inspect.run_pending(conn, run_id) if run["status"] in ("queued", "running") else []
         event_rows = {r["id"]: r for r in await events.get_many(conn, run["event_ids"])}
         fn = await inspect.function(conn, str(run["function_id"]))
+        published = await realtime_store.run_messages(conn, run_id, limit=REALTIME_MESSAGES)
     trigger_events = [event_rows[i] for i in run["event_ids"] if i in event_rows]
     return render(request, "run.html", session, nav="runs", run=run, fn=fn, events=trigger_events,
-                  timeline=build_timeline(rows), pending=pending, live=run["status"] in ("queued", "running"))
+                  timeline=build_timeline(rows), pending=pending, live=run["status"] in ("queued", "running"),
+                  published=list(reversed(published)), published_more=len(published) == REALTIME_MESSAGES,
+                  realtime_retention_s=deps.settings(request).realtime_retention_s)
 
 
 @router.get("/events", response_class=HTMLResponse)
