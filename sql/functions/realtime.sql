@@ -22,12 +22,14 @@
 --
 -- p_dedupe: the publish came from a function run (p_run_id) and is recognised when the step that
 -- made it is retried. If exactly one call of that run holds a lease, the publish is keyed by the
--- call's step (its hashed id; for a discovery call, the number of steps the run had stored) and
--- the channel, topic and data, counted within the call: the n-th identical publish of a call is
--- the n-th of the calls before it that ran the same step. One the run published already (an
--- earlier attempt of the step published it before failing or before its answer was lost) is not
--- stored again (duplicate = true) and is handed to this call, so a further retry is recognised too.
--- Without a lease to go by (no run, a run with parallel calls in flight), every publish is stored.
+-- point the run had reached (the number of steps it had stored: a step and its retries run at the
+-- same point, whether the SDK ran it inside a discovery call or in a call of its own) and by the
+-- channel, topic and data, counted within the call (the n-th identical publish of a call is the
+-- n-th of an earlier call). A message with that key made by an earlier call of the same step, or
+-- by a discovery call (which ran the step inline), is the one this publish repeats: it is not
+-- stored again (duplicate = true) and is handed to this call, so a further retry is recognised
+-- too. One made by another step at the same point (parallel steps) is not. Without a lease to go
+-- by (no run, a run with parallel calls in flight), every publish is stored.
 CREATE OR REPLACE FUNCTION pgqueue.realtime_publish_v1(
     p_channel text, p_topics text[], p_kind text, p_datas jsonb[], p_run_id text, p_stream_id text,
     p_max_bytes integer, p_dedupe boolean)
@@ -86,11 +88,7 @@ BEGIN
         FROM pgqueue.queue_items q
         WHERE q.run_id = p_run_id AND q.state::text = 'leased';
         IF v_leases = 1 THEN
-            IF v_step = 'step' THEN
-                SELECT 'discovery:' || count(*) INTO v_where FROM pgqueue.steps s WHERE s.run_id = p_run_id;
-            ELSE
-                v_where := 'step:' || v_step;
-            END IF;
+            SELECT 'at:' || count(*) INTO v_where FROM pgqueue.steps s WHERE s.run_id = p_run_id;
         END IF;
     END IF;
 
@@ -104,14 +102,16 @@ BEGIN
                 v_dup := false;
                 LOOP
                     v_key := v_base || ':' || v_n;
-                    SELECT m.id, m.dedupe_lease INTO v_old
+                    SELECT m.id, m.dedupe_lease, m.dedupe_step INTO v_old
                     FROM pgqueue.realtime_messages m WHERE m.dedupe_key = v_key;
                     EXIT WHEN NOT FOUND;
-                    IF v_old.dedupe_lease IS DISTINCT FROM v_lease THEN
+                    IF v_old.dedupe_lease IS DISTINCT FROM v_lease
+                       AND (v_old.dedupe_step = v_step OR v_old.dedupe_step = 'step') THEN
                         v_dup := true;  -- an earlier call of the same step made it: this one repeats it
                         EXIT;
                     END IF;
-                    v_n := v_n + 1;  -- this call made that one: this publish is its next
+                    -- made by this call (this publish is its next one), or by another step: look further
+                    v_n := v_n + 1;
                 END LOOP;
                 IF v_dup THEN
                     UPDATE pgqueue.realtime_messages SET dedupe_lease = v_lease WHERE id = v_old.id;
@@ -123,9 +123,10 @@ BEGIN
                 END IF;
             END IF;
             INSERT INTO pgqueue.realtime_messages
-                (channel, topic, kind, data, stream_id, run_id, size_bytes, dedupe_key, dedupe_lease)
+                (channel, topic, kind, data, stream_id, run_id, size_bytes, dedupe_key, dedupe_lease, dedupe_step)
             VALUES (p_channel, v_topic, p_kind, coalesce(v_data, 'null'), p_stream_id, p_run_id,
-                    octet_length(coalesce(v_data, 'null')::text), v_key, CASE WHEN v_key IS NOT NULL THEN v_lease END)
+                    octet_length(coalesce(v_data, 'null')::text), v_key,
+                    CASE WHEN v_key IS NOT NULL THEN v_lease END, CASE WHEN v_key IS NOT NULL THEN v_step END)
             RETURNING id INTO v_id;
             -- ids only, comma-separated, each NOTIFY well under the 8,000-byte payload limit
             IF octet_length(v_ids) > 7000 THEN

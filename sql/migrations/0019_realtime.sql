@@ -24,11 +24,13 @@ CREATE TABLE pgqueue.realtime_messages (
     -- own retention, and a publish may name a run this database does not hold).
     run_id        text,
     size_bytes    integer NOT NULL CHECK (size_bytes >= 0),
-    -- A publish from inside a call is recognised when the step is retried (realtime_publish_v1).
+    -- A publish from inside a call is recognised when the step is retried (realtime_publish_v1):
+    -- its key, and the lease and step ('step': a discovery call) of the call that made it.
     dedupe_key    text,
     dedupe_lease  uuid,
+    dedupe_step   text,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-    CHECK ((dedupe_key IS NULL) = (dedupe_lease IS NULL))
+    CHECK ((dedupe_key IS NULL) = (dedupe_lease IS NULL) AND (dedupe_key IS NULL) = (dedupe_step IS NULL))
 );
 -- What a process reads: one channel's messages after an id (catch-up), or by id (a NOTIFY).
 CREATE INDEX realtime_messages_channel ON pgqueue.realtime_messages (channel, id);

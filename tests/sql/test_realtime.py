@@ -140,6 +140,12 @@ async def test_a_retried_step_does_not_publish_twice(twin: Twin) -> None:
     await _new_lease(twin, run, "step")  # a second retry is recognised too (the message moved to it)
     assert await _publish(twin, run, {"pct": 50}) == (first[0], True)
 
+    # the step ran inside a discovery call and is retried in a call of its own (its hashed id)
+    async with twin.pool.connection() as conn:
+        await conn.execute("UPDATE pgqueue.queue_items SET step_id = 'hashed-step',"
+                           " lease_token = gen_random_uuid() WHERE run_id = %s AND step_id = 'step'", (run,))
+    assert await _publish(twin, run, {"pct": 50}) == (first[0], True)
+
     # once the step is stored, the next step's identical publish is a new message
     async with twin.pool.connection() as conn:
         await conn.execute("INSERT INTO pgqueue.steps (run_id, step_id, op, memo) VALUES (%s, 'a', 'StepRun',"
@@ -148,6 +154,16 @@ async def test_a_retried_step_does_not_publish_twice(twin: Twin) -> None:
     async with twin.pool.connection() as conn:
         rows = await (await conn.execute("SELECT count(*) AS n FROM pgqueue.realtime_messages")).fetchone()
     assert rows["n"] == 6
+
+
+async def _hand_over(twin: Twin, run_id: str, done: str, next_step: str) -> None:
+    """The call of step `done` ends (its lease goes) and a call of `next_step` holds the only lease."""
+    async with twin.pool.connection() as conn:
+        await conn.execute("UPDATE pgqueue.queue_items SET state = 'available', lease_token = NULL,"
+                           " lease_expires_at = NULL WHERE run_id = %s AND step_id = %s", (run_id, done))
+        await conn.execute("UPDATE pgqueue.queue_items SET state = 'leased', lease_token = gen_random_uuid(),"
+                           " lease_expires_at = now() + interval '1 minute'"
+                           " WHERE run_id = %s AND step_id = %s", (run_id, next_step))
 
 
 async def test_only_a_publish_that_can_be_tied_to_one_call_is_recognised(twin: Twin) -> None:
@@ -160,11 +176,19 @@ async def test_only_a_publish_that_can_be_tied_to_one_call_is_recognised(twin: T
     c = await _publish(twin, None, {"done": 1})
     d = await _publish(twin, None, {"done": 1})
     assert not c[1] and not d[1] and c[0] != d[0]
-    # a targeted step's call: keyed by its step, so another step's identical publish is new
-    [one] = await twin.run(items=("s1",))
-    first = await _publish(twin, one.run_id, {"x": 1})
-    await _new_lease(twin, one.run_id, "s1")
-    assert await _publish(twin, one.run_id, {"x": 1}) == (first[0], True)
+    # parallel steps run one at a time: another step's identical publish at the same point is its
+    # own message; the first step's retry repeats the first one
+    [a_item, _] = await twin.run(items=("s1", "s2"))
+    run = a_item.run_id
+    async with twin.pool.connection() as conn:
+        await conn.execute("UPDATE pgqueue.queue_items SET state = 'available', lease_token = NULL,"
+                           " lease_expires_at = NULL WHERE run_id = %s AND step_id = 's2'", (run,))
+    from_a = await _publish(twin, run, {"x": 1})  # s1 publishes, then fails
+    await _hand_over(twin, run, "s1", "s2")
+    from_b = await _publish(twin, run, {"x": 1})
+    assert not from_b[1] and from_b[0] != from_a[0]
+    await _hand_over(twin, run, "s2", "s1")  # s1's retry
+    assert await _publish(twin, run, {"x": 1}) == (from_a[0], True)
 
 
 async def test_subscribers_get_the_inngest_message_shape(database_url: str) -> None:
