@@ -211,6 +211,9 @@ def _run_server(settings: Settings, *, run_services: bool, realtime_only: bool =
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         access_log=False,
+        # Realtime fans one message out to many WebSocket subscribers: compressing it again for
+        # each of them (permessage-deflate, on by default) costs more CPU than the fan-out itself.
+        ws_per_message_deflate=False,
         # JSON logs: uvicorn's loggers propagate to the root handler instead of printing text
         **({"log_config": None} if settings.log_format == "json" else {}),
     )
