@@ -262,10 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     signals = _StartupSignals()
     signals.install()
     try:
+        from pgqueue.serverless import aws
+
+        # secrets a container runtime injected (PGQUEUE_SECRET_VALUE_<n>), under the direct variables
+        environ = aws.injected_secret_environment(os.environ)
         production = args.command == "serve" or (
-            args.command == "realtime" and bool(args.signing_key or os.environ.get("PGQUEUE_SIGNING_KEY"))
+            args.command == "realtime" and bool(args.signing_key or environ.get("PGQUEUE_SIGNING_KEY"))
         )
         settings = Settings.from_env(
+            environ,
             mode="serve" if production else "dev",
             database_url=args.database_url,
             log_level=args.log_level,
@@ -277,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             event_keys=tuple(getattr(args, "event_key", []) or ()) or None,
         )
         # serve listens on all interfaces unless told otherwise (flag or PGQUEUE_HOST); dev on loopback
-        if production and args.host is None and not os.environ.get("PGQUEUE_HOST"):
+        if production and args.host is None and not environ.get("PGQUEUE_HOST"):
             settings = settings.with_overrides(host="0.0.0.0")
         # A worker or tick holding a signing key calls the apps of a production deployment (the
         # key exists for cloud-mode SDKs): production egress policy and signed answers.

@@ -337,7 +337,8 @@ class Settings:
             else:
                 values[name] = raw
         for var in sorted(env):
-            if var.startswith("PGQUEUE_") and var not in _ENV_FIELDS and var not in _IGNORED_ENV:
+            if var.startswith("PGQUEUE_") and var not in _ENV_FIELDS and var not in _IGNORED_ENV \
+                    and not _INJECTED_SECRET.fullmatch(var):
                 raise ConfigError(f"unknown setting {var}{_did_you_mean(var)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validated()
@@ -347,6 +348,8 @@ class Settings:
 _IGNORED_ENV = frozenset(
     {"PGQUEUE_TEST_DATABASE_URL", "PGQUEUE_TEST_KEEP", "PGQUEUE_SECRET_ARN", "PGQUEUE_SSM_PARAMETER"}
 )
+# Whole secret values a container runtime injected, merged by the CLI (pgqueue/serverless/aws.py).
+_INJECTED_SECRET = re.compile(r"PGQUEUE_SECRET_VALUE_\d{1,3}")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _POSITIVE = (
