@@ -31,12 +31,15 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 import psycopg
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from api import deps, errors, limits
@@ -211,8 +214,40 @@ async def subscribe_sse(request: Request) -> Response:
 
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **CORS}
     # the background task also covers a client gone before the body started (its finally never runs)
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers,
-                             background=BackgroundTask(hub.unsubscribe, sub))
+    return _SubscriptionStream(sub, events(), media_type="text/event-stream", headers=headers,
+                               background=BackgroundTask(hub.unsubscribe, sub))
+
+
+class _SubscriptionStream(StreamingResponse):
+    """An SSE subscription that is cut at once when the hub drops it for falling behind: its body may
+    be stuck in a send to a client that reads nothing, which would otherwise hold the connection
+    (and the batch being sent) until the client goes."""
+
+    def __init__(self, sub: Subscriber, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sub = sub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def cut_when_dropped() -> None:
+                if "fell behind" in await self.sub.wait_closed():
+                    group.cancel_scope.cancel()
+
+            group.start_soon(cut_when_dropped)
+            await super().__call__(scope, receive, send)
+            group.cancel_scope.cancel()
+
+
+@subscribe_router.options("/v1/realtime/sse", include_in_schema=False)
+async def subscribe_sse_preflight() -> Response:
+    """CORS preflight of a page's SSE subscription that sends headers beyond the safelisted ones
+    (`Last-Event-ID` when resuming, `Authorization: Bearer <token>`): allowed from any origin, as
+    the subscription itself is (the token is the credential)."""
+    return Response(status_code=204, headers={
+        **CORS, "access-control-allow-methods": "GET", "access-control-max-age": "600",
+        "access-control-allow-headers": "authorization, last-event-id, cache-control, accept",
+    })
 
 
 def errors_json(status: int, message: str) -> JSONResponse:
@@ -293,8 +328,11 @@ async def subscribe_websocket(websocket: WebSocket) -> None:
         await websocket.accept()
         sender = asyncio.create_task(_send_all(websocket, sub), name="pgqueue-realtime-ws-send")
         reader = asyncio.create_task(_read_until_closed(websocket), name="pgqueue-realtime-ws-read")
-        await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sender, reader):
+        # a subscriber closed by the hub (it fell behind) may have its sender stuck in a send to a
+        # client that reads nothing: stop waiting for it then
+        closed = asyncio.create_task(sub.wait_closed(), name="pgqueue-realtime-ws-closed")
+        await asyncio.wait({sender, reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sender, reader, closed):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
                 await task

@@ -83,6 +83,7 @@ class Subscriber:
         self._queue: deque[Delivery] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
+        self._closed = asyncio.Event()
 
     @property
     def queued(self) -> tuple[int, int]:
@@ -109,9 +110,19 @@ class Subscriber:
         return True
 
     def close(self, reason: str) -> None:
+        """Closed for `reason`: what waits is dropped (the connection is being closed, nothing more
+        will be sent on it), which frees its memory at once."""
         if self.closed is None:
             self.closed = reason
+            self._queue.clear()
+            self._bytes = 0
             self._ready.set()
+            self._closed.set()
+
+    async def wait_closed(self) -> str:
+        await self._closed.wait()
+        assert self.closed is not None
+        return self.closed
 
     async def next_batch(self, timeout: float) -> list[Delivery]:
         """Every message waiting (at once if any, else after the first arrives), [] after `timeout`

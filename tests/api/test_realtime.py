@@ -220,9 +220,11 @@ async def test_a_subscriber_that_stops_reading_is_closed_and_another_gets_everyt
         before = await _stats(prod)
         stuck = rt.StuckSubscriber(prod.url, jwt)
         assert stuck.status == "101"
+        stuck_sse = rt.StuckSubscriber(prod.url, jwt, sse=True)
+        assert stuck_sse.status == "200"
         try:
             async with rt.subscribed(prod.url, jwt, max_queue=None) as got:
-                await _until(lambda: _subscribers(prod) >= 2)
+                await _until(lambda: _subscribers(prod) >= 3)
                 for start in range(0, count, 100):
                     await asyncio.gather(*(_publish_raw(client, "firehose", {"n": n, "b": blob})
                                            for n in range(start, start + 100)))
@@ -230,9 +232,11 @@ async def test_a_subscriber_that_stops_reading_is_closed_and_another_gets_everyt
                 stats = await _stats(prod)
         finally:
             stuck.close()
+            stuck_sse.close()
     # all of them, each once; per-channel order is commit order, so sort the concurrent batches' ids
     assert sorted(m["data"]["n"] for m in got.messages) == list(range(count))
-    assert stats["dropped"] == before["dropped"] + 1
+    assert stats["dropped"] == before["dropped"] + 2  # the WebSocket and the SSE one
+    assert stats["subscribers"] == 1  # both cut, not lingering
     assert "fell behind" in stats["last_drop"] and "firehose" in stats["last_drop"]
     assert stats["queued_bytes"] <= 600_000
 
@@ -301,6 +305,11 @@ async def test_the_dev_server_lets_pages_of_other_origins_subscribe(module_datab
                 await _until(lambda: any(m["kind"] == "datastream-end" for m in got.messages))
             async with client.stream("GET", "/v1/realtime/sse", params={"token": jwt}, headers=page) as r:
                 assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+            asking = {**page, "access-control-request-method": "GET",
+                      "access-control-request-headers": "last-event-id"}
+            preflight = await client.options("/v1/realtime/sse", headers=asking)
+            assert preflight.status_code == 204
+            assert "last-event-id" in preflight.headers["access-control-allow-headers"]
     finally:
         server.proc.terminate()
     assert "".join(m["data"] for m in got.messages if m["kind"] == "chunk") == "plain words"

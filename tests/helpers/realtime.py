@@ -84,10 +84,11 @@ async def publish(
 
 
 class StuckSubscriber:
-    """A WebSocket client that completes the handshake and then stops reading: the server's writes
-    back up into the socket buffers and then into the server's own buffer for it."""
+    """A WebSocket (or SSE) client that completes the handshake (reads the response head) and then
+    stops reading: the server's writes back up into the socket buffers and then into the server's own
+    buffer for it."""
 
-    def __init__(self, base: str, token: str) -> None:
+    def __init__(self, base: str, token: str, *, sse: bool = False) -> None:
         parts = urlsplit(base)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # a small receive window, set before connecting so the peer sees it from the start
@@ -95,9 +96,13 @@ class StuckSubscriber:
         self.sock.settimeout(10)
         self.sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
         key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET /v1/realtime/connect?token={quote(token)} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n")
+        if sse:
+            request = (f"GET /v1/realtime/sse?token={quote(token)} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                       "Accept: text/event-stream\r\n\r\n")
+        else:
+            request = (f"GET /v1/realtime/connect?token={quote(token)} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                       f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                       "Sec-WebSocket-Version: 13\r\n\r\n")
         self.sock.sendall(request.encode())
         head = b""
         while b"\r\n\r\n" not in head:
