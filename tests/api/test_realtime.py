@@ -51,7 +51,9 @@ def prod(module_database_url: str) -> Iterator[ServeProc]:
 
 @contextlib.asynccontextmanager
 async def api(server: ServeProc | Server, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as client:
+    # idle connections expire before uvicorn's 5 s keep-alive timeout closes them under a request
+    limits = httpx.Limits(keepalive_expiry=2)
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30, limits=limits) as client:
         yield client
 
 
@@ -239,6 +241,30 @@ async def test_a_subscriber_that_stops_reading_is_closed_and_another_gets_everyt
     assert stats["subscribers"] == 1  # both cut, not lingering
     assert "fell behind" in stats["last_drop"] and "firehose" in stats["last_drop"]
     assert stats["queued_bytes"] <= 600_000
+
+
+async def test_a_stream_the_client_abandons_delivers_what_came_and_logs_no_error(prod: ServeProc) -> None:
+    async with api(prod, **BEARER) as client:
+        jwt = await rt.token(client, "abandoned", ["t"])
+        async with rt.subscribed(prod.url, jwt) as got:
+            async def body() -> AsyncIterator[bytes]:
+                yield b"first part "
+                await asyncio.sleep(30)  # the client gives up long before
+                yield b"never"
+
+            publishing = asyncio.create_task(client.post(
+                "/v1/realtime/publish", params={"channel": "abandoned", "topic": "t"}, content=body(),
+                headers={"content-type": "text/stream"}))
+            await _until(lambda: any(m["kind"] == "chunk" for m in got.messages))
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publishing
+            await _until(lambda: got.messages[-1]["kind"] == "datastream-end")
+    assert [m["kind"] for m in got.messages] == ["datastream-start", "chunk", "datastream-end"]
+    assert got.messages[1]["data"] == "first part "
+    await asyncio.sleep(0.2)
+    assert "client closed the connection during POST /v1/realtime/publish" in prod.log()
+    assert "Traceback" not in prod.log() and "unhandled error" not in prod.log()
 
 
 async def test_a_message_published_in_the_application_s_transaction_arrives_at_commit(

@@ -245,8 +245,10 @@ def _rss_kb(server: Server) -> int:
 async def _publish_many(server: Server, channel: str, blob: str, count: int) -> int:
     """Publish `count` messages, 50 at a time; the most the server held queued meanwhile (bytes)."""
     peak = 0
+    # idle connections expire before uvicorn's 5 s keep-alive timeout closes them under a request
+    limits = httpx.Limits(max_connections=50, keepalive_expiry=2)
     async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=60,
-                                 limits=httpx.Limits(max_connections=50)) as client:
+                                 limits=limits) as client:
         for start in range(0, count, 50):
             replies = await asyncio.gather(*(
                 client.post("/v1/realtime/publish", params={"channel": channel, "topic": "t"},
