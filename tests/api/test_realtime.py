@@ -267,6 +267,26 @@ async def test_a_stream_the_client_abandons_delivers_what_came_and_logs_no_error
     assert "Traceback" not in prod.log() and "unhandled error" not in prod.log()
 
 
+async def test_messages_published_while_the_listener_is_down_arrive_in_order(prod: ServeProc) -> None:
+    """NOTIFYs sent while the process's LISTEN connection is gone are lost; when it reconnects, the
+    hub reads each channel after the last id it saw, so nothing is missed or reordered."""
+    async with api(prod, **BEARER) as client:
+        jwt = await rt.token(client, "outage", ["t"])
+        async with rt.subscribed(prod.url, jwt) as got:
+            await _until(lambda: _subscribers(prod) >= 1)
+            await rt.publish(client, "outage", "t", 0)
+            await got.wait_for(1)
+            with psycopg.connect(prod.database_url, autocommit=True) as conn:
+                gone = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                    " WHERE query = 'LISTEN \"pgqueue_realtime\"'").fetchall()
+                assert gone == [(True,)]
+                for n in range(1, 21):  # before it reconnects (it waits 0.2 s first): NOTIFYs lost
+                    pgqueue.publish(conn, "outage", "t", n)
+            await got.wait_for(21)
+    assert got.data() == list(range(21))
+    assert "listener connection lost" in prod.log()
+
+
 async def test_a_message_published_in_the_application_s_transaction_arrives_at_commit(
     prod: ServeProc,
 ) -> None:
