@@ -40,6 +40,7 @@ from pgqueue.apps import sync
 from pgqueue.db import migrate
 from pgqueue.db.pool import open_pool
 from pgqueue.executor import invoke
+from pgqueue.realtime import publishing
 from pgqueue.realtime.hub import Hub
 from pgqueue.serverless import kick
 from pgqueue.services.process import Services
@@ -72,6 +73,8 @@ def create_app(
         app.state.http = invoke.client_for(settings, call_timeout_s=60.0)
         app.state.realtime = realtime_hub(settings, app.state.pool)
         app.state.realtime.start()
+        app.state.realtime_publisher = publishing.Batcher(app.state.pool,
+                                                          max_bytes=settings.realtime_max_message_bytes)
         sync_tasks: list[asyncio.Task[None]] = []
         if run_services:
             app.state.services = Services(settings, app.state.pool)
@@ -104,6 +107,7 @@ def create_app(
     app.state.pool = None
     app.state.services = None
     app.state.realtime = None
+    app.state.realtime_publisher = None  # group commit of publishes, with the lifespan (not on Lambda)
     app.state.kicker = kick.Kicker.from_settings(settings)
     if open_pool_lazily is not None:
         app.add_middleware(_OpenOnFirstRequest, open_pool=open_pool_lazily, settings=settings)

@@ -94,7 +94,11 @@ async def publish(request: Request) -> JSONResponse:
             except PayloadTooLarge:
                 raise publishing.too_large(request.headers.get("content-length"), limit) from None
             data = publishing.message_data(body, max_bytes=limit)
-            done = await publishing.publish(deps.pool(request), to, data, max_bytes=limit)
+            batcher: publishing.Batcher | None = request.app.state.realtime_publisher
+            if batcher is not None:
+                done = await batcher.publish(to, data)
+            else:  # the Lambda: one request at a time, nothing to commit together
+                done = await publishing.publish(deps.pool(request), to, data, max_bytes=limit)
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.ProgramLimitExceeded) as exc:
         raise _publish_error(exc) from None
     return JSONResponse({"data": {"channel": to.channel, "topics": list(to.topics), "ids": list(done.ids),

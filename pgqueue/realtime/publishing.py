@@ -4,7 +4,8 @@ takes it from the SDKs:
 - `POST /v1/realtime/publish?channel=<c>&topic=<t>[&topic=...][&run_id=<run>]` with the data as
   the body: JSON is published as is, anything else as a JSON string (Inngest's rule). One message
   per topic. A publish that names a run is recognised when the step that made it is retried (see
-  sql/functions/realtime.sql), so a subscriber gets it once.
+  sql/functions/realtime.sql), so a subscriber gets it once. Concurrent publishes of a process
+  commit together (`Batcher`).
 - The same with `Content-Type: text/stream`: the body is streamed to subscribers as it arrives, as
   `datastream-start` (data: a new stream id), `chunk`s (data: the text) and `datastream-end`.
 - `POST /v1/realtime/publish/tee?channel=<runId>`: a durable endpoint's SSE response, stored whole
@@ -13,6 +14,7 @@ takes it from the SDKs:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -93,6 +95,79 @@ async def publish(pool: AsyncConnectionPool, to: Target, data: Any, *, max_bytes
                                    run_id=to.run_id, stream_id=None, max_bytes=max_bytes,
                                    dedupe=to.run_id is not None)
     return Published(tuple(int(r["message_id"]) for r in rows), sum(1 for r in rows if r["duplicate"]))
+
+
+@dataclass(slots=True)
+class _Waiting:
+    to: Target
+    data: Any
+    done: asyncio.Future[Published]
+
+
+class Batcher:
+    """Group commit for publishes: the publishes that arrive while one batch commits go together in
+    the next (pgqueue.realtime_publish_many_v1), so a burst takes one transaction and one WAL flush
+    per batch instead of one per message, and an idle process adds no wait (a lone publish is a
+    batch of one at once). Within a channel the publishes keep the order they arrived in; each gets
+    its own result. A batch that fails (a deadlock with an application transaction that publishes
+    to several channels, a message PostgreSQL refuses) is published again one by one, so only the
+    publish at fault gets an error."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, max_bytes: int, max_batch: int = 100) -> None:
+        self.pool = pool
+        self.max_bytes = max_bytes
+        self.max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.published = 0
+
+    async def publish(self, to: Target, data: Any) -> Published:
+        waiting = _Waiting(to, data, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="pgqueue-realtime-publish")
+        # shielded: a caller that goes away (its client hung up) does not take back an accepted publish
+        return await asyncio.shield(waiting.done)
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # the batch as a whole failed: each on its own
+                if len(batch) == 1:
+                    _settle(batch[0], exc)
+                    continue
+                for one in batch:
+                    try:
+                        _settle(one, await publish(self.pool, one.to, one.data, max_bytes=self.max_bytes))
+                    except Exception as single:
+                        _settle(one, single)
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        items = [{"channel": w.to.channel, "topics": list(w.to.topics), "data": w.data, "run_id": w.to.run_id}
+                 for w in batch]
+        async with self.pool.connection() as conn:
+            rows = await store.publish_many(conn, items, max_bytes=self.max_bytes)
+        by_item: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_item.setdefault(int(row["item"]), []).append(row)
+        self.batches += 1
+        self.published += len(batch)
+        for index, waiting in enumerate(batch):
+            mine = by_item.get(index, [])
+            _settle(waiting, Published(tuple(int(r["message_id"]) for r in mine),
+                                       sum(1 for r in mine if r["duplicate"])))
+
+
+def _settle(waiting: _Waiting, outcome: Published | BaseException) -> None:
+    if waiting.done.done():
+        return
+    if isinstance(outcome, BaseException):
+        waiting.done.set_exception(outcome)
+    else:
+        waiting.done.set_result(outcome)
 
 
 async def _store(pool: AsyncConnectionPool, to: Target, kind: str, datas: list[Any], stream_id: str | None,

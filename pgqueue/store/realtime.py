@@ -30,6 +30,16 @@ async def publish(
     return list(await cur.fetchall())
 
 
+async def publish_many(
+    conn: Conn, items: Sequence[dict[str, Any]], *, max_bytes: int
+) -> list[dict[str, Any]]:
+    """Several data publishes ({channel, topics, data, run_id}) in one transaction: rows {item (its
+    index), message_id, topic, duplicate}. A publish naming a run is recognised as a retried step's."""
+    args = {"items": Jsonb(list(items)), "max_bytes": max_bytes}
+    cur = await conn.execute(q("realtime_publish_many"), args)
+    return list(await cur.fetchall())
+
+
 async def fetch_ids(conn: Conn, ids: Sequence[int], channels: Sequence[str]) -> list[dict[str, Any]]:
     """The messages among `ids` on `channels`, by id: {id, channel, topic, kind, wire, raw}."""
     cur = await conn.execute(q("realtime_fetch_ids"), {"ids": list(ids), "channels": list(channels)})

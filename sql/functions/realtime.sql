@@ -146,6 +146,40 @@ BEGIN
 END
 $$;
 
+-- pgqueue.realtime_publish_many_v1: several publishes in one transaction (the API's group commit:
+-- the publishes that arrive while one commits go in the next, so one WAL flush serves them all).
+-- p_items: [{"channel", "topics": [...], "data", "run_id"?}, ...]; each is published as
+-- realtime_publish_v1 publishes it (kind data, recognised as a retried step's when it names a run),
+-- in the order of their channels' lock keys (every batch takes the channel locks in that order, so
+-- two batches never wait for each other in a cycle) and in their own order within a channel.
+-- Returns the rows of realtime_publish_v1 with the item's index in p_items.
+CREATE OR REPLACE FUNCTION pgqueue.realtime_publish_many_v1(p_items jsonb, p_max_bytes integer)
+RETURNS TABLE (item integer, message_id bigint, topic text, duplicate boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_item record;
+BEGIN
+    IF p_items IS NULL OR jsonb_typeof(p_items) <> 'array' THEN
+        RAISE EXCEPTION 'p_items must be a JSON array of publishes' USING ERRCODE = '22023';
+    END IF;
+    FOR v_item IN
+        SELECT (e.ordinality - 1)::integer AS ix, e.value AS it
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS e
+        ORDER BY hashtextextended('pgqueue.realtime:' || (e.value ->> 'channel'), 0), e.ordinality
+    LOOP
+        RETURN QUERY
+        SELECT v_item.ix, p.message_id, p.topic, p.duplicate
+        FROM pgqueue.realtime_publish_v1(
+            v_item.it ->> 'channel', ARRAY(SELECT jsonb_array_elements_text(v_item.it -> 'topics')), 'data',
+            ARRAY[coalesce(v_item.it -> 'data', 'null')], v_item.it ->> 'run_id', NULL, p_max_bytes,
+            v_item.it ->> 'run_id' IS NOT NULL) p;
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pgqueue.publish(channel text, topic text, data jsonb, run_id text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql

@@ -11,6 +11,10 @@ SELECT message_id, topic, duplicate
 FROM pgqueue.realtime_publish_v1(%(channel)s, %(topics)s::text[], %(kind)s, %(datas)s::jsonb[], %(run_id)s,
                                  %(stream_id)s, %(max_bytes)s, %(dedupe)s)
 
+-- name: realtime_publish_many
+-- Several publishes in one transaction, one WAL flush (pgqueue/realtime/publishing.py Batcher).
+SELECT item, message_id, topic, duplicate FROM pgqueue.realtime_publish_many_v1(%(items)s::jsonb, %(max_bytes)s)
+
 -- name: realtime_send
 -- The caller's own transaction: pgqueue.publish(conn, ...).
 SELECT pgqueue.publish(%(channel)s, %(topic)s, %(data)s::jsonb, %(run_id)s)

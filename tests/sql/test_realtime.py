@@ -10,6 +10,7 @@ the rescuer prunes what passed the retention.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
@@ -25,6 +26,7 @@ import pgqueue
 from pgqueue.db.pool import open_pool
 from pgqueue.db.sqldir import sql_dir
 from pgqueue.queue.rescuer import Rescuer
+from pgqueue.realtime import publishing
 from pgqueue.store import realtime as store
 from tests.sql.conftest import Twin
 
@@ -274,3 +276,46 @@ async def test_python_helpers_publish_from_sync_and_async_connections(database_u
         second = pgqueue.publish(conn, "h", "t", "plain text")
         assert [m["data"] for m in messages(conn, "h")] == [[1, 2], "plain text"]
     assert first < second
+
+
+async def test_a_batch_keeps_each_channel_s_order_and_answers_each_publish(database_url: str) -> None:
+    pool = await open_pool(database_url, max_size=4)
+    try:
+        async with pool.connection() as conn:
+            items = [{"channel": f"c{n % 3}", "topics": ["t", "u"] if n == 4 else ["t"], "data": {"n": n}}
+                     for n in range(9)]
+            rows = await store.publish_many(conn, items, max_bytes=1000)
+        by_item: dict[int, list[int]] = {}
+        for row in rows:
+            by_item.setdefault(row["item"], []).append(row["message_id"])
+        assert sorted(by_item) == list(range(9)) and len(by_item[4]) == 2  # one message per topic
+        with connect(database_url, autocommit=True) as conn:
+            for channel in ("c0", "c1", "c2"):
+                assert [m["data"]["n"] for m in messages(conn, channel) if m["topic"] == "t"] == [
+                    n for n in range(9) if f"c{n % 3}" == channel]
+    finally:
+        await pool.close()
+
+
+async def test_the_batcher_commits_concurrent_publishes_together(database_url: str) -> None:
+    pool = await open_pool(database_url, max_size=4)
+    try:
+        batcher = publishing.Batcher(pool, max_bytes=200)
+        targets = [publishing.target("burst", ["t"], None) for _ in range(50)]
+        results = await asyncio.gather(*(batcher.publish(to, {"n": n}) for n, to in enumerate(targets)))
+        assert batcher.published == 50 and batcher.batches < 50  # they went in fewer transactions
+        ids = [r.ids[0] for r in results]
+        assert ids == sorted(ids)  # arrival order is id order within the channel
+        # a publish PostgreSQL refuses fails alone; the rest of its batch is published
+        mixed = await asyncio.gather(
+            batcher.publish(publishing.target("burst", ["t"], None), {"ok": 1}),
+            batcher.publish(publishing.target("burst", ["t"], None), {"big": "x" * 500}),
+            batcher.publish(publishing.target("burst", ["t"], None), {"ok": 2}),
+            return_exceptions=True)
+        assert isinstance(mixed[1], psycopg.errors.ProgramLimitExceeded)
+        assert all(isinstance(r, publishing.Published) for r in (mixed[0], mixed[2]))
+    finally:
+        await pool.close()
+    with connect(database_url, autocommit=True) as conn:
+        data = [m["data"] for m in messages(conn, "burst")]
+    assert data[:50] == [{"n": n} for n in range(50)] and data[50:] == [{"ok": 1}, {"ok": 2}]
