@@ -11,8 +11,10 @@ subscribers record when each message arrives, the others only count what they re
 - publish (SQL): `SELECT pgqueue.publish(...)` on a connection of this process -> probe receives
   (commit, NOTIFY, the server's hub reads the message, the WebSocket frame): pgqueue's share.
 - publish (HTTP): `POST /v1/realtime/publish` -> probe receives: what an SDK's publish costs.
-- burst: N messages published over HTTP by 20 concurrent requests; messages/s until every probe
-  has all of them, deliveries/s (messages x subscribers) and the server's CPU per 1,000 deliveries.
+- burst: N messages published over HTTP on 20 keep-alive connections (hand-written HTTP/1.1, so
+  the client's own cost stays small); messages/s until every probe has all of them, deliveries/s
+  (messages x subscribers), the server's CPU per 1,000 deliveries, and how busy the server and this
+  client were.
 
 Usage: python bench/realtime.py [--subscribers 1,100,1000] [--messages 200] [--burst 2000]
                                 [--database-url URL]
@@ -96,6 +98,42 @@ class Subscribers:
             await asyncio.sleep(0.0005)
 
 
+class RawPublisher:
+    """`POST /v1/realtime/publish` over keep-alive connections with hand-written HTTP/1.1: the burst
+    must measure the server, and httpx costs this process milliseconds of CPU per request."""
+
+    def __init__(self, base: str, connections: int) -> None:
+        self.host, _, port = base.removeprefix("http://").partition(":")
+        self.port = int(port)
+        self.connections = connections
+
+    async def burst(self, numbers: range) -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in numbers:
+            queue.put_nowait(n)
+
+        async def worker() -> None:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                while not queue.empty():
+                    n = queue.get_nowait()
+                    body = json.dumps({"n": n}).encode()
+                    writer.write(
+                        f"POST /v1/realtime/publish?channel={CHANNEL}&topic=t HTTP/1.1\r\n"
+                        f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {SIGNING_KEY}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                        + body)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200"), head
+                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:"))
+                    await reader.readexactly(length)
+            finally:
+                writer.close()
+
+        await asyncio.gather(*(worker() for _ in range(self.connections)))
+
+
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -162,8 +200,9 @@ async def run(url: str, sizes: list[int], messages: int, burst: int) -> None:
         print(f"\nraw LISTEN/NOTIFY round trip: p50 {pct(notify, 50):.2f} ms, p99 {pct(notify, 99):.2f} ms"
               f" ({len(notify)} notifications)")
         print("\n| subscribers | publish (SQL) -> subscriber p50 / p99 ms | publish (HTTP) -> subscriber"
-              " p50 / p99 ms | burst messages/s | deliveries/s | server CPU ms per 1,000 deliveries |")
-        print("|---|---|---|---|---|---|")
+              " p50 / p99 ms | burst messages/s | deliveries/s | server CPU ms per 1,000 deliveries |"
+              " CPU busy during the burst: server / this client |")
+        print("|---|---|---|---|---|---|---|")
         async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=120,
                                      limits=httpx.Limits(max_connections=40)) as client:
             r = await client.post("/v1/realtime/token", json=[{"channel": CHANNEL, "name": "t"}])
@@ -190,21 +229,18 @@ async def run_size(url: str, client: httpx.AsyncClient, pid: int, base: str, tok
         via_http = await latency(subs, range(messages, 2 * messages), http_publish)
         offset = 2 * messages
         cpu_before, start = cpu_s(pid), time.perf_counter()
-        sem = asyncio.Semaphore(20)
-
-        async def one(n: int) -> None:
-            async with sem:
-                await http_publish(n)
-
-        await asyncio.gather(*(one(offset + n) for n in range(burst)))
+        client_before = cpu_s(os.getpid())
+        await RawPublisher(base, 20).burst(range(offset, offset + burst))
         for n in range(offset, offset + burst):
             await subs.wait(n)
         elapsed = time.perf_counter() - start
         cpu = cpu_s(pid) - cpu_before
+        client_cpu = cpu_s(os.getpid()) - client_before
     deliveries = burst * size
     print(f"| {size:,} | {pct(via_sql, 50):.1f} / {pct(via_sql, 99):.1f} | {pct(via_http, 50):.1f} /"
           f" {pct(via_http, 99):.1f} | {burst / elapsed:,.0f} | {deliveries / elapsed:,.0f} |"
-          f" {cpu * 1000 / (deliveries / 1000):.1f} |", flush=True)
+          f" {cpu * 1000 / (deliveries / 1000):.1f} | {cpu / elapsed:.0%} / {client_cpu / elapsed:.0%} |",
+          flush=True)
 
 
 def main() -> None:
