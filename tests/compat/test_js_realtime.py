@@ -105,7 +105,9 @@ def test_three_progress_messages_reach_a_subscribe_client_in_order(stack: tuple[
     # each arrived before the function published the next one (they are 400 ms apart)
     assert got[0]["at"] < got[1]["data"]["at"] and got[1]["at"] < got[2]["data"]["at"]
     latencies = [m["at"] - m["data"]["at"] for m in got]
-    print(f"\n{server.mode}: publish -> subscribe() client latencies (ms): {latencies}")
+    with server.client() as c:
+        how = c.get("/v1/realtime/stats").json()["data"]["mode"]  # listen, or poll behind PgBouncer
+    print(f"\n{server.mode} ({how}): publish -> subscribe() client latencies (ms): {latencies}")
     time.sleep(0.3)
     assert len(received(app, sub)) == 3  # nothing else
 
