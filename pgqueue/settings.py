@@ -184,7 +184,9 @@ class Settings:
     # A direct connection for realtime's LISTEN when the pool goes through a transaction pooler
     # (PGQUEUE_POOLER), where LISTEN cannot work; without it realtime polls every realtime_poll_ms.
     realtime_listen_url: str | None = field(default=None, repr=False)
-    realtime_poll_ms: int = 100
+    # 50: a subscriber then waits ~25 ms on average for a message (Inngest's realtime aims at 100);
+    # each poll is one index probe per channel this process has subscribers for.
+    realtime_poll_ms: int = 50
     # The public URL of a `pgqueue realtime` process: an API that cannot hold subscriber
     # connections (the Lambda) sends SSE subscribers there (307) and names it in its errors.
     realtime_url: str | None = None

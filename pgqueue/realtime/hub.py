@@ -164,7 +164,7 @@ class Hub:
         pool: AsyncConnectionPool,
         *,
         listen_conninfo: str | None,
-        poll_interval_s: float = 0.1,
+        poll_interval_s: float = 0.05,
         buffer_messages: int = 1000,
         buffer_bytes: int = 8 * 1024 * 1024,
     ) -> None:
