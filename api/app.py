@@ -1,10 +1,12 @@
 """The FastAPI application: Event API, SDK endpoints, REST API, health and the dashboard.
 
 `create_app(settings)` is used by `pgqueue dev|serve`, tests, and the Lambda handler. With
-`run_services=True` the lifespan also runs the runner, worker and rescuer in this process.
-The Lambda handler runs without a lifespan (Mangum would run it on every invocation) and passes
-`open_pool_lazily`: the pool and HTTP client are then opened by the first request and kept for the
-life of the container.
+`run_services=True` the lifespan also runs the runner, worker and rescuer in this process. The
+lifespan always runs the realtime hub (pgqueue/realtime/hub.py), which feeds this process's
+subscribers. The Lambda handler runs without a lifespan (Mangum would run it on every invocation)
+and passes `open_pool_lazily`: the pool and HTTP client are then opened by the first request and
+kept for the life of the container; it has no hub (it cannot hold subscriber connections).
+`surface="realtime"` is `pgqueue realtime`: the realtime routes and /health only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -29,6 +31,7 @@ from api.routes import events as events_routes
 from api.routes import functions as functions_routes
 from api.routes import gql as gql_routes
 from api.routes import inspect as inspect_routes
+from api.routes import realtime as realtime_routes
 from api.routes import runs as runs_routes
 from api.routes import sessions as sessions_routes
 from api.routes import signals as signals_routes
@@ -39,6 +42,8 @@ from pgqueue.apps import sync
 from pgqueue.db import migrate
 from pgqueue.db.pool import open_pool
 from pgqueue.executor import invoke
+from pgqueue.realtime import publishing
+from pgqueue.realtime.hub import Hub
 from pgqueue.serverless import kick
 from pgqueue.services.process import Services
 from pgqueue.settings import Settings
@@ -46,11 +51,20 @@ from pgqueue.settings import Settings
 log = logging.getLogger("pgqueue.api")
 
 
+def realtime_hub(settings: Settings, pool: AsyncConnectionPool) -> Hub:
+    """The hub of this process: it LISTENs on the database (on PGQUEUE_REALTIME_LISTEN_URL, a direct
+    connection, when the pool goes through a transaction pooler), or polls behind a pooler without one."""
+    listen = settings.realtime_listen_url or (None if settings.pooler else settings.database_url)
+    return Hub(pool, listen_conninfo=listen, poll_interval_s=settings.realtime_poll_ms / 1000.0,
+               buffer_messages=settings.realtime_buffer_messages, buffer_bytes=settings.realtime_buffer_bytes)
+
+
 def create_app(
     settings: Settings,
     *,
     run_services: bool = True,
     open_pool_lazily: Callable[[], Awaitable[AsyncConnectionPool]] | None = None,
+    surface: Literal["all", "realtime"] = "all",
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +73,10 @@ def create_app(
             settings.database_url, max_size=settings.pool_size, pooler=settings.pooler
         )
         app.state.http = invoke.client_for(settings, call_timeout_s=60.0)
+        app.state.realtime = realtime_hub(settings, app.state.pool)
+        app.state.realtime.start()
+        app.state.realtime_publisher = publishing.Batcher(app.state.pool,
+                                                          max_bytes=settings.realtime_max_message_bytes)
         sync_tasks: list[asyncio.Task[None]] = []
         if run_services:
             app.state.services = Services(settings, app.state.pool)
@@ -74,6 +92,7 @@ def create_app(
                 task.cancel()
             if app.state.services is not None:
                 await app.state.services.stop()
+            await app.state.realtime.stop()
             await app.state.http.aclose()
             await app.state.pool.close()
 
@@ -89,6 +108,8 @@ def create_app(
     app.state.settings = settings
     app.state.pool = None
     app.state.services = None
+    app.state.realtime = None
+    app.state.realtime_publisher = None  # group commit of publishes, with the lifespan (not on Lambda)
     app.state.kicker = kick.Kicker.from_settings(settings)
     if open_pool_lazily is not None:
         app.add_middleware(_OpenOnFirstRequest, open_pool=open_pool_lazily, settings=settings)
@@ -98,6 +119,12 @@ def create_app(
     # Every request body is counted against its route's limit before anything reads it.
     app.add_middleware(limits.BodyLimitMiddleware, settings=settings)
     errors.install(app)
+    app.include_router(realtime_routes.router)
+    app.include_router(realtime_routes.subscribe_router)
+    app.include_router(realtime_routes.stats_router)
+    if surface == "realtime":
+        _health(app, settings)
+        return app
     app.include_router(events_routes.router)
     app.include_router(sync_routes.router)
     app.include_router(runs_routes.router)
@@ -112,7 +139,18 @@ def create_app(
     app.include_router(sessions_routes.router)
     app.include_router(docs.router)
     dashboard.install(app)
+    _health(app, settings)
 
+    @app.get("/dev", tags=["ops"], summary="Dev server information", include_in_schema=False)
+    async def dev_info() -> JSONResponse:
+        if settings.production:
+            return errors.error_response(404, "not found")
+        return JSONResponse({"version": f"pgqueue-{__version__}", "mode": "dev", "features": {}})
+
+    return app
+
+
+def _health(app: FastAPI, settings: Settings) -> None:
     @app.get("/health", tags=["ops"], summary="Liveness and schema check")
     async def health(request: Request) -> JSONResponse:
         try:
@@ -124,14 +162,6 @@ def create_app(
         if problem:
             return errors.error_response(503, problem)
         return JSONResponse({"status": "ok", "mode": settings.mode, "schema_version": version})
-
-    @app.get("/dev", tags=["ops"], summary="Dev server information", include_in_schema=False)
-    async def dev_info() -> JSONResponse:
-        if settings.production:
-            return errors.error_response(404, "not found")
-        return JSONResponse({"version": f"pgqueue-{__version__}", "mode": "dev", "features": {}})
-
-    return app
 
 
 class _App(FastAPI):

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pgqueue.errors import PgQueueError
 
@@ -64,6 +65,13 @@ def install(app: FastAPI) -> None:
                 400, "the request contains a NUL character (\\u0000), which PostgreSQL cannot store"
             )
         return error_response(400, f"invalid value: {detail}")
+
+    # The client hung up while its body was being read (a stream it cancelled, a timeout): nobody
+    # gets this answer, and it is not a server error.
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+        log.info("client closed the connection during %s %s", request.method, request.url.path)
+        return error_response(400, "the client closed the connection before its request was read")
 
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:

@@ -1,14 +1,16 @@
 """Request body limits, enforced at the ASGI layer for every route before any handler or FastAPI
 itself reads a byte, and the route class that runs authentication before a body is read.
 
-Each request gets the limit of its route (`body_limit`): events keep theirs (`PGQUEUE_MAX_EVENT_BYTES`
-per event, checked when the body is parsed; the request at most the larger of 4 x that and 16 MiB),
-SDK endpoints 16 MiB, everything else (REST, GraphQL, dashboard forms) 1 MiB. The body is counted as it
-streams: a declared Content-Length over the limit is refused when the app first asks for the body,
-without reading it; a chunked body as soon as the count passes the limit. Either way the answer is
-413 with the usual JSON error. The check is lazy on purpose: an app that answers without reading the
-body (a 401 from an authentication check) keeps its answer, so a caller without credentials learns
-nothing about sizes.
+Each request gets the limit of its route (`body_limit`): events keep theirs
+(`PGQUEUE_MAX_EVENT_BYTES` per event, checked when the body is parsed; the request at most the
+larger of 4 x that and 16 MiB), SDK endpoints 16 MiB, realtime publishing
+PGQUEUE_REALTIME_MAX_STREAM_BYTES (a stream; one message is held to
+PGQUEUE_REALTIME_MAX_MESSAGE_BYTES by its route), everything else (REST, GraphQL, dashboard forms) 1 MiB. The
+body is counted as it streams: a declared Content-Length over the limit is refused when the app
+first asks for the body, without reading it; a chunked body as soon as the count passes the limit.
+Either way the answer is 413 with the usual JSON error. The check is lazy on purpose: an app that
+answers without reading the body (a 401 from an authentication check) keeps its answer, so a caller
+without credentials learns nothing about sizes.
 
 A response sent before the whole body was read gets `Connection: close`, so the server does not
 keep draining what the client still sends.
@@ -31,6 +33,7 @@ from pgqueue.settings import Settings
 MiB = 1024 * 1024
 SDK_BODY_BYTES = 16 * MiB  # /fn/register, /invoke, /v0, /v1/checkpoint: the SDKs' own payloads
 DEFAULT_BODY_BYTES = 1 * MiB  # REST control calls, dashboard forms, anything else
+REALTIME_PUBLISH_PATHS = frozenset({"/v1/realtime/publish", "/v1/realtime/publish/tee"})
 
 
 def event_request_bytes(settings: Settings) -> int:
@@ -52,6 +55,9 @@ def body_limit(path: str, settings: Settings) -> int:
         return DEFAULT_BODY_BYTES
     if path == "/fn/register" or path.startswith(("/invoke/", "/v0/", "/v1/checkpoint/")):
         return SDK_BODY_BYTES
+    if path in REALTIME_PUBLISH_PATHS:
+        # a stream (text/stream, a durable endpoint's tee); one message is held to its own limit
+        return max(settings.realtime_max_stream_bytes, settings.realtime_max_message_bytes)
     return DEFAULT_BODY_BYTES
 
 

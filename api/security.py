@@ -16,6 +16,13 @@ The dashboard's own form posts (/login, /logout, /ui/...) carry a session and a 
 In serve mode every call needs a key or a session, so only the Host check applies, and only when
 `PGQUEUE_ALLOWED_HOSTS` is set.
 
+Realtime: the subscribers' routes (`GET /v1/realtime/sse`, the WebSocket `/v1/realtime/connect`)
+take a subscription token and nothing else, and exist to be opened by an app's pages, so any Origin
+may open them (the Host check still applies, to WebSockets too). The SDKs publish streams as
+`text/stream` (`/v1/realtime/publish`) and `application/octet-stream` (`/v1/realtime/publish/tee`):
+accepted there besides JSON, since neither is a type a page may send without a CORS preflight,
+which this server never grants.
+
 `SecurityHeaders` adds a Content-Security-Policy fitted to the dashboard (its script and styles are
 files of this origin; its templates use inline `style=` attributes, hence 'unsafe-inline' for styles
 only), framing and referrer policies and nosniff to every response that does not set its own; and
@@ -56,6 +63,13 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})  # a bind address, never a name to be reached by
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_PREFIXES = ("/e/", "/fn/", "/invoke/", "/v0/", "/v1/")
+# Token-authenticated subscriber routes, open to any Origin (see the module docstring).
+SUBSCRIBER_PATHS = frozenset({"/v1/realtime/sse", "/v1/realtime/connect"})
+# Body types accepted besides JSON on these paths: the SDKs' streams (none is CORS-safelisted).
+STREAM_BODY_TYPES = {
+    "/v1/realtime/publish": "text/stream",
+    "/v1/realtime/publish/tee": "application/octet-stream",
+}
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 CONTENT_SECURITY_POLICY = (
@@ -231,10 +245,13 @@ def refusal(scope: Scope, settings: Settings) -> Refusal | None:
                 " rebinding); to reach it by this name, add the name to PGQUEUE_ALLOWED_HOSTS"
                 " (comma-separated; '.example.com' for subdomains, '*' for any)"
             ), f"Host {host!r}")
-    if settings.production:
+    if settings.production or scope["type"] == "websocket":
         return None
+    path: str = scope["path"]
     origin = headers.get("origin")
-    if origin is not None and not same_origin(origin, scope.get("scheme", "http"), host or ""):
+    token_only = scope["method"] in SAFE_METHODS and path in SUBSCRIBER_PATHS
+    cross_origin = origin is not None and not same_origin(origin, scope.get("scheme", "http"), host or "")
+    if cross_origin and not token_only:
         return Refusal(403, (
             f"cross-origin request refused: Origin {origin!r} is not this server. The dev server has no"
             " keys, so only pages it serves itself, the SDKs and other non-browser clients may call it"
@@ -245,7 +262,8 @@ def refusal(scope: Scope, settings: Settings) -> Refusal | None:
     webhook = path.startswith(WEBHOOK_PATH)
     if scope["method"] not in SAFE_METHODS and path.startswith(API_PREFIXES) and has_body and not webhook:
         content_type = headers.get("content-type", "")
-        if not _is_json(content_type):
+        streamed = content_type.split(";", 1)[0].strip().lower() == STREAM_BODY_TYPES.get(path)
+        if not _is_json(content_type) and not streamed:
             return Refusal(415, (
                 f"the request body must be JSON, sent with Content-Type: application/json"
                 f" (got {content_type or 'no Content-Type'!r}); with curl use -H 'Content-Type:"
@@ -266,6 +284,13 @@ class CrossSiteGuard:
                 log.warning("refused %s %s with %d: %s", scope["method"], scope["path"], refused.status,
                             refused.cause)
                 await errors.error_response(refused.status, refused.message)(scope, receive, send)
+                return
+        elif scope["type"] == "websocket":
+            refused = refusal(scope, self.settings)
+            if refused is not None:
+                log.warning("refused WebSocket %s with %d: %s", scope["path"], refused.status, refused.cause)
+                await receive()  # websocket.connect
+                await send({"type": "websocket.close", "code": 1008, "reason": refused.message[:120]})
                 return
         await self.app(scope, receive, send)
 

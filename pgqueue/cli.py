@@ -1,5 +1,5 @@
-"""Command line: `pgqueue dev | serve | worker | migrate | tick`. Thin: it resolves settings and calls
-public functions; every failure is one line naming the fix, never a stack trace."""
+"""Command line: `pgqueue dev | serve | worker | realtime | migrate | tick`. Thin: it resolves settings
+and calls public functions; every failure is one line naming the fix, never a stack trace."""
 
 from __future__ import annotations
 
@@ -118,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--signing-key", help="hex signing key (default $PGQUEUE_SIGNING_KEY)")
     worker.add_argument("--migrate", action="store_true", help="apply migrations before starting")
 
+    rt = sub.add_parser(
+        "realtime",
+        help="serve only realtime (publish, tokens, WebSocket and SSE subscribers), e.g. beside a"
+             " serverless API",
+    )
+    _common(rt)
+    rt.add_argument("--host", default=None,
+                    help="address to listen on (default 0.0.0.0 with a signing key, else 127.0.0.1)")
+    rt.add_argument("--port", "-p", type=int, default=None, help="port (default 8288)")
+    rt.add_argument("--signing-key",
+                    help="hex signing key (default $PGQUEUE_SIGNING_KEY); without one: dev mode")
+    rt.add_argument("--signing-key-fallback", help="previous signing key, accepted during rotation")
+    rt.add_argument("--event-key", action="append", default=[], help="accepted event key (repeatable)")
+    rt.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+
     mig = sub.add_parser("migrate", help="create or upgrade the pgqueue schema (safe to run twice)")
     _common(mig)
 
@@ -224,10 +239,10 @@ def _database_error(exc: psycopg.Error) -> str:
     return f"database error ({type(exc).__name__}: {detail})"
 
 
-def _run_server(settings: Settings, *, run_services: bool) -> None:
+def _run_server(settings: Settings, *, run_services: bool, realtime_only: bool = False) -> None:
     from api.app import create_app
 
-    app = create_app(settings, run_services=run_services)
+    app = create_app(settings, run_services=run_services, surface="realtime" if realtime_only else "all")
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -235,10 +250,14 @@ def _run_server(settings: Settings, *, run_services: bool) -> None:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         access_log=False,
+        # Realtime fans one message out to many WebSocket subscribers: compressing it again for
+        # each of them (permessage-deflate, on by default) costs more CPU than the fan-out itself.
+        ws_per_message_deflate=False,
         # JSON logs: uvicorn's loggers propagate to the root handler instead of printing text
         **({"log_config": None} if settings.log_format == "json" else {}),
     )
-    log.info("pgqueue %s (%s mode) on http://%s:%d", __version__, settings.mode, settings.host, settings.port)
+    what = "realtime" if realtime_only else f"{settings.mode} mode"
+    log.info("pgqueue %s (%s) on http://%s:%d", __version__, what, settings.host, settings.port)
     GracefulServer(config).run()
 
 
@@ -282,8 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     signals = _StartupSignals()
     signals.install()
     try:
+        from pgqueue.serverless import aws
+
+        # secrets a container runtime injected (PGQUEUE_SECRET_VALUE_<n>), under the direct variables
+        environ = aws.injected_secret_environment(os.environ)
+        production = args.command == "serve" or (
+            args.command == "realtime" and bool(args.signing_key or environ.get("PGQUEUE_SIGNING_KEY"))
+        )
         settings = Settings.from_env(
-            mode="serve" if args.command == "serve" else "dev",
+            environ,
+            mode="serve" if production else "dev",
             database_url=args.database_url,
             log_level=args.log_level,
             host=getattr(args, "host", None),
@@ -294,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             event_keys=tuple(getattr(args, "event_key", []) or ()) or None,
         )
         # serve listens on all interfaces unless told otherwise (flag or PGQUEUE_HOST); dev on loopback
-        if args.command == "serve" and args.host is None and not os.environ.get("PGQUEUE_HOST"):
+        if production and args.host is None and not environ.get("PGQUEUE_HOST"):
             settings = settings.with_overrides(host="0.0.0.0")
         # A worker or tick holding a signing key calls the apps of a production deployment (the
         # key exists for cloud-mode SDKs): production egress policy and signed answers.
@@ -326,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "worker":
             asyncio.run(_run_worker(settings))
+        elif args.command == "realtime":
+            _run_server(settings, run_services=False, realtime_only=True)
         else:
             _run_server(settings, run_services=not getattr(args, "no_workers", False))
         return 0

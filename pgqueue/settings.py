@@ -74,6 +74,15 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "PGQUEUE_ENDPOINT_OUTPUT_ORIGIN": ("endpoint_output_origin", str),
     "PGQUEUE_TRANSFORM_TIME_LIMIT_MS": ("transform_time_limit_ms", int),
     "PGQUEUE_TRANSFORM_MEMORY_MB": ("transform_memory_mb", int),
+    "PGQUEUE_REALTIME_MAX_MESSAGE_BYTES": ("realtime_max_message_bytes", int),
+    "PGQUEUE_REALTIME_MAX_STREAM_BYTES": ("realtime_max_stream_bytes", int),
+    "PGQUEUE_REALTIME_RETENTION_S": ("realtime_retention_s", float),
+    "PGQUEUE_REALTIME_TOKEN_TTL_S": ("realtime_token_ttl_s", float),
+    "PGQUEUE_REALTIME_BUFFER_MESSAGES": ("realtime_buffer_messages", int),
+    "PGQUEUE_REALTIME_BUFFER_BYTES": ("realtime_buffer_bytes", int),
+    "PGQUEUE_REALTIME_LISTEN_URL": ("realtime_listen_url", str),
+    "PGQUEUE_REALTIME_POLL_MS": ("realtime_poll_ms", int),
+    "PGQUEUE_REALTIME_URL": ("realtime_url", str),
 }
 
 
@@ -184,6 +193,28 @@ class Settings:
     # A webhook's transform (pgqueue/events/transforms.py): CPU time and memory for each call.
     transform_time_limit_ms: int = 250
     transform_memory_mb: int = 32
+    # Realtime (pgqueue/realtime/): the largest message one publish may carry (as JSON text), and
+    # the most a streamed publish or a durable endpoint's stream may send in one request.
+    realtime_max_message_bytes: int = 512 * 1024
+    realtime_max_stream_bytes: int = 16 * 1024 * 1024
+    # Published messages are kept this long (fan-out across processes, a durable endpoint's late
+    # subscriber, a retried step's publish recognised, the dashboard), then pruned by the rescuer.
+    realtime_retention_s: float = 600.0
+    # Subscription tokens (POST /v1/realtime/token) must be used to connect within this long.
+    realtime_token_ttl_s: float = 60.0
+    # What one subscriber connection may have waiting to be sent: past either bound it is closed
+    # (logged), so a slow or stuck subscriber never holds up publishers or other subscribers.
+    realtime_buffer_messages: int = 1000
+    realtime_buffer_bytes: int = 8 * 1024 * 1024
+    # A direct connection for realtime's LISTEN when the pool goes through a transaction pooler
+    # (PGQUEUE_POOLER), where LISTEN cannot work; without it realtime polls every realtime_poll_ms.
+    realtime_listen_url: str | None = field(default=None, repr=False)
+    # 50: a subscriber then waits ~25 ms on average for a message (Inngest's realtime aims at 100);
+    # each poll is one index probe per channel this process has subscribers for.
+    realtime_poll_ms: int = 50
+    # The public URL of a `pgqueue realtime` process: an API that cannot hold subscriber
+    # connections (the Lambda) sends SSE subscribers there (307) and names it in its errors.
+    realtime_url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -329,6 +360,7 @@ class Settings:
                 f" (got {self.transform_time_limit_ms} and {self.transform_memory_mb}): a transform maps one"
                 " request to events"
             )
+        _validate_realtime(self)
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"PGQUEUE_LOG_LEVEL (or --log-level) must be one of {', '.join(_LOG_LEVELS)},"
@@ -359,7 +391,8 @@ class Settings:
             else:
                 values[name] = raw
         for var in sorted(env):
-            if var.startswith("PGQUEUE_") and var not in _ENV_FIELDS and var not in _IGNORED_ENV:
+            if var.startswith("PGQUEUE_") and var not in _ENV_FIELDS and var not in _IGNORED_ENV \
+                    and not _INJECTED_SECRET.fullmatch(var):
                 raise ConfigError(f"unknown setting {var}{_did_you_mean(var)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validated()
@@ -369,6 +402,8 @@ class Settings:
 _IGNORED_ENV = frozenset(
     {"PGQUEUE_TEST_DATABASE_URL", "PGQUEUE_TEST_KEEP", "PGQUEUE_SECRET_ARN", "PGQUEUE_SSM_PARAMETER"}
 )
+# Whole secret values a container runtime injected, merged by the CLI (pgqueue/serverless/aws.py).
+_INJECTED_SECRET = re.compile(r"PGQUEUE_SECRET_VALUE_\d{1,3}")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _POSITIVE = (
@@ -385,6 +420,13 @@ _POSITIVE = (
     "login_lockout_s",
     "transform_time_limit_ms",
     "transform_memory_mb",
+    "realtime_max_message_bytes",
+    "realtime_max_stream_bytes",
+    "realtime_retention_s",
+    "realtime_token_ttl_s",
+    "realtime_buffer_messages",
+    "realtime_buffer_bytes",
+    "realtime_poll_ms",
 )
 _LOG_FORMATS = ("text", "json")
 MIN_ADMIN_PASSWORD = 12
@@ -421,6 +463,33 @@ def _validate_output_origin(value: str) -> None:
             f"PGQUEUE_ENDPOINT_OUTPUT_ORIGIN must be an origin such as https://outputs.example.com,"
             f" another name for this server; {problem} (got {value!r})"
         )
+
+
+def _validate_realtime(settings: Settings) -> None:
+    if settings.realtime_max_message_bytes > settings.realtime_buffer_bytes:
+        raise ConfigError(
+            f"PGQUEUE_REALTIME_BUFFER_BYTES ({settings.realtime_buffer_bytes}) must be at least"
+            f" PGQUEUE_REALTIME_MAX_MESSAGE_BYTES ({settings.realtime_max_message_bytes}): a subscriber"
+            " must be able to hold one message"
+        )
+    if settings.realtime_max_message_bytes > 64 * 1024 * 1024:
+        raise ConfigError(
+            "PGQUEUE_REALTIME_MAX_MESSAGE_BYTES must be at most 67108864 (64 MiB), got"
+            f" {settings.realtime_max_message_bytes}"
+        )
+    if settings.realtime_token_ttl_s > 86_400:
+        raise ConfigError(
+            "PGQUEUE_REALTIME_TOKEN_TTL_S must be at most 86400 (a day), got"
+            f" {settings.realtime_token_ttl_s:g}: subscription tokens are meant to be short-lived"
+        )
+    if settings.realtime_url is not None:
+        parts = urlsplit(settings.realtime_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+                or parts.query:
+            raise ConfigError(
+                "PGQUEUE_REALTIME_URL must be the origin of a `pgqueue realtime` process, like"
+                f" https://realtime.example.com (no path or query), got {settings.realtime_url!r}"
+            )
 
 
 def _validate_egress(settings: Settings) -> None:

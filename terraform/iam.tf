@@ -225,3 +225,70 @@ resource "aws_iam_role_policy" "rds_proxy" {
   role   = aws_iam_role.rds_proxy[0].id
   policy = data.aws_iam_policy_document.rds_proxy[0].json
 }
+
+################################################################################
+# Realtime tasks (realtime_enabled): ECS pulls the image, writes the logs and injects the settings
+################################################################################
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "realtime_execution" {
+  count = var.realtime_enabled ? 1 : 0
+
+  name_prefix        = "${local.iam_prefix}-realtime-"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = local.tags
+}
+
+# ECR pulls and log writes: the AWS-managed task execution policy (ECR's authorization token
+# cannot be scoped to a resource).
+resource "aws_iam_role_policy_attachment" "realtime_execution" {
+  count = var.realtime_enabled ? 1 : 0
+
+  role       = aws_iam_role.realtime_execution[0].name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+# The settings the functions read, injected into the tasks' environment (PGQUEUE_SECRET_VALUE_<n>).
+data "aws_iam_policy_document" "realtime_execution" {
+  statement {
+    sid       = "ReadSettingsSecrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = local.settings_secret_arns
+  }
+
+  dynamic "statement" {
+    for_each = var.ssm_parameter_arn != null ? [1] : []
+    content {
+      sid       = "ReadSettingsParameter"
+      actions   = ["ssm:GetParameters"]
+      resources = [var.ssm_parameter_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn != null ? [1] : []
+    content {
+      sid       = "DecryptSettings"
+      actions   = ["kms:Decrypt"]
+      resources = [var.kms_key_arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "realtime_execution" {
+  count = var.realtime_enabled ? 1 : 0
+
+  name   = "pgqueue-realtime-settings"
+  role   = aws_iam_role.realtime_execution[0].id
+  policy = data.aws_iam_policy_document.realtime_execution.json
+}

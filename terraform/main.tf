@@ -43,7 +43,8 @@ locals {
 
   api_environment = merge(local.common_environment, {
     PGQUEUE_KICK_DEBOUNCE_MS = tostring(var.kick_debounce_ms)
-  })
+    # the API cannot hold realtime subscriptions: it redirects SSE subscribers to the realtime service
+  }, var.realtime_enabled ? { PGQUEUE_REALTIME_URL = local.realtime_url } : {})
 
   executor_environment = merge(local.common_environment, {
     PGQUEUE_POOL_SIZE          = tostring(var.executor_pool_size)

@@ -62,3 +62,13 @@ output "migration_result" {
   description = "What the migrate action returned on the last apply ({\"version\": N, \"applied\": [...]})"
   value       = one(aws_lambda_invocation.migrate[*].result)
 }
+
+output "realtime_url" {
+  description = "Origin of the `pgqueue realtime` service (null unless realtime_enabled): the apiBaseUrl of the subscription tokens your server hands to browsers; the API redirects SSE subscribers there (PGQUEUE_REALTIME_URL)"
+  value       = local.realtime_url
+}
+
+output "realtime_load_balancer_dns_name" {
+  description = "DNS name of the realtime load balancer, for your realtime_domain_name record (null unless realtime_enabled)"
+  value       = one(aws_lb.realtime[*].dns_name)
+}

@@ -45,11 +45,11 @@ resource "aws_security_group" "database" {
   vpc_id      = var.vpc_id
 
   ingress {
-    description     = "PostgreSQL from the pgqueue functions"
+    description     = "PostgreSQL from the pgqueue functions and realtime tasks"
     from_port       = 5432
     to_port         = 5432
     protocol        = "tcp"
-    security_groups = aws_security_group.lambda[*].id
+    security_groups = concat(aws_security_group.lambda[*].id, aws_security_group.realtime_task[*].id)
   }
 
   ingress {

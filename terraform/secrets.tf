@@ -1,7 +1,8 @@
 ################################################################################
 # The module's settings secret, always created, read by both functions (with your secret_arn or
 # ssm_parameter_arn after it, whose values win; see main.tf):
-# {"PGQUEUE_SIGNING_KEY": ..., "PGQUEUE_EVENT_KEYS": ..., "DATABASE_URL": ... when known here}
+# {"PGQUEUE_SIGNING_KEY": ..., "PGQUEUE_EVENT_KEYS": ..., "DATABASE_URL": ... when known here,
+#  "PGQUEUE_REALTIME_LISTEN_URL": the created instance's address, with realtime_enabled}
 ################################################################################
 
 # Generated keys: Secrets Manager's random password generator (no random provider), restricted
@@ -59,6 +60,11 @@ locals {
     var.db_username, local.db_password, local.created_database_host, var.db_name,
   ) : var.database_url
 
+  realtime_listen_url = var.create_database && var.realtime_enabled ? format(
+    "postgresql://%s:%s@%s:5432/%s?sslmode=require",
+    var.db_username, local.db_password, aws_db_instance.this[0].address, var.db_name,
+  ) : null
+
   signing_key = var.signing_key != null ? var.signing_key : "signkey-prod-${terraform_data.generated_signing_key[0].input}"
   event_keys  = length(var.event_keys) > 0 ? var.event_keys : terraform_data.generated_event_key[*].input
 }
@@ -78,6 +84,8 @@ resource "aws_secretsmanager_secret_version" "settings" {
       PGQUEUE_EVENT_KEYS  = join(",", local.event_keys)
     },
     local.database_url == null ? {} : { DATABASE_URL = local.database_url },
+    # realtime LISTENs on the created instance itself: RDS Proxy would pin a session for it
+    local.realtime_listen_url == null ? {} : { PGQUEUE_REALTIME_LISTEN_URL = local.realtime_listen_url },
   ))
 
   lifecycle {

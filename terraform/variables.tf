@@ -337,3 +337,73 @@ variable "extra_environment" {
   type        = map(string)
   default     = {}
 }
+
+################################################################################
+# Realtime (optional): `pgqueue realtime` on ECS Fargate behind an Application Load Balancer
+################################################################################
+
+variable "realtime_enabled" {
+  description = "Run `pgqueue realtime` (realtime subscribers' WebSocket and SSE, which the API Lambda cannot hold) on ECS Fargate behind an Application Load Balancer; needs vpc_id, subnet_ids (with a route to ECR, Secrets Manager and CloudWatch Logs), realtime_lb_subnet_ids and realtime_image"
+  type        = bool
+  default     = false
+}
+
+variable "realtime_image" {
+  description = "Container image with pgqueue (the repository's Dockerfile), e.g. <account>.dkr.ecr.<region>.amazonaws.com/pgqueue:<tag>; it runs `pgqueue realtime`"
+  type        = string
+  default     = null
+}
+
+variable "realtime_lb_subnet_ids" {
+  description = "Subnets of the load balancer (public ones for subscribers on the internet, at least two availability zones)"
+  type        = list(string)
+  default     = []
+}
+
+variable "realtime_internal" {
+  description = "Make the load balancer internal (subscribers inside the VPC only)"
+  type        = bool
+  default     = false
+}
+
+variable "realtime_certificate_arn" {
+  description = "ACM certificate for an HTTPS listener on 443 (browsers on an https:// page need wss://); null: plain HTTP on 80"
+  type        = string
+  default     = null
+}
+
+variable "realtime_domain_name" {
+  description = "Name that points at the load balancer (your DNS record, matching realtime_certificate_arn): realtime_url uses it instead of the load balancer's own name"
+  type        = string
+  default     = null
+}
+
+variable "realtime_allowed_cidrs" {
+  description = "Networks that may reach the load balancer"
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "realtime_desired_count" {
+  description = "Number of `pgqueue realtime` tasks (every task serves any subscriber: each reads the messages from PostgreSQL itself)"
+  type        = number
+  default     = 1
+}
+
+variable "realtime_cpu" {
+  description = "CPU units of a task (256 = a quarter vCPU)"
+  type        = number
+  default     = 256
+}
+
+variable "realtime_memory" {
+  description = "Memory (MiB) of a task"
+  type        = number
+  default     = 512
+}
+
+variable "realtime_extra_environment" {
+  description = "More PGQUEUE_* settings for the realtime tasks, e.g. PGQUEUE_REALTIME_LISTEN_URL (a direct connection for LISTEN when DATABASE_URL goes through a pooler)"
+  type        = map(string)
+  default     = {}
+}

@@ -29,6 +29,7 @@ from pgqueue.events import ingest, signatures, transforms
 from pgqueue.models import DISCOVERY_STEP
 from pgqueue.store import apps, event_keys, events, inspect, run_metadata, runs
 from pgqueue.store import events as events_store
+from pgqueue.store import realtime as realtime_store
 from pgqueue.store import webhooks as webhooks_store
 
 log = logging.getLogger("pgqueue.api")
@@ -41,6 +42,7 @@ RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedel
           "7d": timedelta(days=7)}
 PAGE_SIZE = 50
 MOVED_NOTICE = timedelta(days=7)  # how long the apps page says an app was synced from a new URL
+REALTIME_MESSAGES = 200  # the newest a run page lists of the run's published realtime messages
 FLASH_COOKIE = "pgqueue_flash"
 
 
@@ -296,6 +298,7 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
         event_rows = {r["id"]: r for r in await events.get_many(conn, run["event_ids"])}
         fn = await inspect.function(conn, str(run["function_id"]))
         metadata_rows = await run_metadata.list_for_run(conn, run_id)
+        published = await realtime_store.run_messages(conn, run_id, limit=REALTIME_MESSAGES)
     trigger_events = [event_rows[i] for i in run["event_ids"] if i in event_rows]
     timeline = build_timeline(rows)
     # Metadata: each step's beside the step; the run's own, and any of a step not in the timeline
@@ -310,7 +313,9 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
             run_level.append(m)
     return render(request, "run.html", session, nav="runs", run=run, fn=fn, events=trigger_events,
                   timeline=timeline, pending=pending, live=run["status"] in ("queued", "running"),
-                  step_metadata=step_metadata, run_metadata=run_level)
+                  step_metadata=step_metadata, run_metadata=run_level,
+                  published=list(reversed(published)), published_more=len(published) == REALTIME_MESSAGES,
+                  realtime_retention_s=deps.settings(request).realtime_retention_s)
 
 
 @router.get("/events", response_class=HTMLResponse)

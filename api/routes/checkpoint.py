@@ -30,6 +30,7 @@ from pgqueue import ids
 from pgqueue.errors import Conflict, NotFound, Unauthorized
 from pgqueue.executor import checkpoint, endpoint
 from pgqueue.executor.apply import Applier
+from pgqueue.realtime import tokens
 from pgqueue.store import durable_endpoints
 
 router = APIRouter(route_class=limits.AuthFirstRoute, dependencies=[Depends(deps.require_sdk_key)])
@@ -72,9 +73,12 @@ async def checkpoint_new_run(request: Request) -> JSONResponse:
         started = await endpoint.start(conn, _applier(request), new, received_at=received_at)
     keys = deps.settings(request).signing_keys
     # fn_id carries the request's lease: the SDK sends it back with each /steps (endpoint.request_ref).
+    # realtime_token: the client that asked for a stream follows the SDK's redirect to
+    # /v1/realtime/sse with it and reads what the endpoint tees once the run leaves the request.
+    realtime_token = tokens.mint(started.run_id, [tokens.STREAM_TOPIC], signing_keys=keys,
+                                 ttl_s=tokens.ENDPOINT_TOKEN_TTL_S)
     data = {"run_id": started.run_id, "fn_id": started.ref, "app_id": started.app_id,
-            "token": endpoint.output_token(started.run_id, keys),
-            "realtime_token": endpoint.output_token(started.run_id, keys, purpose="realtime")}
+            "token": endpoint.output_token(started.run_id, keys), "realtime_token": realtime_token}
     return JSONResponse({"data": data})
 
 

@@ -1,11 +1,15 @@
 """LISTEN/NOTIFY wake-ups. A notification is only a hint that work may exist; every consumer also
-polls, so a lost NOTIFY (listener down, connection dropped) only delays work until the next poll."""
+polls, so a lost NOTIFY (listener down, connection dropped) only delays work until the next poll.
+
+Realtime also reads the payloads (the ids of new messages, pgqueue/realtime/hub.py) and is told
+when the listener (re)connects, since notifications sent while it was away are lost."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -14,6 +18,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "pgqueue_events"
 QUEUE_CHANNEL = "pgqueue_queue"
+REALTIME_CHANNEL = "pgqueue_realtime"  # payload: ids of new realtime messages, comma-separated
 
 
 class Wakeup:
@@ -37,16 +42,31 @@ class Wakeup:
 
 
 class Listener:
-    """One dedicated connection LISTENing on channels; reconnects after failures."""
+    """One dedicated connection LISTENing on channels; reconnects after failures.
 
-    def __init__(self, conninfo: str, wakeups: dict[str, Wakeup]) -> None:
+    `payloads` maps a channel to a function called with each notification's payload, in the order
+    PostgreSQL delivers them (commit order); `on_connect` is called each time the connection is
+    (re)established, before any notification of that connection."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        wakeups: dict[str, Wakeup],
+        *,
+        payloads: dict[str, Callable[[str], None]] | None = None,
+        on_connect: Callable[[], None] | None = None,
+        name: str = "pgqueue-listener",
+    ) -> None:
         self._conninfo = conninfo
         self._wakeups = wakeups
+        self._payloads = payloads or {}
+        self._on_connect = on_connect
+        self._name = name
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pgqueue-listener")
+        self._task = asyncio.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
         if self._task:
@@ -59,14 +79,19 @@ class Listener:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
-                    for channel in self._wakeups:
+                    for channel in {**self._wakeups, **self._payloads}:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self.connected.set()
                     delay = 0.2
                     # Work may have arrived while we were not listening.
+                    if self._on_connect is not None:
+                        self._on_connect()
                     for wakeup in self._wakeups.values():
                         wakeup.set()
                     async for note in conn.notifies():
+                        handler = self._payloads.get(note.channel)
+                        if handler is not None:
+                            handler(note.payload)
                         wakeup = self._wakeups.get(note.channel)
                         if wakeup:
                             wakeup.set()

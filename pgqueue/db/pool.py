@@ -23,8 +23,11 @@ async def _check(conn: AsyncConnection) -> None:
     trip, which fails and makes the pool replace it. Saves a round trip on every checkout."""
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    # poll(), not select(): select() cannot watch a descriptor past 1024, which a process holding
+    # many sockets (realtime subscribers) gives its database connections
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 

@@ -18,7 +18,10 @@ origin) and a function per route are created on the first run, as Inngest's serv
 
 While the run is in the queue, the SDK answers the user with a redirect to
 `/v1/http/runs/{runId}/output?token=...`, which waits for the run's end and answers the endpoint's
-own response. The token is an HMAC of the run id with the signing key (`output_token`).
+own response. The token is an HMAC of the run id with the signing key (`output_token`). A client
+that asked for a stream (`Accept: text/event-stream`) follows the SDK's `inngest.redirect_info` to
+`/v1/realtime/sse` instead, with the run's realtime token (api/routes/checkpoint.py), and reads what
+the endpoint tees from pgqueue's calls (pgqueue/realtime/publishing.py).
 """
 
 from __future__ import annotations
@@ -235,10 +238,10 @@ async def record(
     return await applier.apply(conn, item, answer, started_at=received_at, body_size=body_size)
 
 
-def output_token(run_id: str, keys: tuple[str, ...], purpose: str = "output") -> str:
+def output_token(run_id: str, keys: tuple[str, ...]) -> str:
     """The token that lets whoever holds it read the run's result (the endpoint's redirect)."""
     key = keys[0] if keys else _DEV_TOKEN_KEY
-    return hmac.new(key.encode(), f"pgqueue.endpoint.{purpose}:{run_id}".encode(), sha256).hexdigest()
+    return hmac.new(key.encode(), f"pgqueue.endpoint.output:{run_id}".encode(), sha256).hexdigest()
 
 
 def verify_output_token(run_id: str, token: str | None, keys: tuple[str, ...]) -> bool:

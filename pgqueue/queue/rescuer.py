@@ -5,10 +5,10 @@ Each round also keeps the queue tidy: items parked on a concurrency key with a f
 unparked (a wake-up the normal path missed: counted and logged apart, none expected), work that
 paused functions queued since their pause is parked with the rest of their held work, and what
 would otherwise grow without bound is pruned: expired dedupe and idempotency windows, cancelOn
-listeners past their timeout, and once a minute the pause paths no pause uses any more (it
-briefly locks out pause creation) and the throttle and rate-limit keys idle for a minute (it reads
-that table). Once a minute it also makes the history's time partitions ahead of need
-(pgqueue.history_ensure_v1), so no insert waits for one."""
+listeners past their timeout, realtime messages past their retention, and once a minute the pause
+paths no pause uses any more (it briefly locks out pause creation) and the throttle and rate-limit
+keys idle for a minute (it reads that table). Once a minute it also makes the history's time
+partitions ahead of need (pgqueue.history_ensure_v1), so no insert waits for one."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pgqueue.db.notify import Wakeup
 from pgqueue.queue import interrupts
 from pgqueue.service_loop import LoopService
 from pgqueue.store import flow_control, operations, partitions, pauses, queue
+from pgqueue.store import realtime as realtime_store
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,12 @@ class Rescuer(LoopService):
     def __init__(
         self, pool: AsyncConnectionPool, *, queue_wakeup: Wakeup | None = None, interval_s: float = 2.0,
         backoff_scale: float = 1.0, partition_width_s: float = 86400.0,
+        realtime_retention_s: float = 600.0,
     ) -> None:
         self.pool = pool
         self.backoff_scale = backoff_scale
         self.partition_width_s = partition_width_s
+        self.realtime_retention_s = realtime_retention_s
         self.queue_wakeup = queue_wakeup
         self.interval_s = interval_s
         self._paths_pruned_at: float | None = None
@@ -66,6 +69,7 @@ class Rescuer(LoopService):
                 await queue.count_housekeeping(conn, leases_expired=len(rescued), missed_unparks=unparked)
             await queue.hold_paused(conn)
             pruned = await operations.prune_expired_keys(conn) + await pauses.expire_cancel_listeners(conn)
+            pruned += await realtime_store.prune(conn, retention_s=self.realtime_retention_s)
             now = time.monotonic()
             if self._paths_pruned_at is None or now - self._paths_pruned_at >= PATHS_PRUNE_INTERVAL_S:
                 paths = await pauses.prune_paths(conn)

@@ -8,6 +8,10 @@ password, host, port, dbname), or a bare PostgreSQL URL. They are merged in that
 winning (the Terraform module lists its own secret with the keys first, then yours), and variables
 set directly on the function win over all of them. boto3 is imported only when a secret is
 configured or a client is asked for; it ships with the Lambda runtime.
+
+A container (the `pgqueue realtime` task the Terraform module runs on ECS) gets the same secrets
+without boto3: ECS injects each whole secret value as PGQUEUE_SECRET_VALUE_<n>, which the CLI merges
+in the order of n, the same way (`injected_secret_environment`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 
 SECRET_ARN = "PGQUEUE_SECRET_ARN"
 SSM_PARAMETER = "PGQUEUE_SSM_PARAMETER"
+# PGQUEUE_SECRET_VALUE_1, _2, ...: whole secret values a container runtime injected (ECS `secrets`)
+INJECTED_SECRET = re.compile(r"PGQUEUE_SECRET_VALUE_(\d{1,3})")
 # On Lambda an executor stays up for work due within a minute (the schedule's period), so sleeps,
 # retries and timeouts do not wait for the next scheduled tick; see pgqueue/serverless/tick.py.
 # A synchronous Lambda response is at most 6 MB (6,291,456 bytes) as serialized JSON.
@@ -106,6 +113,18 @@ def secret_environment(environ: Mapping[str, str], clients: dict[str, Any] | Non
         value = cached("ssm").get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
         merged.update(parse_secret(str(value)))
     return merged
+
+
+def injected_secret_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment with the injected secret values (PGQUEUE_SECRET_VALUE_<n>, in the order of
+    n, later ones winning) merged under the variables set directly, which win over all of them."""
+    injected = sorted((int(m.group(1)), value) for name, value in environ.items()
+                      if (m := INJECTED_SECRET.fullmatch(name)) and value.strip())
+    merged: dict[str, str] = {}
+    for _, value in injected:
+        merged.update(parse_secret(value))
+    direct = {k: v for k, v in environ.items() if v != "" and not INJECTED_SECRET.fullmatch(k)}
+    return {**merged, **direct}
 
 
 def lambda_settings(

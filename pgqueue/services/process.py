@@ -84,7 +84,8 @@ class Services:
                              poll_interval_s=poll_s, handoff=self.worker)
         self.rescuer = Rescuer(pool, queue_wakeup=self.queue_wakeup, interval_s=min(2.0, settings.lease_ms / 3000.0),
                                backoff_scale=settings.backoff_scale,
-                               partition_width_s=settings.partition_width_hours * 3600.0)
+                               partition_width_s=settings.partition_width_hours * 3600.0,
+                               realtime_retention_s=settings.realtime_retention_s)
         self.cron = CronScheduler(pool, queue_wakeup=self.queue_wakeup, interval_s=min(max(poll_s, 0.5), 5.0))
         # Finished runs and old events are pruned after PGQUEUE_RETENTION_DAYS (0 keeps everything).
         self.retention = (

@@ -1,9 +1,9 @@
-"""Send events (and signals) from the application's own transaction:
-`pgqueue.send_event(conn, name, data)`, `pgqueue.send_signal(conn, signal, data)` (re-exported by
-the package).
+"""Send events (and signals, and realtime messages) from the application's own transaction:
+`pgqueue.send_event(conn, name, data)`, `pgqueue.send_signal(conn, signal, data)`,
+`pgqueue.publish(conn, channel, topic, data)` (re-exported by the package).
 
 A thin wrapper over the SQL API (`pgqueue.send_event`, `pgqueue.send_events`,
-`pgqueue.send_signal`, see docs/sql.md)
+`pgqueue.send_signal`, `pgqueue.publish`, see docs/sql.md)
 that runs on the caller's psycopg connection, so the event commits or rolls back with the
 caller's own writes. Works with sync and async psycopg 3 connections (and cursors), behind
 PgBouncer in transaction mode too: one statement, no session state.
@@ -23,6 +23,7 @@ from pgqueue.db.queries import q
 _ONE = q("outbox_send_event")
 _MANY = q("outbox_send_events")
 _SIGNAL = q("outbox_send_signal")
+_PUBLISH = q("realtime_send")
 
 
 def _value(row: Any) -> Any:
@@ -78,3 +79,18 @@ async def send_signal_async(
     cur = await conn.execute(_SIGNAL, {"signal": signal, "data": Jsonb(data)})
     value = _value(await cur.fetchone())
     return None if value is None else str(value)
+
+
+def publish(conn: Connection[Any] | Cursor[Any], channel: str, topic: str, data: Any, *,
+            run_id: str | None = None) -> int:
+    """Publish a realtime message to `channel`'s `topic` in the caller's transaction: subscribers
+    get it when the transaction commits, never if it rolls back. Returns the message's id."""
+    args = {"channel": channel, "topic": topic, "data": Jsonb(data), "run_id": run_id}
+    return int(_value(conn.execute(_PUBLISH, args).fetchone()))
+
+
+async def publish_async(conn: AsyncConnection[Any] | AsyncCursor[Any], channel: str, topic: str, data: Any, *,
+                        run_id: str | None = None) -> int:
+    args = {"channel": channel, "topic": topic, "data": Jsonb(data), "run_id": run_id}
+    cur = await conn.execute(_PUBLISH, args)
+    return int(_value(await cur.fetchone()))

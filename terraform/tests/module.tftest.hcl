@@ -62,6 +62,29 @@ mock_provider "aws" {
       address = "pgqueue-db.abcdefghijkl.eu-west-1.rds.amazonaws.com"
     }
   }
+  # realtime.tf
+  mock_resource "aws_lb" {
+    defaults = {
+      arn      = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/pgqueue-rt/0123456789abcdef"
+      dns_name = "pgqueue-rt-1234567890.eu-west-1.elb.amazonaws.com"
+    }
+  }
+  mock_resource "aws_lb_target_group" {
+    defaults = {
+      arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/pgqueue-rt/0123456789abcdef"
+    }
+  }
+  mock_resource "aws_ecs_cluster" {
+    defaults = {
+      arn = "arn:aws:ecs:eu-west-1:123456789012:cluster/pgqueue-realtime"
+      id  = "arn:aws:ecs:eu-west-1:123456789012:cluster/pgqueue-realtime"
+    }
+  }
+  mock_resource "aws_ecs_task_definition" {
+    defaults = {
+      arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/pgqueue-realtime:1"
+    }
+  }
   mock_resource "aws_lambda_alias" {
     defaults = {
       arn        = "arn:aws:lambda:eu-west-1:123456789012:function:pgqueue-mock:live"
@@ -401,4 +424,144 @@ run "created_database_behind_the_proxy_with_a_customer_key" {
     condition     = aws_db_instance.this[0].password == jsondecode(aws_secretsmanager_secret_version.db_credentials[0].secret_string)["password"]
     error_message = "the instance and the proxy share the generated password"
   }
+}
+
+# -- realtime: `pgqueue realtime` on ECS Fargate behind a load balancer ------------------------------
+
+run "realtime_beside_a_created_database" {
+  command = plan
+
+  variables {
+    create_database          = true
+    vpc_id                   = "vpc-0123456789abcdef0"
+    subnet_ids               = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+    realtime_enabled         = true
+    realtime_image           = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pgqueue:1.0"
+    realtime_lb_subnet_ids   = ["subnet-0aaaaaaaaaaaaaaa0", "subnet-0aaaaaaaaaaaaaaa1"]
+    realtime_certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+    realtime_domain_name     = "realtime.example.com"
+    realtime_desired_count   = 2
+  }
+
+  assert {
+    condition     = output.realtime_url == "https://realtime.example.com" && aws_lambda_function.api.environment[0].variables["PGQUEUE_REALTIME_URL"] == "https://realtime.example.com"
+    error_message = "the API sends SSE subscribers to the realtime service"
+  }
+  assert {
+    condition     = !contains(keys(aws_lambda_function.executor.environment[0].variables), "PGQUEUE_REALTIME_URL")
+    error_message = "only the API answers subscribers"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.realtime[0].container_definitions)[0].command == ["realtime"] && jsondecode(aws_ecs_task_definition.realtime[0].container_definitions)[0].image == var.realtime_image
+    error_message = "the tasks run `pgqueue realtime` from the given image"
+  }
+  assert {
+    condition     = [for s in jsondecode(aws_ecs_task_definition.realtime[0].container_definitions)[0].secrets : s.valueFrom] == [aws_secretsmanager_secret.settings.arn]
+    error_message = "the tasks read the module's settings secret, as the functions do"
+  }
+  assert {
+    condition     = contains([for e in jsondecode(aws_ecs_task_definition.realtime[0].container_definitions)[0].environment : "${e.name}=${e.value}"], "PGQUEUE_POOLER=1")
+    error_message = "the tasks go through the proxy like the functions"
+  }
+  assert {
+    condition     = strcontains(jsondecode(aws_secretsmanager_secret_version.settings.secret_string)["PGQUEUE_REALTIME_LISTEN_URL"], aws_db_instance.this[0].address)
+    error_message = "the tasks LISTEN on the instance itself, not through RDS Proxy"
+  }
+  assert {
+    condition     = strcontains(jsondecode(aws_secretsmanager_secret_version.settings.secret_string)["DATABASE_URL"], aws_db_proxy.this[0].endpoint)
+    error_message = "the pools still go through the proxy"
+  }
+  assert {
+    condition     = aws_lb_listener.realtime[0].protocol == "HTTPS" && aws_lb_listener.realtime[0].port == 443 && aws_lb.realtime[0].idle_timeout == 120
+    error_message = "HTTPS with the certificate; idle connections outlive the keep-alives"
+  }
+  assert {
+    condition     = aws_ecs_service.realtime[0].desired_count == 2 && aws_ecs_service.realtime[0].launch_type == "FARGATE" && aws_ecs_service.realtime[0].network_configuration[0].assign_public_ip == false
+    error_message = "private Fargate tasks, as many as asked"
+  }
+  assert {
+    condition     = aws_lb_target_group.realtime[0].health_check[0].path == "/health" && aws_lb_target_group.realtime[0].target_type == "ip"
+    error_message = "the load balancer checks /health on each task"
+  }
+  assert {
+    condition     = data.aws_iam_policy_document.realtime_execution.statement[0].resources == toset([aws_secretsmanager_secret.settings.arn])
+    error_message = "the tasks' execution role reads only the settings secret"
+  }
+  assert {
+    condition     = length(aws_iam_role.realtime_execution[0].name_prefix) <= 38
+    error_message = "IAM allows 38 characters of name_prefix"
+  }
+}
+
+run "realtime_reads_your_secret_and_parameter_after_the_module_s" {
+  command = plan
+
+  variables {
+    database_url           = null
+    secret_arn             = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgqueue-db-AbCdEf"
+    vpc_id                 = "vpc-0123456789abcdef0"
+    subnet_ids             = ["subnet-0123456789abcdef0"]
+    realtime_enabled       = true
+    realtime_image         = "ghcr.io/acme/pgqueue:1.0"
+    realtime_lb_subnet_ids = ["subnet-0aaaaaaaaaaaaaaa0", "subnet-0aaaaaaaaaaaaaaa1"]
+    realtime_extra_environment = {
+      PGQUEUE_REALTIME_LISTEN_URL = "postgresql://pgqueue@db.internal:5432/pgqueue"
+    }
+  }
+
+  assert {
+    condition = [for s in jsondecode(aws_ecs_task_definition.realtime[0].container_definitions)[0].secrets : "${s.name}=${s.valueFrom}"] == [
+      "PGQUEUE_SECRET_VALUE_1=${aws_secretsmanager_secret.settings.arn}",
+      "PGQUEUE_SECRET_VALUE_2=${var.secret_arn}",
+    ]
+    error_message = "your secret comes after the module's, as for the functions"
+  }
+  assert {
+    condition     = startswith(output.realtime_url, "http://") && aws_lb_listener.realtime[0].port == 80
+    error_message = "without a certificate: plain HTTP on 80"
+  }
+  assert {
+    condition     = contains([for e in jsondecode(aws_ecs_task_definition.realtime[0].container_definitions)[0].environment : e.name], "PGQUEUE_REALTIME_LISTEN_URL")
+    error_message = "extra settings reach the tasks"
+  }
+}
+
+run "realtime_is_off_by_default" {
+  command = plan
+
+  assert {
+    condition     = length(aws_ecs_service.realtime) == 0 && length(aws_lb.realtime) == 0 && output.realtime_url == null
+    error_message = "no realtime service unless asked"
+  }
+  assert {
+    condition     = !contains(keys(aws_lambda_function.api.environment[0].variables), "PGQUEUE_REALTIME_URL")
+    error_message = "the API names no realtime service it does not have"
+  }
+}
+
+run "realtime_without_an_image_is_refused" {
+  command = plan
+
+  variables {
+    vpc_id                 = "vpc-0123456789abcdef0"
+    subnet_ids             = ["subnet-0123456789abcdef0"]
+    realtime_enabled       = true
+    realtime_lb_subnet_ids = ["subnet-0aaaaaaaaaaaaaaa0", "subnet-0aaaaaaaaaaaaaaa1"]
+  }
+
+  expect_failures = [aws_ecs_service.realtime]
+}
+
+run "realtime_with_one_load_balancer_subnet_is_refused" {
+  command = plan
+
+  variables {
+    vpc_id                 = "vpc-0123456789abcdef0"
+    subnet_ids             = ["subnet-0123456789abcdef0"]
+    realtime_enabled       = true
+    realtime_image         = "ghcr.io/acme/pgqueue:1.0"
+    realtime_lb_subnet_ids = ["subnet-0aaaaaaaaaaaaaaa0"]
+  }
+
+  expect_failures = [aws_lb.realtime]
 }

@@ -96,7 +96,8 @@ async def test_signing_key_tokens_are_accepted(
         assert_error(resp, 404, "run x not found")
 
 
-TOKEN_ROUTES = frozenset({"/v1/http/runs/{run_id}/output"})
+# A durable endpoint's output and a realtime subscriber take a token, not the signing key.
+TOKEN_ROUTES = frozenset({"/v1/http/runs/{run_id}/output", "/v1/realtime/sse"})
 
 
 async def test_every_rest_route_is_protected(shared_serve_api: Api) -> None:

@@ -36,9 +36,10 @@ BEARER = {"authorization": f"Bearer {SIGNING_KEY}"}
 # Routes that are public on purpose: liveness, the login itself, the API description, and the SDK
 # endpoints that check their own keys (event key in the path, signing key on registration).
 PUBLIC = {"/health", "/login", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/dev"}
-# A durable endpoint's output takes the run's token from the endpoint's redirect.
+# A durable endpoint's output takes the run's token from the endpoint's redirect; a realtime
+# subscriber presents its subscription token (tests/api/test_realtime.py refuses it without one).
 OWN_KEYS = {"/e/{event_key}", "/e/", "/fn/register",
-            "/v1/http/runs/{run_id}/output", "/v1/checkpoint/{run_id}/output"}
+            "/v1/http/runs/{run_id}/output", "/v1/checkpoint/{run_id}/output", "/v1/realtime/sse"}
 
 
 def _api_routes(routes: list[Any]) -> list[APIRoute]:

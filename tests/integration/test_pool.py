@@ -4,8 +4,11 @@ it while idle; a connection whose backend is gone is replaced without the caller
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 
 import psycopg
+import pytest
 
 from pgqueue.db.pool import open_pool
 
@@ -52,3 +55,27 @@ async def test_a_pool_of_dead_connections_serves_the_next_checkout_without_backi
                     assert (await (await conn.execute("SELECT 1 AS one")).fetchone())["one"] == 1
     finally:
         await pool.close()
+
+
+async def test_checkout_works_in_a_process_with_more_than_1024_open_files(database_url: str) -> None:
+    """A realtime process holds a socket per subscriber: the pool's connections then get file
+    descriptors past 1024, which select() cannot watch (it raised ValueError on every checkout)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:
+        pytest.fail(f"the test needs an open-files limit of at least 1200 (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        pool = await open_pool(database_url, max_size=2)
+        try:
+            async with pool.connection() as conn:
+                assert conn.fileno() > 1024
+                assert await (await conn.execute("SELECT 1 AS one")).fetchone() == {"one": 1}
+            async with pool.connection() as conn:  # the checkout check runs on this one
+                assert await (await conn.execute("SELECT 2 AS two")).fetchone() == {"two": 2}
+        finally:
+            await pool.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

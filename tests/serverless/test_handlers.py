@@ -25,6 +25,7 @@ from pgqueue.db import migrate
 from pgqueue.errors import ConfigError
 from pgqueue.protocol import signing
 from pgqueue.serverless import aws
+from pgqueue.settings import Settings
 from tests.serverless.conftest import EVENT_KEY, ROOT, SIGNING_KEY, FakeAws, LambdaContext, fixture
 
 CTX = LambdaContext()
@@ -460,6 +461,27 @@ def test_secret_values_in_every_supported_shape() -> None:
     }
     with pytest.raises(ConfigError, match="username, password and host"):
         aws.parse_secret('{"user": "x"}')
+
+
+def test_secret_values_a_container_runtime_injected_merge_like_the_lambda_s() -> None:
+    """ECS injects each whole secret (the module's, then yours) as PGQUEUE_SECRET_VALUE_<n>: merged in
+    the order of n, later ones winning, and variables set directly win over all of them; Settings
+    accepts the names."""
+    environ = {
+        "PGQUEUE_SECRET_VALUE_2": '{"PGQUEUE_SIGNING_KEY": "signkey-prod-bb"}',
+        "PGQUEUE_SECRET_VALUE_1": '{"PGQUEUE_SIGNING_KEY": "signkey-prod-aa", "PGQUEUE_EVENT_KEYS": "k",'
+                                  ' "DATABASE_URL": "postgresql://module/db"}',
+        "PGQUEUE_SECRET_VALUE_10": "postgresql://yours/db",
+        "PGQUEUE_LOG_LEVEL": "debug",
+        "PGQUEUE_SECRET_VALUE_3": "",
+    }
+    merged = aws.injected_secret_environment(environ)
+    assert {k: v for k, v in merged.items() if not k.startswith("PGQUEUE_SECRET_VALUE_")} == {
+        "PGQUEUE_SIGNING_KEY": "signkey-prod-bb", "PGQUEUE_EVENT_KEYS": "k",
+        "DATABASE_URL": "postgresql://yours/db", "PGQUEUE_LOG_LEVEL": "debug"}
+    assert not any(k.startswith("PGQUEUE_SECRET_VALUE_") for k in merged)
+    settings = Settings.from_env({**environ, **merged}, mode="serve")
+    assert settings.signing_key == "signkey-prod-bb" and settings.database_url == "postgresql://yours/db"
 
 
 # -- executor handler -------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ MODULE_FILES = (
     "secrets.tf",
     "rds.tf",
     "alarms.tf",
+    "realtime.tf",
 )
 
 
@@ -275,10 +276,12 @@ def test_handlers_exist_and_match_the_functions() -> None:
 
 def test_every_environment_variable_is_a_known_setting() -> None:
     known = {var for var in settings._ENV_FIELDS} | {aws.SECRET_ARN, aws.SSM_PARAMETER}
-    texts = [(TF / name).read_text() for name in ("main.tf", "secrets.tf")]
+    texts = [(TF / name).read_text() for name in ("main.tf", "secrets.tf", "realtime.tf")]
     used = {m for text in texts for m in re.findall(r"\b(PGQUEUE_[A-Z0-9_]+|DATABASE_URL)\b", text)}
     assert used, "no environment variables found"
-    assert used <= known, sorted(used - known)
+    injected = {var for var in used if aws.INJECTED_SECRET.fullmatch(var)}  # the realtime tasks' secrets
+    assert injected == {"PGQUEUE_SECRET_VALUE_1", "PGQUEUE_SECRET_VALUE_2", "PGQUEUE_SECRET_VALUE_3"}
+    assert used - injected <= known, sorted(used - injected - known)
     # the secret the module creates carries what Settings needs in production
     version = module()["resource"][("aws_secretsmanager_secret_version", "settings")]
     for key in ("DATABASE_URL", "PGQUEUE_SIGNING_KEY", "PGQUEUE_EVENT_KEYS"):
@@ -311,6 +314,7 @@ ALLOWED_ACTIONS = {
     "logs:PutLogEvents",
     "secretsmanager:GetSecretValue",
     "ssm:GetParameter",
+    "ssm:GetParameters",  # ECS injecting a parameter into a task (realtime)
     "kms:Decrypt",
     "lambda:InvokeFunction",
     "scheduler:CreateSchedule",

@@ -86,6 +86,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store", ("pgqueue.store",)),
     ("expressions and events", ("pgqueue.expressions", "pgqueue.events")),
     ("runs", ("pgqueue.runs",)),
+    ("realtime", ("pgqueue.realtime",)),
     ("runner and queue", ("pgqueue.runner", "pgqueue.queue")),
     ("executor", ("pgqueue.executor",)),
     ("apps", ("pgqueue.apps",)),
