@@ -394,6 +394,9 @@ BEGIN
                  count(*) FILTER (WHERE u.status = 'cancelled')::integer AS cancelled
           FROM unnest(p_function_ids, p_statuses, p_at) AS u(function_id, status, at)
           GROUP BY 1, 2) g
+    -- Rows in one order for every writer: two transactions of backends on the same shard that add
+    -- to the same functions' rows would otherwise lock them in hash order and could deadlock.
+    ORDER BY g.minute, g.function_id
     ON CONFLICT (minute, function_id, shard) DO UPDATE
     SET created = c.created + EXCLUDED.created, completed = c.completed + EXCLUDED.completed,
         failed = c.failed + EXCLUDED.failed, cancelled = c.cancelled + EXCLUDED.cancelled,
