@@ -60,7 +60,7 @@ async def first_steps() -> dict[str, Any]:
 
 @app.get("/ended")
 async def ended() -> dict[str, Any]:
-    return ENDED
+    return {"ended": ENDED, "step_s": ORDERED_STEP_S, "limit": ORDERED_LIMIT}
 
 
 @app.post("/reset")

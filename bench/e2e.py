@@ -159,21 +159,19 @@ def ordering(server_url: str, app_base: str, runs: int = 30) -> dict[str, float]
     """The ordering scenario (issue 26): `runs` runs of three 0.3 s steps under concurrency 2, sent
     at once. Each run's latency (sent -> ended) beside the ideal: with started runs finishing
     first, run k (from 1) ends after ceil(k / limit) x 0.9 s."""
-    from bench.bench_app import ORDERED_LIMIT, ORDERED_STEP_S
-
     with httpx.Client(timeout=60) as c:
         c.post(app_base + "/reset")
         sent = time.time()
         events = [{"name": "bench/ordered", "data": {"k": f"o{i}"}} for i in range(runs)]
         assert c.post(f"{server_url}/e/bench", json=events).status_code == 200
         deadline = time.monotonic() + 120
-        while len(ended := c.get(app_base + "/ended").json()) < runs:
+        while len((seen := c.get(app_base + "/ended").json())["ended"]) < runs:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{runs - len(ended)} ordering runs did not end within 2 minutes")
+                raise TimeoutError(f"{runs - len(seen['ended'])} ordering runs did not end within 2 minutes")
             time.sleep(0.2)
-    lat = sorted((t - sent) * 1000 for t in ended.values())
-    work_ms = 3 * ORDERED_STEP_S * 1000
-    ideal = [math.ceil(k / ORDERED_LIMIT) * work_ms for k in range(1, runs + 1)]
+    lat = sorted((t - sent) * 1000 for t in seen["ended"].values())
+    work_ms = 3 * seen["step_s"] * 1000
+    ideal = [math.ceil(k / seen["limit"]) * work_ms for k in range(1, runs + 1)]
     return {"order_p50_ms": statistics.median(lat), "order_p99_ms": pct(lat, 99),
             "order_first4_max_ms": lat[3], "order_last_ms": lat[-1],
             "order_ideal_p50_ms": statistics.median(ideal), "order_ideal_p99_ms": pct(ideal, 99),
