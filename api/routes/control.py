@@ -74,6 +74,29 @@ async def replay_run(run_id: str, request: Request) -> JSONResponse:
     return JSONResponse({"data": schemas.run_json(row)}, status_code=201)
 
 
+@router.post("/v1/runs/{run_id}/rerun", tags=["runs"], summary="Rerun a run from one of its steps",
+             description="Body `{\"from_step\": \"<step id or name>\"}` (optional: without it, from the"
+                         " start). A new run of the same function from the original event(s), under the"
+                         " function's flow control as a replay, that keeps the outputs the original stored"
+                         " before that step: the SDK skips those steps and runs the chosen one and the rest"
+                         " again. The new run's `replay_of` is the original; `rerun` says what was kept."
+                         " 400 for a step the run did not store, 409 for a run still live.")
+async def rerun_run(run_id: str, request: Request) -> JSONResponse:
+    raw = await read_body(request, limits.DEFAULT_BODY_BYTES)
+    body = ingest.parse_body(raw) if raw.strip() else {}
+    if not isinstance(body, dict) or set(body) - {"from_step"}:
+        raise InvalidInput('the body must be a JSON object like {"from_step": "<step id or name>"}')
+    from_step = body.get("from_step")
+    if from_step is not None and not isinstance(from_step, str):
+        raise InvalidInput("`from_step` must be a string: a step's id or name")
+    async with deps.pool(request).connection() as conn:
+        row, record = await actions.rerun(conn, run_id, from_step)
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.queue_wakeup.set()
+    return JSONResponse({"data": {**schemas.run_json(row), "rerun": record}}, status_code=201)
+
+
 class ReplayRequest(BaseModel):
     started_after: datetime
     started_before: datetime | None = None

@@ -15,7 +15,7 @@ from pgqueue.events.objects import event_object
 from pgqueue.models import AppSpec
 from pgqueue.runner import starting
 from pgqueue.runs import transitions
-from pgqueue.store import apps, event_keys, events, runs
+from pgqueue.store import apps, event_keys, events, run_metadata, runs
 from pgqueue.store import operations as store
 
 BULK_BATCH = 200
@@ -168,25 +168,73 @@ def _startable(fn: dict[str, Any]) -> dict[str, Any]:
     return {**fn, "function_id": fn["id"]}
 
 
+async def _ended_run(conn: Conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run that may be replayed or rerun (it ended, its function is still served), and its function."""
+    original = await runs.get(conn, run_id)
+    if original is None:
+        raise NotFound(f"run {run_id} not found")
+    if original["status"] in ("queued", "running"):
+        raise Conflict(f"run {run_id} is still {original['status']}; cancel it first or wait for it"
+                       " to end")
+    fn = await function(conn, str(original["function_id"]))
+    if fn["archived_at"] is not None:
+        raise Conflict(f"function {fn['slug']} is archived (its app no longer serves it)")
+    return original, fn
+
+
 async def replay_run(conn: Conn, run_id: str) -> dict[str, Any]:
     """A new run of the same function from the original event(s). The function's concurrency,
     throttle, priority, singleton, cancelOn and timeouts apply as to any run; its rate limit and
     idempotency key do not (see pgqueue/runner/starting.py)."""
     async with conn.transaction():
-        original = await runs.get(conn, run_id)
-        if original is None:
-            raise NotFound(f"run {run_id} not found")
-        if original["status"] in ("queued", "running"):
-            raise Conflict(f"run {run_id} is still {original['status']}; cancel it first or wait for it to end")
-        fn = await function(conn, str(original["function_id"]))
-        if fn["archived_at"] is not None:
-            raise Conflict(f"function {fn['slug']} is archived (its app no longer serves it)")
+        original, fn = await _ended_run(conn, run_id)
         new_id, reason = await _replay(conn, fn, original)
         if new_id is None:
             raise Conflict(f"run {run_id} was not replayed: {reason}")
         row = await runs.get(conn, new_id)
     assert row is not None
     return row
+
+
+RERUN_KIND = "inngest.rerun"
+
+
+async def rerun(
+    conn: Conn, run_id: str, from_step: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rerun a run from one of its steps: a new run of the same function from the original
+    event(s), started as a replay is (its flow control applies), that keeps the outputs the original
+    stored before `from_step` (its step id or its name) as its own memoised steps. The SDK skips
+    those and runs the chosen step and everything after it again. No `from_step`: from the start, a
+    replay. The new run's `replay_of` is the original, and its metadata (kind inngest.rerun) says
+    from which step and how many outputs it kept. Returns the new run and that record."""
+    async with conn.transaction():
+        original, fn = await _ended_run(conn, run_id)
+        step: dict[str, Any] | None = None
+        if from_step is not None:
+            if not from_step or len(from_step) > 1000:
+                raise InvalidInput("`from_step` must be a step's id or name (a non-empty string)")
+            found = await store.rerun_step(conn, run_id, from_step)
+            if not found:
+                raise InvalidInput(f"run {run_id} stored no step {from_step!r}: give the id or the name of"
+                                   " one of its steps (GET /v1/runs/{id}/jobs lists them)")
+            if len(found) > 1 and found[0]["step_id"] != from_step:
+                raise InvalidInput(f"run {run_id} has several steps named {from_step!r}: give the step's id"
+                                   f" ({found[0]['step_id']}, {found[1]['step_id']}, ...)")
+            step = found[0]
+        new_id, reason = await _replay(conn, fn, original)
+        if new_id is None:
+            raise Conflict(f"run {run_id} was not rerun: {reason}")
+        copied = await store.copy_steps_before(conn, new_id, run_id, step["seq"] if step else 0)
+        record = {"original_run_id": run_id, "from_step_id": step["step_id"] if step else None,
+                  "from_step": (step["name"] or step["step_id"]) if step else None, "kept_steps": copied}
+        await runs.lock(conn, new_id)
+        entry = {"scope": "run", "step_id": "", "attempt": -1, "span_id": "", "kind": RERUN_KIND, "op": "set",
+                 "values": record}
+        await run_metadata.put(conn, new_id, [entry], max_run_bytes=1 << 20)
+        row = await runs.get(conn, new_id)
+    assert row is not None
+    return row, record
 
 
 async def replay_range(
