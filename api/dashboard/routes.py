@@ -7,6 +7,7 @@ Every page needs a session: in serve mode a login, in dev mode one is issued on 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -15,18 +16,20 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from api import auth, deps, schemas, sessions, throttle
+from api.dashboard import waterfall
 from pgqueue import __version__
 from pgqueue.admin import actions, webhook_actions
 from pgqueue.apps import sync
-from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
+from pgqueue.errors import InvalidInput, NotFound, PgQueueError, Unauthorized
 from pgqueue.events import ingest, signatures, transforms
 from pgqueue.models import DISCOVERY_STEP
+from pgqueue.runs import trace
 from pgqueue.store import apps, event_keys, events, inspect, run_metadata, runs
 from pgqueue.store import events as events_store
 from pgqueue.store import webhooks as webhooks_store
@@ -96,7 +99,13 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
     return _ms(((end or datetime.now(UTC)) - start).total_seconds() * 1000)
 
 
+def _fields(value: Any) -> Any:
+    """A dataclass (a span's info) as the dict of its fields, for `pretty`."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
 templates.env.filters["pretty"] = _pretty
+templates.env.filters["fields"] = _fields
 templates.env.filters["short"] = _short
 templates.env.filters["ms"] = _ms
 templates.env.globals["when"] = _when
@@ -296,7 +305,13 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
         event_rows = {r["id"]: r for r in await events.get_many(conn, run["event_ids"])}
         fn = await inspect.function(conn, str(run["function_id"]))
         metadata_rows = await run_metadata.list_for_run(conn, run_id)
+        found = await trace.load(conn, run_id)
+        origin = await inspect.run_origin(conn, run_id) or {}
+        handlers = (await inspect.failure_handlers(conn, run_id, run["ended_at"])
+                    if run["status"] == "failed" and run["ended_at"] is not None else [])
     trigger_events = [event_rows[i] for i in run["event_ids"] if i in event_rows]
+    wf = waterfall.layout(found) if found is not None else None
+    links = run_links(run, origin, trigger_events, metadata_rows, handlers, found)
     timeline = build_timeline(rows)
     # Metadata: each step's beside the step; the run's own, and any of a step not in the timeline
     # (a step that is still retrying), in the side card.
@@ -310,7 +325,41 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
             run_level.append(m)
     return render(request, "run.html", session, nav="runs", run=run, fn=fn, events=trigger_events,
                   timeline=timeline, pending=pending, live=run["status"] in ("queued", "running"),
-                  step_metadata=step_metadata, run_metadata=run_level)
+                  step_metadata=step_metadata, run_metadata=run_level, wf=wf, links=links,
+                  rerun_steps=[t for t in timeline if t["entry"] == "step"])
+
+
+FINISH_EVENTS = ("inngest/function.failed", "inngest/function.finished", "inngest/function.cancelled")
+
+
+def run_links(
+    run: dict[str, Any], origin: dict[str, Any], trigger_events: list[dict[str, Any]],
+    metadata_rows: list[dict[str, Any]], handlers: list[dict[str, Any]], found: trace.Trace | None,
+) -> dict[str, Any]:
+    """The runs this run is tied to: the run it reruns or replays (and from which step), the run
+    whose step.invoke started it, the run whose failure (or end) triggered it, the runs its failure
+    started (onFailure handlers) and the runs its own step.invoke calls started."""
+    links: dict[str, Any] = {}
+    if origin.get("replay_of"):
+        rerun = next((m["values"] for m in metadata_rows if m["kind"] == actions.RERUN_KIND), None)
+        links["replay_of"] = {"run_id": origin["replay_of"], "rerun": rerun}
+    correlation = origin.get("correlation_id") or run.get("correlation_id")
+    if correlation and "." in correlation:
+        parent, _, step = correlation.partition(".")
+        links["parent"] = {"run_id": parent, "step_id": step}
+    first = trigger_events[0] if trigger_events else None
+    if first is not None and first["name"] in FINISH_EVENTS and isinstance(first["data"], dict) \
+            and isinstance(first["data"].get("run_id"), str):
+        links["trigger_run"] = {"run_id": first["data"]["run_id"], "event": first["name"],
+                                "function_slug": first["data"].get("function_id")}
+    if handlers:
+        links["failure_handlers"] = handlers
+    if found is not None:
+        invoked = [{"run_id": s.info.run_id, "function_slug": s.info.function_id, "step": s.name}
+                   for s in found.root.walk() if isinstance(s.info, trace.InvokeInfo) and s.info.run_id]
+        if invoked:
+            links["invoked"] = invoked
+    return links
 
 
 @router.get("/events", response_class=HTMLResponse)
@@ -491,6 +540,43 @@ async def replay_run(run_id: str, request: Request) -> Response:
     response = RedirectResponse(f"/runs/{row['id']}", status_code=303)
     _flash(response, "ok", f"Replaying run {run_id} as run {row['id']}.")
     return response
+
+
+@router.post("/ui/runs/{run_id}/rerun")
+async def rerun_run(run_id: str, request: Request) -> Response:
+    form = await _action(request)
+    step = form.get("from_step", "").strip() or None
+    try:
+        async with deps.pool(request).connection() as conn:
+            row, record = await actions.rerun(conn, run_id, step)
+    except PgQueueError as exc:
+        return _done(form, f"/runs/{run_id}", "error", exc.message)
+    services = request.app.state.services
+    if services is not None:
+        services.queue_wakeup.set()
+    response = RedirectResponse(f"/runs/{row['id']}", status_code=303)
+    kept = record["kept_steps"]
+    text = (f"Rerunning run {run_id} from step {record['from_step']} as run {row['id']} ({kept} earlier"
+            f" step output{'s' if kept != 1 else ''} kept)." if step else
+            f"Rerunning run {run_id} from the start as run {row['id']}.")
+    _flash(response, "ok", text)
+    return response
+
+
+@router.get("/ui/runs/{run_id}/outputs/{output_id}")
+async def span_output(run_id: str, output_id: str, request: Request) -> JSONResponse:
+    """One span's output for the waterfall (fetched when a span is opened): GET /v1/runs/.../outputs
+    under the dashboard's session."""
+    if await sessions.current(request) is None and deps.settings(request).production:
+        raise Unauthorized("sign in to the dashboard first")
+    if trace.decode_output_id(output_id)["r"] != run_id:
+        raise NotFound(f"output {output_id} is not an output of run {run_id}")
+    async with deps.pool(request).connection() as conn:
+        found = await trace.output(conn, output_id)
+    if found is None:
+        raise NotFound(f"output {output_id} not found")
+    return JSONResponse({"data": found.data, "error": found.error, "input": found.input},
+                        headers={"cache-control": "no-store"})
 
 
 async def _set_paused(request: Request, ref: str, paused: bool) -> Response:

@@ -83,3 +83,15 @@ async def run_pending(conn: Conn, run_id: str) -> list[dict[str, Any]]:
     """A live run's queue items and pauses: what it is doing or waiting for now."""
     cur = await conn.execute(q("inspect_run_pending"), {"run_id": run_id})
     return list(await cur.fetchall())
+
+
+async def run_origin(conn: Conn, run_id: str) -> dict[str, Any] | None:
+    """The run a run replays or reruns (`replay_of`) and the step.invoke that started it."""
+    cur = await conn.execute(q("inspect_run_origin"), {"run_id": run_id})
+    return await cur.fetchone()
+
+
+async def failure_handlers(conn: Conn, run_id: str, ended_at: datetime) -> list[dict[str, Any]]:
+    """The runs a failed run's inngest/function.failed event started (its onFailure handler...)."""
+    cur = await conn.execute(q("inspect_run_failure_handlers"), {"run_id": run_id, "ended_at": ended_at})
+    return list(await cur.fetchall())

@@ -93,3 +93,23 @@ SELECT app_id, app_name, workers, concurrency_limit, in_flight, min_worker_limit
 FROM pgqueue.app_concurrency
 WHERE %(app_id)s::uuid IS NULL OR app_id = %(app_id)s::uuid
 ORDER BY app_name, app_id
+
+-- name: inspect_run_origin
+-- Where a run comes from besides its event: the run it replays or reruns, the step.invoke that
+-- started it (`<parent run>.<step>`).
+SELECT r.replay_of, r.correlation_id FROM pgqueue.runs r WHERE r.id = %(run_id)s
+
+-- name: inspect_run_failure_handlers
+-- The runs that the failure of a run started (its onFailure handler, any function triggered by
+-- inngest/function.failed): the event was stored with the run's end, so a short range of event ids
+-- (events_name: name, id) holds it; ten minutes' margin for the clocks of the hosts that made them.
+SELECT r.id, r.function_id, f.slug AS function_slug, r.status::text AS status, r.created_at
+FROM pgqueue.events e
+JOIN pgqueue.runs r ON r.event_id = e.id
+JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE e.name = 'inngest/function.failed'
+  AND e.id >= pgqueue.ulid_bound_v1(%(ended_at)s::timestamptz - interval '10 minutes')
+  AND e.id < pgqueue.ulid_bound_v1(%(ended_at)s::timestamptz + interval '10 minutes')
+  AND e.data ->> 'run_id' = %(run_id)s
+ORDER BY r.id
+LIMIT 20
