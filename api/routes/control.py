@@ -38,12 +38,21 @@ class CancellationRequest(BaseModel):
     started_after: datetime | None = None
     started_before: datetime | None = None
     if_: str | None = Field(default=None, alias="if")
+    dry_run: bool = False
 
 
-@router.post("/v1/cancellations", tags=["runs"], summary="Cancel the live runs of a function in a time range")
+@router.post("/v1/cancellations", tags=["runs"], summary="Cancel the live runs of a function in a time range",
+             description="`\"dry_run\": true` only counts the runs it would cancel now:"
+                         " `{\"data\": {\"matching\": n}}` (200), nothing is cancelled or recorded.")
 async def create_cancellation(body: CancellationRequest, request: Request) -> JSONResponse:
     before = body.started_before or datetime.now(UTC)
     async with deps.pool(request).connection() as conn:
+        if body.dry_run:
+            n = await actions.bulk_cancel_preview(
+                conn, app_ref=body.app_id, function_ref=body.function_id, started_before=before,
+                started_after=body.started_after, if_expr=body.if_,
+            )
+            return JSONResponse({"data": {"matching": n}})
         row = await actions.bulk_cancel(
             conn, app_ref=body.app_id, function_ref=body.function_id, started_before=before,
             started_after=body.started_after, if_expr=body.if_,
@@ -101,15 +110,22 @@ class ReplayRequest(BaseModel):
     started_after: datetime
     started_before: datetime | None = None
     statuses: list[str] = Field(default_factory=lambda: ["Failed", "Cancelled"])
+    dry_run: bool = False
 
 
 @router.post("/v1/functions/{function_id}/replay", tags=["functions"],
-             summary="Replay ended runs in a time range")
+             summary="Replay ended runs in a time range",
+             description="At most 1,000 runs a call. `\"dry_run\": true` only counts the runs it would replay"
+                         " (`{\"data\": {\"matching\": n}}`, 200), starting none.")
 async def replay_range(function_id: str, body: ReplayRequest, request: Request) -> JSONResponse:
     before = body.started_before or datetime.now(UTC)
     if body.started_after >= before:
         raise InvalidInput("started_after must be earlier than started_before")
     async with deps.pool(request).connection() as conn:
+        if body.dry_run:
+            n = await actions.replay_range_preview(conn, function_id, after=body.started_after, before=before,
+                                                   statuses=body.statuses)
+            return JSONResponse({"data": {"matching": n}})
         created = await actions.replay_range(conn, function_id, after=body.started_after, before=before,
                                              statuses=body.statuses)
     return JSONResponse({"data": {"run_ids": created}}, status_code=201)

@@ -138,3 +138,96 @@ async def test_the_waterfall_draws_each_span_as_wide_as_its_stored_duration(
 def _done(server: Server, run_id: str) -> dict[str, Any] | None:
     run = server.get(f"/v1/runs/{run_id}")["data"]
     return run if run["status"] == "Completed" else None
+
+
+def _runs_of(server: Server, slug: str, status: str | None = None) -> list[dict[str, Any]]:
+    query = f"/v1/runs?function_id={slug}&limit=200" + (f"&status={status}" if status else "")
+    return list(server.get(query)["data"])
+
+
+async def test_charts_search_links_invoke_and_bulk_actions(stack: tuple[Server, App], browser: Any) -> None:
+    server, _ = stack
+    burst = [server.send("compat/three", {"echo": f"burst-{i % 4}"}) for i in range(20)]
+    await asyncio.to_thread(lambda: [server.wait_runs(e) for e in burst])
+    failed = await asyncio.to_thread(_ended, server, server.send("compat/fail"))
+    parent = await asyncio.to_thread(_ended, server, server.send("compat/invoke", {"n": 4}))
+    sleepers = [server.send("compat/cancellable", {"id": f"s{i}", "sleep": 60}) for i in range(3)]
+    await asyncio.to_thread(wait_until, lambda: len(_runs_of(server, "py-compat-cancellable", "Running")) == 3,
+                            timeout=30, message="three sleeping runs")
+    p = await _open(browser)
+
+    # charts on the overview, with the burst's real counts
+    await p.goto(server.url + "/")
+    started = int(await p.page.inner_text('#chart-totals [data-total="started"]'))
+    completed = int(await p.page.inner_text('#chart-totals [data-total="completed"]'))
+    assert started >= 20 + 1 + 2 + 3 and completed >= 20
+    assert await p.page.locator("#chart-runs rect.bar.completed").count() >= 1
+    assert await p.page.locator("#chart-durations polyline.p99").count() == 1
+    await p.page.screenshot(path=shot_path("overview-charts"), full_page=True)
+
+    # search runs by their event's data: exactly the five runs of one echo
+    await p.goto(server.url + "/runs")
+    await p.page.fill("#run-search", 'event.data.echo == "burst-2"')
+    await p.page.click("text=Apply")
+    await p.page.wait_for_selector("#search-meta")
+    await p.clean()
+    shown = await p.page.locator("tr[data-run-id]").count()
+    expected = server.get("/v1/search/runs?q=" + 'event.data.echo%20==%20"burst-2"')["data"]
+    assert shown == len(expected) == 5
+    await p.page.screenshot(path=shot_path("search"), full_page=True)
+    await p.goto(server.url + "/events?q=" + 'event.data.echo%20%3D%3D%20%22burst-3%22')
+    assert await p.page.locator("#search-meta").count() == 1
+    assert "5 matches" in await p.page.inner_text("#search-meta")
+
+    # a failed run links to its onFailure run, and back
+    await p.goto(f"{server.url}/runs/{failed['run_id']}")
+    link = p.page.locator('#run-links [data-link="failure_handler"] a')
+    await link.wait_for()
+    await link.click()
+    await p.page.wait_for_selector('#run-links [data-link="trigger_run"]')
+    assert failed["run_id"] in await p.page.inner_text('#run-links [data-link="trigger_run"]')
+    await p.clean()
+
+    # an invoked child links to its parent, and the parent to it
+    await p.goto(f"{server.url}/runs/{parent['run_id']}")
+    child_link = p.page.locator('#run-links [data-link="invoked"] a')
+    child_id = (await child_link.inner_text()).strip()
+    await child_link.click()
+    await p.page.wait_for_url(f"**/runs/{child_id}")
+    assert parent["run_id"] in await p.page.inner_text('#run-links [data-link="parent"]')
+
+    # invoke a function with a payload from its page
+    await p.goto(server.url + "/functions/py-compat-three-steps")
+    await p.page.fill("#invoke-data", '{"echo": "invoked from the page"}')
+    await p.page.click("#invoke-button")
+    await p.page.wait_for_selector(".flash.ok")
+    invoked_id = p.page.url.rsplit("/", 1)[1]
+    done = await asyncio.to_thread(wait_until, lambda: _done(server, invoked_id), timeout=30, message="invoke")
+    assert done["output"]["echo"] == "invoked from the page"
+    await p.page.screenshot(path=shot_path("function"), full_page=True)
+
+    # bulk cancel with a preview count, then the cancellation history
+    await p.goto(server.url + "/bulk")
+    form = p.page.locator("#bulk-cancel form")
+    await form.locator('select[name="function"]').select_option("py-compat-cancellable")
+    await form.locator('input[name="if"]').fill('event.data.id != "s1"')
+    await p.page.click("#preview-cancel")
+    await p.page.wait_for_selector("#preview-cancel-result")
+    await p.clean()
+    assert await p.page.get_attribute("#preview-cancel-result [data-matching]", "data-matching") == "2"
+    assert len(_runs_of(server, "py-compat-cancellable", "Running")) == 3  # a preview changes nothing
+    await p.page.screenshot(path=shot_path("bulk"), full_page=True)
+    await p.page.click("#run-cancel")
+    await p.page.wait_for_selector(".flash.ok")
+    assert "2 run(s) of py-compat-cancellable cancelled" in await p.page.inner_text(".flash.ok")
+    row = p.page.locator("#cancellation-history tr[data-cancellation]").first
+    assert "2" in await row.locator("td.num").inner_text()
+    assert [r["event_id"] for r in _runs_of(server, "py-compat-cancellable", "Running")] == [sleepers[1]]
+    # replay preview counts the failed runs of a function
+    form = p.page.locator("#bulk-replay form")
+    await form.locator('select[name="function"]').select_option("py-compat-always-fails")
+    await p.page.click("#preview-replay")
+    await p.page.wait_for_selector("#preview-replay-result")
+    assert await p.page.get_attribute("#preview-replay-result [data-matching]", "data-matching") == "1"
+    await p.clean()
+    await p.page.close()
