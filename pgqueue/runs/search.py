@@ -8,7 +8,8 @@ of candidates at a time, each page's statement under `statement_timeout`, and it
 matches, after `max_scanned` candidates, at its deadline, or when the caller says to (a client that
 went away): what it did not reach is given back as a cursor to go on from. Equalities of the
 expression on `event.data` (`event.data.userId == "u1"`) are handed to PostgreSQL as a containment
-prefilter, so a needle in a large window reads only its candidates; the expression decides.
+prefilter, so only candidates come back (PostgreSQL still reads the window: no index on event
+data); the expression decides.
 """
 
 from __future__ import annotations
