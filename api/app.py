@@ -33,6 +33,7 @@ from api.routes import gql as gql_routes
 from api.routes import inspect as inspect_routes
 from api.routes import realtime as realtime_routes
 from api.routes import runs as runs_routes
+from api.routes import search as search_routes
 from api.routes import sessions as sessions_routes
 from api.routes import signals as signals_routes
 from api.routes import sync as sync_routes
@@ -127,6 +128,7 @@ def create_app(
         return app
     app.include_router(events_routes.router)
     app.include_router(sync_routes.router)
+    app.include_router(search_routes.router)
     app.include_router(runs_routes.router)
     app.include_router(signals_routes.router)
     app.include_router(checkpoint_routes.router)

@@ -7,6 +7,7 @@ Every page needs a session: in serve mode a login, in dev mode one is issued on 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -15,19 +16,22 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from api import auth, deps, schemas, sessions, throttle
+from api.dashboard import charts as chart_plots
+from api.dashboard import waterfall
 from pgqueue import __version__
 from pgqueue.admin import actions, webhook_actions
 from pgqueue.apps import sync
-from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
+from pgqueue.errors import InvalidInput, NotFound, PgQueueError, Unauthorized
 from pgqueue.events import ingest, signatures, transforms
 from pgqueue.models import DISCOVERY_STEP
-from pgqueue.store import apps, event_keys, events, inspect, run_metadata, runs
+from pgqueue.runs import charts, search, trace
+from pgqueue.store import apps, event_keys, events, inspect, operations, run_metadata, runs
 from pgqueue.store import events as events_store
 from pgqueue.store import realtime as realtime_store
 from pgqueue.store import webhooks as webhooks_store
@@ -98,7 +102,13 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
     return _ms(((end or datetime.now(UTC)) - start).total_seconds() * 1000)
 
 
+def _fields(value: Any) -> Any:
+    """A dataclass (a span's info) as the dict of its fields, for `pretty`."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
 templates.env.filters["pretty"] = _pretty
+templates.env.filters["fields"] = _fields
 templates.env.filters["short"] = _short
 templates.env.filters["ms"] = _ms
 templates.env.globals["when"] = _when
@@ -204,8 +214,18 @@ async def overview(request: Request) -> HTMLResponse:
         failures = await inspect.recent_failures(conn, 5)
         stuck = await inspect.stuck_runs(conn, 10)
         depth = await inspect.queue_depth(conn)
+        chart = await charts.runs_chart(conn, _chart_range(request))
     return render(request, "overview.html", session, nav="overview", metrics=metrics, apps=app_rows,
-                  runs=recent, failures=failures, stuck=stuck, depth=depth)
+                  runs=recent, failures=failures, stuck=stuck, depth=depth, **_chart_ctx(chart, "/"))
+
+
+def _chart_range(request: Request) -> str:
+    value = request.query_params.get("chart", "1h")
+    return value if value in charts.RANGES else "1h"
+
+
+def _chart_ctx(chart: charts.Chart, base: str) -> dict[str, Any]:
+    return {"chart": chart, "plots": chart_plots.plots(chart), "chart_base": base, "chart_ranges": list(charts.RANGES)}
 
 
 @router.get("/apps", response_class=HTMLResponse)
@@ -234,8 +254,10 @@ async def function_page(ref: str, request: Request) -> HTMLResponse:
         recent = await runs.list_runs(conn, function=str(fn["id"]), limit=25)
         counts = await inspect.function_run_counts(conn, fn["id"], datetime.now(UTC) - timedelta(hours=24))
         depth = await inspect.queue_depth(conn, fn["id"])
+        chart = await charts.runs_chart(conn, _chart_range(request), fn["id"])
     return render(request, "function.html", session, nav="apps", fn=fn, runs=recent, counts=counts,
-                  depth=depth, flow=schemas.flow_control(fn["config"]), statuses=STATUSES)
+                  depth=depth, flow=schemas.flow_control(fn["config"]), statuses=STATUSES,
+                  **_chart_ctx(chart, f"/functions/{fn['id']}"))
 
 
 def _time_filter(params: dict[str, str]) -> tuple[datetime | None, datetime | None]:
@@ -272,17 +294,31 @@ async def runs_page(request: Request) -> HTMLResponse:
     except InvalidInput as exc:
         error, after, before = exc.message, None, None
     cursor = params.get("cursor")
+    query = params.get("q", "").strip()
+    found: search.Search | None = None
+    rows: list[dict[str, Any]] = []
     async with deps.pool(request).connection() as conn:
-        rows = await runs.list_runs(conn, status=status, function=params.get("function"), before_id=cursor,
-                                    created_after=after, created_before=before, limit=PAGE_SIZE)
         functions = await inspect.functions(conn, include_archived=True)
+        if query and error is None:
+            fn_id = next((f["id"] for f in functions if params.get("function") in (f["slug"], str(f["id"]))), None)
+            try:
+                lo, hi = search.window(after, before, datetime.now(UTC))
+                found = await search.search_runs(conn, query, after=lo, before=hi, function_id=fn_id, status=status,
+                                                 limit=PAGE_SIZE, cursor=cursor, cancelled=request.is_disconnected)
+                rows = found.rows
+            except InvalidInput as exc:
+                error = exc.message
+        elif not query:
+            rows = await runs.list_runs(conn, status=status, function=params.get("function"), before_id=cursor,
+                                        created_after=after, created_before=before, limit=PAGE_SIZE)
     keep = {k: v for k, v in params.items() if k != "cursor"}
-    next_url = f"/runs?{urlencode({**keep, 'cursor': rows[-1]['id']})}" if len(rows) == PAGE_SIZE else None
+    more = found.cursor if found is not None else (rows[-1]["id"] if len(rows) == PAGE_SIZE else None)
+    next_url = f"/runs?{urlencode({**keep, 'cursor': more})}" if more else None
     first_url = f"/runs?{urlencode(keep)}" if cursor else None
     filtered = bool(keep)
     return render(request, "runs.html", session, nav="runs", runs=rows, functions=functions, params=params,
                   statuses=STATUSES, ranges=list(RANGES), next_url=next_url, first_url=first_url,
-                  filtered=filtered, error=error)
+                  filtered=filtered, error=error, found=found)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -299,7 +335,13 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
         fn = await inspect.function(conn, str(run["function_id"]))
         metadata_rows = await run_metadata.list_for_run(conn, run_id)
         published = await realtime_store.run_messages(conn, run_id, limit=REALTIME_MESSAGES)
+        found = await trace.load(conn, run_id)
+        origin = await inspect.run_origin(conn, run_id) or {}
+        handlers = (await inspect.failure_handlers(conn, run_id, run["ended_at"])
+                    if run["status"] == "failed" and run["ended_at"] is not None else [])
     trigger_events = [event_rows[i] for i in run["event_ids"] if i in event_rows]
+    wf = waterfall.layout(found) if found is not None else None
+    links = run_links(run, origin, trigger_events, metadata_rows, handlers, found)
     timeline = build_timeline(rows)
     # Metadata: each step's beside the step; the run's own, and any of a step not in the timeline
     # (a step that is still retrying), in the side card.
@@ -313,9 +355,43 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
             run_level.append(m)
     return render(request, "run.html", session, nav="runs", run=run, fn=fn, events=trigger_events,
                   timeline=timeline, pending=pending, live=run["status"] in ("queued", "running"),
-                  step_metadata=step_metadata, run_metadata=run_level,
+                  step_metadata=step_metadata, run_metadata=run_level, wf=wf, links=links,
                   published=list(reversed(published)), published_more=len(published) == REALTIME_MESSAGES,
-                  realtime_retention_s=deps.settings(request).realtime_retention_s)
+                  realtime_retention_s=deps.settings(request).realtime_retention_s,
+                  rerun_steps=[t for t in timeline if t["entry"] == "step"])
+
+
+FINISH_EVENTS = ("inngest/function.failed", "inngest/function.finished", "inngest/function.cancelled")
+
+
+def run_links(
+    run: dict[str, Any], origin: dict[str, Any], trigger_events: list[dict[str, Any]],
+    metadata_rows: list[dict[str, Any]], handlers: list[dict[str, Any]], found: trace.Trace | None,
+) -> dict[str, Any]:
+    """The runs this run is tied to: the run it reruns or replays (and from which step), the run
+    whose step.invoke started it, the run whose failure (or end) triggered it, the runs its failure
+    started (onFailure handlers) and the runs its own step.invoke calls started."""
+    links: dict[str, Any] = {}
+    if origin.get("replay_of"):
+        rerun = next((m["values"] for m in metadata_rows if m["kind"] == actions.RERUN_KIND), None)
+        links["replay_of"] = {"run_id": origin["replay_of"], "rerun": rerun}
+    correlation = origin.get("correlation_id") or run.get("correlation_id")
+    if correlation and "." in correlation:
+        parent, _, step = correlation.partition(".")
+        links["parent"] = {"run_id": parent, "step_id": step}
+    first = trigger_events[0] if trigger_events else None
+    if first is not None and first["name"] in FINISH_EVENTS and isinstance(first["data"], dict) \
+            and isinstance(first["data"].get("run_id"), str):
+        links["trigger_run"] = {"run_id": first["data"]["run_id"], "event": first["name"],
+                                "function_slug": first["data"].get("function_id")}
+    if handlers:
+        links["failure_handlers"] = handlers
+    if found is not None:
+        invoked = [{"run_id": s.info.run_id, "function_slug": s.info.function_id, "step": s.name}
+                   for s in found.root.walk() if isinstance(s.info, trace.InvokeInfo) and s.info.run_id]
+        if invoked:
+            links["invoked"] = invoked
+    return links
 
 
 @router.get("/events", response_class=HTMLResponse)
@@ -323,14 +399,29 @@ async def events_page(request: Request) -> HTMLResponse:
     session = await _page_session(request)
     name = request.query_params.get("name") or None
     cursor = request.query_params.get("cursor") or None
+    query = (request.query_params.get("q") or "").strip()
+    found: search.Search | None = None
+    error = None
     async with deps.pool(request).connection() as conn:
-        rows = await events.list_events(conn, name=name, before_id=cursor, limit=PAGE_SIZE)
+        if query:
+            try:
+                span = RANGES.get(request.query_params.get("range", ""), RANGES["24h"])
+                now = datetime.now(UTC)
+                found = await search.search_events(conn, query, after=now - span, before=now, name=name,
+                                                   limit=PAGE_SIZE, cursor=cursor, cancelled=request.is_disconnected)
+                rows = found.rows
+            except InvalidInput as exc:
+                error, rows = exc.message, []
+        else:
+            rows = await events.list_events(conn, name=name, before_id=cursor, limit=PAGE_SIZE)
         started = await inspect.runs_for_events(conn, [r["id"] for r in rows])
-    keep = {"name": name} if name else {}
-    next_url = f"/events?{urlencode({**keep, 'cursor': rows[-1]['id']})}" if len(rows) == PAGE_SIZE else None
+    keep = {k: v for k, v in {"name": name, "q": query, "range": request.query_params.get("range")}.items() if v}
+    more = found.cursor if found is not None else (rows[-1]["id"] if len(rows) == PAGE_SIZE else None)
+    next_url = f"/events?{urlencode({**keep, 'cursor': more})}" if more else None
     first_url = f"/events?{urlencode(keep)}" if cursor else None
     return render(request, "events.html", session, nav="events", events=rows, started=started,
-                  name=name or "", next_url=next_url, first_url=first_url)
+                  name=name or "", next_url=next_url, first_url=first_url, query=query, found=found, error=error,
+                  ranges=list(RANGES), range=request.query_params.get("range", "24h"))
 
 
 @router.get("/events/{event_id}", response_class=HTMLResponse)
@@ -498,6 +589,43 @@ async def replay_run(run_id: str, request: Request) -> Response:
     return response
 
 
+@router.post("/ui/runs/{run_id}/rerun")
+async def rerun_run(run_id: str, request: Request) -> Response:
+    form = await _action(request)
+    step = form.get("from_step", "").strip() or None
+    try:
+        async with deps.pool(request).connection() as conn:
+            row, record = await actions.rerun(conn, run_id, step)
+    except PgQueueError as exc:
+        return _done(form, f"/runs/{run_id}", "error", exc.message)
+    services = request.app.state.services
+    if services is not None:
+        services.queue_wakeup.set()
+    response = RedirectResponse(f"/runs/{row['id']}", status_code=303)
+    kept = record["kept_steps"]
+    text = (f"Rerunning run {run_id} from step {record['from_step']} as run {row['id']} ({kept} earlier"
+            f" step output{'s' if kept != 1 else ''} kept)." if step else
+            f"Rerunning run {run_id} from the start as run {row['id']}.")
+    _flash(response, "ok", text)
+    return response
+
+
+@router.get("/ui/runs/{run_id}/outputs/{output_id}")
+async def span_output(run_id: str, output_id: str, request: Request) -> JSONResponse:
+    """One span's output for the waterfall (fetched when a span is opened): GET /v1/runs/.../outputs
+    under the dashboard's session."""
+    if await sessions.current(request) is None and deps.settings(request).production:
+        raise Unauthorized("sign in to the dashboard first")
+    if trace.decode_output_id(output_id)["r"] != run_id:
+        raise NotFound(f"output {output_id} is not an output of run {run_id}")
+    async with deps.pool(request).connection() as conn:
+        found = await trace.output(conn, output_id)
+    if found is None:
+        raise NotFound(f"output {output_id} not found")
+    return JSONResponse({"data": found.data, "error": found.error, "input": found.input},
+                        headers={"cache-control": "no-store"})
+
+
 async def _set_paused(request: Request, ref: str, paused: bool) -> Response:
     form = await _action(request)
     try:
@@ -508,6 +636,109 @@ async def _set_paused(request: Request, ref: str, paused: bool) -> Response:
     verb = ("paused: its events are stored but start no runs, and its queued work is held" if paused
             else "resumed: its held work runs again")
     return _done(form, f"/functions/{row['id']}", "ok", f"Function {row['slug']} {verb}.")
+
+
+@router.post("/ui/functions/{ref}/invoke")
+async def invoke_function(ref: str, request: Request) -> Response:
+    form = await _action(request)
+    try:
+        data = json.loads(form.get("data", "").strip() or "{}")
+    except ValueError as exc:
+        return _done(form, f"/functions/{ref}", "error", f"The data is not valid JSON: {exc}")
+    try:
+        async with deps.pool(request).connection() as conn:
+            event_id, run_id, skipped = await actions.invoke(conn, ref, {"data": data})
+    except PgQueueError as exc:
+        return _done(form, f"/functions/{ref}", "error", exc.message)
+    services = request.app.state.services
+    if services is not None:
+        services.queue_wakeup.set()
+    if run_id is None:
+        return _done(form, f"/functions/{ref}", "error", f"Event {event_id} started no run: {skipped}")
+    response = RedirectResponse(f"/runs/{run_id}", status_code=303)
+    _flash(response, "ok", f"Invoked {ref} as run {run_id} (event {event_id}).")
+    return response
+
+
+# -- bulk actions --------------------------------------------------------------------------------
+
+
+def _bulk_params(params: dict[str, str]) -> dict[str, Any]:
+    """The bulk page's form: a function, a creation range (from/to, or a `range` back from now),
+    an `if` expression (cancel) and statuses (replay)."""
+    after, before = _time_filter(params)
+    before = before or datetime.now(UTC)
+    if after is None:
+        raise InvalidInput("choose a time range (Last ... or From/To) for the runs to act on")
+    fn = params.get("function", "").strip()
+    if not fn:
+        raise InvalidInput("choose the function whose runs to act on")
+    statuses = [s for s in ("completed", "failed", "cancelled") if params.get(f"s_{s}")] or ["failed"]
+    return {"function": fn, "after": after, "before": before, "if": params.get("if", "").strip() or None,
+            "statuses": statuses}
+
+
+async def _bulk_page(request: Request, session: auth.Session, params: dict[str, str], **ctx: Any) -> HTMLResponse:
+    async with deps.pool(request).connection() as conn:
+        functions = await inspect.functions(conn)
+        history = await operations.list_cancellations(conn, 50)
+    slugs = {str(f["id"]): f["slug"] for f in functions}
+    return render(request, "bulk.html", session, nav="runs", functions=functions, params=params,
+                  ranges=list(RANGES), history=history, slugs=slugs, **ctx)
+
+
+@router.get("/bulk", response_class=HTMLResponse)
+async def bulk_page(request: Request) -> HTMLResponse:
+    """Bulk cancel and replay, each previewed first (how many runs it would touch), and the history
+    of bulk cancellations."""
+    session = await _page_session(request)
+    params = {k: v for k, v in request.query_params.items() if v}
+    preview: dict[str, Any] | None = None
+    error = None
+    action = params.get("preview")
+    if action in ("cancel", "replay"):
+        try:
+            p = _bulk_params(params)
+            async with deps.pool(request).connection() as conn:
+                fn = await actions.function(conn, p["function"])
+                if action == "cancel":
+                    n = await actions.bulk_cancel_preview(conn, app_ref=str(fn["app_id"]), function_ref=str(fn["id"]),
+                                                          started_after=p["after"], started_before=p["before"],
+                                                          if_expr=p["if"])
+                else:
+                    n = await actions.replay_range_preview(conn, str(fn["id"]), after=p["after"],
+                                                           before=p["before"], statuses=p["statuses"])
+            preview = {"action": action, "matching": n, **p}
+        except PgQueueError as exc:
+            error = exc.message
+    return await _bulk_page(request, session, params, preview=preview, error=error)
+
+
+@router.post("/ui/bulk/{action}")
+async def bulk_action(action: str, request: Request) -> Response:
+    form = await _action(request)
+    back = "/bulk?" + urlencode({k: v for k, v in form.items() if k not in ("csrf_token", "preview")})
+    try:
+        p = _bulk_params(form)
+        async with deps.pool(request).connection() as conn:
+            fn = await actions.function(conn, p["function"])
+            if action == "cancel":
+                row = await actions.bulk_cancel(conn, app_ref=str(fn["app_id"]), function_ref=str(fn["id"]),
+                                                started_after=p["after"], started_before=p["before"],
+                                                if_expr=p["if"])
+                text = f"Bulk cancellation {row['id']}: {row['cancelled_count']} run(s) of {fn['slug']} cancelled."
+            elif action == "replay":
+                created = await actions.replay_range(conn, str(fn["id"]), after=p["after"], before=p["before"],
+                                                     statuses=p["statuses"])
+                text = f"Replaying {len(created)} run(s) of {fn['slug']}."
+            else:
+                raise InvalidInput(f"unknown bulk action {action!r}")
+    except PgQueueError as exc:
+        return _done({"next": back}, back, "error", exc.message)
+    services = request.app.state.services
+    if services is not None:
+        services.queue_wakeup.set()
+    return _done({"next": back}, back, "ok", text)
 
 
 @router.post("/ui/functions/{ref}/pause")

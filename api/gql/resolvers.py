@@ -580,11 +580,15 @@ async def resolve_cancel_run(_: Any, info: GraphQLResolveInfo, runID: str) -> di
 async def resolve_rerun(
     _: Any, info: GraphQLResolveInfo, runID: str, fromStep: dict[str, Any] | None = None, **_ignored: Any
 ) -> str:
-    if fromStep is not None:
-        raise InvalidInput("rerun fromStep is not supported by pgqueue: rerun replays the whole run")
+    if fromStep is not None and fromStep.get("input") is not None:
+        raise InvalidInput("rerun fromStep.input is not supported by pgqueue: the step runs with its"
+                           " own input")
     ctx = _ctx(info)
     async with ctx.db() as conn:
-        row = await actions.replay_run(conn, runID)
+        if fromStep is not None:
+            row, _ = await actions.rerun(conn, runID, str(fromStep["stepID"]))
+        else:
+            row = await actions.replay_run(conn, runID)
     ctx.wake()
     return str(row["id"])
 

@@ -15,7 +15,7 @@ from pgqueue.events.objects import event_object
 from pgqueue.models import AppSpec
 from pgqueue.runner import starting
 from pgqueue.runs import transitions
-from pgqueue.store import apps, event_keys, events, runs
+from pgqueue.store import apps, event_keys, events, run_metadata, runs
 from pgqueue.store import operations as store
 
 BULK_BATCH = 200
@@ -96,6 +96,61 @@ def _compile_if(source: str | None) -> expressions.Program | None:
         raise InvalidInput(f"invalid `if` expression {source!r}: {exc.message}") from None
 
 
+async def _cancellation_target(
+    conn: Conn, app_ref: str, function_ref: str, started_before: datetime, started_after: datetime | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    app = await apps.get_app(conn, app_ref)
+    if app is None:
+        raise NotFound(
+            f"app {app_ref!r} not found: give the app's id as its SDK client declares it"
+            " (Inngest(app_id=...) in Python, new Inngest({ id }) in JS) or the app's UUID"
+        )
+    fn = await function_of_app(conn, app, function_ref)
+    if started_after is not None and started_after >= started_before:
+        raise InvalidInput("started_after must be earlier than started_before")
+    return app, fn
+
+
+async def _matching_live_runs(
+    conn: Conn, fn: dict[str, Any], program: expressions.Program | None, started_after: datetime | None,
+    started_before: datetime, after_id: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One batch of a function's live runs in the range whose event matches `program`, and where
+    the next batch starts (None: no more)."""
+    batch = await store.live_runs_in_range(conn, fn["id"], started_after, started_before,
+                                           after_id=after_id, limit=BULK_BATCH)
+    if not batch:
+        return [], None
+    if program is None:
+        return batch, batch[-1]["id"]
+    event_rows = {r["id"]: r for r in await events.get_many(conn, [b["event_id"] for b in batch])}
+    matched = []
+    for run in batch:
+        row = event_rows.get(run["event_id"])
+        try:
+            if row is not None and expressions.truthy(program.evaluate({"event": event_object(row)})):
+                matched.append(run)
+        except ExpressionError:
+            continue
+    return matched, batch[-1]["id"]
+
+
+async def bulk_cancel_preview(
+    conn: Conn, *, app_ref: str, function_ref: str, started_before: datetime,
+    started_after: datetime | None = None, if_expr: str | None = None,
+) -> int:
+    """How many runs bulk_cancel would cancel now (nothing is changed)."""
+    program = _compile_if(if_expr)
+    _, fn = await _cancellation_target(conn, app_ref, function_ref, started_before, started_after)
+    after_id: str | None = None
+    total = 0
+    while True:
+        matched, after_id = await _matching_live_runs(conn, fn, program, started_after, started_before, after_id)
+        total += len(matched)
+        if after_id is None:
+            return total
+
+
 async def bulk_cancel(
     conn: Conn,
     *,
@@ -107,15 +162,7 @@ async def bulk_cancel(
 ) -> dict[str, Any]:
     """Cancel the live runs of a function created in a time range whose event matches `if`."""
     program = _compile_if(if_expr)
-    app = await apps.get_app(conn, app_ref)
-    if app is None:
-        raise NotFound(
-            f"app {app_ref!r} not found: give the app's id as its SDK client declares it"
-            " (Inngest(app_id=...) in Python, new Inngest({ id }) in JS) or the app's UUID"
-        )
-    fn = await function_of_app(conn, app, function_ref)
-    if started_after is not None and started_after >= started_before:
-        raise InvalidInput("started_after must be earlier than started_before")
+    app, fn = await _cancellation_target(conn, app_ref, function_ref, started_before, started_after)
     async with conn.transaction():
         record = await store.create_cancellation(
             conn, id=ids.new_ulid(), app_id=app["id"], function_id=fn["id"], started_after=started_after,
@@ -125,23 +172,10 @@ async def bulk_cancel(
     total = 0
     while True:
         async with conn.transaction():
-            batch = await store.live_runs_in_range(conn, fn["id"], started_after, started_before,
-                                                   after_id=after_id, limit=BULK_BATCH)
-            if not batch:
-                break
-            after_id = batch[-1]["id"]
-            event_rows = {}
-            if program is not None:
-                event_rows = {r["id"]: r for r in await events.get_many(conn, [b["event_id"] for b in batch])}
+            matched, after_id = await _matching_live_runs(conn, fn, program, started_after, started_before,
+                                                          after_id)
             n = 0
-            for run in batch:
-                if program is not None:
-                    row = event_rows.get(run["event_id"])
-                    try:
-                        if row is None or not expressions.truthy(program.evaluate({"event": event_object(row)})):
-                            continue
-                    except ExpressionError:
-                        continue
+            for run in matched:
                 locked = await runs.lock(conn, run["id"])
                 if locked is None or locked["status"] not in ("queued", "running"):
                     continue
@@ -150,6 +184,8 @@ async def bulk_cancel(
             total += n
             if n:
                 await store.count_cancelled(conn, record["id"], n)
+        if after_id is None:
+            break
     return {**record, "cancelled_count": total}
 
 
@@ -168,25 +204,89 @@ def _startable(fn: dict[str, Any]) -> dict[str, Any]:
     return {**fn, "function_id": fn["id"]}
 
 
+async def _ended_run(conn: Conn, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run that may be replayed or rerun (it ended, its function is still served), and its function."""
+    original = await runs.get(conn, run_id)
+    if original is None:
+        raise NotFound(f"run {run_id} not found")
+    if original["status"] in ("queued", "running"):
+        raise Conflict(f"run {run_id} is still {original['status']}; cancel it first or wait for it"
+                       " to end")
+    fn = await function(conn, str(original["function_id"]))
+    if fn["archived_at"] is not None:
+        raise Conflict(f"function {fn['slug']} is archived (its app no longer serves it)")
+    return original, fn
+
+
 async def replay_run(conn: Conn, run_id: str) -> dict[str, Any]:
     """A new run of the same function from the original event(s). The function's concurrency,
     throttle, priority, singleton, cancelOn and timeouts apply as to any run; its rate limit and
     idempotency key do not (see pgqueue/runner/starting.py)."""
     async with conn.transaction():
-        original = await runs.get(conn, run_id)
-        if original is None:
-            raise NotFound(f"run {run_id} not found")
-        if original["status"] in ("queued", "running"):
-            raise Conflict(f"run {run_id} is still {original['status']}; cancel it first or wait for it to end")
-        fn = await function(conn, str(original["function_id"]))
-        if fn["archived_at"] is not None:
-            raise Conflict(f"function {fn['slug']} is archived (its app no longer serves it)")
+        original, fn = await _ended_run(conn, run_id)
         new_id, reason = await _replay(conn, fn, original)
         if new_id is None:
             raise Conflict(f"run {run_id} was not replayed: {reason}")
         row = await runs.get(conn, new_id)
     assert row is not None
     return row
+
+
+RERUN_KIND = "inngest.rerun"
+
+
+async def rerun(
+    conn: Conn, run_id: str, from_step: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rerun a run from one of its steps: a new run of the same function from the original
+    event(s), started as a replay is (its flow control applies), that keeps the outputs the original
+    stored before `from_step` (its step id or its name) as its own memoised steps. The SDK skips
+    those and runs the chosen step and everything after it again. No `from_step`: from the start, a
+    replay. The new run's `replay_of` is the original, and its metadata (kind inngest.rerun) says
+    from which step and how many outputs it kept. Returns the new run and that record."""
+    async with conn.transaction():
+        original, fn = await _ended_run(conn, run_id)
+        step: dict[str, Any] | None = None
+        if from_step is not None:
+            if not from_step or len(from_step) > 1000:
+                raise InvalidInput("`from_step` must be a step's id or name (a non-empty string)")
+            found = await store.rerun_step(conn, run_id, from_step)
+            if not found:
+                raise InvalidInput(f"run {run_id} stored no step {from_step!r}: give the id or the name of"
+                                   " one of its steps (GET /v1/runs/{id}/jobs lists them)")
+            if len(found) > 1 and found[0]["step_id"] != from_step:
+                raise InvalidInput(f"run {run_id} has several steps named {from_step!r}: give the step's id"
+                                   f" ({found[0]['step_id']}, {found[1]['step_id']}, ...)")
+            step = found[0]
+        new_id, reason = await _replay(conn, fn, original)
+        if new_id is None:
+            raise Conflict(f"run {run_id} was not rerun: {reason}")
+        copied = await store.copy_steps_before(conn, new_id, run_id, step["seq"] if step else 0)
+        record = {"original_run_id": run_id, "from_step_id": step["step_id"] if step else None,
+                  "from_step": (step["name"] or step["step_id"]) if step else None, "kept_steps": copied}
+        await runs.lock(conn, new_id)
+        entry = {"scope": "run", "step_id": "", "attempt": -1, "span_id": "", "kind": RERUN_KIND, "op": "set",
+                 "values": record}
+        await run_metadata.put(conn, new_id, [entry], max_run_bytes=1 << 20)
+        row = await runs.get(conn, new_id)
+    assert row is not None
+    return row, record
+
+
+async def replay_range_preview(
+    conn: Conn, function_ref: str, *, after: datetime, before: datetime, statuses: list[str], limit: int = 1000
+) -> int:
+    """How many ended runs replay_range would replay (at most `limit`; nothing is started)."""
+    fn = await function(conn, function_ref)
+    wanted = _replay_statuses(statuses)
+    return len(await store.ended_runs_in_range(conn, fn["id"], after, before, wanted, limit))
+
+
+def _replay_statuses(statuses: list[str]) -> list[str]:
+    wanted = [s.lower() for s in statuses] or ["failed", "cancelled"]
+    if any(s not in ("completed", "failed", "cancelled") for s in wanted):
+        raise InvalidInput("statuses may only be Completed, Failed or Cancelled")
+    return wanted
 
 
 async def replay_range(
@@ -197,9 +297,7 @@ async def replay_range(
     fn = await function(conn, function_ref)
     if fn["archived_at"] is not None:
         raise Conflict(f"function {fn['slug']} is archived (its app no longer serves it)")
-    wanted = [s.lower() for s in statuses] or ["failed", "cancelled"]
-    if any(s not in ("completed", "failed", "cancelled") for s in wanted):
-        raise InvalidInput("statuses may only be Completed, Failed or Cancelled")
+    wanted = _replay_statuses(statuses)
     async with conn.transaction():
         originals = await store.ended_runs_in_range(conn, fn["id"], after, before, wanted, limit)
         created = []

@@ -18,6 +18,7 @@ from pgqueue.expressions.limits import (
     MAX_PATTERN_CHARS,
     MAX_SOURCE_BYTES,
     MAX_STRING_CHARS,
+    SEARCH_VARIABLES,
     VARIABLES,
 )
 from pgqueue.expressions.nodes import (
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_PATTERN_CHARS",
     "MAX_SOURCE_BYTES",
     "MAX_STRING_CHARS",
+    "SEARCH_VARIABLES",
     "VARIABLES",
     "And",
     "Binary",

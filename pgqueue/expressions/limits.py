@@ -7,6 +7,9 @@ from typing import Final
 VARIABLES: Final = ("event", "async", "vars")
 """Top-level variables an expression may read; anything else is refused when the app syncs."""
 
+SEARCH_VARIABLES: Final = ("event", "output")
+"""What a run search's expression reads: the run's triggering event and its output."""
+
 MAX_SOURCE_BYTES: Final = 16 * 1024
 """Longer expressions are refused: parsing cost and error messages stay bounded."""
 

@@ -43,9 +43,10 @@ class Parser:
     """Pratt parser for CEL's grammar; also resolves names, so unknown variables and functions are syntax
     errors with a position. Recursion is bounded by limits.MAX_DEPTH."""
 
-    def __init__(self, source: str, tokens: list[Token]) -> None:
+    def __init__(self, source: str, tokens: list[Token], variables: tuple[str, ...] = limits.VARIABLES) -> None:
         self.source = source
         self.tokens = tokens
+        self.variables = variables
         self.pos = 0
         self.depth = 0
         self.scope: list[str] = []
@@ -139,9 +140,9 @@ class Parser:
                 self.pos += 1
                 return self._call(token)
             name = token.value
-            if name not in limits.VARIABLES and name not in self.scope:
+            if name not in self.variables and name not in self.scope:
                 raise self._error(
-                    token, f"unknown variable `{name}` (expressions can use {', '.join(limits.VARIABLES)})"
+                    token, f"unknown variable `{name}` (expressions can use {', '.join(self.variables)})"
                 )
             return Ident(name)
         if kind == "(":
@@ -249,7 +250,7 @@ class Parser:
         var = self.tokens[self.pos]
         if var.kind != "ident" or self.tokens[self.pos + 1].kind != ",":
             raise self._error(var, f"{kind}() takes a variable name and an expression, like {kind}(x, x > 0)")
-        if var.value in limits.VARIABLES:
+        if var.value in limits.VARIABLES or var.value in self.variables:
             raise self._error(var, f"`{var.value}` cannot be the variable of {kind}(); pick another name")
         self.pos += 2
         self.scope.append(var.value)

@@ -114,8 +114,12 @@ def _program(source: str, ast: Node) -> Program:
 
 
 @functools.lru_cache(maxsize=4096)
-def compile(source: str) -> Program:  # shadows the builtin on purpose: the name callers code against
-    """Parse and check `source`; raises ExpressionSyntaxError naming the problem and where it is."""
+def compile(  # shadows the builtin on purpose: the name callers code against
+    source: str, variables: tuple[str, ...] = limits.VARIABLES
+) -> Program:
+    """Parse and check `source`; raises ExpressionSyntaxError naming the problem and where it is.
+    `variables`: the top-level names it may read (functions' expressions: event, async, vars;
+    a run search: event and output)."""
     if not isinstance(source, str):  # pyright: ignore[reportUnnecessaryIsInstance] - callers pass config data
         raise errors.ExpressionSyntaxError(f"an expression must be a string, got {type(source).__name__}")
     size = len(source.encode("utf-8", "surrogatepass"))
@@ -126,7 +130,7 @@ def compile(source: str) -> Program:  # shadows the builtin on purpose: the name
     if not source.strip():
         raise faults.syntax_error(source, None, "expression is empty")
     try:
-        ast = Parser(source, lexer.tokenize(source)).parse()
+        ast = Parser(source, lexer.tokenize(source), variables).parse()
         if checker.depth(ast) > limits.MAX_DEPTH:
             raise faults.syntax_error(
                 source, None, f"expression nests more than {limits.MAX_DEPTH} levels deep"

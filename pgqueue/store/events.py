@@ -102,3 +102,14 @@ async def insert_direct(conn: Conn, name: str, data: dict[str, Any], *, user: di
     row = await cur.fetchone()
     assert row is not None
     return row
+
+
+async def search_page(
+    conn: Conn, *, after: datetime, before: datetime, before_id: str | None, name: str | None,
+    contains: dict[str, Any] | None, limit: int,
+) -> list[dict[str, Any]]:
+    """A page of candidate events for a search (sql/queries/events.sql)."""
+    cur = await conn.execute(q("event_search_page"), {
+        "after": after, "before": before, "before_id": before_id, "name": name,
+        "contains": Jsonb(contains) if contains is not None else None, "limit": limit})
+    return list(await cur.fetchall())

@@ -83,3 +83,33 @@ async def run_pending(conn: Conn, run_id: str) -> list[dict[str, Any]]:
     """A live run's queue items and pauses: what it is doing or waiting for now."""
     cur = await conn.execute(q("inspect_run_pending"), {"run_id": run_id})
     return list(await cur.fetchall())
+
+
+async def run_origin(conn: Conn, run_id: str) -> dict[str, Any] | None:
+    """The run a run replays or reruns (`replay_of`) and the step.invoke that started it."""
+    cur = await conn.execute(q("inspect_run_origin"), {"run_id": run_id})
+    return await cur.fetchone()
+
+
+async def failure_handlers(conn: Conn, run_id: str, ended_at: datetime) -> list[dict[str, Any]]:
+    """The runs a failed run's inngest/function.failed event started (its onFailure handler...)."""
+    cur = await conn.execute(q("inspect_run_failure_handlers"), {"run_id": run_id, "ended_at": ended_at})
+    return list(await cur.fetchall())
+
+
+async def run_chart(conn: Conn, since: datetime, bucket_s: int, function_id: UUID | None = None) -> list[dict[str, Any]]:
+    """Runs made and ended per bucket, with their duration histogram (pgqueue.run_counts)."""
+    cur = await conn.execute(q("inspect_run_chart"), {"since": since, "bucket_s": bucket_s, "function_id": function_id})
+    return list(await cur.fetchall())
+
+
+async def live_count(conn: Conn, function_id: UUID | None = None) -> int:
+    cur = await conn.execute(q("inspect_live_count"), {"function_id": function_id})
+    row = await cur.fetchone()
+    return int(row["live"]) if row else 0
+
+
+async def concurrency_in_use(conn: Conn, function_id: UUID | None = None) -> list[dict[str, Any]]:
+    """Calls in flight per function against its concurrency limit."""
+    cur = await conn.execute(q("inspect_concurrency_in_use"), {"function_id": function_id})
+    return list(await cur.fetchall())

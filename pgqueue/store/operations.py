@@ -73,3 +73,18 @@ async def prune_expired_keys(conn: Conn, limit: int = 1000) -> int:
 async def live_runs_of_function(conn: Conn, function_id: UUID, limit: int = 1000) -> list[str]:
     cur = await conn.execute(q("runs_live_of_function"), {"function_id": function_id, "limit": limit})
     return [r["id"] for r in await cur.fetchall()]
+
+
+async def rerun_step(conn: Conn, run_id: str, step: str) -> list[dict[str, Any]]:
+    """The stored step `step` names (its id, else its name) in a run: one row, none, or two when a
+    name alone matches several."""
+    cur = await conn.execute(q("rerun_step_find"), {"run_id": run_id, "step": step})
+    return list(await cur.fetchall())
+
+
+async def copy_steps_before(conn: Conn, run_id: str, original_id: str, before_seq: int) -> int:
+    """Copy the original's steps stored before `before_seq` into the new run; how many."""
+    cur = await conn.execute(q("rerun_steps_copy"),
+                             {"run_id": run_id, "original_id": original_id, "before_seq": before_seq})
+    row = await cur.fetchone()
+    return int(row["copied"]) if row else 0

@@ -175,3 +175,19 @@ async def page_count(
     })
     row = await cur.fetchone()
     return int(row["runs"]) if row else 0
+
+
+async def search_page(
+    conn: Conn, *, after: datetime, before: datetime, before_id: str | None, function_id: UUID | None,
+    status: str | None, contains: dict[str, Any] | None, limit: int,
+) -> list[dict[str, Any]]:
+    """A page of candidate runs for a search, each with its event (sql/queries/runs.sql)."""
+    cur = await conn.execute(q("run_search_page"), {
+        "after": after, "before": before, "before_id": before_id, "function_id": function_id, "status": status,
+        "contains": Jsonb(contains) if contains is not None else None, "limit": limit})
+    return list(await cur.fetchall())
+
+
+async def search_timeout(conn: Conn, ms: int) -> None:
+    """Bound every statement of the caller's transaction to `ms` milliseconds."""
+    await conn.execute(q("search_timeout"), {"ms": ms})

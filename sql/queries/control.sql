@@ -65,3 +65,32 @@ SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM k) AS pruned
 SELECT l.run_id AS id FROM pgqueue.live_runs l
 WHERE l.function_id = %(function_id)s AND l.ended_at IS NULL
 ORDER BY l.run_id LIMIT %(limit)s
+
+-- name: rerun_step_find
+-- The step a rerun starts from, by its stored (hashed) id or by its name: an exact id first, then
+-- the steps of that name in the order stored (two rows say the name is ambiguous).
+SELECT s.step_id, s.name, s.op, s.seq
+FROM pgqueue.steps s
+WHERE s.run_id = %(run_id)s AND (s.step_id = %(step)s OR s.name = %(step)s)
+ORDER BY (s.step_id = %(step)s) DESC, s.seq
+LIMIT 2
+
+-- name: rerun_steps_copy
+-- A rerun keeps the outputs the original stored before the step it starts from, in their order
+-- (seq), as the new run's own memoised steps: stored now and produced by no call of the new run
+-- (started_at NULL), so the SDK skips them and its trace shows no call for them. The original's
+-- request version goes with them: the SDK hashes and reads the steps as it did.
+WITH copied AS (
+    INSERT INTO pgqueue.steps (run_id, step_id, name, op, memo, attempt)
+    SELECT %(run_id)s, s.step_id, s.name, s.op, s.memo, s.attempt
+    FROM pgqueue.steps s
+    WHERE s.run_id = %(original_id)s AND s.seq < %(before_seq)s
+    ORDER BY s.seq
+    RETURNING 1
+), versioned AS (
+    UPDATE pgqueue.runs r SET request_version = o.request_version
+    FROM pgqueue.runs o
+    WHERE r.id = %(run_id)s AND o.id = %(original_id)s AND r.request_version <> o.request_version
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM copied)::integer AS copied

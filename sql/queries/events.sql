@@ -66,3 +66,16 @@ RETURNING id, name, data, "user", ts, v, external_id, received_at, skip_reason, 
 
 -- name: event_finish_heard
 SELECT pgqueue.finish_heard_v1(%(correlation_id)s) AS heard
+
+-- name: event_search_page
+-- One page of an event search (pgqueue/runs/search.py): a time window of events by their ids, newest
+-- first, optionally of one name (events_name), with the `contains` prefilter of run_search_page.
+SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason, sessions
+FROM pgqueue.events
+WHERE id >= pgqueue.ulid_bound_v1(%(after)s::timestamptz - interval '10 minutes')
+  AND id < least(coalesce(%(before_id)s::text, '~'), pgqueue.ulid_bound_v1(%(before)s::timestamptz + interval '10 minutes'))
+  AND received_at >= %(after)s AND received_at < %(before)s
+  AND (%(name)s::text IS NULL OR name = %(name)s)
+  AND (%(contains)s::jsonb IS NULL OR data @> %(contains)s::jsonb)
+ORDER BY id DESC
+LIMIT %(limit)s

@@ -93,3 +93,65 @@ SELECT app_id, app_name, workers, concurrency_limit, in_flight, min_worker_limit
 FROM pgqueue.app_concurrency
 WHERE %(app_id)s::uuid IS NULL OR app_id = %(app_id)s::uuid
 ORDER BY app_name, app_id
+
+-- name: inspect_run_origin
+-- Where a run comes from besides its event: the run it replays or reruns, the step.invoke that
+-- started it (`<parent run>.<step>`).
+SELECT r.replay_of, r.correlation_id FROM pgqueue.runs r WHERE r.id = %(run_id)s
+
+-- name: inspect_run_failure_handlers
+-- The runs that the failure of a run started (its onFailure handler, any function triggered by
+-- inngest/function.failed): the event was stored with the run's end, so a short range of event ids
+-- (events_name: name, id) holds it; ten minutes' margin for the clocks of the hosts that made them.
+SELECT r.id, r.function_id, f.slug AS function_slug, r.status::text AS status, r.created_at
+FROM pgqueue.events e
+JOIN pgqueue.runs r ON r.event_id = e.id
+JOIN pgqueue.functions f ON f.id = r.function_id
+WHERE e.name = 'inngest/function.failed'
+  AND e.id >= pgqueue.ulid_bound_v1(%(ended_at)s::timestamptz - interval '10 minutes')
+  AND e.id < pgqueue.ulid_bound_v1(%(ended_at)s::timestamptz + interval '10 minutes')
+  AND e.data ->> 'run_id' = %(run_id)s
+ORDER BY r.id
+LIMIT 20
+
+-- name: inspect_run_chart
+-- Runs per time bucket (`bucket_s` seconds) since a time, overall or of one function: made,
+-- completed, failed, cancelled, and the duration histogram of the runs that ended (25 buckets, see
+-- pgqueue.run_counts_add_v1), all from the per-minute run_counts (its primary key, by minute):
+-- never a count over runs.
+WITH c AS (
+    SELECT to_timestamp(floor(extract(epoch FROM c.minute) / %(bucket_s)s) * %(bucket_s)s) AS at,
+           c.created, c.completed, c.failed, c.cancelled, c.duration_ms
+    FROM pgqueue.run_counts c
+    WHERE c.minute >= %(since)s AND (%(function_id)s::uuid IS NULL OR c.function_id = %(function_id)s::uuid)
+), h AS (
+    SELECT c.at, u.i, sum(u.n)::bigint AS n
+    FROM c CROSS JOIN LATERAL unnest(c.duration_ms) WITH ORDINALITY AS u(n, i)
+    GROUP BY c.at, u.i
+)
+SELECT t.at, t.created, t.completed, t.failed, t.cancelled,
+       ARRAY(SELECT h.n FROM h WHERE h.at = t.at ORDER BY h.i) AS duration_ms
+FROM (SELECT c.at, sum(c.created)::bigint AS created, sum(c.completed)::bigint AS completed,
+             sum(c.failed)::bigint AS failed, sum(c.cancelled)::bigint AS cancelled
+      FROM c GROUP BY c.at) t
+ORDER BY t.at
+
+-- name: inspect_live_count
+-- Runs not over now, overall or of one function (live_runs: one row per live run).
+SELECT count(*) AS live FROM pgqueue.live_runs l
+WHERE l.ended_at IS NULL AND (%(function_id)s::uuid IS NULL OR l.function_id = %(function_id)s::uuid)
+
+-- name: inspect_concurrency_in_use
+-- Calls in flight now per function (leased queue items) against its concurrency limit (the
+-- function's first `concurrency` entry; null: no limit of its own).
+SELECT f.id AS function_id, f.slug AS function_slug,
+       (SELECT count(*) FROM pgqueue.queue_items q WHERE q.function_id = f.id AND q.state = 'leased') AS in_use,
+       CASE jsonb_typeof(f.config -> 'concurrency')
+           WHEN 'number' THEN (f.config ->> 'concurrency')::integer
+           WHEN 'array' THEN (f.config -> 'concurrency' -> 0 ->> 'limit')::integer
+           WHEN 'object' THEN (f.config -> 'concurrency' -> 'fn' -> 0 ->> 'limit')::integer
+       END AS concurrency_limit
+FROM pgqueue.functions f
+WHERE f.archived_at IS NULL AND (%(function_id)s::uuid IS NULL OR f.id = %(function_id)s::uuid)
+ORDER BY in_use DESC, f.slug
+LIMIT 20

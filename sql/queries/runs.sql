@@ -184,3 +184,30 @@ SELECT count(*) AS runs FROM (
       AND (%(app_ids)s::uuid[] IS NULL OR f.app_id = ANY(%(app_ids)s::uuid[]))
     LIMIT %(cap)s
 ) matched
+
+-- name: run_search_page
+-- One page of a search (pgqueue/runs/search.py): the runs of a time window, newest first, by their
+-- ids (the window bounds the ids, ten minutes' margin for the clocks of the hosts that made them;
+-- `before_id` is the page's cursor), each with its triggering event. `contains`, when given, is a
+-- part every matching event's data holds (equalities of the expression), checked here so only
+-- candidates come back; the expression itself is evaluated on them by the caller.
+SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.event_ids, r.status::text AS status,
+       r.output, r.error, r.created_at, r.started_at, r.ended_at, r.max_attempts,
+       e.name AS event_name, e.data AS event_data, e."user" AS event_user, e.ts AS event_ts, e.v AS event_v,
+       e.external_id AS event_external_id, e.sessions AS event_sessions
+FROM pgqueue.runs r
+JOIN pgqueue.functions f ON f.id = r.function_id
+LEFT JOIN pgqueue.events e ON e.id = r.event_id
+WHERE r.id >= pgqueue.ulid_bound_v1(%(after)s::timestamptz - interval '10 minutes')
+  AND r.id < least(coalesce(%(before_id)s::text, '~'),
+                   pgqueue.ulid_bound_v1(%(before)s::timestamptz + interval '10 minutes'))
+  AND r.created_at >= %(after)s AND r.created_at < %(before)s
+  AND (%(function_id)s::uuid IS NULL OR r.function_id = %(function_id)s::uuid)
+  AND (%(status)s::text IS NULL OR r.status = %(status)s::pgqueue.run_status)
+  AND (%(contains)s::jsonb IS NULL OR e.data @> %(contains)s::jsonb)
+ORDER BY r.id DESC
+LIMIT %(limit)s
+
+-- name: search_timeout
+-- A search's statements stop after this long (its transaction's statement_timeout).
+SELECT set_config('statement_timeout', %(ms)s::text, true)

@@ -42,7 +42,7 @@ async def test_every_page_works_under_the_policy(dev: Server, browser: Any) -> N
     page.on("console", lambda m: console.append(m.text))
     await page.add_init_script(VIOLATIONS)
     for path in ("/", "/apps", "/functions/csp-fn", "/runs", "/events", f"/events/{event_id}", "/runs/nope",
-                 "/docs"):
+                 "/docs", "/bulk", "/runs?q=event.data.n+%3D%3D+1", "/events?q=event.data.n+%3E+0", "/?chart=24h"):
         resp = await page.goto(dev.url + path)
         assert resp is not None and resp.status in (200, 404), path
         assert await page.evaluate("window.__violations") == [], path

@@ -54,7 +54,10 @@
     var doc = new DOMParser().parseFromString(await resp.text(), "text/html");
     regions.forEach(function (region) {
       var fresh = doc.getElementById(region.id);
-      if (!fresh || fresh.innerHTML === region.innerHTML) return;
+      // compared with what the server sent last, not with the DOM (outputs loaded into it since)
+      if (region.served === undefined) region.served = region.innerHTML;
+      if (!fresh || fresh.innerHTML === region.served) return;
+      region.served = fresh.innerHTML;
       var open = openDetails(region);
       region.innerHTML = fresh.innerHTML;
       Object.keys(open).forEach(function (id) {
@@ -62,6 +65,7 @@
         if (d && d.tagName === "DETAILS") d.open = open[id];
       });
       decorate(region);
+      region.querySelectorAll("details[open][data-output-url]").forEach(showOutput);
     });
   }
 
@@ -74,7 +78,37 @@
     label.textContent = state === "offline" ? "Reconnecting…" : "Live";
   }
 
+  // Waterfall: a span's output is fetched when its row is first opened (and again after a refresh).
+  function showOutput(details) {
+    var url = details.getAttribute("data-output-url");
+    var box = details.querySelector(".wf-output");
+    if (!url || !box || box.getAttribute("data-loaded")) return;
+    box.setAttribute("data-loaded", "1");
+    fetch(url, { cache: "no-store", headers: { "Accept": "application/json" } }).then(function (resp) {
+      return resp.json().then(function (body) { return { ok: resp.ok, body: body }; });
+    }).then(function (r) {
+      box.textContent = "";
+      var parts = r.ok ? [["Input", r.body.input], ["Output", r.body.data], ["Error", r.body.error]]
+        : [["Error", r.body.error || "could not load the output"]];
+      parts.forEach(function (p) {
+        if (p[1] === null || p[1] === undefined) return;
+        var h = document.createElement("div"); h.className = "k small muted"; h.textContent = p[0];
+        var pre = document.createElement("pre"); pre.className = "json" + (p[0] === "Error" ? " error" : "");
+        var value = p[1];
+        if (typeof value === "string") { try { value = JSON.parse(value); } catch (e) { /* shown as text */ } }
+        pre.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+        box.appendChild(h); box.appendChild(pre);
+      });
+      if (!box.childNodes.length) box.innerHTML = '<span class="muted small">No output.</span>';
+    }).catch(function () { box.removeAttribute("data-loaded"); });
+  }
+  document.addEventListener("toggle", function (ev) {
+    var d = ev.target;
+    if (d.tagName === "DETAILS" && d.open && d.hasAttribute("data-output-url")) showOutput(d);
+  }, true);
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-live-region]").forEach(function (r) { r.served = r.innerHTML; });
     decorate(document);
     var btn = document.getElementById("live-toggle");
     if (btn) {

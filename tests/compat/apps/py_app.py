@@ -448,6 +448,30 @@ async def racer(ctx: inngest.Context) -> dict[str, Any]:
     return {"results": list(results), "after": await ctx.step.run("after-race", after)}
 
 
+@client.create_function(fn_id="waterfall", trigger=inngest.TriggerEvent(event="compat/waterfall"), retries=2)
+async def waterfall(ctx: inngest.Context) -> dict[str, Any]:
+    """Three steps, a sleep between the first two, and a second step that fails once: what the
+    dashboard's trace waterfall draws (tests/dashboard/test_operator.py)."""
+
+    async def load() -> str:
+        record(ctx.run_id, "load")
+        return str(ctx.event.data.get("user", "anon"))
+
+    async def charge() -> int:
+        if record(ctx.run_id, "charge") == 1:
+            raise RuntimeError("the payment service timed out")
+        return 42
+
+    async def notify() -> str:
+        record(ctx.run_id, "notify")
+        return "sent"
+
+    user = await ctx.step.run("load", load)
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=float(ctx.event.data.get("seconds", 2))))
+    amount = await ctx.step.run("charge", charge)
+    return {"user": user, "amount": amount, "notified": await ctx.step.run("notify", notify)}
+
+
 app = fastapi.FastAPI()
 
 
@@ -464,6 +488,6 @@ inngest.fast_api.serve(
      slow_step, big_state, huge_int, waiter, cancellable, child, invoker,
      idempotent, singleton_skip, singleton_cancel, finish_timeout, unstorable,
      limited_child, fan_invoker, cross_invoker, sender, sleep_until, retry_after, cron_tz,
-     ai_infer, racer],
+     ai_infer, racer, waterfall],
     streaming=inngest.Streaming.FORCE if os.environ.get("PY_APP_STREAMING") == "force" else None,
 )
