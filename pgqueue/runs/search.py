@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +30,7 @@ from pgqueue.events.objects import event_object
 from pgqueue.store import events, runs
 
 MAX_WINDOW = timedelta(days=31)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PAGE = 1000  # candidates read per statement
 MAX_LIMIT = 500
 STATEMENT_TIMEOUT_MS = 3000
@@ -61,7 +62,9 @@ def compile_query(source: str, variables: tuple[str, ...]) -> expressions.Progra
 def window(after: datetime | None, before: datetime | None, now: datetime) -> tuple[datetime, datetime]:
     """The window a search reads: default the last 24 hours, never more than MAX_WINDOW."""
     before = before or now
-    after = after or before - timedelta(days=1)
+    if before <= EPOCH:  # ids are ULIDs: nothing is older than 1970, and no window bound can be
+        raise InvalidInput("the search window's end (`to`) must be after 1970-01-01 (nothing is older)")
+    after = max(after or before - timedelta(days=1), EPOCH)
     if after >= before:
         raise InvalidInput("the search window's start must be earlier than its end")
     if before - after > MAX_WINDOW:

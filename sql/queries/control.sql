@@ -25,7 +25,7 @@ LIMIT %(limit)s
 SELECT r.id, r.function_id, r.event_id, r.event_ids, r.max_attempts
 FROM pgqueue.runs r
 WHERE r.function_id = %(function_id)s
-  AND r.id >= pgqueue.ulid_bound_v1(%(after)s::timestamptz - interval '10 minutes')
+  AND r.id >= pgqueue.ulid_bound_v1(greatest(%(after)s::timestamptz - interval '10 minutes', 'epoch'))
   AND r.id < pgqueue.ulid_bound_v1(%(before)s::timestamptz + interval '10 minutes')
   AND r.status::text = ANY(%(statuses)s::text[])
   AND r.created_at >= %(after)s AND r.created_at < %(before)s

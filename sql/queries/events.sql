@@ -72,7 +72,7 @@ SELECT pgqueue.finish_heard_v1(%(correlation_id)s) AS heard
 -- first, optionally of one name (events_name), with the `contains` prefilter of run_search_page.
 SELECT id, name, data, "user", ts, v, external_id, received_at, skip_reason, sessions
 FROM pgqueue.events
-WHERE id >= pgqueue.ulid_bound_v1(%(after)s::timestamptz - interval '10 minutes')
+WHERE id >= pgqueue.ulid_bound_v1(greatest(%(after)s::timestamptz - interval '10 minutes', 'epoch'))
   AND id < least(coalesce(%(before_id)s::text, '~'), pgqueue.ulid_bound_v1(%(before)s::timestamptz + interval '10 minutes'))
   AND received_at >= %(after)s AND received_at < %(before)s
   AND (%(name)s::text IS NULL OR name = %(name)s)

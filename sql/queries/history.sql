@@ -91,7 +91,7 @@ SELECT q.last_error AS error FROM pgqueue.queue_items q WHERE q.id = %(item_id)s
 -- runs; ten minutes' margin for the clocks of the hosts that made them).
 SELECT r.id, r.event_id, r.status::text AS status, f.slug AS function_slug
 FROM pgqueue.runs r JOIN pgqueue.functions f ON f.id = r.function_id
-WHERE r.id >= pgqueue.ulid_bound_v1(%(after)s::timestamptz - interval '10 minutes')
+WHERE r.id >= pgqueue.ulid_bound_v1(greatest(%(after)s::timestamptz - interval '10 minutes', 'epoch'))
   AND r.id < pgqueue.ulid_bound_v1(%(before)s::timestamptz + interval '10 minutes')
   AND r.created_at >= %(after)s AND r.created_at <= %(before)s AND r.correlation_id = %(correlation_id)s
 ORDER BY r.created_at DESC

@@ -108,7 +108,7 @@ FROM pgqueue.events e
 JOIN pgqueue.runs r ON r.event_id = e.id
 JOIN pgqueue.functions f ON f.id = r.function_id
 WHERE e.name = 'inngest/function.failed'
-  AND e.id >= pgqueue.ulid_bound_v1(%(ended_at)s::timestamptz - interval '10 minutes')
+  AND e.id >= pgqueue.ulid_bound_v1(greatest(%(ended_at)s::timestamptz - interval '10 minutes', 'epoch'))
   AND e.id < pgqueue.ulid_bound_v1(%(ended_at)s::timestamptz + interval '10 minutes')
   AND e.data ->> 'run_id' = %(run_id)s
 ORDER BY r.id

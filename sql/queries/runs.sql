@@ -71,7 +71,7 @@ WITH fn AS (
     SELECT f.id FROM pgqueue.functions f
     WHERE %(function)s::text IS NOT NULL AND (f.slug = %(function)s OR f.id::text = %(function)s)
 ), bounds AS (
-    SELECT coalesce(pgqueue.ulid_bound_v1(%(created_after)s::timestamptz - interval '10 minutes'), '') AS lo,
+    SELECT coalesce(pgqueue.ulid_bound_v1(greatest(%(created_after)s::timestamptz - interval '10 minutes', 'epoch')), '') AS lo,
            least(coalesce(%(before_id)s::text, '~'),
                  coalesce(pgqueue.ulid_bound_v1(%(created_before)s::timestamptz + interval '10 minutes'), '~')) AS hi
 ), picked AS (
@@ -198,7 +198,7 @@ SELECT r.id, r.function_id, f.slug AS function_slug, f.app_id, r.event_id, r.eve
 FROM pgqueue.runs r
 JOIN pgqueue.functions f ON f.id = r.function_id
 LEFT JOIN pgqueue.events e ON e.id = r.event_id
-WHERE r.id >= pgqueue.ulid_bound_v1(%(after)s::timestamptz - interval '10 minutes')
+WHERE r.id >= pgqueue.ulid_bound_v1(greatest(%(after)s::timestamptz - interval '10 minutes', 'epoch'))
   AND r.id < least(coalesce(%(before_id)s::text, '~'),
                    pgqueue.ulid_bound_v1(%(before)s::timestamptz + interval '10 minutes'))
   AND r.created_at >= %(after)s AND r.created_at < %(before)s

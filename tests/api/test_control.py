@@ -94,6 +94,11 @@ async def test_bulk_cancel_takes_inngests_shape_and_the_slug(client: tuple[httpx
                          json={"app_id": "ctl", "function_id": ref, "started_before": later})
         assert r.status_code == 201 and r.json()["data"]["cancelled"] == 1, (ref, r.text)
         assert (await c.get(f"/v1/runs/{run_id}")).json()["data"]["status"] == "Cancelled"
+    [oldest] = await _runs_for(c, app, [{"name": "ctl/work"}])
+    r = await c.post("/v1/cancellations", json={  # the window's slack reaches before 1970: still one window
+        "app_id": "ctl", "function_id": "work", "started_after": "1970-01-01T00:00:00Z", "started_before": later})
+    assert r.status_code == 201 and r.json()["data"]["cancelled"] == 1, r.text
+    assert (await c.get(f"/v1/runs/{oldest}")).json()["data"]["status"] == "Cancelled"
     missing = await c.post("/v1/cancellations", json={"app_id": "ctl", "function_id": "long-sleep"})
     assert missing.status_code == 404
     message = missing.json()["error"]
@@ -121,6 +126,8 @@ async def test_replay_creates_a_new_run_from_the_same_event(client: tuple[httpx.
     r = await c.post("/v1/functions/ctl-work/replay", json={
         "started_after": (datetime.now(UTC) - timedelta(minutes=5)).isoformat()})
     assert r.status_code == 201 and len(r.json()["data"]["run_ids"]) == 1
+    r = await c.post("/v1/functions/ctl-work/replay", json={"started_after": "1970-01-01T00:00:00Z"})
+    assert r.status_code == 201, r.text  # the ids' ten minutes of slack reach before 1970: clamped, not a 500
 
 
 async def test_paused_function_stores_events_but_starts_nothing(

@@ -99,6 +99,8 @@ async def test_events_by_payload(shop: tuple[httpx.AsyncClient, list[str]]) -> N
     ("/v1/search/events", {"q": "output == 1"}, "unknown variable `output`"),
     ("/v1/search/runs", {"q": "true", "from": "2020-01-01T00:00:00Z", "to": "2020-03-01T00:00:00Z"}, "31 days"),
     ("/v1/search/runs", {"q": "true", "from": "2020-01-02T00:00:00Z", "to": "2020-01-01T00:00:00Z"}, "earlier"),
+    ("/v1/search/runs", {"q": "0", "to": "1969-12-31T00:00:00Z"}, "after 1970"),  # ids are ULIDs: none is older
+    ("/v1/search/events", {"q": "0", "to": "1969-12-31T00:00:00Z"}, "after 1970"),
     ("/v1/search/runs", {"q": "true", "status": "sleeping"}, "status must be"),
     ("/v1/search/runs", {"q": "true", "function_id": "nope"}, "not found"),
     ("/v1/charts/runs", {"range": "1y"}, "range must be"),
@@ -122,3 +124,13 @@ async def test_charts_count_the_burst_from_the_per_minute_counts(shop: tuple[htt
     assert sum(b["started"] for b in data["buckets"]) == RUNS
     assert data["concurrency"][0]["function_slug"] == "shop-order"
     assert seconds < 1.0
+
+
+@pytest.mark.parametrize("path", ["/v1/search/runs", "/v1/search/events"])
+async def test_a_window_at_the_epoch_finds_nothing_without_an_error(
+    shop: tuple[httpx.AsyncClient, list[str]], path: str
+) -> None:
+    c, _ = shop
+    r = await c.get(path, params={"q": "true", "to": "0.5"})  # 1970-01-01T00:00:00.5Z: the default day reaches 1969
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == []
