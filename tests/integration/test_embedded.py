@@ -218,14 +218,18 @@ def test_a_stale_postmaster_pid_of_a_dead_process_is_left_to_pg_ctl(
 def test_under_root_the_server_runs_as_an_unprivileged_user(workdir: Path, clusters: Clusters) -> None:
     db = clusters.start(workdir / "pgdata", settings=FAST)
 
-    data_directory, backend = _query(db.url, "SELECT current_setting('data_directory'), pg_backend_pid()")
+    with psycopg.connect(db.url, connect_timeout=5, autocommit=True) as conn:  # the backend lives while it is open
+        row = conn.execute("SELECT current_setting('data_directory'), pg_backend_pid()").fetchone()
+        assert row is not None
+        data_directory, backend = row
+        backend_uids = _uids(backend)
 
     assert isinstance(data_directory, str) and isinstance(backend, int)
     assert Path(data_directory) == db.data_dir
     assert db.data_dir.stat().st_uid != 0
     assert db.run_as is not None and pwd.getpwnam(db.run_as).pw_uid == db.data_dir.stat().st_uid
     assert 0 not in _uids(_postmaster_pid(db.data_dir))
-    assert 0 not in _uids(backend)
+    assert 0 not in backend_uids
 
 
 @root_only
