@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -213,10 +214,10 @@ def server_for_mode(request: pytest.FixtureRequest, database_url: str, mode: str
 STACK_MODES = ["dev", "serve", "pgbouncer"]
 
 
-@pytest.fixture(scope="module", params=STACK_MODES)
-def py_stack(request: pytest.FixtureRequest, module_database_url: str) -> Iterator[tuple[Server, App]]:
-    """One pgqueue server and one official-Python-SDK app, synced, per mode."""
-    server = server_for_mode(request, module_database_url, request.param)
+@contextlib.contextmanager
+def synced_py_app(server: Server) -> Iterator[tuple[Server, App]]:
+    """The official-Python-SDK app (apps/py_app.py) started and synced with `server`; both stopped
+    on the way out."""
     app = None
     try:
         app = start_py_app(server)
@@ -226,3 +227,10 @@ def py_stack(request: pytest.FixtureRequest, module_database_url: str) -> Iterat
         if app:
             app.proc.terminate()
         server.proc.terminate()
+
+
+@pytest.fixture(scope="module", params=STACK_MODES)
+def py_stack(request: pytest.FixtureRequest, module_database_url: str) -> Iterator[tuple[Server, App]]:
+    """One pgqueue server and one official-Python-SDK app, synced, per mode."""
+    with synced_py_app(server_for_mode(request, module_database_url, request.param)) as stack:
+        yield stack

@@ -15,16 +15,7 @@ import httpx
 import pytest
 
 from pgqueue.protocol.signing import hashed_key, normalize_key
-from tests.compat.conftest import (
-    EVENT_KEY,
-    PY_APP_FUNCTIONS,
-    SIGNING_KEY,
-    App,
-    Server,
-    start_py_app,
-    start_server,
-    sync_via_put,
-)
+from tests.compat.conftest import EVENT_KEY, SIGNING_KEY, App, Server, start_server, synced_py_app
 from tests.dashboard.conftest import shot_path
 from tests.helpers.procs import wait_until
 
@@ -35,16 +26,8 @@ VIEWPORT = {"width": 1360, "height": 900}
 
 @pytest.fixture
 def dev_stack(database_url: str) -> Iterator[tuple[Server, App]]:
-    server = start_server(database_url)
-    app = None
-    try:
-        app = start_py_app(server)
-        sync_via_put(app, server, expect_functions=PY_APP_FUNCTIONS)
-        yield server, app
-    finally:
-        if app:
-            app.proc.terminate()
-        server.proc.terminate()
+    with synced_py_app(start_server(database_url)) as running:
+        yield running
 
 
 def _run_of(server: Server, event_id: str, *, status: str | None = None, timeout: float = 30) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.compat.conftest import PY_APP_FUNCTIONS, App, Server, start_py_app, start_server, sync_via_put
+from tests.compat.conftest import App, Server, start_server, synced_py_app
 from tests.dashboard.conftest import shot_path
 from tests.dashboard.test_csp import VIOLATIONS
 from tests.helpers.procs import wait_until
@@ -25,16 +25,8 @@ VIEWPORT = {"width": 1360, "height": 900}
 
 @pytest.fixture(scope="module")
 def stack(module_database_url: str) -> Iterator[tuple[Server, App]]:
-    server = start_server(module_database_url)
-    app = None
-    try:
-        app = start_py_app(server)
-        sync_via_put(app, server, expect_functions=PY_APP_FUNCTIONS)
-        yield server, app
-    finally:
-        if app:
-            app.proc.terminate()
-        server.proc.terminate()
+    with synced_py_app(start_server(module_database_url)) as running:
+        yield running
 
 
 def _ended(server: Server, event_id: str, timeout: float = 60) -> dict[str, Any]:
