@@ -74,6 +74,8 @@ DECLARE
     v_reused bigint[];
     v_continued bigint[];
     v_ended integer;
+    -- asked once per batch, not per run: with many functions the trigger lookup is not free
+    v_heard constant boolean := pgqueue.finish_heard_v1(NULL);
 BEGIN
     -- Fencing, in the lock order used everywhere: the runs, then the items still leased with the
     -- caller's tokens.
@@ -253,7 +255,7 @@ BEGIN
                        ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb) AS all_events
             FROM pgqueue.events e WHERE e.id = ANY (r.event_ids)
         ) ev
-        WHERE v_class ->> x.item_id::text = 'done' AND pgqueue.finish_heard_v1(r.correlation_id)
+        WHERE v_class ->> x.item_id::text = 'done' AND (v_heard OR r.correlation_id IS NOT NULL)
     ), stored AS (
         INSERT INTO pgqueue.events (id, name, data, ts)
         SELECT finished.event_id, 'inngest/function.finished', finished.data, finished.event_ts FROM finished

@@ -378,21 +378,19 @@ AS $$
 BEGIN
     INSERT INTO pgqueue.run_counts AS c (minute, function_id, shard, created, completed, failed, cancelled, duration_ms)
     SELECT g.minute, g.function_id, (pg_backend_pid() % 8)::smallint, g.created, g.completed, g.failed, g.cancelled,
-           ARRAY(SELECT count(*) FILTER (WHERE x2.bucket = s.i)::integer
+           -- the group's own durations, bucketed once per run: linear in the batch, whatever the functions
+           ARRAY(SELECT count(b.bucket)::integer
                  FROM generate_series(1, 25) AS s(i)
-                 LEFT JOIN LATERAL (
-                     SELECT least(25, greatest(1, floor(ln(greatest(u.ms, 0.5)) / ln(2))::integer + 2)) AS bucket
-                     FROM unnest(p_function_ids, p_at, p_duration_ms) AS u(function_id, at, ms)
-                     WHERE u.ms IS NOT NULL AND u.function_id = g.function_id
-                       AND date_trunc('minute', u.at) = g.minute
-                 ) x2 ON x2.bucket = s.i
+                 LEFT JOIN unnest(g.buckets) AS b(bucket) ON b.bucket = s.i
                  GROUP BY s.i ORDER BY s.i)
     FROM (SELECT date_trunc('minute', u.at) AS minute, u.function_id,
                  count(*) FILTER (WHERE u.status = 'created')::integer AS created,
                  count(*) FILTER (WHERE u.status = 'completed')::integer AS completed,
                  count(*) FILTER (WHERE u.status = 'failed')::integer AS failed,
-                 count(*) FILTER (WHERE u.status = 'cancelled')::integer AS cancelled
-          FROM unnest(p_function_ids, p_statuses, p_at) AS u(function_id, status, at)
+                 count(*) FILTER (WHERE u.status = 'cancelled')::integer AS cancelled,
+                 array_agg(least(25, greatest(1, floor(ln(greatest(u.ms, 0.5)) / ln(2))::integer + 2)))
+                     FILTER (WHERE u.ms IS NOT NULL) AS buckets
+          FROM unnest(p_function_ids, p_statuses, p_at, p_duration_ms) AS u(function_id, status, at, ms)
           GROUP BY 1, 2) g
     -- Rows in one order for every writer: two transactions of backends on the same shard that add
     -- to the same functions' rows would otherwise lock them in hash order and could deadlock.

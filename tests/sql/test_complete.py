@@ -10,8 +10,10 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
+from pgqueue.db.pool import open_pool
 from pgqueue.executor import completion
 from pgqueue.executor.apply import MAX_STEPS, Applier
 from pgqueue.models import QueueItem
@@ -207,3 +209,35 @@ async def test_a_run_goes_back_to_the_queue_when_it_may_not_continue(twin: Twin,
     left = [(i["step_id"], i["state"]) for i in (await twin.state(item.run_id))["items"]]
     expected = [("p1", "leased")] if why == "sibling" else [("step", "available")]
     assert left == expected
+
+
+async def test_a_burst_of_ending_runs_asks_who_listens_once_per_batch(twin: Twin, database_url: str) -> None:
+    """Whether anything listens for inngest/function.finished is one question per group commit, not
+    one per run: asked per run it read the triggers of every function again for each (the drain of
+    200 functions' runs spent half its time there). Counted by PostgreSQL, which tracks the calls
+    of the batcher's own backends."""
+    items = [i for _ in range(40) for i in await twin.run()]
+    conninfo = psycopg.conninfo.make_conninfo(database_url, options="-c track_functions=all")
+    pool = await open_pool(conninfo, max_size=2)
+    try:
+        batcher = completion.CompletionBatcher(pool)
+        elems = [completion.element(i, RunDone(output=None, request_version=None), started_at=STARTED,
+                                    body_size=100) for i in items]
+        results = await asyncio.gather(*(batcher.submit(e) for e in elems if e is not None))
+    finally:
+        await pool.close()  # a backend reports its function counts when it exits
+    assert [status for status, _ in results] == ["finished"] * 40
+    calls = None
+    async with twin.pool.connection() as conn:
+        for _ in range(50):  # the exiting backends' reports arrive within moments
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = await (await conn.execute(
+                "SELECT coalesce(sum(calls), 0) AS calls FROM pg_stat_user_functions"
+                " WHERE schemaname = 'pgqueue' AND funcname = 'complete_v2'")).fetchone()
+            if row["calls"] >= batcher.batches_written:
+                break
+            await asyncio.sleep(0.1)
+        calls = await (await conn.execute(
+            "SELECT coalesce(sum(calls), 0) AS calls FROM pg_stat_user_functions"
+            " WHERE schemaname = 'pgqueue' AND funcname = 'finish_heard_v1'")).fetchone()
+    assert calls["calls"] == batcher.batches_written, "once per batch"
