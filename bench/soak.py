@@ -135,18 +135,21 @@ def main() -> None:
         print(f"{'min':>4}{'runs/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'WAL kB/s':>10}{'history MB':>12}{'queue MB':>10}"
               f"{'q dead':>8}{'q vac s':>9}{'xid age':>10}{'parts':>7}")
         with psycopg.connect(pg.url, autocommit=True) as conn:
-            last = conn.execute(_STATE).fetchone()
+            first = conn.execute(_STATE).fetchone()
+            assert first is not None
+            last = tuple(float(v) if v is not None else None for v in first)
             since = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
             for minute in range(1, args.minutes + 1):
                 time.sleep(60)
                 until = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
                 ended, p50, p99 = conn.execute(_MINUTE, {"since": since, "until": until}).fetchone()  # type: ignore[misc]
-                state = conn.execute(_STATE).fetchone()
-                assert last is not None and state is not None
+                row = conn.execute(_STATE).fetchone()
+                assert last is not None and row is not None
+                state = tuple(float(v) if v is not None else None for v in row)  # numeric sums arrive as Decimal
                 seconds = (until - since).total_seconds()
                 print(f"{minute:4d}{ended / seconds:8.1f}{p50 or 0:9.0f}{p99 or 0:9.0f}"
                       f"{(state[0] - last[0]) / seconds / 1000:10.1f}{state[1] / 1e6:12.1f}{state[2] / 1e6:10.2f}"
-                      f"{state[3]:8d}{state[4] or 0:9.0f}{state[5]:10d}{state[6]:7d}", flush=True)
+                      f"{state[3]:8.0f}{state[4] or 0:9.0f}{state[5]:10.0f}{state[6]:7.0f}", flush=True)
                 last, since = state, until
         stop.set()
         sender.join(timeout=5)
