@@ -96,7 +96,8 @@ async def test_bulk_cancel_takes_inngests_shape_and_the_slug(client: tuple[httpx
         assert (await c.get(f"/v1/runs/{run_id}")).json()["data"]["status"] == "Cancelled"
     [oldest] = await _runs_for(c, app, [{"name": "ctl/work"}])
     r = await c.post("/v1/cancellations", json={  # the window's slack reaches before 1970: still one window
-        "app_id": "ctl", "function_id": "work", "started_after": "1970-01-01T00:00:00Z", "started_before": later})
+        "app_id": "ctl", "function_id": "work", "started_after": "1970-01-01T00:00:00Z",
+        "started_before": later})
     assert r.status_code == 201 and r.json()["data"]["cancelled"] == 1, r.text
     assert (await c.get(f"/v1/runs/{oldest}")).json()["data"]["status"] == "Cancelled"
     missing = await c.post("/v1/cancellations", json={"app_id": "ctl", "function_id": "long-sleep"})

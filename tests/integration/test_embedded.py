@@ -218,7 +218,8 @@ def test_a_stale_postmaster_pid_of_a_dead_process_is_left_to_pg_ctl(
 def test_under_root_the_server_runs_as_an_unprivileged_user(workdir: Path, clusters: Clusters) -> None:
     db = clusters.start(workdir / "pgdata", settings=FAST)
 
-    with psycopg.connect(db.url, connect_timeout=5, autocommit=True) as conn:  # the backend lives while it is open
+    # read the backend's uids while its connection is open: it may exit as soon as that closes
+    with psycopg.connect(db.url, connect_timeout=5, autocommit=True) as conn:
         row = conn.execute("SELECT current_setting('data_directory'), pg_backend_pid()").fetchone()
         assert row is not None
         data_directory, backend = row

@@ -41,18 +41,19 @@ def test_counts_and_histograms_per_function_and_minute(conn: psycopg.Connection,
         for _ in range(200):
             fn, status = rng.choice(functions), rng.choice(["created", "completed", "failed", "cancelled"])
             at = base + timedelta(seconds=rng.randrange(0, 90))
-            ms = None if status == "created" else rng.choice([0.1, 0.7, 1.0, 3.0, 250.0, 9e9, rng.uniform(0, 5e4)])
+            choices = [0.1, 0.7, 1.0, 3.0, 250.0, 9e9, rng.uniform(0, 5e4)]
+            ms = None if status == "created" else rng.choice(choices)
             fns.append(fn), statuses.append(status), ats.append(at), durations.append(ms)
             minute = at.replace(second=0, microsecond=0)
             expected_status[(minute, fn, status)] += 1
             hist = expected_hist.setdefault((minute, fn), [0] * 25)
             if ms is not None:
                 hist[bucket(ms) - 1] += 1
-        conn.execute("SELECT pgqueue.run_counts_add_v1(%s::uuid[], %s::text[], %s::timestamptz[], %s::float8[])",
-                     (fns, statuses, ats, durations))
+        conn.execute("SELECT pgqueue.run_counts_add_v1(%s::uuid[], %s::text[], %s::timestamptz[],"
+                     " %s::float8[])", (fns, statuses, ats, durations))
     rows = conn.execute(
-        "SELECT minute, function_id, sum(created)::int, sum(completed)::int, sum(failed)::int, sum(cancelled)::int,"
-        " array_agg(duration_ms) FROM pgqueue.run_counts WHERE function_id = ANY(%s)"
+        "SELECT minute, function_id, sum(created)::int, sum(completed)::int, sum(failed)::int,"
+        " sum(cancelled)::int, array_agg(duration_ms) FROM pgqueue.run_counts WHERE function_id = ANY(%s)"
         " GROUP BY minute, function_id", (functions,)).fetchall()
     assert rows
     assert {(m, f) for m, f, *_ in rows} == set(expected_hist)
