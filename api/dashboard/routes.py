@@ -27,7 +27,7 @@ from api.dashboard import waterfall
 from pgqueue import __version__
 from pgqueue.admin import actions, webhook_actions
 from pgqueue.apps import sync
-from pgqueue.errors import InvalidInput, NotFound, PgQueueError, Unauthorized
+from pgqueue.errors import InvalidInput, PgQueueError, Unauthorized
 from pgqueue.events import ingest, signatures, transforms
 from pgqueue.models import DISCOVERY_STEP
 from pgqueue.runs import charts, search, trace
@@ -616,12 +616,8 @@ async def span_output(run_id: str, output_id: str, request: Request) -> JSONResp
     under the dashboard's session."""
     if await sessions.current(request) is None and deps.settings(request).production:
         raise Unauthorized("sign in to the dashboard first")
-    if trace.decode_output_id(output_id)["r"] != run_id:
-        raise NotFound(f"output {output_id} is not an output of run {run_id}")
     async with deps.pool(request).connection() as conn:
-        found = await trace.output(conn, output_id)
-    if found is None:
-        raise NotFound(f"output {output_id} not found")
+        found = await trace.output_of_run(conn, run_id, output_id)
     return JSONResponse({"data": found.data, "error": found.error, "input": found.input},
                         headers={"cache-control": "no-store"})
 

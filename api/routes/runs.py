@@ -206,12 +206,8 @@ async def run_trace(run_id: str, request: Request) -> JSONResponse:
             description="`data` is the output as JSON text (a step's output, the event a wait matched, the"
                         " run's result); `error` the error object of a failed step, call or run.")
 async def run_output(run_id: str, output_id: str, request: Request) -> JSONResponse:
-    if trace.decode_output_id(output_id)["r"] != run_id:
-        raise NotFound(f"output {output_id} is not an output of run {run_id}")
     async with deps.pool(request).connection() as conn:
-        found = await trace.output(conn, output_id)
-    if found is None:
-        raise NotFound(f"output {output_id} not found")
+        found = await trace.output_of_run(conn, run_id, output_id)
     return _data({"data": found.data, "error": found.error, "input": found.input})
 
 

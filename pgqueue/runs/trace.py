@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Any
 
 from pgqueue.db.pool import Conn
-from pgqueue.errors import InvalidInput
+from pgqueue.errors import InvalidInput, NotFound
 from pgqueue.models import DISCOVERY_STEP
 from pgqueue.store import history
 
@@ -243,6 +243,17 @@ def _error_object(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     return {"name": "Error", "message": value if isinstance(value, str) else to_json(value)}
+
+
+async def output_of_run(conn: Conn, run_id: str, value: str) -> SpanOutput:
+    """One of run `run_id`'s outputs (REST and the dashboard): NotFound when the id names another
+    run's output or the output is gone."""
+    if decode_output_id(value)["r"] != run_id:
+        raise NotFound(f"output {value} is not an output of run {run_id}")
+    found = await output(conn, value)
+    if found is None:
+        raise NotFound(f"output {value} not found")
+    return found
 
 
 async def output(conn: Conn, value: str) -> SpanOutput | None:
