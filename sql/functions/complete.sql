@@ -74,8 +74,6 @@ DECLARE
     v_reused bigint[];
     v_continued bigint[];
     v_ended integer;
-    -- asked once per batch, not per run: with many functions the trigger lookup is not free
-    v_heard constant boolean := pgqueue.finish_heard_v1(NULL);
 BEGIN
     -- Fencing, in the lock order used everywhere: the runs, then the items still leased with the
     -- caller's tokens.
@@ -255,7 +253,10 @@ BEGIN
                        ORDER BY array_position(r.event_ids, e.id)), '[]'::jsonb) AS all_events
             FROM pgqueue.events e WHERE e.id = ANY (r.event_ids)
         ) ev
-        WHERE v_class ->> x.item_id::text = 'done' AND (v_heard OR r.correlation_id IS NOT NULL)
+        -- who listens is asked once per statement, and only when a run ends (an InitPlan): per run
+        -- it read every function's triggers again for each
+        WHERE v_class ->> x.item_id::text = 'done'
+          AND (r.correlation_id IS NOT NULL OR (SELECT pgqueue.finish_heard_v1(NULL)))
     ), stored AS (
         INSERT INTO pgqueue.events (id, name, data, ts)
         SELECT finished.event_id, 'inngest/function.finished', finished.data, finished.event_ts FROM finished

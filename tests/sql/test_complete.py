@@ -211,33 +211,46 @@ async def test_a_run_goes_back_to_the_queue_when_it_may_not_continue(twin: Twin,
     assert left == expected
 
 
-async def test_a_burst_of_ending_runs_asks_who_listens_once_per_batch(twin: Twin, database_url: str) -> None:
-    """Whether anything listens for inngest/function.finished is one question per group commit, not
-    one per run: asked per run it read the triggers of every function again for each (the drain of
-    200 functions' runs spent half its time there). Counted by PostgreSQL, which tracks the calls
-    of the batcher's own backends."""
-    items = [i for _ in range(40) for i in await twin.run()]
+async def _finish_heard_calls(
+    twin: Twin, database_url: str, outcome: Outcome, runs: int
+) -> tuple[int, int, list[str]]:
+    """Complete one call of each of `runs` runs with `outcome` in a burst on a pool of its own whose
+    backends PostgreSQL tracks: (finish_heard_v1 calls, batches written, statuses)."""
+    items = [i for _ in range(runs) for i in await twin.run()]
     conninfo = psycopg.conninfo.make_conninfo(database_url, options="-c track_functions=all")
     pool = await open_pool(conninfo, max_size=2)
     try:
         batcher = completion.CompletionBatcher(pool)
-        elems = [completion.element(i, RunDone(output=None, request_version=None), started_at=STARTED,
-                                    body_size=100) for i in items]
+        elems = [completion.element(i, outcome, started_at=STARTED, body_size=100) for i in items]
         results = await asyncio.gather(*(batcher.submit(e) for e in elems if e is not None))
     finally:
         await pool.close()  # a backend reports its function counts when it exits
-    assert [status for status, _ in results] == ["finished"] * 40
-    calls = None
-    async with twin.pool.connection() as conn:
-        for _ in range(50):  # the exiting backends' reports arrive within moments
+
+    async def calls(function: str) -> int:
+        async with twin.pool.connection() as conn:
             await conn.execute("SELECT pg_stat_clear_snapshot()")
             row = await (await conn.execute(
                 "SELECT coalesce(sum(calls), 0) AS calls FROM pg_stat_user_functions"
-                " WHERE schemaname = 'pgqueue' AND funcname = 'complete_v2'")).fetchone()
-            if row["calls"] >= batcher.batches_written:
-                break
-            await asyncio.sleep(0.1)
-        calls = await (await conn.execute(
-            "SELECT coalesce(sum(calls), 0) AS calls FROM pg_stat_user_functions"
-            " WHERE schemaname = 'pgqueue' AND funcname = 'finish_heard_v1'")).fetchone()
-    assert calls["calls"] == batcher.batches_written, "once per batch"
+                " WHERE schemaname = 'pgqueue' AND funcname = %s", (function,))).fetchone()
+        return int(row["calls"])
+
+    for _ in range(50):  # the exiting backends' reports arrive within moments
+        if await calls("complete_v2") >= batcher.batches_written:
+            break
+        await asyncio.sleep(0.1)
+    return await calls("finish_heard_v1"), batcher.batches_written, [status for status, _ in results]
+
+
+async def test_a_burst_of_ending_runs_asks_who_listens_once_per_batch(twin: Twin, database_url: str) -> None:
+    """Whether anything listens for inngest/function.finished is one question per group commit, not
+    one per run: asked per run it read the triggers of every function again for each (the drain of
+    200 functions' runs spent half its time there); and no question when no run ends. Counted by
+    PostgreSQL, which tracks the calls of the batcher's own backends (counts are per database, so
+    the steps' burst is counted first)."""
+    heard, _, statuses = await _finish_heard_calls(twin, database_url, STEP, 20)
+    assert statuses == ["applied"] * 20
+    assert heard == 0, "no run ended: nobody is asked"
+    ended = RunDone(output=None, request_version=None)
+    heard, batches, statuses = await _finish_heard_calls(twin, database_url, ended, 40)
+    assert statuses == ["finished"] * 40
+    assert heard == batches, "once per batch"
